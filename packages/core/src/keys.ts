@@ -1,0 +1,108 @@
+import { ProtocolError } from './errors.js';
+import { assertValidName, isValidName } from './names.js';
+
+/**
+ * The etcd key layout. This module is the only place a pgha key is built or parsed.
+ *
+ * Everything of one cluster lives below one prefix, `/pgha/<cluster>/` by default:
+ *
+ * | key | writer | lease |
+ * | --- | --- | --- |
+ * | `initialize` | the member that ran initdb (create-if-absent) | — |
+ * | `config` | controller | — |
+ * | `members/<name>` | that member's agent | the agent's |
+ * | `leader` | the primary's agent | the primary agent's |
+ * | `term` | whoever installs a leader, in the same transaction | — |
+ * | `target` | controller | — |
+ * | `switchover` | CLI / API | — |
+ * | `history/<term>` | controller | — |
+ */
+export const keyKinds = ['initialize', 'config', 'member', 'leader', 'term', 'target', 'switchover', 'history'] as const;
+
+/** One of {@link keyKinds}. */
+export type KeyKind = (typeof keyKinds)[number];
+
+/** What {@link ClusterKeys.parse} found a key to be. */
+export type ParsedKey =
+  | { readonly kind: 'initialize' | 'config' | 'leader' | 'term' | 'target' | 'switchover' }
+  | { readonly kind: 'member'; readonly name: string }
+  | { readonly kind: 'history'; readonly term: number };
+
+/** The default root under which clusters are kept. */
+export const defaultKeyRoot = '/pgha/';
+
+/** Builders and the parser for one cluster's keys. */
+export interface ClusterKeys {
+  /** The prefix every key of the cluster starts with, ending in `/`. */
+  readonly prefix: string;
+  readonly initialize: string;
+  readonly config: string;
+  readonly leader: string;
+  readonly term: string;
+  readonly target: string;
+  readonly switchover: string;
+  /** Prefix of all member records (for range reads and watches). */
+  readonly membersPrefix: string;
+  /** Prefix of all history records. */
+  readonly historyPrefix: string;
+  member(name: string): string;
+  /** History keys are zero-padded so etcd's byte order is term order. */
+  history(term: number): string;
+  /** What `key` is, or null when it is not one of this cluster's keys. */
+  parse(key: string): ParsedKey | null;
+}
+
+const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover'] as const;
+
+/**
+ * The keys of `cluster`, below `root` (default `/pgha/`).
+ *
+ * @throws PghaError `invalid-option` when the cluster name is not a DNS-1123 label or
+ *   the root does not start and end with `/`.
+ * @example clusterKeys('demo').leader === '/pgha/demo/leader'
+ */
+export function clusterKeys(cluster: string, root: string = defaultKeyRoot): ClusterKeys {
+  assertValidName('cluster', cluster);
+  if (!root.startsWith('/') || !root.endsWith('/')) {
+    throw new ProtocolError('key prefix', `"${root}" must start and end with "/", like /pgha/`);
+  }
+  const prefix = `${root}${cluster}/`;
+  const membersPrefix = `${prefix}members/`;
+  const historyPrefix = `${prefix}history/`;
+  return {
+    prefix,
+    initialize: `${prefix}initialize`,
+    config: `${prefix}config`,
+    leader: `${prefix}leader`,
+    term: `${prefix}term`,
+    target: `${prefix}target`,
+    switchover: `${prefix}switchover`,
+    membersPrefix,
+    historyPrefix,
+    member(name: string): string {
+      return `${membersPrefix}${assertValidName('member', name)}`;
+    },
+    history(term: number): string {
+      if (!Number.isSafeInteger(term) || term < 1) {
+        throw new ProtocolError('history key', `term ${term} must be a positive integer`);
+      }
+      return `${historyPrefix}${String(term).padStart(12, '0')}`;
+    },
+    parse(key: string): ParsedKey | null {
+      if (!key.startsWith(prefix)) return null;
+      const rest = key.slice(prefix.length);
+      for (const kind of singles) if (rest === kind) return { kind };
+      if (rest.startsWith('members/')) {
+        const name = rest.slice('members/'.length);
+        return isValidName(name) ? { kind: 'member', name } : null;
+      }
+      if (rest.startsWith('history/')) {
+        const digits = rest.slice('history/'.length);
+        if (!/^\d{12}$/.test(digits)) return null;
+        const term = Number(digits);
+        return term >= 1 ? { kind: 'history', term } : null;
+      }
+      return null;
+    },
+  };
+}

@@ -1,0 +1,235 @@
+import { z } from 'zod';
+import { ProtocolError } from './errors.js';
+import { isLsn } from './lsn.js';
+import { isValidName } from './names.js';
+
+/**
+ * Versioned records stored in etcd. Each record type has a same-named companion
+ * with `parse(unknown)` (validate a decoded value), `decode(text)` (validate etcd
+ * bytes) and `encode(record)` (serialize, validating first). All of them throw
+ * {@link ProtocolError} on bad input; nothing unvalidated crosses this boundary.
+ *
+ * Every record carries `v`, its schema version. Readers accept only versions they
+ * understand and say so otherwise, so a newer writer never gets half-understood.
+ */
+export const recordVersion = 1 as const;
+
+/** Records larger than this are rejected before parsing (hostile or corrupt). */
+export const maxRecordBytes = 64 * 1024;
+
+const name = z.string().refine(isValidName, 'must be a DNS-1123 label (lower-case letters, digits, dashes; at most 63)');
+const host = z.string().min(1).max(253).regex(/^[A-Za-z0-9.:\-_[\]%]+$/, 'must be a host name or IP address');
+const port = z.number().int().min(1).max(65535);
+const term = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const lsn = z.string().refine(isLsn, 'must be a WAL position like 0/3000060');
+const timestamp = z.iso.datetime({ offset: true });
+const shortText = z.string().max(1024);
+const nonNegative = z.number().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** The roles a member reports. `unknown` while postgres is not answering. */
+export const memberRoles = ['primary', 'replica', 'unknown'] as const;
+export type MemberRole = (typeof memberRoles)[number];
+
+/**
+ * What a member's agent is doing. `initializing` (initdb), `cloning` (base backup),
+ * `starting`, `running`, `stopping`, `stopped`, `failed` (needs a hand: see `problem`).
+ */
+export const memberStates = ['initializing', 'cloning', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
+export type MemberState = (typeof memberStates)[number];
+
+/** Tags an operator sets on a member. */
+const tagsSchema = z
+  .object({
+    /** Never choose this member as a new primary. */
+    noFailover: z.boolean().optional(),
+  })
+  .strict();
+
+const memberSchema = z.object({
+  v: z.literal(recordVersion),
+  name,
+  role: z.enum(memberRoles),
+  state: z.enum(memberStates),
+  host,
+  port,
+  /** The newest term this member has seen. */
+  term,
+  timeline: z.number().int().min(1).max(0xffffffff).nullable(),
+  /** Primary: its current WAL insert position. Replica: last WAL received. */
+  receivedLsn: lsn.nullable(),
+  /** Primary: same as receivedLsn. Replica: last WAL replayed. */
+  replayedLsn: lsn.nullable(),
+  /** Bytes behind the primary's last published position (0 on the primary). */
+  lagBytes: nonNegative.nullable(),
+  /** Seconds since the last replayed transaction when replay is behind (0 when caught up). */
+  lagSeconds: nonNegative.nullable(),
+  /** Replica: whether its WAL receiver is streaming from the primary. */
+  streaming: z.boolean(),
+  postgresVersion: z.string().max(64).nullable(),
+  /** PostgreSQL's database system identifier (decimal text); equal across one cluster's members. */
+  systemId: z.string().regex(/^\d{1,20}$/).nullable(),
+  healthy: z.boolean(),
+  /** What is wrong, when not healthy or when failed. */
+  problem: shortText.nullable(),
+  tags: tagsSchema,
+  updatedAt: timestamp,
+});
+
+const leaderSchema = z.object({
+  v: z.literal(recordVersion),
+  term: term.min(1),
+  member: name,
+  host,
+  port,
+  timeline: z.number().int().min(1).max(0xffffffff),
+  /** When this leadership began. */
+  since: timestamp,
+  /** False between installing the record and postgres accepting writes. */
+  writable: z.boolean(),
+});
+
+const termSchema = z.object({ v: z.literal(recordVersion), term });
+
+const initializeSchema = z.object({
+  v: z.literal(recordVersion),
+  member: name,
+  systemId: z.string().regex(/^\d{1,20}$/),
+  at: timestamp,
+});
+
+/** Synchronous replication modes. */
+export const synchronousModes = ['off', 'on', 'quorum'] as const;
+export type SynchronousMode = (typeof synchronousModes)[number];
+
+const configSchema = z.object({
+  v: z.literal(recordVersion),
+  leaseTtlMillis: z.number().int().min(1000).max(600_000),
+  keepaliveIntervalMillis: z.number().int().min(100).max(60_000),
+  fencingMarginMillis: z.number().int().min(0).max(60_000),
+  maximumLagOnFailoverBytes: nonNegative,
+  synchronousMode: z.enum(synchronousModes),
+});
+
+const targetSchema = z.object({
+  v: z.literal(recordVersion),
+  term: term.min(1),
+  member: name,
+  reason: z.enum(['failover', 'switchover', 'manual-failover', 'bootstrap']),
+  decidedAt: timestamp,
+});
+
+const switchoverSchema = z.object({
+  v: z.literal(recordVersion),
+  from: name.nullable(),
+  to: name.nullable(),
+  at: timestamp.nullable(),
+  requestedAt: timestamp,
+});
+
+const historySchema = z.object({
+  v: z.literal(recordVersion),
+  term: term.min(1),
+  oldPrimary: name.nullable(),
+  newPrimary: name,
+  timeline: z.number().int().min(1).max(0xffffffff),
+  reason: shortText,
+  detectedAt: timestamp.nullable(),
+  promotedAt: timestamp,
+  /** The last LSN known for each member when the decision was made. */
+  lastKnownLsn: z.record(name, lsn.nullable()),
+});
+
+export type MemberRecord = z.infer<typeof memberSchema>;
+export type LeaderRecord = z.infer<typeof leaderSchema>;
+export type TermRecord = z.infer<typeof termSchema>;
+export type InitializeRecord = z.infer<typeof initializeSchema>;
+export type ConfigRecord = z.infer<typeof configSchema>;
+export type TargetRecord = z.infer<typeof targetSchema>;
+export type SwitchoverRecord = z.infer<typeof switchoverSchema>;
+export type HistoryRecord = z.infer<typeof historySchema>;
+export type MemberTags = z.infer<typeof tagsSchema>;
+
+/** The companion object every record type has. */
+export interface RecordCodec<T> {
+  /** The record kind, used in error messages. */
+  readonly kind: string;
+  /** Validates an already-decoded value. @throws ProtocolError */
+  parse(input: unknown): T;
+  /** Validates etcd bytes or text (JSON). @throws ProtocolError */
+  decode(input: string | Uint8Array): T;
+  /** Serializes a record after validating it. @throws ProtocolError */
+  encode(record: T): string;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(record)'} ${issue.message}`)
+    .join('; ');
+}
+
+function codec<T>(kind: string, schema: z.ZodType<T>): RecordCodec<T> {
+  const parse = (input: unknown): T => {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      throw new ProtocolError(kind, `expected a JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input}`);
+    }
+    const version = (input as { v?: unknown }).v;
+    if (version !== recordVersion) {
+      throw new ProtocolError(
+        kind,
+        typeof version === 'number'
+          ? `record version ${version} is not understood by this pgha (it reads version ${recordVersion}); upgrade pgha on this host`
+          : `record has no valid version field "v" (expected ${recordVersion})`,
+      );
+    }
+    const result = schema.safeParse(input);
+    if (!result.success) throw new ProtocolError(kind, `malformed record: ${describeIssues(result.error)}`, { cause: result.error });
+    return result.data;
+  };
+  return {
+    kind,
+    parse,
+    decode(input: string | Uint8Array): T {
+      const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
+      if (size > maxRecordBytes) throw new ProtocolError(kind, `record of ${size} bytes exceeds the ${maxRecordBytes}-byte limit`);
+      const text = typeof input === 'string' ? input : new TextDecoder().decode(input);
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch (cause) {
+        throw new ProtocolError(kind, `not valid JSON: ${text.slice(0, 60)}`, { cause });
+      }
+      return parse(value);
+    },
+    encode(record: T): string {
+      return JSON.stringify(parse(record));
+    },
+  };
+}
+
+/** A member's self-report, written by its agent under the agent's lease. */
+export const MemberRecord: RecordCodec<MemberRecord> = codec('member record', memberSchema);
+/** The current primary, written by the primary's agent under its lease; what clients follow. */
+export const LeaderRecord: RecordCodec<LeaderRecord> = codec('leader record', leaderSchema);
+/** The newest term, written with every leader installation. */
+export const TermRecord: RecordCodec<TermRecord> = codec('term record', termSchema);
+/** Written once by the member that ran initdb; pins the cluster's system identifier. */
+export const InitializeRecord: RecordCodec<InitializeRecord> = codec('initialize record', initializeSchema);
+/** Cluster-wide settings, written by the controller. */
+export const ConfigRecord: RecordCodec<ConfigRecord> = codec('config record', configSchema);
+/** The controller's decision of which member leads the next term. */
+export const TargetRecord: RecordCodec<TargetRecord> = codec('target record', targetSchema);
+/** A request for a planned switchover, consumed by the controller. */
+export const SwitchoverRecord: RecordCodec<SwitchoverRecord> = codec('switchover record', switchoverSchema);
+/** One record per promotion. */
+export const HistoryRecord: RecordCodec<HistoryRecord> = codec('history record', historySchema);
+
+/** The defaults of {@link ConfigRecord}; see docs/architecture.md for the timing budget. */
+export const defaultConfig: ConfigRecord = {
+  v: recordVersion,
+  leaseTtlMillis: 10_000,
+  keepaliveIntervalMillis: 1_000,
+  fencingMarginMillis: 2_000,
+  maximumLagOnFailoverBytes: 16 * 1024 * 1024,
+  synchronousMode: 'off',
+};

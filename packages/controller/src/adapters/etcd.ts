@@ -1,0 +1,72 @@
+import { PghaError } from '@pgha/core';
+import { Etcd3, EtcdError, type IOptions } from 'etcd3';
+
+/** How pgha reaches etcd. */
+export interface EtcdConnection {
+  /** Comma-separated or array of `http://host:port` endpoints. */
+  readonly endpoints: string | readonly string[];
+  readonly username?: string;
+  readonly password?: string;
+}
+
+/** Splits a comma-separated endpoint list and checks each is a URL. */
+export function parseEndpoints(endpoints: string | readonly string[]): string[] {
+  const list = (typeof endpoints === 'string' ? endpoints.split(',') : [...endpoints]).map((e) => e.trim()).filter((e) => e !== '');
+  if (list.length === 0) throw new PghaError('invalid-option', 'no etcd endpoint given: pass --etcd http://HOST:PORT or set PGHA_ETCD');
+  for (const endpoint of list) {
+    let url: URL;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      throw new PghaError('invalid-option', `etcd endpoint "${endpoint}" is not a URL: use http://HOST:PORT`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new PghaError('invalid-option', `etcd endpoint "${endpoint}" must use http: or https:`);
+    }
+  }
+  return list;
+}
+
+/** Creates an etcd client whose calls give up after `callTimeoutMillis`. */
+export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis = 5000): Etcd3 {
+  const hosts = parseEndpoints(connection.endpoints);
+  const options: IOptions = {
+    hosts,
+    dialTimeout: callTimeoutMillis,
+    defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMillis }),
+  };
+  if (connection.username !== undefined && connection.password !== undefined) {
+    options.auth = { username: connection.username, password: connection.password };
+  }
+  return new Etcd3(options);
+}
+
+/**
+ * Translates an etcd3/gRPC failure into a {@link PghaError}: the one place foreign
+ * etcd errors become ours.
+ */
+export function castEtcdError(error: unknown, endpoints: string | readonly string[], doing: string): PghaError {
+  if (error instanceof PghaError) return error;
+  const where = typeof endpoints === 'string' ? endpoints : endpoints.join(',');
+  const detail = error instanceof Error ? error.message.split('\n')[0] : String(error);
+  const unavailable =
+    !(error instanceof EtcdError) ||
+    /unavailable|deadline|timed? ?out|ECONNREFUSED|No connection|connect/i.test(detail ?? '');
+  if (unavailable) {
+    return new PghaError(
+      'etcd-unavailable',
+      `cannot reach etcd at ${where} while ${doing} (${detail}): check that etcd runs there, or omit --etcd to let \`pgha up\` start its own`,
+      { retryable: true, cause: error },
+    );
+  }
+  return new PghaError('etcd-unavailable', `etcd at ${where} failed while ${doing}: ${detail}`, { retryable: true, cause: error });
+}
+
+/** Fails fast with a clear error when etcd does not answer within the client's timeout. */
+export async function assertEtcdReachable(client: Etcd3, endpoints: string | readonly string[]): Promise<void> {
+  try {
+    await client.maintenance.status();
+  } catch (error) {
+    throw castEtcdError(error, endpoints, 'checking that etcd answers');
+  }
+}

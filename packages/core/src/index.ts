@@ -3,31 +3,32 @@
  * etcd key layout, versioned records with parsers, terms, LSN arithmetic, events
  * and errors. It performs no I/O and may import nothing but zod.
  */
-export { errorCodes, PghaError, ProtocolError, isPghaError } from './errors.js';
+
 export type { ErrorCode, PghaErrorOptions } from './errors.js';
-export { clusterKeys, defaultKeyRoot, keyKinds } from './keys.js';
+export { errorCodes, isPghaError, PghaError, ProtocolError } from './errors.js';
+export type { ClusterEvent, PrimaryChangeReason, PrimaryEndpoint } from './events.js';
+export { clusterEventTypes, describeEvent, primaryChangeReasons } from './events.js';
 export type { ClusterKeys, KeyKind, ParsedKey } from './keys.js';
-export { assertValidName, isValidName, memberName, slotNameFor } from './names.js';
-export { compareLsn, formatLsn, isLsn, lsnLagBytes, maxLsn, parseLsn } from './lsn.js';
+export { clusterKeys, defaultKeyRoot, keyKinds } from './keys.js';
 export type { LsnText } from './lsn.js';
-export { initialTerm, isCurrentTerm, newestTerm, nextTerm } from './terms.js';
-export type { Term } from './terms.js';
+export { compareLsn, formatLsn, isLsn, lsnLagBytes, maxLsn, parseLsn } from './lsn.js';
+export { assertValidName, isValidName, memberName, slotNameFor } from './names.js';
+export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode } from './records.js';
 export {
   ConfigRecord,
+  defaultConfig,
   HistoryRecord,
   InitializeRecord,
   LeaderRecord,
   MemberRecord,
-  SwitchoverRecord,
-  TargetRecord,
-  TermRecord,
-  defaultConfig,
   maxRecordBytes,
   memberRoles,
   memberStates,
   recordVersion,
+  SwitchoverRecord,
   synchronousModes,
+  TargetRecord,
+  TermRecord,
 } from './records.js';
-export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode } from './records.js';
-export { clusterEventTypes, describeEvent, primaryChangeReasons } from './events.js';
-export type { ClusterEvent, PrimaryChangeReason, PrimaryEndpoint } from './events.js';
+export type { Term } from './terms.js';
+export { initialTerm, isCurrentTerm, newestTerm, nextTerm } from './terms.js';

@@ -1,4 +1,4 @@
-import { ProtocolError } from './errors.js';
+import { PghaError, ProtocolError } from './errors.js';
 import { assertValidName, isValidName } from './names.js';
 
 /**
@@ -17,7 +17,16 @@ import { assertValidName, isValidName } from './names.js';
  * | `switchover` | CLI / API | — |
  * | `history/<term>` | controller | — |
  */
-export const keyKinds = ['initialize', 'config', 'member', 'leader', 'term', 'target', 'switchover', 'history'] as const;
+export const keyKinds = [
+  'initialize',
+  'config',
+  'member',
+  'leader',
+  'term',
+  'target',
+  'switchover',
+  'history',
+] as const;
 
 /** One of {@link keyKinds}. */
 export type KeyKind = (typeof keyKinds)[number];
@@ -55,6 +64,13 @@ export interface ClusterKeys {
 const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover'] as const;
 
 /**
+ * History keys hold the term as 12 zero-padded digits so etcd's byte order is term
+ * order; a wider term would neither sort nor parse, so it is refused when building.
+ */
+const historyDigits = 12;
+const maxHistoryTerm = 10 ** historyDigits - 1;
+
+/**
  * The keys of `cluster`, below `root` (default `/pgha/`).
  *
  * @throws PghaError `invalid-option` when the cluster name is not a DNS-1123 label or
@@ -64,7 +80,7 @@ const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover
 export function clusterKeys(cluster: string, root: string = defaultKeyRoot): ClusterKeys {
   assertValidName('cluster', cluster);
   if (!root.startsWith('/') || !root.endsWith('/')) {
-    throw new ProtocolError('key prefix', `"${root}" must start and end with "/", like /pgha/`);
+    throw new PghaError('invalid-option', `invalid key root "${root}": it must start and end with "/", like /pgha/`);
   }
   const prefix = `${root}${cluster}/`;
   const membersPrefix = `${prefix}members/`;
@@ -83,10 +99,13 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
       return `${membersPrefix}${assertValidName('member', name)}`;
     },
     history(term: number): string {
-      if (!Number.isSafeInteger(term) || term < 1) {
-        throw new ProtocolError('history key', `term ${term} must be a positive integer`);
+      if (!Number.isSafeInteger(term) || term < 1 || term > maxHistoryTerm) {
+        throw new ProtocolError(
+          'history key',
+          `term ${term} must be a positive integer of at most ${historyDigits} digits`,
+        );
       }
-      return `${historyPrefix}${String(term).padStart(12, '0')}`;
+      return `${historyPrefix}${String(term).padStart(historyDigits, '0')}`;
     },
     parse(key: string): ParsedKey | null {
       if (!key.startsWith(prefix)) return null;

@@ -22,7 +22,10 @@ export function isLsn(text: unknown): text is LsnText {
 export function parseLsn(text: string): bigint {
   const match = lsnPattern.exec(text);
   if (match === null) {
-    throw new ProtocolError('lsn', `"${String(text).slice(0, 40)}" is not a WAL position; expected two hex halves like 0/3000060`);
+    throw new ProtocolError(
+      'lsn',
+      `"${String(text).slice(0, 40)}" is not a WAL position; expected two hex halves like 0/3000060`,
+    );
   }
   return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`);
 }

@@ -32,10 +32,28 @@ export function memberName(cluster: string, index: number): string {
   return `${cluster}-${index}`;
 }
 
+/** PostgreSQL names (slot names included) hold at most NAMEDATALEN - 1 = 63 bytes. */
+const maxSlotNameLength = 63;
+
 /**
  * The physical replication slot a primary keeps for `member`. Slot names allow only
- * `[a-z0-9_]`, so dashes become underscores.
+ * `[a-z0-9_]` and at most 63 characters, so dashes become underscores, and a name
+ * that would be longer is cut and ends in a hash of the whole member name (so two
+ * long members sharing a prefix still get distinct slots).
  */
 export function slotNameFor(member: string): string {
-  return `pgha_${member.replace(/[^a-z0-9_]/g, '_')}`;
+  const slot = `pgha_${member.replace(/[^a-z0-9_]/g, '_')}`;
+  if (slot.length <= maxSlotNameLength) return slot;
+  const suffix = `_${fnv1a32(member).toString(16).padStart(8, '0')}`;
+  return slot.slice(0, maxSlotNameLength - suffix.length) + suffix;
+}
+
+/** 32-bit FNV-1a over UTF-16 code units: a stable, dependency-free short hash. */
+function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
 }

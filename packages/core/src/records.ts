@@ -17,8 +17,14 @@ export const recordVersion = 1 as const;
 /** Records larger than this are rejected before parsing (hostile or corrupt). */
 export const maxRecordBytes = 64 * 1024;
 
-const name = z.string().refine(isValidName, 'must be a DNS-1123 label (lower-case letters, digits, dashes; at most 63)');
-const host = z.string().min(1).max(253).regex(/^[A-Za-z0-9.:\-_[\]%]+$/, 'must be a host name or IP address');
+const name = z
+  .string()
+  .refine(isValidName, 'must be a DNS-1123 label (lower-case letters, digits, dashes; at most 63)');
+const host = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[A-Za-z0-9.:\-_[\]%]+$/, 'must be a host name or IP address');
 const port = z.number().int().min(1).max(65535);
 const term = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const lsn = z.string().refine(isLsn, 'must be a WAL position like 0/3000060');
@@ -34,7 +40,15 @@ export type MemberRole = (typeof memberRoles)[number];
  * What a member's agent is doing. `initializing` (initdb), `cloning` (base backup),
  * `starting`, `running`, `stopping`, `stopped`, `failed` (needs a hand: see `problem`).
  */
-export const memberStates = ['initializing', 'cloning', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
+export const memberStates = [
+  'initializing',
+  'cloning',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'failed',
+] as const;
 export type MemberState = (typeof memberStates)[number];
 
 /** Tags an operator sets on a member. */
@@ -67,7 +81,10 @@ const memberSchema = z.object({
   streaming: z.boolean(),
   postgresVersion: z.string().max(64).nullable(),
   /** PostgreSQL's database system identifier (decimal text); equal across one cluster's members. */
-  systemId: z.string().regex(/^\d{1,20}$/).nullable(),
+  systemId: z
+    .string()
+    .regex(/^\d{1,20}$/)
+    .nullable(),
   healthy: z.boolean(),
   /** What is wrong, when not healthy or when failed. */
   problem: shortText.nullable(),
@@ -162,16 +179,21 @@ export interface RecordCodec<T> {
 }
 
 function describeIssues(error: z.ZodError): string {
+  // Paths may hold symbols (a hostile object passed to parse); String() them so
+  // describing the failure cannot itself throw a TypeError.
   return error.issues
     .slice(0, 5)
-    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(record)'} ${issue.message}`)
+    .map((issue) => `${issue.path.length > 0 ? issue.path.map(String).join('.') : '(record)'} ${issue.message}`)
     .join('; ');
 }
 
 function codec<T>(kind: string, schema: z.ZodType<T>): RecordCodec<T> {
   const parse = (input: unknown): T => {
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-      throw new ProtocolError(kind, `expected a JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input}`);
+      throw new ProtocolError(
+        kind,
+        `expected a JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input}`,
+      );
     }
     const version = (input as { v?: unknown }).v;
     if (version !== recordVersion) {
@@ -183,7 +205,8 @@ function codec<T>(kind: string, schema: z.ZodType<T>): RecordCodec<T> {
       );
     }
     const result = schema.safeParse(input);
-    if (!result.success) throw new ProtocolError(kind, `malformed record: ${describeIssues(result.error)}`, { cause: result.error });
+    if (!result.success)
+      throw new ProtocolError(kind, `malformed record: ${describeIssues(result.error)}`, { cause: result.error });
     return result.data;
   };
   return {
@@ -191,7 +214,8 @@ function codec<T>(kind: string, schema: z.ZodType<T>): RecordCodec<T> {
     parse,
     decode(input: string | Uint8Array): T {
       const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
-      if (size > maxRecordBytes) throw new ProtocolError(kind, `record of ${size} bytes exceeds the ${maxRecordBytes}-byte limit`);
+      if (size > maxRecordBytes)
+        throw new ProtocolError(kind, `record of ${size} bytes exceeds the ${maxRecordBytes}-byte limit`);
       const text = typeof input === 'string' ? input : new TextDecoder().decode(input);
       let value: unknown;
       try {

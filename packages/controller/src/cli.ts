@@ -1,1 +1,185 @@
-console.log("todo")
+#!/usr/bin/env node
+/**
+ * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
+ * `status`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * PGHA_CLUSTER.
+ */
+import { resolve } from 'node:path';
+import { clusterKeys, PghaError } from '@pgha/core';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
+import { Agent } from './agent/agent.js';
+import { createLogger } from './log.js';
+import { startLocalCluster } from './runtime/local/local-cluster.js';
+import { formatStatus, readClusterStatus } from './status/cluster-status.js';
+
+const env = process.env;
+const defaultEtcd = env.PGHA_ETCD ?? 'http://127.0.0.1:2379';
+const defaultCluster = env.PGHA_CLUSTER ?? 'pgha';
+
+function integer(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function required(name: string): string {
+  const value = env[name];
+  if (value === undefined || value === '') {
+    throw new PghaError('invalid-option', `${name} is not set: the agent reads its passwords from the environment (pgha up sets them)`);
+  }
+  return value;
+}
+
+const program = new Command('pgha')
+  .description('Highly available PostgreSQL for Node applications')
+  .showHelpAfterError('(add --help for usage)')
+  .configureOutput({ outputError: (text, write) => write(`pgha: ${text.replace(/^error: /, '')}`) });
+
+program
+  .command('up')
+  .description('start a local cluster (etcd, one agent and postgres per member) in the foreground; Ctrl-C stops it')
+  .option('--cluster <name>', 'cluster name (default: the state directory\'s, else PGHA_CLUSTER or "pgha")')
+  .addOption(new Option('--members <n>', 'number of members (default 3)').argParser(integer(1, 9)))
+  .option('--state-dir <dir>', 'where data, logs and secrets live (default .pgha/<cluster>)')
+  .addOption(new Option('--port <base>', 'first postgres port; member i uses base+i (default 5432)').argParser(integer(1024, 65535)))
+  .option('--etcd <url>', 'use this etcd instead of starting one')
+  .addOption(new Option('--etcd-port <port>', 'client port of the etcd pgha starts; peer port is the next (default 2379)').argParser(integer(1024, 65534)))
+  .action(async (opts: { cluster?: string; members?: number; stateDir?: string; port?: number; etcd?: string; etcdPort?: number }) => {
+    const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
+    const stateDir = resolve(opts.stateDir ?? `.pgha/${cluster ?? defaultCluster}`);
+    const log = createLogger('up', () => undefined);
+    const abort = new AbortController();
+    let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.stderr.write(`\n${signal}: stopping the cluster...\n`);
+      abort.abort();
+      void running?.stop();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const started = Date.now();
+    running = await startLocalCluster({
+      cluster,
+      members: opts.members,
+      stateDir,
+      basePort: opts.port,
+      etcd: opts.etcd,
+      etcdPort: opts.etcdPort,
+      log,
+      signal: abort.signal,
+      progress: (line) => process.stderr.write(`  ${line}\n`),
+    });
+    const c = running;
+    const primary = c.members[0]!;
+    process.stdout.write(
+      [
+        '',
+        `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
+        '',
+        `  primary:  ${c.connectionString(primary.name)}`,
+        `  psql:     psql '${c.connectionString(primary.name)}'`,
+        `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+        `  logs:     ${c.stateDir}/logs/`,
+        '',
+        'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
+        '',
+      ].join('\n'),
+    );
+    await c.stopped;
+    process.stderr.write('cluster stopped\n');
+  });
+
+program
+  .command('agent')
+  .description('run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD)')
+  .requiredOption('--name <member>', 'this member\'s name, <cluster>-<ordinal>')
+  .requiredOption('--member-dir <dir>', 'directory holding data/, pgpass and postgres.log')
+  .addOption(new Option('--port <port>', 'postgres port').argParser(integer(1, 65535)).makeOptionMandatory())
+  .option('--cluster <name>', 'cluster name', defaultCluster)
+  .option('--etcd <urls>', 'etcd endpoints, comma-separated', defaultEtcd)
+  .option('--key-root <prefix>', 'etcd key root', '/pgha/')
+  .option('--host <address>', 'address others reach this postgres at', '127.0.0.1')
+  .option('--listen <addresses>', 'postgres listen_addresses (default: --host)')
+  .option('--bootstrap', 'may run initdb when the cluster was never initialized', false)
+  .option('--allow-cidr <cidr...>', 'networks besides loopback allowed in pg_hba.conf', [])
+  .addOption(new Option('--lease-ttl-millis <ms>', 'lease TTL').argParser(integer(2000, 600_000)).default(10_000))
+  .addOption(new Option('--keepalive-interval-millis <ms>', 'lease keepalive interval').argParser(integer(100, 60_000)).default(1000))
+  .addOption(new Option('--fencing-margin-millis <ms>', 'safety margin before the lease deadline').argParser(integer(0, 60_000)).default(2000))
+  .addOption(new Option('--report-interval-millis <ms>', 'member record interval').argParser(integer(100, 60_000)).default(1000))
+  .option('--shared-buffers <size>', 'postgres shared_buffers', '128MB')
+  .addOption(new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100))
+  .option('--no-failover', 'never promote this member (tag)')
+  .action(async (opts) => {
+    const log = createLogger(opts.name);
+    const agent = new Agent({
+      cluster: opts.cluster,
+      name: opts.name,
+      memberDir: resolve(opts.memberDir),
+      host: opts.host,
+      listenAddresses: opts.listen ?? opts.host,
+      port: opts.port,
+      etcd: { endpoints: opts.etcd },
+      keyRoot: opts.keyRoot,
+      mayBootstrap: opts.bootstrap,
+      superuserPassword: required('PGHA_SUPERUSER_PASSWORD'),
+      replicationPassword: required('PGHA_REPLICATION_PASSWORD'),
+      allowedNetworks: opts.allowCidr,
+      lease: {
+        ttlMillis: opts.leaseTtlMillis,
+        keepaliveIntervalMillis: opts.keepaliveIntervalMillis,
+        fencingMarginMillis: opts.fencingMarginMillis,
+      },
+      reportIntervalMillis: opts.reportIntervalMillis,
+      sharedBuffers: opts.sharedBuffers,
+      maxConnections: opts.maxConnections,
+      tags: opts.failover === false ? { noFailover: true } : {},
+      log,
+    });
+    let stopping: Promise<void> | null = null;
+    const onSignal = (signal: NodeJS.Signals) => {
+      log.info(`${signal}: stopping`);
+      stopping ??= agent.stop().then(() => process.exit(0));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      await agent.start();
+    } catch (error) {
+      await agent.stop();
+      throw error;
+    }
+    await new Promise(() => undefined); // run until a signal stops us
+  });
+
+program
+  .command('status')
+  .description('show the cluster: term, leader, each member\'s role, state and lag')
+  .option('--etcd <urls>', 'etcd endpoints', defaultEtcd)
+  .option('--cluster <name>', 'cluster name', defaultCluster)
+  .option('--key-root <prefix>', 'etcd key root', '/pgha/')
+  .option('--json', 'print one JSON object', false)
+  .action(async (opts: { etcd: string; cluster: string; keyRoot: string; json: boolean }) => {
+    const keys = clusterKeys(opts.cluster, opts.keyRoot);
+    const etcd = createEtcdClient({ endpoints: opts.etcd }, 3000);
+    try {
+      await assertEtcdReachable(etcd, opts.etcd);
+      const status = await readClusterStatus(etcd, opts.cluster, keys).catch((error) => {
+        throw castEtcdError(error, opts.etcd, 'reading the cluster');
+      });
+      process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+    } finally {
+      etcd.close();
+    }
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof PghaError) {
+    process.stderr.write(`pgha: ${error.message}\n`);
+    process.exit(error.code === 'invalid-option' ? 2 : 1);
+  }
+  process.stderr.write(`pgha: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,159 @@
+import type { ChildProcess } from 'node:child_process';
+import { appendFileSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PghaError } from '@pgha/core';
+import pg from 'pg';
+import { includeLine, renderHbaConfig, renderServerConfig, type ServerSettings, superUser, replicationUser } from '../agent/postgres-config.js';
+import type { OsUser } from './os-user.js';
+import type { PostgresBinaries } from './prerequisites.js';
+import { exited, runTool, spawnOwned, stopChild } from './processes.js';
+
+/** Writes a file owned by `user` (when pgha is root) with `mode`. */
+export function writeOwnedFile(path: string, content: string, user: OsUser | null, mode = 0o600): void {
+  writeFileSync(path, content, { mode });
+  if (user !== null) chownSync(path, user.uid, user.gid);
+}
+
+/** Creates a directory owned by `user` with mode 0700. */
+export function makeOwnedDir(path: string, user: OsUser | null): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  if (user !== null) chownSync(path, user.uid, user.gid);
+}
+
+/**
+ * Runs initdb into `dataDir` with data checksums, SCRAM authentication and the
+ * given superuser password. Works in `<dataDir>.partial` and renames at the end,
+ * so an interrupted initdb never leaves something that looks like a data directory.
+ */
+export async function initdb(bins: PostgresBinaries, dataDir: string, user: OsUser | null, superuserPassword: string): Promise<void> {
+  const partial = `${dataDir}.partial`;
+  rmSync(partial, { recursive: true, force: true });
+  makeOwnedDir(partial, user);
+  const pwfile = join(partial, '..', `.pwfile-${process.pid}`);
+  writeOwnedFile(pwfile, `${superuserPassword}\n`, user);
+  try {
+    await runTool(
+      bins.path('initdb'),
+      ['-D', partial, '-U', superUser, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8', '--no-instructions'],
+      { user, timeoutMillis: 180_000 },
+    );
+  } finally {
+    rmSync(pwfile, { force: true });
+  }
+  renameSync(partial, dataDir);
+}
+
+/**
+ * Takes a base backup of `source` into `dataDir` as a hot standby (WAL streamed
+ * alongside so the copy is consistent). Also staged in `<dataDir>.partial`.
+ */
+export async function baseBackup(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+  source: { host: string; port: number },
+  passfile: string,
+  onProgress?: (line: string) => void,
+): Promise<void> {
+  const partial = `${dataDir}.partial`;
+  rmSync(partial, { recursive: true, force: true });
+  makeOwnedDir(partial, user);
+  const { stderr } = await runTool(
+    bins.path('pg_basebackup'),
+    ['-D', partial, '-h', source.host, '-p', String(source.port), '-U', replicationUser, '-X', 'stream', '-c', 'fast', '--no-password', '-v'],
+    { user, timeoutMillis: 3_600_000, env: { ...process.env, PGPASSFILE: passfile, PGCONNECT_TIMEOUT: '10' } },
+  );
+  if (onProgress) for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) onProgress(line);
+  writeOwnedFile(join(partial, 'standby.signal'), '', user);
+  renameSync(partial, dataDir);
+}
+
+/** Makes a data directory pgha-managed: include pgha.conf, restrictive pg_hba.conf. */
+export function writeServerFiles(dataDir: string, user: OsUser | null, settings: ServerSettings, allowedNetworks: readonly string[]): void {
+  const confPath = join(dataDir, 'postgresql.conf');
+  const conf = existsSync(confPath) ? readFileSync(confPath, 'utf8') : '';
+  if (!conf.includes(includeLine)) appendFileSync(confPath, `\n${includeLine}\n`);
+  writeOwnedFile(join(dataDir, 'pgha.conf'), renderServerConfig(settings), user);
+  writeOwnedFile(join(dataDir, 'pg_hba.conf'), renderHbaConfig(allowedNetworks), user);
+}
+
+/** Whether the data directory is set up to start as a standby. */
+export function isStandby(dataDir: string): boolean {
+  return existsSync(join(dataDir, 'standby.signal'));
+}
+
+/** Makes the data directory start as a standby next time. */
+export function markStandby(dataDir: string, user: OsUser | null): void {
+  writeOwnedFile(join(dataDir, 'standby.signal'), '', user);
+}
+
+/** A postgres server process the agent started. */
+export interface PostgresProcess {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** Resolves when the postmaster has exited. */
+  readonly exited: Promise<void>;
+  /** Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL. */
+  stop(graceMillis?: number): Promise<void>;
+  /** Kills the postmaster at once (SIGKILL): the fence of last resort. */
+  kill(): void;
+}
+
+/**
+ * Starts the postmaster for `dataDir` as `user`, its output appended to `logFile`.
+ * The postmaster dies with the agent (pdeathsig); see spawnOwned.
+ */
+export function startPostgres(bins: PostgresBinaries, dataDir: string, user: OsUser | null, logFile: string): PostgresProcess {
+  const child = spawnOwned(bins.path('postgres'), ['-D', dataDir], { user, logFile });
+  if (child.pid === undefined) throw new PghaError('postgres-failed', `could not start ${bins.path('postgres')}`);
+  const done = exited(child);
+  return {
+    pid: child.pid,
+    child,
+    exited: done,
+    async stop(graceMillis = 30_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGINT');
+      const fast = await Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), graceMillis))]);
+      if (!fast) await stopChild(child, 'SIGQUIT', 5000);
+    },
+    kill() {
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Connection settings for the agent's own superuser connection to its postgres. */
+export interface LocalConnection {
+  readonly host: string;
+  readonly port: number;
+  readonly password: string;
+}
+
+/** Opens a superuser connection (short timeouts: the agent polls, it never waits long). */
+export async function connectLocal(target: LocalConnection, timeoutMillis = 3000): Promise<pg.Client> {
+  const client = new pg.Client({
+    host: target.host,
+    port: target.port,
+    user: superUser,
+    password: target.password,
+    database: 'postgres',
+    connectionTimeoutMillis: timeoutMillis,
+    statement_timeout: timeoutMillis,
+    application_name: 'pgha-agent',
+  });
+  client.on('error', () => {
+    /* a dropped agent connection is noticed by the next query */
+  });
+  await client.connect();
+  return client;
+}
+
+/** Reads the last `lines` lines of a log file, for error messages. */
+export function logTail(path: string, lines = 8): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}

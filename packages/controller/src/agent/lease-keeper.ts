@@ -1,0 +1,137 @@
+import { EventEmitter } from 'node:events';
+import { PghaError } from '@pgha/core';
+import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { Clock } from '../clock.js';
+
+/** Timing of a lease. See docs/architecture.md, "Timing budget". */
+export interface LeaseTiming {
+  readonly ttlMillis: number;
+  readonly keepaliveIntervalMillis: number;
+  /** Subtracted from the lease's expiry to give our own deadline. */
+  readonly fencingMarginMillis: number;
+}
+
+/**
+ * Keeps one etcd lease alive on its own timer and tracks the member's own deadline:
+ * the *send* time of the last keepalive etcd acknowledged + TTL − margin. etcd
+ * extends the lease when it *receives* a keepalive, which is after we sent it, so
+ * the lease cannot expire in etcd before our deadline (the margin covers clock rate
+ * differences and the time to fence). We never wait for the etcd3 client's "lost"
+ * event, which can arrive about 2×TTL late.
+ *
+ * Emits `expired` when etcd answers that the lease no longer exists.
+ */
+export class LeaseKeeper extends EventEmitter {
+  private leaseId: string | null = null;
+  private stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | null = null;
+  private opening: Promise<void> | null = null;
+  private readonly sent: number[] = [];
+  private lastAckedSend = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | null = null;
+  private ttlSeconds: number;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly timing: LeaseTiming,
+    private readonly clock: Clock,
+  ) {
+    super();
+    this.ttlSeconds = Math.max(1, Math.ceil(timing.ttlMillis / 1000));
+  }
+
+  /** The lease ID (decimal string), once granted. */
+  get id(): string {
+    if (this.leaseId === null) throw new PghaError('etcd-unavailable', 'the lease has not been granted yet');
+    return this.leaseId;
+  }
+
+  /** Grants a new lease and starts keeping it alive. The deadline starts at the grant's send time. */
+  async grant(): Promise<string> {
+    this.stop();
+    const sentAt = this.clock.now();
+    const response = await this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds, ID: 0 });
+    this.leaseId = String(response.ID);
+    this.ttlSeconds = Number(response.TTL);
+    this.lastAckedSend = sentAt;
+    this.timer = setInterval(() => this.tick(), this.timing.keepaliveIntervalMillis);
+    return this.leaseId;
+  }
+
+  /**
+   * Our own deadline (clock milliseconds): past it, etcd may already have expired the
+   * lease, so a primary must no longer accept writes.
+   */
+  deadline(): number {
+    return this.lastAckedSend + this.ttlSeconds * 1000 - this.timing.fencingMarginMillis;
+  }
+
+  /** Whether the deadline is still ahead. */
+  isValid(): boolean {
+    return this.leaseId !== null && this.clock.now() < this.deadline();
+  }
+
+  private tick(): void {
+    if (this.leaseId === null) return;
+    void this.sendKeepalive();
+  }
+
+  private async openStream(): Promise<void> {
+    const stream = await this.client.leaseClient.leaseKeepAlive();
+    this.sent.length = 0;
+    stream.on('data', (response: ILeaseKeepAliveResponse) => {
+      const sentAt = this.sent.shift();
+      if (Number(response.TTL) <= 0) {
+        this.emit('expired');
+        return;
+      }
+      if (sentAt !== undefined && sentAt > this.lastAckedSend) this.lastAckedSend = sentAt;
+    });
+    const drop = () => {
+      if (this.stream === stream) this.stream = null;
+    };
+    stream.on('error', drop);
+    stream.on('end', drop);
+    this.stream = stream;
+  }
+
+  private async sendKeepalive(): Promise<void> {
+    try {
+      if (this.stream === null) {
+        this.opening ??= this.openStream().finally(() => {
+          this.opening = null;
+        });
+        await this.opening;
+      }
+      if (this.stream === null || this.leaseId === null) return;
+      this.sent.push(this.clock.now());
+      this.stream.write({ ID: this.leaseId });
+    } catch {
+      // Unanswered keepalives simply do not extend the deadline; the next tick retries.
+      this.stream = null;
+    }
+  }
+
+  /** Stops keepalives without revoking (the lease then expires by TTL). */
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    const stream = this.stream;
+    this.stream = null;
+    if (stream !== null) {
+      try {
+        stream.end();
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  /** Stops keepalives and revokes the lease, deleting every key bound to it at once. */
+  async revoke(): Promise<void> {
+    this.stop();
+    if (this.leaseId === null) return;
+    const id = this.leaseId;
+    this.leaseId = null;
+    await this.client.leaseClient.leaseRevoke({ ID: id });
+  }
+}

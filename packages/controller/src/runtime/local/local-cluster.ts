@@ -1,0 +1,307 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { assertValidName, clusterKeys, LeaderRecord, memberName, MemberRecord, PghaError } from '@pgha/core';
+import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../../adapters/etcd.js';
+import { postgresOsUser } from '../../adapters/os-user.js';
+import { assertPortsFree } from '../../adapters/ports.js';
+import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
+import { spawnOwned, stopChild } from '../../adapters/processes.js';
+import { logTail } from '../../adapters/postgres-server.js';
+import type { Logger } from '../../log.js';
+import { type EtcdServer, startEtcdServer } from './etcd-server.js';
+import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
+
+/** Options of {@link startLocalCluster} (the `pgha up` flags). */
+export interface LocalClusterOptions {
+  /** Defaults to the state directory's cluster, else `pgha`. */
+  readonly cluster?: string;
+  /** Defaults to the state directory's count, else 3. */
+  readonly members?: number;
+  readonly stateDir: string;
+  /** First postgres port; member i listens on basePort + i. Default 5432 (or the state's). */
+  readonly basePort?: number;
+  /** Use this etcd instead of starting one. */
+  readonly etcd?: string;
+  /** Client port of the etcd pgha starts (peer port is the next one). Default 2379. */
+  readonly etcdPort?: number;
+  readonly keyRoot?: string;
+  /** Lease TTL handed to the agents. */
+  readonly leaseTtlMillis?: number;
+  /** How long to wait for every member to run. Default 300 s. */
+  readonly readyTimeoutMillis?: number;
+  readonly log: Logger;
+  /** Called with one line per visible step (member states, readiness). */
+  readonly progress?: (line: string) => void;
+  /** Aborting stops the start-up and everything it started (Ctrl-C during bootstrap). */
+  readonly signal?: AbortSignal;
+}
+
+/** A member as the local runtime started it. */
+export interface LocalMember {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly memberDir: string;
+  /** The agent's PID (it changes when the agent is restarted). */
+  readonly agentPid: () => number | undefined;
+  readonly logFile: string;
+}
+
+/** A running local cluster. */
+export interface LocalCluster {
+  readonly cluster: string;
+  readonly stateDir: string;
+  readonly etcdEndpoint: string;
+  /** PID of the etcd pgha started, or null when an external etcd is used. */
+  readonly etcdPid: number | null;
+  readonly keyRoot: string | undefined;
+  readonly members: readonly LocalMember[];
+  readonly superuserPassword: string;
+  /** `postgresql://` URL of `member` (the superuser; for local use). */
+  connectionString(member: string): string;
+  /** Stops one member's agent (SIGTERM: it stops postgres and revokes its lease). */
+  stopMember(name: string): Promise<void>;
+  /** Starts a stopped member's agent again. */
+  startMember(name: string): void;
+  /** Stops every agent, then etcd (if pgha started it). Idempotent. */
+  stop(): Promise<void>;
+  /** Resolves when stop() has finished. */
+  readonly stopped: Promise<void>;
+}
+
+/** The package's built CLI, which runs the agents. */
+export function cliPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === '@pgha/controller') {
+      const cli = join(dir, 'dist', 'cli.js');
+      if (!existsSync(cli)) throw new PghaError('missing-prerequisite', `${cli} is missing: run \`pnpm build\` first`);
+      return cli;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new PghaError('missing-prerequisite', 'cannot find the @pgha/controller package directory');
+    dir = parent;
+  }
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Starts a local cluster: etcd (unless one is given), then one agent process per
+ * member, and waits until the primary is writable and every replica streams.
+ * Running it again on the same state directory brings the same cluster back.
+ *
+ * Checks everything it can before starting anything: binaries, the state
+ * directory's owner, free ports, etcd reachability.
+ */
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const progress = options.progress ?? (() => undefined);
+  const stateDir = resolve(options.stateDir);
+  if (options.cluster !== undefined) assertValidName('cluster', options.cluster);
+  const previous = readState(stateDir, options.cluster);
+  const cluster = options.cluster ?? previous?.cluster ?? 'pgha';
+  const members = options.members ?? previous?.members ?? 3;
+  if (!Number.isInteger(members) || members < 1 || members > 9) {
+    throw new PghaError('invalid-option', `--members must be a whole number from 1 to 9, got ${members}`);
+  }
+  const basePort = options.basePort ?? previous?.basePort ?? 5432;
+  if (!Number.isInteger(basePort) || basePort < 1024 || basePort + members - 1 > 65535) {
+    throw new PghaError('invalid-option', `--port must leave room for ${members} ports between 1024 and 65535, got ${basePort}`);
+  }
+  const ownEtcd = options.etcd === undefined;
+  const etcdPort = ownEtcd ? (options.etcdPort ?? previous?.etcdPort ?? 2379) : null;
+
+  // Prerequisites first: fail before anything is written or started.
+  await findPostgresBinaries();
+  if (ownEtcd) findEtcdBinary();
+  const user = postgresOsUser();
+  assertReachableBy(stateDir, user);
+  const names = Array.from({ length: members }, (_, i) => memberName(cluster, i));
+  await assertPortsFree([
+    ...names.map((name, i) => ({ port: basePort + i, use: `postgres of ${name}` })),
+    ...(etcdPort === null
+      ? []
+      : [
+          { port: etcdPort, use: 'etcd clients' },
+          { port: etcdPort + 1, use: 'etcd peers' },
+        ]),
+  ]);
+  if (!ownEtcd) {
+    const probe = createEtcdClient({ endpoints: options.etcd! }, 3000);
+    try {
+      await assertEtcdReachable(probe, options.etcd!);
+    } finally {
+      probe.close();
+    }
+  }
+
+  const state: LocalClusterState = previous ?? {
+    v: 1,
+    cluster,
+    members,
+    basePort,
+    etcdPort,
+    superuserPassword: randomPassword(),
+    replicationPassword: randomPassword(),
+    createdAt: new Date().toISOString(),
+  };
+  writeState(stateDir, { ...state, members, basePort, etcdPort });
+  const logDir = join(stateDir, 'logs');
+  mkdirSync(logDir, { recursive: true, mode: 0o700 });
+
+  let etcdServer: EtcdServer | null = null;
+  if (ownEtcd) {
+    progress(`starting etcd on 127.0.0.1:${etcdPort}`);
+    etcdServer = await startEtcdServer({
+      dataDir: join(stateDir, 'etcd'),
+      clientPort: etcdPort!,
+      peerPort: etcdPort! + 1,
+      logFile: join(logDir, 'etcd.log'),
+      detached: true,
+      name: `${cluster}-etcd`,
+    });
+  }
+  const etcdEndpoint = etcdServer?.endpoint ?? options.etcd!;
+  const cli = cliPath();
+  const agents = new Map<string, ChildProcess>();
+  const memberList: LocalMember[] = names.map((name, i) => ({
+    name,
+    host: '127.0.0.1',
+    port: basePort + i,
+    memberDir: join(stateDir, name),
+    agentPid: () => agents.get(name)?.pid,
+    logFile: join(logDir, `${name}.log`),
+  }));
+
+  const startAgent = (member: LocalMember, index: number) => {
+    const args = [
+      cli,
+      'agent',
+      '--cluster',
+      cluster,
+      '--name',
+      member.name,
+      '--member-dir',
+      member.memberDir,
+      '--host',
+      member.host,
+      '--port',
+      String(member.port),
+      '--etcd',
+      etcdEndpoint,
+    ];
+    if (index === 0) args.push('--bootstrap');
+    if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
+    if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
+    const child = spawnOwned(process.execPath, args, {
+      logFile: member.logFile,
+      detached: true,
+      env: { ...process.env, PGHA_SUPERUSER_PASSWORD: state.superuserPassword, PGHA_REPLICATION_PASSWORD: state.replicationPassword },
+    });
+    agents.set(member.name, child);
+    return child;
+  };
+
+  let stopping: Promise<void> | null = null;
+  let resolveStopped: () => void = () => undefined;
+  const stopped = new Promise<void>((r) => {
+    resolveStopped = r;
+  });
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await Promise.all([...agents.values()].map((child) => stopChild(child, 'SIGTERM', 60_000)));
+      await etcdServer?.stop();
+      resolveStopped();
+    })();
+    return stopping;
+  };
+
+  memberList.forEach(startAgent);
+
+  const keys = clusterKeys(cluster, options.keyRoot);
+  const etcd = createEtcdClient({ endpoints: etcdEndpoint });
+  const seen = new Map<string, string>();
+  const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
+  try {
+    for (;;) {
+      if (options.signal?.aborted) throw new PghaError('timeout', 'interrupted while the cluster was starting; stopped everything');
+      for (const [name, child] of agents) {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          const member = memberList.find((m) => m.name === name)!;
+          throw new PghaError(
+            'postgres-failed',
+            `the agent of ${name} exited (${child.exitCode ?? child.signalCode}) while the cluster was starting; its log (${member.logFile}) ends:\n${logTail(member.logFile, 6)}`,
+          );
+        }
+      }
+      let leader: LeaderRecord | null = null;
+      const records = new Map<string, MemberRecord>();
+      try {
+        const text = await etcd.get(keys.leader).string();
+        leader = text === null ? null : LeaderRecord.decode(text);
+        const all = await etcd.getAll().prefix(keys.membersPrefix).strings();
+        for (const value of Object.values(all)) {
+          const record = MemberRecord.decode(value);
+          records.set(record.name, record);
+        }
+      } catch (error) {
+        throw castEtcdError(error, etcdEndpoint, 'waiting for the cluster to start');
+      }
+      for (const name of names) {
+        const r = records.get(name);
+        const line = r === undefined ? 'waiting for its agent' : `${r.state}${r.role === 'unknown' ? '' : ` as ${r.role}`}${r.role === 'replica' ? (r.streaming ? ', streaming' : ', not streaming yet') : ''}`;
+        if (seen.get(name) !== line) {
+          seen.set(name, line);
+          progress(`${name}: ${line}`);
+        }
+      }
+      const ready =
+        leader !== null &&
+        leader.writable &&
+        names.every((name) => {
+          const r = records.get(name);
+          if (r === undefined || r.state !== 'running') return false;
+          return name === leader!.member ? r.role === 'primary' : r.role === 'replica' && r.streaming;
+        });
+      if (ready) break;
+      if (Date.now() > deadline) {
+        throw new PghaError('timeout', `the cluster did not come up within ${(options.readyTimeoutMillis ?? 300_000) / 1000} s; see the logs in ${logDir}`);
+      }
+      await delay(200);
+    }
+  } catch (error) {
+    etcd.close();
+    await stop();
+    throw error;
+  }
+  etcd.close();
+
+  return {
+    cluster,
+    stateDir,
+    etcdEndpoint,
+    etcdPid: etcdServer?.pid ?? null,
+    keyRoot: options.keyRoot,
+    members: memberList,
+    superuserPassword: state.superuserPassword,
+    connectionString(member: string) {
+      const m = memberList.find((x) => x.name === member);
+      if (m === undefined) throw new PghaError('invalid-option', `no member ${member} in ${cluster}`);
+      return `postgresql://postgres:${state.superuserPassword}@${m.host}:${m.port}/postgres`;
+    },
+    async stopMember(name: string) {
+      const child = agents.get(name);
+      if (child !== undefined) await stopChild(child, 'SIGTERM', 60_000);
+    },
+    startMember(name: string) {
+      const index = memberList.findIndex((m) => m.name === name);
+      if (index < 0) throw new PghaError('invalid-option', `no member ${name} in ${cluster}`);
+      startAgent(memberList[index]!, index);
+    },
+    stop,
+    stopped,
+  };
+}

@@ -1,0 +1,97 @@
+import { type ClusterKeys, LeaderRecord, MemberRecord, ProtocolError, TermRecord } from '@pgha/core';
+import type { Etcd3 } from 'etcd3';
+
+/** One member as `pgha status` shows it. */
+export interface MemberStatus {
+  readonly name: string;
+  readonly role: MemberRecord['role'];
+  readonly state: MemberRecord['state'];
+  readonly host: string;
+  readonly port: number;
+  readonly timeline: number | null;
+  readonly lagBytes: number | null;
+  readonly lagSeconds: number | null;
+  readonly streaming: boolean;
+  readonly healthy: boolean;
+  readonly problem: string | null;
+  readonly updatedAt: string;
+}
+
+/** What `pgha status --json` prints: a stable shape scripts can rely on. */
+export interface ClusterStatus {
+  readonly cluster: string;
+  readonly term: number;
+  readonly leader: { readonly member: string; readonly host: string; readonly port: number; readonly writable: boolean } | null;
+  readonly members: readonly MemberStatus[];
+  /** Records that could not be parsed (shown, never fatal). */
+  readonly problems: readonly string[];
+}
+
+/** Reads the cluster's term, leader and member records from etcd. */
+export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: ClusterKeys): Promise<ClusterStatus> {
+  const all = await etcd.getAll().prefix(keys.prefix).strings();
+  const problems: string[] = [];
+  let term = 0;
+  let leader: ClusterStatus['leader'] = null;
+  const members: MemberStatus[] = [];
+  for (const [key, value] of Object.entries(all)) {
+    const parsed = keys.parse(key);
+    try {
+      if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
+      else if (parsed?.kind === 'leader') {
+        const r = LeaderRecord.decode(value);
+        leader = { member: r.member, host: r.host, port: r.port, writable: r.writable };
+      } else if (parsed?.kind === 'member') {
+        const r = MemberRecord.decode(value);
+        members.push({
+          name: r.name,
+          role: r.role,
+          state: r.state,
+          host: r.host,
+          port: r.port,
+          timeline: r.timeline,
+          lagBytes: r.lagBytes,
+          lagSeconds: r.lagSeconds,
+          streaming: r.streaming,
+          healthy: r.healthy,
+          problem: r.problem,
+          updatedAt: r.updatedAt,
+        });
+      }
+    } catch (error) {
+      problems.push(error instanceof ProtocolError ? error.message : `${key}: ${(error as Error).message}`);
+    }
+  }
+  members.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+  return { cluster, term, leader, members, problems };
+}
+
+/** A human-readable table of a status. Pure. */
+export function formatStatus(status: ClusterStatus): string {
+  const header = ['MEMBER', 'ROLE', 'STATE', 'HOST:PORT', 'TL', 'LAG', 'HEALTH'];
+  const rows = status.members.map((m) => [
+    `${m.name}${status.leader?.member === m.name ? ' *' : ''}`,
+    m.role,
+    m.state,
+    `${m.host}:${m.port}`,
+    m.timeline === null ? '-' : String(m.timeline),
+    m.lagBytes === null ? '-' : `${formatBytes(m.lagBytes)}${m.lagSeconds ? ` / ${m.lagSeconds}s` : ''}`,
+    m.healthy ? 'ok' : (m.problem ?? 'unhealthy'),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const leader =
+    status.leader === null
+      ? 'none'
+      : `${status.leader.member} (${status.leader.host}:${status.leader.port}${status.leader.writable ? '' : ', not writable yet'})`;
+  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}`, '', line(header), ...rows.map(line)];
+  if (status.members.length === 0) out.push('(no member reports: are the agents running?)');
+  for (const p of status.problems) out.push(`! ${p}`);
+  return `${out.join('\n')}\n`;
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -2,4 +2,26 @@
  * @pgha/client: a `pg.Pool` that follows the current pgha primary through etcd.
  * May import @pgha/core, pg, etcd3 and eventemitter3.
  */
-export {};
+
+export type { ClusterEvent, ErrorCode, PrimaryChangeReason, PrimaryEndpoint } from '@pgha/core';
+export { isPghaError, PghaError } from '@pgha/core';
+export type {
+  ClusterWatcherEvents,
+  DiscoveryErrorEvent,
+  DiscoveryRestoredEvent,
+  DiscoveryStaleEvent,
+  EtcdOptions,
+  NoPrimaryEvent,
+  PrimaryChangedEvent,
+  WatchClusterOptions,
+} from './discovery.js';
+export { ClusterWatcher, clusterWatcherEventNames, parseEtcdEndpoints, watchCluster } from './discovery.js';
+export {
+  DiscoveryStaleError,
+  NoPrimaryError,
+  NotPrimaryError,
+  OutcomeUnknownError,
+  PrimaryChangedError,
+} from './errors.js';
+export type { StalePolicy } from './routing.js';
+export { stalePolicies } from './routing.js';

@@ -1,0 +1,464 @@
+/**
+ * Discovery: follows a pgha cluster's `leader` record in etcd (read-only) and
+ * announces role changes as events. Usable on its own (`watchCluster`) or inside a
+ * `Pool`.
+ */
+import {
+  type ClusterEvent,
+  type ClusterKeys,
+  clusterKeys,
+  LeaderRecord,
+  PghaError,
+  type PrimaryEndpoint,
+} from '@pgha/core';
+import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import { EventEmitter } from 'eventemitter3';
+import { NoPrimaryError } from './errors.js';
+import {
+  type DiscoveryState,
+  decideLeaderObservation,
+  initialDiscoveryState,
+  type LeaderObservation,
+} from './routing.js';
+
+/** How the client reaches etcd. */
+export interface EtcdOptions {
+  /** `http(s)://host:port` endpoints, as an array or a comma-separated string. */
+  readonly endpoints: string | readonly string[];
+  /** etcd user name (role-based access); needs read access to the cluster's keys only. */
+  readonly username?: string;
+  readonly password?: string;
+  /** TLS material for `https` endpoints (etcd3's `credentials`). */
+  readonly credentials?: {
+    readonly rootCertificate: Buffer;
+    readonly privateKey?: Buffer;
+    readonly certChain?: Buffer;
+  };
+  /** How long one etcd call may take before it counts as failed. Default 2000. */
+  readonly callTimeoutMillis?: number;
+}
+
+/** Options of {@link watchCluster}. */
+export interface WatchClusterOptions {
+  readonly etcd: EtcdOptions;
+  /** The pgha cluster name (a DNS-1123 label). */
+  readonly cluster: string;
+  /** The etcd key root the cluster lives under; default `/pgha/`. */
+  readonly keyRoot?: string;
+  /**
+   * Interval of the safety re-read of the leader record, guarding against a watch that
+   * died silently. Default 5000. Must be shorter than `staleAfterMillis`.
+   */
+  readonly rereadIntervalMillis?: number;
+  /** After this long without an answer from etcd, `discovery-stale` is emitted. Default 15000. */
+  readonly staleAfterMillis?: number;
+}
+
+/** The `primary-changed` event: a (new) writable primary. */
+export type PrimaryChangedEvent = Extract<ClusterEvent, { type: 'primary-changed' }>;
+/** The `no-primary` event: no leader, or a leader not writable yet. */
+export type NoPrimaryEvent = Extract<ClusterEvent, { type: 'no-primary' }>;
+/** The `discovery-error` event: etcd failed or a record was malformed, hostile or out of date. */
+export type DiscoveryErrorEvent = Extract<ClusterEvent, { type: 'discovery-error' }>;
+/** The `discovery-stale` event: etcd has not answered for longer than `staleAfterMillis`. */
+export type DiscoveryStaleEvent = Extract<ClusterEvent, { type: 'discovery-stale' }>;
+/** The `discovery-restored` event: etcd answers again after `discovery-stale`. */
+export type DiscoveryRestoredEvent = Extract<ClusterEvent, { type: 'discovery-restored' }>;
+
+/** The events of a {@link ClusterWatcher}, each with one {@link ClusterEvent} argument. */
+export interface ClusterWatcherEvents {
+  'primary-changed': (event: PrimaryChangedEvent) => void;
+  'no-primary': (event: NoPrimaryEvent) => void;
+  'discovery-error': (event: DiscoveryErrorEvent) => void;
+  'discovery-stale': (event: DiscoveryStaleEvent) => void;
+  'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+}
+
+/** The names of {@link ClusterWatcherEvents}. */
+export const clusterWatcherEventNames = [
+  'primary-changed',
+  'no-primary',
+  'discovery-error',
+  'discovery-stale',
+  'discovery-restored',
+] as const satisfies ReadonlyArray<keyof ClusterWatcherEvents>;
+
+function invalid(message: string): PghaError {
+  return new PghaError('invalid-option', message);
+}
+
+function positiveMillis(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw invalid(`${name} must be a positive number of milliseconds, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Checks and normalizes etcd endpoints. @throws PghaError `invalid-option` */
+export function parseEtcdEndpoints(endpoints: string | readonly string[] | undefined): string[] {
+  if (endpoints === undefined || endpoints === null) {
+    throw invalid('etcd.endpoints is required: pass the etcd URLs of the pgha cluster, like http://10.0.0.5:2379');
+  }
+  const list = (typeof endpoints === 'string' ? endpoints.split(',') : [...endpoints])
+    .map((e) => String(e).trim())
+    .filter((e) => e !== '');
+  if (list.length === 0) throw invalid('etcd.endpoints is empty: pass at least one URL like http://10.0.0.5:2379');
+  for (const endpoint of list) {
+    let url: URL;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      throw invalid(`etcd endpoint "${endpoint}" is not a URL: use http://HOST:PORT`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw invalid(`etcd endpoint "${endpoint}" must use http: or https:`);
+    }
+  }
+  return list;
+}
+
+/** Translates an etcd3/gRPC failure into our error: the one place the client does so. */
+function castEtcdError(error: unknown, endpoints: readonly string[], doing: string): PghaError {
+  if (error instanceof PghaError) return error;
+  const detail = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
+  return new PghaError(
+    'etcd-unavailable',
+    `etcd at ${endpoints.join(',')} did not answer while ${doing} (${detail}); the client keeps the last known primary and retries`,
+    { retryable: true, cause: error },
+  );
+}
+
+/**
+ * A read-only follower of one cluster's `leader` record in etcd, and an event emitter
+ * of its role changes. Create it with {@link watchCluster}.
+ *
+ * It reads the record, then watches from the revision after that read (so no change
+ * is missed between the two), applies only newer terms, validates every record
+ * (malformed or hostile ones are reported as `discovery-error` and the last good
+ * leader is kept), re-reads periodically in case the watch died silently, and
+ * emits `discovery-stale`/`discovery-restored` when etcd stops/starts answering.
+ */
+export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
+  /** The cluster's key layout. */
+  readonly keys: ClusterKeys;
+  /** The cluster name. */
+  readonly cluster: string;
+  /** Resolves after the first successful read of the leader record (and the start of the watch). Never rejects. */
+  readonly ready: Promise<void>;
+
+  private readonly endpoints: string[];
+  private readonly client: Etcd3;
+  private readonly rereadIntervalMillis: number;
+  private readonly staleAfterMillis: number;
+  private state: DiscoveryState = initialDiscoveryState;
+  private watcher: Watcher | null = null;
+  private watchHealthy = false;
+  private watchStarting: Promise<void> | null = null;
+  private reading: Promise<void> | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private lastContactMillis: number;
+  private staleSince: number | null = null;
+  private closedFlag = false;
+  private lastError: PghaError | null = null;
+  private markReady!: () => void;
+  private readonly waiters = new Set<() => void>();
+
+  /** @internal use {@link watchCluster} */
+  constructor(options: WatchClusterOptions) {
+    super();
+    if (options === null || typeof options !== 'object') throw invalid('watchCluster needs an options object');
+    if (options.etcd === null || typeof options.etcd !== 'object') {
+      throw invalid('etcd is required: { endpoints: ["http://HOST:2379"] }');
+    }
+    this.endpoints = parseEtcdEndpoints(options.etcd.endpoints);
+    if (typeof options.cluster !== 'string') throw invalid('cluster is required: the pgha cluster name, like "demo"');
+    try {
+      this.keys = clusterKeys(options.cluster, options.keyRoot);
+    } catch (cause) {
+      throw new PghaError('invalid-option', (cause as Error).message, { cause });
+    }
+    this.cluster = options.cluster;
+    const callTimeoutMillis = positiveMillis('etcd.callTimeoutMillis', options.etcd.callTimeoutMillis, 2000);
+    this.rereadIntervalMillis = positiveMillis('rereadIntervalMillis', options.rereadIntervalMillis, 5000);
+    this.staleAfterMillis = positiveMillis('staleAfterMillis', options.staleAfterMillis, 15_000);
+    if (this.rereadIntervalMillis >= this.staleAfterMillis) {
+      throw invalid(
+        `rereadIntervalMillis (${this.rereadIntervalMillis}) must be shorter than staleAfterMillis (${this.staleAfterMillis}), or a healthy etcd would look stale`,
+      );
+    }
+    const etcdOptions: IOptions = {
+      hosts: this.endpoints,
+      dialTimeout: callTimeoutMillis,
+      defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMillis }),
+    };
+    const { username, password, credentials } = options.etcd;
+    if (username !== undefined || password !== undefined) {
+      if (typeof username !== 'string' || typeof password !== 'string') {
+        throw invalid('etcd.username and etcd.password go together: pass both or neither');
+      }
+      etcdOptions.auth = { username, password };
+    }
+    if (credentials !== undefined) etcdOptions.credentials = { ...credentials };
+    this.client = new Etcd3(etcdOptions);
+    this.lastContactMillis = Date.now();
+    this.ready = new Promise<void>((resolve) => {
+      this.markReady = resolve;
+    });
+
+    const reread = setInterval(() => void this.refresh(), this.rereadIntervalMillis);
+    const staleCheck = setInterval(() => this.checkStale(), Math.max(50, Math.min(1000, this.staleAfterMillis / 4)));
+    reread.unref();
+    staleCheck.unref();
+    this.timers.push(reread, staleCheck);
+    void this.refresh();
+  }
+
+  /** The current leader record as an endpoint, possibly not yet writable; null when there is none. */
+  get leader(): PrimaryEndpoint | null {
+    return this.state.leader;
+  }
+
+  /** The current writable primary, or null while there is none (or it is still being promoted). */
+  get primary(): PrimaryEndpoint | null {
+    return this.state.leader?.writable === true ? this.state.leader : null;
+  }
+
+  /** The newest term seen (0 before any leader). */
+  get term(): number {
+    return this.state.newestTerm;
+  }
+
+  /** Since when (epoch milliseconds) etcd has been unanswered beyond `staleAfterMillis`; null when fresh. */
+  get staleSinceMillis(): number | null {
+    return this.staleSince;
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** The last etcd failure, for error messages; null after a success. */
+  get lastEtcdError(): PghaError | null {
+    return this.lastError;
+  }
+
+  /**
+   * Re-reads the leader record now (and re-creates the watch when it is down).
+   * Concurrent calls share one read. Never rejects: failures become `discovery-error`.
+   * Call it when a server proved not to be the primary (the pool does).
+   */
+  refresh(): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    if (this.reading !== null) return this.reading;
+    this.reading = this.readOnce().finally(() => {
+      this.reading = null;
+    });
+    return this.reading;
+  }
+
+  /**
+   * Resolves with the writable primary as soon as there is one, or rejects with
+   * {@link NoPrimaryError} after `timeoutMillis` (or when the watcher closes).
+   */
+  waitForPrimary(timeoutMillis: number): Promise<PrimaryEndpoint> {
+    const now = this.primary;
+    if (now !== null) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        const primary = this.primary;
+        if (primary !== null || this.closedFlag) {
+          clearTimeout(timer);
+          this.waiters.delete(done);
+          if (primary !== null) resolve(primary);
+          else reject(this.noPrimaryError(timeoutMillis, 'the watcher was closed'));
+        }
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(done);
+        reject(this.noPrimaryError(timeoutMillis));
+      }, timeoutMillis);
+      timer.unref?.();
+      this.waiters.add(done);
+    });
+  }
+
+  /** Describes why there is no primary, for {@link NoPrimaryError}. */
+  noPrimaryError(waitedMillis: number, why?: string): NoPrimaryError {
+    const leader = this.state.leader;
+    const reason =
+      why ??
+      (this.lastError !== null && (this.staleSince !== null || !this.state.observed)
+        ? `etcd is not answering (${this.lastError.message})`
+        : leader === null
+          ? `no leader record at ${this.keys.leader}`
+          : `leader ${leader.member} of term ${leader.term} is not writable yet (promotion in progress)`);
+    return new NoPrimaryError(
+      `no writable primary for cluster "${this.cluster}" within ${waitedMillis} ms: ${reason}; retry later, or raise primaryWaitTimeoutMillis to wait longer through failovers`,
+      { term: this.state.newestTerm, cause: this.lastError ?? undefined },
+    );
+  }
+
+  /** Stops watching and closes the etcd client. Waiters reject with {@link NoPrimaryError}. */
+  async close(): Promise<void> {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const w of [...this.waiters]) w();
+    const watcher = this.watcher;
+    this.watcher = null;
+    try {
+      await watcher?.cancel();
+    } catch {
+      // The etcd client is closed next anyway.
+    }
+    this.client.close();
+  }
+
+  private async readOnce(): Promise<void> {
+    let revision: number;
+    try {
+      const response = await this.client.get(this.keys.leader).exec();
+      revision = Number(response.header.revision);
+      const kv = response.kvs[0];
+      this.contact();
+      const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
+      // A change the watch had not delivered means it may be dead: start it again.
+      if (!this.watchHealthy || changed) await this.startWatch(revision);
+      this.markReady();
+    } catch (error) {
+      this.failed(castEtcdError(error, this.endpoints, `reading ${this.keys.leader}`));
+    }
+  }
+
+  private async startWatch(afterRevision: number): Promise<void> {
+    if (this.closedFlag) return;
+    if (this.watchStarting !== null) return this.watchStarting;
+    this.watchStarting = (async () => {
+      const old = this.watcher;
+      this.watcher = null;
+      this.watchHealthy = false;
+      await old?.cancel().catch(() => undefined);
+      const watcher = await this.client
+        .watch()
+        .key(this.keys.leader)
+        .startRevision(String(afterRevision + 1))
+        .create();
+      if (this.closedFlag) {
+        await watcher.cancel().catch(() => undefined);
+        return;
+      }
+      this.watcher = watcher;
+      this.watchHealthy = true;
+      watcher.on('put', (kv) => {
+        this.contact();
+        this.apply(this.observe(kv.value, Number(kv.mod_revision)));
+      });
+      watcher.on('delete', (kv) => {
+        this.contact();
+        this.apply({ kind: 'absent', revision: Number(kv.mod_revision) });
+      });
+      watcher.on('connected', () => this.contact());
+      watcher.on('error', (error) => {
+        this.failed(castEtcdError(error, this.endpoints, `watching ${this.keys.leader}`));
+        if (this.watcher === watcher) this.watchHealthy = false;
+      });
+    })()
+      .catch((error) => this.failed(castEtcdError(error, this.endpoints, `watching ${this.keys.leader}`)))
+      .finally(() => {
+        this.watchStarting = null;
+      });
+    return this.watchStarting;
+  }
+
+  private observe(value: Buffer, revision: number): LeaderObservation {
+    try {
+      return { kind: 'record', record: LeaderRecord.decode(value), revision };
+    } catch (error) {
+      return {
+        kind: 'invalid',
+        error: error instanceof Error ? error : new Error(String(error)),
+        revision,
+      };
+    }
+  }
+
+  /** Applies an observation; returns whether the route changed. */
+  private apply(observation: LeaderObservation): boolean {
+    if (this.closedFlag) return false;
+    const decision = decideLeaderObservation(this.state, observation);
+    this.state = decision.next;
+    const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
+    if (routeChanged) for (const w of [...this.waiters]) w();
+    for (const event of decision.events) this.emitEvent(event);
+    return routeChanged;
+  }
+
+  private emitEvent(event: ClusterEvent): void {
+    switch (event.type) {
+      case 'primary-changed':
+        this.emit('primary-changed', event);
+        return;
+      case 'no-primary':
+        this.emit('no-primary', event);
+        return;
+      case 'discovery-error':
+        this.emit('discovery-error', event);
+        return;
+      case 'discovery-stale':
+        this.emit('discovery-stale', event);
+        return;
+      case 'discovery-restored':
+        this.emit('discovery-restored', event);
+        return;
+      default: {
+        const unreachable: never = event;
+        throw new Error(`unknown event ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  private contact(): void {
+    this.lastContactMillis = Date.now();
+    this.lastError = null;
+    if (this.staleSince !== null) {
+      this.staleSince = null;
+      this.emitEvent({ type: 'discovery-restored' });
+    }
+  }
+
+  private failed(error: PghaError): void {
+    if (this.closedFlag) return;
+    this.lastError = error;
+    this.emitEvent({ type: 'discovery-error', error });
+  }
+
+  private checkStale(): void {
+    if (this.closedFlag || this.staleSince !== null) return;
+    const silentMillis = Date.now() - this.lastContactMillis;
+    if (silentMillis > this.staleAfterMillis) {
+      this.staleSince = Date.now();
+      this.emitEvent({ type: 'discovery-stale', sinceMillis: silentMillis });
+    }
+  }
+}
+
+/**
+ * Starts following the leader of `cluster` in etcd and returns the watcher, an
+ * eventemitter3 emitter with typed `on()` for `primary-changed`, `no-primary`,
+ * `discovery-error`, `discovery-stale` and `discovery-restored`.
+ *
+ * It never writes to etcd. An unreachable etcd at start is not an exception: the
+ * watcher reports `discovery-error`, keeps retrying, and goes `discovery-stale`
+ * after `staleAfterMillis`. Call `close()` when done (it holds an etcd connection).
+ *
+ * @throws PghaError `invalid-option` for missing or malformed options.
+ * @example
+ * const watcher = watchCluster({ etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo' });
+ * watcher.on('primary-changed', (e) => console.log(`primary is ${e.current.member} in term ${e.term}`));
+ */
+export function watchCluster(options: WatchClusterOptions): ClusterWatcher {
+  return new ClusterWatcher(options);
+}

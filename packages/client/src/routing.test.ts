@@ -1,0 +1,261 @@
+import type { LeaderRecord, PrimaryEndpoint } from '@pgha/core';
+import { describe, expect, it } from 'vitest';
+import {
+  type CheckoutSnapshot,
+  classifyQueryFailure,
+  type DiscoveryState,
+  decideCheckout,
+  decideLeaderObservation,
+  decideRole,
+  initialDiscoveryState,
+  type LeaderObservation,
+  mayCommit,
+  type QueryFailure,
+  retryDelayMillis,
+  shouldDrain,
+} from './routing.js';
+
+const leader = (overrides: Partial<LeaderRecord> = {}): LeaderRecord => ({
+  v: 1,
+  term: 1,
+  member: 'demo-0',
+  host: '10.0.0.1',
+  port: 5432,
+  timeline: 1,
+  since: '2026-01-01T00:00:00.000Z',
+  writable: true,
+  ...overrides,
+});
+
+const endpoint = (overrides: Partial<PrimaryEndpoint> = {}): PrimaryEndpoint => ({
+  member: 'demo-0',
+  host: '10.0.0.1',
+  port: 5432,
+  term: 1,
+  timeline: 1,
+  writable: true,
+  ...overrides,
+});
+
+const put = (record: LeaderRecord, revision: number, reasonHint?: 'switchover'): LeaderObservation => ({
+  kind: 'record',
+  record,
+  revision,
+  ...(reasonHint ? { reasonHint } : {}),
+});
+
+function run(observations: LeaderObservation[], from: DiscoveryState = initialDiscoveryState) {
+  let state = from;
+  const events = [];
+  for (const o of observations) {
+    const d = decideLeaderObservation(state, o);
+    state = d.next;
+    events.push(...d.events);
+  }
+  return { state, events };
+}
+
+describe('decideLeaderObservation', () => {
+  it('announces the first writable leader as the initial primary', () => {
+    const { state, events } = run([put(leader(), 5)]);
+    expect(events).toEqual([
+      { type: 'primary-changed', previous: null, current: endpoint(), term: 1, reason: 'initial' },
+    ]);
+    expect(state.leader).toEqual(endpoint());
+    expect(state.newestTerm).toBe(1);
+    expect(state.revision).toBe(5);
+  });
+
+  it('announces no primary when the first read finds no leader, once', () => {
+    const { events } = run([
+      { kind: 'absent', revision: 3 },
+      { kind: 'absent', revision: 4 },
+    ]);
+    expect(events).toEqual([{ type: 'no-primary', previous: null, term: 0 }]);
+  });
+
+  it('treats a delete as no primary and keeps the newest term', () => {
+    const { state, events } = run([put(leader(), 5), { kind: 'absent', revision: 6 }]);
+    expect(events[1]).toEqual({ type: 'no-primary', previous: endpoint(), term: 1 });
+    expect(state.leader).toBeNull();
+    expect(state.newestTerm).toBe(1);
+  });
+
+  it('does not route to a leader that is not writable yet, then announces it once writable', () => {
+    const { state, events } = run([
+      put(leader(), 5),
+      { kind: 'absent', revision: 6 },
+      put(leader({ term: 2, member: 'demo-1', host: '10.0.0.2', writable: false }), 7),
+      put(leader({ term: 2, member: 'demo-1', host: '10.0.0.2', writable: true, timeline: 2 }), 8),
+    ]);
+    expect(events.map((e) => e.type)).toEqual(['primary-changed', 'no-primary', 'primary-changed']);
+    expect(events[2]).toMatchObject({
+      previous: endpoint(),
+      current: { member: 'demo-1', term: 2, writable: true },
+      reason: 'unknown',
+    });
+    expect(state.leader?.writable).toBe(true);
+  });
+
+  it('announces no primary when a new non-writable term replaces a writable leader without a delete', () => {
+    const { events } = run([put(leader(), 5), put(leader({ term: 2, member: 'demo-1', writable: false }), 6)]);
+    expect(events[1]).toEqual({ type: 'no-primary', previous: endpoint(), term: 2 });
+  });
+
+  it('ignores a record of an older term, reports it and keeps the newer leader', () => {
+    const newer = leader({ term: 3, member: 'demo-2' });
+    const { state, events } = run([put(newer, 5), put(leader({ term: 2 }), 6)]);
+    expect(events[1]?.type).toBe('discovery-error');
+    expect(state.leader?.member).toBe('demo-2');
+    expect(state.newestTerm).toBe(3);
+  });
+
+  it('ignores an observation older than the state (a slow re-read after a newer watch event)', () => {
+    const d = decideLeaderObservation(run([put(leader({ term: 2 }), 9)]).state, { kind: 'absent', revision: 8 });
+    expect(d.ignored).toBe('older-revision');
+    expect(d.events).toEqual([]);
+  });
+
+  it('keeps the last good leader on an invalid record and reports it', () => {
+    const before = run([put(leader(), 5)]).state;
+    const d = decideLeaderObservation(before, { kind: 'invalid', error: new Error('garbage'), revision: 6 });
+    expect(d.next.leader).toEqual(endpoint());
+    expect(d.events).toEqual([{ type: 'discovery-error', error: new Error('garbage') }]);
+  });
+
+  it('emits nothing for the same record read again', () => {
+    const before = run([put(leader(), 5)]).state;
+    expect(decideLeaderObservation(before, put(leader(), 7)).events).toEqual([]);
+  });
+
+  it('labels a new term on the same member a restart and uses the controller reason when known', () => {
+    const same = run([put(leader(), 1), put(leader({ term: 2 }), 2)]);
+    expect(same.events[1]).toMatchObject({ type: 'primary-changed', reason: 'restart' });
+    const sw = run([put(leader(), 1), put(leader({ term: 2, member: 'demo-1' }), 2, 'switchover')]);
+    expect(sw.events[1]).toMatchObject({ type: 'primary-changed', reason: 'switchover' });
+  });
+});
+
+describe('decideCheckout', () => {
+  const snap = (overrides: Partial<CheckoutSnapshot> = {}): CheckoutSnapshot => ({
+    leader: endpoint(),
+    staleSinceMillis: null,
+    stalePolicy: 'serve',
+    closed: false,
+    nowMillis: 1000,
+    deadlineMillis: 2000,
+    ...overrides,
+  });
+
+  it('connects to a writable leader', () => {
+    expect(decideCheckout(snap())).toEqual({ action: 'connect', endpoint: endpoint() });
+  });
+  it('waits for a leader that is not writable, then fails at the deadline', () => {
+    expect(decideCheckout(snap({ leader: endpoint({ writable: false }) }))).toEqual({ action: 'wait' });
+    expect(decideCheckout(snap({ leader: null, nowMillis: 2000 }))).toEqual({ action: 'fail', code: 'no-primary' });
+  });
+  it('keeps serving the last known primary when stale under the serve policy', () => {
+    expect(decideCheckout(snap({ staleSinceMillis: 10 }))).toMatchObject({ action: 'connect' });
+  });
+  it('refuses new checkouts when stale under the refuse policy', () => {
+    expect(decideCheckout(snap({ staleSinceMillis: 10, stalePolicy: 'refuse' }))).toEqual({
+      action: 'fail',
+      code: 'discovery-stale',
+    });
+  });
+  it('fails once discovery is closed', () => {
+    expect(decideCheckout(snap({ closed: true }))).toEqual({ action: 'fail', code: 'closed' });
+  });
+});
+
+describe('decideRole', () => {
+  it('reads in_hot_standby and asks older servers with a query', () => {
+    expect(decideRole('off')).toBe('primary');
+    expect(decideRole('on')).toBe('standby');
+    expect(decideRole(undefined)).toBe('unknown');
+  });
+});
+
+describe('shouldDrain', () => {
+  it('drains connections of another term or when there is no leader', () => {
+    expect(shouldDrain(1, endpoint())).toBe(false);
+    expect(shouldDrain(1, endpoint({ term: 2 }))).toBe(true);
+    expect(shouldDrain(1, null)).toBe(true);
+  });
+});
+
+describe('classifyQueryFailure', () => {
+  const failure = (overrides: Partial<QueryFailure> = {}): QueryFailure => ({
+    sqlState: null,
+    connectionLost: true,
+    sent: true,
+    transactionStatus: 'I',
+    text: 'INSERT INTO t VALUES (1)',
+    ...overrides,
+  });
+
+  it('passes server errors through and discards the connection on the ones proving a non-primary', () => {
+    expect(classifyQueryFailure(failure({ sqlState: '23505' }))).toEqual({
+      kind: 'pass-through',
+      discardConnection: false,
+      reread: false,
+    });
+    for (const code of ['25006', '57P01']) {
+      expect(classifyQueryFailure(failure({ sqlState: code }))).toEqual({
+        kind: 'pass-through',
+        discardConnection: true,
+        reread: true,
+      });
+    }
+  });
+  it('passes other errors on a live connection through', () => {
+    expect(classifyQueryFailure(failure({ connectionLost: false }))).toMatchObject({ kind: 'pass-through' });
+  });
+  it('calls an unsent statement safe to retry', () => {
+    expect(classifyQueryFailure(failure({ sent: false }))).toEqual({ kind: 'primary-changed', rolledBack: false });
+  });
+  it('never calls a statement outside a transaction safe: its outcome is unknown', () => {
+    expect(classifyQueryFailure(failure())).toEqual({ kind: 'outcome-unknown' });
+    expect(classifyQueryFailure(failure({ text: 'SELECT f()' }))).toEqual({ kind: 'outcome-unknown' });
+  });
+  it('calls a COMMIT in flight an unknown outcome', () => {
+    for (const text of ['COMMIT', 'end', 'INSERT INTO t VALUES (1); COMMIT', "PREPARE TRANSACTION 'x'", '']) {
+      expect(classifyQueryFailure(failure({ transactionStatus: 'T', text }))).toEqual({ kind: 'outcome-unknown' });
+    }
+  });
+  it('calls any other statement inside a transaction a rolled-back transaction', () => {
+    expect(classifyQueryFailure(failure({ transactionStatus: 'T' }))).toEqual({
+      kind: 'primary-changed',
+      rolledBack: true,
+    });
+    expect(classifyQueryFailure(failure({ transactionStatus: 'E', text: 'COMMIT' }))).toEqual({
+      kind: 'primary-changed',
+      rolledBack: true,
+    });
+  });
+  it('knows BEGIN and ROLLBACK commit nothing', () => {
+    expect(classifyQueryFailure(failure({ text: 'BEGIN' }))).toEqual({ kind: 'primary-changed', rolledBack: false });
+    expect(classifyQueryFailure(failure({ text: 'begin isolation level serializable' }))).toMatchObject({
+      kind: 'primary-changed',
+    });
+    expect(classifyQueryFailure(failure({ transactionStatus: 'T', text: 'ROLLBACK' }))).toEqual({
+      kind: 'primary-changed',
+      rolledBack: true,
+    });
+  });
+});
+
+describe('mayCommit', () => {
+  it('finds commits, not lookalikes', () => {
+    expect(mayCommit('commit')).toBe(true);
+    expect(mayCommit('SELECT 1; END')).toBe(true);
+    expect(mayCommit('SELECT CASE WHEN true THEN 1 END')).toBe(false);
+    expect(mayCommit('SELECT committed FROM t')).toBe(false);
+  });
+});
+
+describe('retryDelayMillis', () => {
+  it('backs off exponentially up to one second', () => {
+    expect([1, 2, 3, 10].map(retryDelayMillis)).toEqual([25, 50, 100, 1000]);
+  });
+});

@@ -1,0 +1,295 @@
+/**
+ * The client's routing decisions, as pure functions of plain snapshots: what a leader
+ * observation means, where a checkout goes, whether a server is the primary, what a
+ * failed query means and which connections must be drained. No clock, timers, etcd
+ * or pg in here; the shells (discovery.ts, primary-client.ts, pool.ts) read, call
+ * these, and apply the result.
+ */
+import type { ClusterEvent, LeaderRecord, PrimaryChangeReason, PrimaryEndpoint, Term } from '@pgha/core';
+
+/** What the watcher knows about the leader, as of etcd revision `revision`. */
+export interface DiscoveryState {
+  /** The current leader record as an endpoint (possibly not yet writable), or null when there is none. */
+  readonly leader: PrimaryEndpoint | null;
+  /** The newest term seen in any leader record (0 before any). */
+  readonly newestTerm: Term;
+  /** The last writable primary announced, kept as `previous` for events. */
+  readonly lastPrimary: PrimaryEndpoint | null;
+  /** The etcd revision the state reflects (0 before the first observation). */
+  readonly revision: number;
+  /** Whether anything has been observed yet (the first absence is announced too). */
+  readonly observed: boolean;
+}
+
+/** The state before anything was read. */
+export const initialDiscoveryState: DiscoveryState = {
+  leader: null,
+  newestTerm: 0,
+  lastPrimary: null,
+  revision: 0,
+  observed: false,
+};
+
+/** One thing the watcher learned about the `leader` key, at an etcd revision. */
+export type LeaderObservation =
+  | {
+      readonly kind: 'record';
+      readonly record: LeaderRecord;
+      readonly revision: number;
+      /** Why the term began, when the controller's target record for that term says so. */
+      readonly reasonHint?: PrimaryChangeReason;
+    }
+  | { readonly kind: 'absent'; readonly revision: number }
+  | { readonly kind: 'invalid'; readonly error: Error; readonly revision: number };
+
+/** What to do with an observation: the next state and the events to emit, in order. */
+export interface LeaderDecision {
+  readonly next: DiscoveryState;
+  readonly events: readonly ClusterEvent[];
+  /** Why nothing changed, when nothing did (for logs and tests). */
+  readonly ignored?: 'older-revision' | 'older-term' | 'unchanged' | 'invalid';
+}
+
+function endpointOf(record: LeaderRecord): PrimaryEndpoint {
+  return {
+    member: record.member,
+    host: record.host,
+    port: record.port,
+    term: record.term,
+    timeline: record.timeline,
+    writable: record.writable,
+  };
+}
+
+/** Whether two endpoints name the same server in the same term with the same writability. */
+export function sameEndpoint(a: PrimaryEndpoint | null, b: PrimaryEndpoint | null): boolean {
+  if (a === null || b === null) return a === b;
+  return (
+    a.term === b.term &&
+    a.member === b.member &&
+    a.host === b.host &&
+    a.port === b.port &&
+    a.timeline === b.timeline &&
+    a.writable === b.writable
+  );
+}
+
+function sameServerAndTerm(a: PrimaryEndpoint | null, b: PrimaryEndpoint | null): boolean {
+  return (
+    a !== null && b !== null && a.term === b.term && a.member === b.member && a.host === b.host && a.port === b.port
+  );
+}
+
+/**
+ * Applies one leader observation to the watcher's state.
+ *
+ * Safety rules (ARCHITECTURE.md, contract lines 3 and 6):
+ * - an observation older than the state's revision is ignored (a slow re-read must
+ *   not undo a newer watch event);
+ * - a record of an older term than the newest seen is ignored and reported as a
+ *   `discovery-error`: terms only grow;
+ * - an invalid record is reported and the last good leader kept;
+ * - a record that is not `writable` yet (installed, promotion still running) is
+ *   announced as `no-primary`: writes go only to a writable leader;
+ * - `primary-changed` is emitted once per writable primary (term, member, address).
+ */
+export function decideLeaderObservation(state: DiscoveryState, observation: LeaderObservation): LeaderDecision {
+  if (observation.revision < state.revision) return { next: state, events: [], ignored: 'older-revision' };
+  switch (observation.kind) {
+    case 'invalid':
+      return {
+        next: { ...state, revision: observation.revision },
+        events: [{ type: 'discovery-error', error: observation.error }],
+        ignored: 'invalid',
+      };
+    case 'absent': {
+      const next: DiscoveryState = { ...state, leader: null, revision: observation.revision, observed: true };
+      if (state.observed && state.leader === null) return { next, events: [], ignored: 'unchanged' };
+      return { next, events: [{ type: 'no-primary', previous: state.lastPrimary, term: state.newestTerm }] };
+    }
+    case 'record': {
+      const record = observation.record;
+      if (record.term < state.newestTerm) {
+        return {
+          next: { ...state, revision: observation.revision },
+          events: [
+            {
+              type: 'discovery-error',
+              error: new Error(
+                `leader record of term ${record.term} (member ${record.member}) is older than term ${state.newestTerm} already seen; ignored it and kept the newer leader`,
+              ),
+            },
+          ],
+          ignored: 'older-term',
+        };
+      }
+      const current = endpointOf(record);
+      const base: DiscoveryState = {
+        ...state,
+        leader: current,
+        newestTerm: record.term,
+        revision: observation.revision,
+        observed: true,
+      };
+      if (state.observed && sameEndpoint(state.leader, current))
+        return { next: base, events: [], ignored: 'unchanged' };
+      if (!current.writable) {
+        // Announce the gap once: only when a routable primary (or nothing yet) was known
+        // before; after a delete the gap has already been announced.
+        const announce = !state.observed || state.leader?.writable === true;
+        return {
+          next: base,
+          events: announce ? [{ type: 'no-primary', previous: state.lastPrimary, term: current.term }] : [],
+        };
+      }
+      if (state.leader?.writable === true && sameServerAndTerm(state.leader, current)) {
+        // Only the timeline moved within the same term; the route is unchanged.
+        return { next: { ...base, lastPrimary: current }, events: [] };
+      }
+      const previous = state.lastPrimary;
+      const reason: PrimaryChangeReason =
+        previous === null
+          ? 'initial'
+          : (observation.reasonHint ?? (previous.member === current.member ? 'restart' : 'unknown'));
+      return {
+        next: { ...base, lastPrimary: current },
+        events: [{ type: 'primary-changed', previous, current, term: current.term, reason }],
+      };
+    }
+    default: {
+      const unreachable: never = observation;
+      return unreachable;
+    }
+  }
+}
+
+/** What `decideCheckout` looks at. */
+export interface CheckoutSnapshot {
+  readonly leader: PrimaryEndpoint | null;
+  /** Since when etcd has been unanswered beyond the stale window, or null when fresh. */
+  readonly staleSinceMillis: number | null;
+  readonly stalePolicy: StalePolicy;
+  /** Whether discovery has been closed (the pool ended). */
+  readonly closed: boolean;
+  readonly nowMillis: number;
+  /** When the caller stops waiting for a primary. */
+  readonly deadlineMillis: number;
+}
+
+/**
+ * What a pool does with new checkouts while etcd is unreachable beyond the stale window.
+ * - `serve`: keep routing to the last known primary (every new connection is still role-checked).
+ * - `refuse`: fail new checkouts with `DiscoveryStaleError` until etcd answers again.
+ */
+export const stalePolicies = ['serve', 'refuse'] as const;
+/** One of {@link stalePolicies}. */
+export type StalePolicy = (typeof stalePolicies)[number];
+
+/** Where a new connection goes. */
+export type CheckoutDecision =
+  | { readonly action: 'connect'; readonly endpoint: PrimaryEndpoint }
+  | { readonly action: 'wait' }
+  | { readonly action: 'fail'; readonly code: 'no-primary' | 'discovery-stale' | 'closed' };
+
+/** Decides where a new connection goes: the writable leader, wait for one, or fail. */
+export function decideCheckout(snapshot: CheckoutSnapshot): CheckoutDecision {
+  if (snapshot.closed) return { action: 'fail', code: 'closed' };
+  if (snapshot.staleSinceMillis !== null && snapshot.stalePolicy === 'refuse') {
+    return { action: 'fail', code: 'discovery-stale' };
+  }
+  if (snapshot.leader?.writable === true) return { action: 'connect', endpoint: snapshot.leader };
+  return snapshot.nowMillis >= snapshot.deadlineMillis ? { action: 'fail', code: 'no-primary' } : { action: 'wait' };
+}
+
+/**
+ * What the server says about its role at connection time: `in_hot_standby` is
+ * reported in ParameterStatus by PostgreSQL 14 and newer (`on` while in recovery).
+ * `unknown` (an older server) means: ask with `SELECT pg_is_in_recovery()`.
+ */
+export function decideRole(inHotStandby: string | undefined): 'primary' | 'standby' | 'unknown' {
+  if (inHotStandby === 'off') return 'primary';
+  if (inHotStandby === 'on') return 'standby';
+  return 'unknown';
+}
+
+/** Whether a connection opened for `connectionTerm` must be drained given the current leader. */
+export function shouldDrain(connectionTerm: Term, leader: PrimaryEndpoint | null): boolean {
+  return leader === null || leader.term !== connectionTerm;
+}
+
+/** SQLSTATEs that prove the server is not (or no longer) a primary we may use. */
+export const notPrimarySqlStates: ReadonlySet<string> = new Set([
+  '25006', // read_only_sql_transaction: a standby, or a primary fenced read-only
+  '57P01', // admin_shutdown: the server is shutting down or terminated us
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: starting up or in recovery
+]);
+
+/** The facts about a failed query that decide what it means. */
+export interface QueryFailure {
+  /** The SQLSTATE when the server sent an ErrorResponse (pg's DatabaseError), else null. */
+  readonly sqlState: string | null;
+  /** Whether the connection is gone (socket closed or errored without the caller ending it). */
+  readonly connectionLost: boolean;
+  /** Whether the statement had been written to the server. */
+  readonly sent: boolean;
+  /** ReadyForQuery status before the statement was sent: 'I' idle, 'T' in transaction, 'E' failed transaction. */
+  readonly transactionStatus: string | null;
+  /** The statement text (empty for a prepared statement run by name only). */
+  readonly text: string;
+}
+
+/** What a failed query means. */
+export type QueryFailureDecision =
+  | { readonly kind: 'pass-through'; readonly discardConnection: boolean; readonly reread: boolean }
+  | { readonly kind: 'primary-changed'; readonly rolledBack: boolean }
+  | { readonly kind: 'outcome-unknown' };
+
+/**
+ * Whether `text` may commit work when run inside an open transaction: COMMIT, END,
+ * COMMIT PREPARED or PREPARE TRANSACTION anywhere in it (multi-statement text
+ * included). Errs toward "yes": a false positive only turns a safe retry into an
+ * "outcome unknown".
+ */
+export function mayCommit(text: string): boolean {
+  return /\bcommit\b/i.test(text) || /(^|;)\s*end\b/i.test(text) || /\bprepare\s+transaction\b/i.test(text);
+}
+
+/**
+ * Classifies a failed query (contract line 6: never a silent retry of an unknown outcome).
+ *
+ * - A server error (pg's `DatabaseError`) passes through untouched; the ones that prove
+ *   the server is not the primary (25006, 57P01...) also discard the connection and
+ *   ask discovery to re-read.
+ * - Any other error on a live connection passes through untouched.
+ * - On a lost connection: not sent → `primary-changed` (safe to retry); sent inside a
+ *   transaction and not a commit → `primary-changed` with `rolledBack` (retry the
+ *   transaction); sent outside a transaction, or a commit → `outcome-unknown`.
+ */
+export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecision {
+  if (failure.sqlState !== null) {
+    const notPrimary = notPrimarySqlStates.has(failure.sqlState);
+    return { kind: 'pass-through', discardConnection: notPrimary, reread: notPrimary };
+  }
+  if (!failure.connectionLost) return { kind: 'pass-through', discardConnection: false, reread: false };
+  if (!failure.sent) return { kind: 'primary-changed', rolledBack: false };
+  // Opening or abandoning a transaction commits nothing, whatever became of it.
+  if (/^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i.test(failure.text)) {
+    return { kind: 'primary-changed', rolledBack: false };
+  }
+  if (/^\s*(rollback|abort)\b[^;]*;?\s*$/i.test(failure.text) && !/\bprepared\b/i.test(failure.text)) {
+    return { kind: 'primary-changed', rolledBack: true };
+  }
+  const inTransaction = failure.transactionStatus === 'T' || failure.transactionStatus === 'E';
+  if (!inTransaction) return { kind: 'outcome-unknown' };
+  // In a failed transaction ('E') even COMMIT only rolls back: the outcome is known.
+  if (failure.transactionStatus === 'T' && (failure.text === '' || mayCommit(failure.text))) {
+    return { kind: 'outcome-unknown' };
+  }
+  return { kind: 'primary-changed', rolledBack: true };
+}
+
+/** Delay before connection attempt `attempt` (1-based) while waiting for a usable primary. */
+export function retryDelayMillis(attempt: number): number {
+  return Math.min(1000, 25 * 2 ** Math.max(0, attempt - 1));
+}

@@ -23,5 +23,7 @@ export {
   OutcomeUnknownError,
   PrimaryChangedError,
 } from './errors.js';
+export type { PghaPoolOptions, PoolEvents, PoolOptions } from './pool.js';
+export { Pool } from './pool.js';
 export type { StalePolicy } from './routing.js';
 export { stalePolicies } from './routing.js';

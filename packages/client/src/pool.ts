@@ -1,0 +1,484 @@
+/**
+ * `Pool`: a drop-in `pg.Pool` that always talks to the current pgha primary. It keeps
+ * pg-pool's whole contract (node-postgres packages/pg-pool/index.js) and adds
+ * routing, draining and typed failover errors under new option and event names.
+ */
+import { PghaError } from '@pgha/core';
+import pg from 'pg';
+import {
+  type ClusterWatcher,
+  type DiscoveryErrorEvent,
+  type DiscoveryRestoredEvent,
+  type DiscoveryStaleEvent,
+  type EtcdOptions,
+  type NoPrimaryEvent,
+  type PrimaryChangedEvent,
+  watchCluster,
+} from './discovery.js';
+import { NotPrimaryError, PrimaryChangedError } from './errors.js';
+import { type ClientRouter, createPrimaryClientClass, routingOf, terminateClient } from './primary-client.js';
+import { retryDelayMillis, type StalePolicy, shouldDrain, stalePolicies } from './routing.js';
+
+/** The options pgha adds to `pg.PoolConfig`. */
+export interface PghaPoolOptions {
+  /** How to reach etcd. Required unless `discovery` is given. */
+  readonly etcd?: EtcdOptions;
+  /** The pgha cluster name. Required unless `discovery` is given. */
+  readonly cluster?: string;
+  /** The etcd key root; default `/pgha/`. */
+  readonly keyRoot?: string;
+  /**
+   * A watcher to share (from `watchCluster`), instead of `etcd`/`cluster`: many pools
+   * then follow one etcd watch. The pool does not close a watcher it was given.
+   */
+  readonly discovery?: ClusterWatcher;
+  /** Safety re-read interval of the leader record (own watcher only). Default 5000. */
+  readonly rereadIntervalMillis?: number;
+  /** etcd silence after which the pool emits `discovery-stale` (own watcher only). Default 15000. */
+  readonly staleAfterMillis?: number;
+  /**
+   * How long a checkout waits for a writable primary (during a failover, or while the
+   * leader's server refuses connections) before failing with `NoPrimaryError`.
+   * Default 30000. When `connectionTimeoutMillis` is set and shorter, it wins.
+   */
+  readonly primaryWaitTimeoutMillis?: number;
+  /**
+   * After a primary change, how long checked-out connections to the old primary may
+   * keep running before pgha cuts them (their statement fails with a typed error).
+   * Idle ones are closed at once; busy ones are closed when released. Default 5000.
+   */
+  readonly drainTimeoutMillis?: number;
+  /** What to do while etcd is unreachable beyond `staleAfterMillis`: `serve` (default) or `refuse`. */
+  readonly stalePolicy?: StalePolicy;
+}
+
+/** `new Pool(options)`: every `pg.PoolConfig` option plus {@link PghaPoolOptions}. */
+export type PoolOptions = pg.PoolConfig & PghaPoolOptions;
+
+const pghaOptionNames = [
+  'etcd',
+  'cluster',
+  'keyRoot',
+  'discovery',
+  'rereadIntervalMillis',
+  'staleAfterMillis',
+  'primaryWaitTimeoutMillis',
+  'drainTimeoutMillis',
+  'stalePolicy',
+] as const satisfies ReadonlyArray<keyof PghaPoolOptions>;
+
+interface ResolvedOptions {
+  readonly watcher: ClusterWatcher;
+  readonly ownsWatcher: boolean;
+  readonly primaryWaitTimeoutMillis: number;
+  readonly drainTimeoutMillis: number;
+  readonly stalePolicy: StalePolicy;
+}
+
+function invalid(message: string): PghaError {
+  return new PghaError('invalid-option', message);
+}
+
+function millis(name: string, value: unknown, fallback: number, allowZero = false): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
+    throw invalid(
+      `${name} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Splits pg's options from pgha's and validates pgha's. */
+function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolConfig; pgha: ResolvedOptions } {
+  if (options === null || typeof options !== 'object') {
+    throw invalid('new Pool() from @pgha/client needs options with etcd and cluster (or discovery)');
+  }
+  const pgOptions: Record<string, unknown> = {};
+  for (const key of Object.keys(options)) {
+    if (!(pghaOptionNames as readonly string[]).includes(key))
+      pgOptions[key] = (options as Record<string, unknown>)[key];
+  }
+  // A password given as non-enumerable (pg-pool hides it that way) is still copied.
+  if ('password' in options && !('password' in pgOptions)) pgOptions.password = options.password;
+  const primaryWaitTimeoutMillis = millis('primaryWaitTimeoutMillis', options.primaryWaitTimeoutMillis, 30_000);
+  const drainTimeoutMillis = millis('drainTimeoutMillis', options.drainTimeoutMillis, 5000, true);
+  const stalePolicy = options.stalePolicy ?? 'serve';
+  if (!stalePolicies.includes(stalePolicy)) {
+    throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
+  }
+  let watcher: ClusterWatcher;
+  let ownsWatcher: boolean;
+  if (options.discovery !== undefined) {
+    if (options.etcd !== undefined || options.cluster !== undefined) {
+      throw invalid('pass either discovery (a shared watcher) or etcd and cluster, not both');
+    }
+    if (typeof options.discovery?.waitForPrimary !== 'function') {
+      throw invalid('discovery must be a watcher returned by watchCluster()');
+    }
+    watcher = options.discovery;
+    ownsWatcher = false;
+  } else {
+    if (options.etcd === undefined || options.cluster === undefined) {
+      throw invalid(
+        'etcd and cluster are required: new Pool({ etcd: { endpoints: ["http://HOST:2379"] }, cluster: "NAME", ...pgOptions })',
+      );
+    }
+    watcher = watchCluster({
+      etcd: options.etcd,
+      cluster: options.cluster,
+      keyRoot: options.keyRoot,
+      rereadIntervalMillis: options.rereadIntervalMillis,
+      staleAfterMillis: options.staleAfterMillis,
+    });
+    ownsWatcher = true;
+  }
+  return {
+    pgOptions: pgOptions as pg.PoolConfig,
+    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy },
+  };
+}
+
+/** pg-pool's internals pgha works with (stable across pg-pool 3.x). */
+interface PoolInternals {
+  _clients: pg.Client[];
+  _idle: Array<{ client: pg.Client }>;
+  _expired: WeakSet<pg.Client>;
+  _pendingQueue: PendingItem[];
+  _remove(client: pg.Client, callback?: () => void): void;
+  _pulseQueue(): void;
+  Promise: PromiseConstructor;
+  Client: typeof pg.Client;
+}
+
+type PendingCallback = (err: Error | undefined, client?: pg.PoolClient, done?: (release?: unknown) => void) => void;
+
+interface PendingItem {
+  callback: PendingCallback;
+  timedOut?: boolean;
+  [retryState]?: { deadline: number; attempts: number };
+}
+
+const retryState: unique symbol = Symbol('pgha.retry');
+const NOOP = () => undefined;
+
+function isRetryableConnectError(error: unknown): boolean {
+  if (error instanceof NotPrimaryError || error instanceof PrimaryChangedError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === '57P03' || code === '57P01') return true; // starting up / shutting down
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EPIPE)$/.test(code)) {
+    return true;
+  }
+  return error instanceof Error && /^Connection terminated unexpectedly$/.test(error.message);
+}
+
+/**
+ * A `pg.Pool` that always talks to the current pgha primary, learned from etcd.
+ *
+ * A true drop-in: `instanceof pg.Pool` holds and pg-pool's whole contract is kept
+ * (callback and promise forms of `connect`/`query`/`end`, the `connect`, `acquire`,
+ * `release`, `remove` and `error` events, the counters, `options`, `Client`,
+ * `ending`/`ended`, `release(err)`). In addition:
+ *
+ * - every new connection goes to the writable primary named by the leader record and
+ *   is checked to be out of recovery before use; `pool.options` host/port and
+ *   `pool.Client` always point at the current primary;
+ * - on a new term, idle connections close at once, busy ones on release, and those
+ *   still checked out after `drainTimeoutMillis` are cut;
+ * - while there is no primary, checkouts wait up to `primaryWaitTimeoutMillis`, then
+ *   fail with `NoPrimaryError`; failures caused by a failover are `PrimaryChangedError`
+ *   (safe to retry) or `OutcomeUnknownError` (never retried); pg's `DatabaseError`
+ *   passes through untouched;
+ * - events `primary-changed`, `no-primary`, `discovery-error`, `discovery-stale`,
+ *   `discovery-restored` (one {@link ClusterEvent} argument each).
+ *
+ * @example
+ * import { Pool } from '@pgha/client';
+ * const pool = new Pool({ etcd: { endpoints: ['http://10.0.0.5:2379'] }, cluster: 'demo', user: 'app', password, database: 'app' });
+ * pool.on('primary-changed', (e) => console.log(`primary is ${e.current.member} (term ${e.term})`));
+ * const { rows } = await pool.query('SELECT now()');
+ */
+export class Pool extends pg.Pool {
+  /** The watcher this pool follows (its own, or the shared one given as `discovery`). */
+  readonly discovery: ClusterWatcher;
+  /** How long checkouts wait for a writable primary, in milliseconds. */
+  readonly primaryWaitTimeoutMillis: number;
+  /** How long busy connections to an old primary may run on after a change, in milliseconds. */
+  readonly drainTimeoutMillis: number;
+  /** What new checkouts do while etcd is unreachable beyond the stale window. */
+  readonly stalePolicy: StalePolicy;
+
+  private readonly ownsDiscovery: boolean;
+  private readonly sideClients = new Set<pg.Client>();
+  private readonly drainTimers = new Set<NodeJS.Timeout>();
+  private readonly detach: () => void;
+
+  constructor(options: PoolOptions) {
+    const { pgOptions, pgha } = splitOptions(options);
+    super(pgOptions);
+    this.discovery = pgha.watcher;
+    this.ownsDiscovery = pgha.ownsWatcher;
+    this.primaryWaitTimeoutMillis = pgha.primaryWaitTimeoutMillis;
+    this.drainTimeoutMillis = pgha.drainTimeoutMillis;
+    this.stalePolicy = pgha.stalePolicy;
+
+    const internals = this as unknown as PoolInternals;
+    const router: ClientRouter = {
+      watcher: this.discovery,
+      primaryWaitTimeoutMillis: this.effectiveWaitMillis(),
+      stalePolicy: this.stalePolicy,
+      discard: (client) => {
+        internals._expired.add(client);
+      },
+      reread: () => void this.discovery.refresh(),
+      connected: (client) => {
+        if (!internals._clients.includes(client)) this.sideClients.add(client);
+        // A change may have landed between the connection's check and now.
+        if (shouldDrain(routingOf(client)?.endpoint?.term ?? -1, this.discovery.leader)) this.drain();
+      },
+      ended: (client) => {
+        this.sideClients.delete(client);
+      },
+    };
+    internals.Client = createPrimaryClientClass(internals.Client, router);
+
+    const primary = this.discovery.primary;
+    if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
+    const onPrimary = (event: PrimaryChangedEvent) => {
+      this.pointOptionsAt(event.current.host, event.current.port);
+      this.drain();
+      this.emit('primary-changed', event);
+    };
+    const onNoPrimary = (event: NoPrimaryEvent) => {
+      this.drain();
+      this.emit('no-primary', event);
+    };
+    const onError = (event: DiscoveryErrorEvent) => this.emit('discovery-error', event);
+    const onStale = (event: DiscoveryStaleEvent) => this.emit('discovery-stale', event);
+    const onRestored = (event: DiscoveryRestoredEvent) => this.emit('discovery-restored', event);
+    this.discovery.on('primary-changed', onPrimary);
+    this.discovery.on('no-primary', onNoPrimary);
+    this.discovery.on('discovery-error', onError);
+    this.discovery.on('discovery-stale', onStale);
+    this.discovery.on('discovery-restored', onRestored);
+    this.detach = () => {
+      this.discovery.off('primary-changed', onPrimary);
+      this.discovery.off('no-primary', onNoPrimary);
+      this.discovery.off('discovery-error', onError);
+      this.discovery.off('discovery-stale', onStale);
+      this.discovery.off('discovery-restored', onRestored);
+    };
+  }
+
+  /** The writable primary new connections go to, or null while there is none. */
+  get primary() {
+    return this.discovery.primary;
+  }
+
+  private effectiveWaitMillis(): number {
+    const connectionTimeout = this.options.connectionTimeoutMillis;
+    return connectionTimeout !== undefined && connectionTimeout > 0
+      ? Math.min(connectionTimeout, this.primaryWaitTimeoutMillis)
+      : this.primaryWaitTimeoutMillis;
+  }
+
+  private pointOptionsAt(host: string, port: number): void {
+    this.options.host = host;
+    this.options.port = port;
+  }
+
+  /**
+   * Closes what belongs to an older term (contract line 6): idle connections now,
+   * busy ones on release (marked expired, as pg-pool does for maxLifetimeSeconds),
+   * and cuts those still busy after drainTimeoutMillis.
+   */
+  private drain(): void {
+    const internals = this as unknown as PoolInternals;
+    const leader = this.discovery.leader;
+    const idle = new Set(internals._idle.map((item) => item.client));
+    const busy: pg.Client[] = [];
+    for (const client of [...internals._clients]) {
+      const endpoint = routingOf(client)?.endpoint;
+      if (endpoint === null || endpoint === undefined) continue; // still connecting: checked after connect
+      if (!shouldDrain(endpoint.term, leader)) continue;
+      if (idle.has(client)) {
+        internals._remove(client, () => internals._pulseQueue());
+      } else if (!internals._expired.has(client)) {
+        internals._expired.add(client);
+        busy.push(client);
+      }
+    }
+    for (const client of this.sideClients) {
+      const endpoint = routingOf(client)?.endpoint;
+      if (endpoint !== null && endpoint !== undefined && shouldDrain(endpoint.term, leader)) busy.push(client);
+    }
+    if (busy.length === 0) return;
+    const cut = () => {
+      this.drainTimers.delete(timer);
+      for (const client of busy) {
+        const ended = (client as unknown as { _ended?: boolean })._ended === true;
+        const stillOurs = internals._clients.includes(client) || this.sideClients.has(client);
+        if (!ended && stillOurs) terminateClient(client);
+      }
+    };
+    const timer = setTimeout(cut, this.drainTimeoutMillis);
+    timer.unref();
+    this.drainTimers.add(timer);
+  }
+
+  /**
+   * Opens a connection for a checkout, retrying (with backoff, until the wait
+   * deadline) when the leader's server refused, turned out not to be the primary, or
+   * the primary changed during the attempt: nothing was sent, so retrying is safe.
+   * Each retry goes back to the head of pg-pool's queue, so `max` is respected.
+   * @internal pg-pool's method
+   */
+  newClient(pendingItem: PendingItem): void {
+    const internals = this as unknown as PoolInternals;
+    if (pendingItem[retryState] === undefined) {
+      pendingItem[retryState] = { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0 };
+      const original = pendingItem.callback;
+      pendingItem.callback = (err, client, done) => {
+        const retry = pendingItem[retryState]!;
+        if (
+          err !== undefined &&
+          err !== null &&
+          isRetryableConnectError(err) &&
+          !this.ending &&
+          !pendingItem.timedOut &&
+          Date.now() + retryDelayMillis(retry.attempts + 1) < retry.deadline
+        ) {
+          retry.attempts += 1;
+          void this.discovery.refresh();
+          const timer = setTimeout(() => {
+            if (this.ending || pendingItem.timedOut) {
+              original(err, undefined, NOOP);
+              return;
+            }
+            internals._pendingQueue.unshift(pendingItem);
+            internals._pulseQueue();
+          }, retryDelayMillis(retry.attempts));
+          timer.unref?.();
+          return;
+        }
+        original(err, client, done);
+      };
+    }
+    (pg.Pool.prototype as unknown as { newClient(item: PendingItem): void }).newClient.call(this, pendingItem);
+  }
+
+  /**
+   * pg-pool's `query`, except that a failure is reported as the statement's own
+   * (classified) error rather than the raw socket error the client emits first.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
+  override query(text: any, values?: any, cb?: any): any {
+    if (typeof text === 'function') return super.query(text);
+    if (typeof values === 'function') {
+      cb = values;
+      values = undefined;
+    }
+    const PromiseImpl = (this as unknown as PoolInternals).Promise;
+    let result: Promise<unknown> | undefined;
+    let callback: (err: Error | undefined, res?: unknown) => void;
+    if (typeof cb === 'function') {
+      callback = cb;
+    } else {
+      let resolve!: (value: unknown) => void;
+      let reject!: (reason: unknown) => void;
+      result = new PromiseImpl((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      callback = (err, res) => (err ? reject(err) : resolve(res));
+    }
+    this.connect((err, client) => {
+      if (err || client === undefined) {
+        callback(err ?? new Error('no client'));
+        return;
+      }
+      let released = false;
+      let delivered = false;
+      const deliver = (error: Error | undefined, res?: unknown) => {
+        if (delivered) return;
+        delivered = true;
+        callback(error, res);
+      };
+      const onError = (error: Error) => {
+        if (released) return;
+        released = true;
+        client.release(error);
+        // pg fails the statement itself on the next tick with the classified error;
+        // this is the fallback for a failure with no statement left to fail.
+        setImmediate(() => deliver(error));
+      };
+      client.once('error', onError);
+      try {
+        client.query(text, values, (error: Error | undefined, res: unknown) => {
+          client.removeListener('error', onError);
+          if (!released) {
+            released = true;
+            client.release(error);
+          }
+          deliver(error ?? undefined, error ? undefined : res);
+        });
+      } catch (error) {
+        client.removeListener('error', onError);
+        if (!released) {
+          released = true;
+          client.release(error as Error);
+        }
+        deliver(error as Error);
+      }
+    });
+    return result;
+  }
+
+  /** pg-pool's `end`, which also stops following etcd (a shared watcher is left running). */
+  // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
+  override end(cb?: any): any {
+    const wasEnding = this.ending;
+    if (wasEnding) return super.end(cb);
+    this.detach();
+    for (const timer of this.drainTimers) clearTimeout(timer);
+    this.drainTimers.clear();
+    const closing = this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
+    if (typeof cb === 'function') {
+      super.end(() => {
+        closing.then(
+          () => cb(),
+          () => cb(),
+        );
+      });
+      return undefined;
+    }
+    return (super.end() as Promise<void>).then(() => closing);
+  }
+}
+
+/** The events a pgha {@link Pool} adds to pg's, each with one ClusterEvent argument. */
+export interface PoolEvents {
+  'primary-changed': (event: PrimaryChangedEvent) => void;
+  'no-primary': (event: NoPrimaryEvent) => void;
+  'discovery-error': (event: DiscoveryErrorEvent) => void;
+  'discovery-stale': (event: DiscoveryStaleEvent) => void;
+  'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+}
+
+// Typed on()/once()/off() overloads for the new events, merged into the class; pg's
+// own events keep @types/pg's signatures.
+export interface Pool {
+  on<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  on<K extends 'error' | 'release' | 'connect' | 'acquire' | 'remove'>(
+    event: K,
+    listener: K extends 'error' | 'release'
+      ? (err: Error, client: pg.PoolClient) => void
+      : (client: pg.PoolClient) => void,
+  ): this;
+  once<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
+  off<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  off(event: string | symbol, listener: (...args: any[]) => void): this;
+}

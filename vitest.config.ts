@@ -5,6 +5,7 @@ import { defineConfig } from 'vitest/config';
 // cores and each test runs a whole cluster).
 export default defineConfig({
   test: {
+    reporters: ['default', './testing/summary-reporter.ts'],
     projects: [
       {
         test: {

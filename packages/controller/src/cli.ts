@@ -8,9 +8,12 @@ import { resolve } from 'node:path';
 import { clusterKeys, PghaError } from '@pgha/core';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
+import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
+import { assertNetworks } from './agent/postgres-config.js';
 import { createLogger } from './log.js';
 import { startLocalCluster } from './runtime/local/local-cluster.js';
+import { defaultStateDir } from './runtime/local/state-dir.js';
 import { formatStatus, readClusterStatus } from './status/cluster-status.js';
 
 const env = process.env;
@@ -49,7 +52,13 @@ program
   .addOption(new Option('--etcd-port <port>', 'client port of the etcd pgha starts; peer port is the next (default 2379)').argParser(integer(1024, 65534)))
   .action(async (opts: { cluster?: string; members?: number; stateDir?: string; port?: number; etcd?: string; etcdPort?: number }) => {
     const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
-    const stateDir = resolve(opts.stateDir ?? `.pgha/${cluster ?? defaultCluster}`);
+    let stateDir: string;
+    if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
+    else {
+      const chosen = defaultStateDir(cluster ?? defaultCluster, process.cwd(), postgresOsUser());
+      stateDir = chosen.dir;
+      if (chosen.fallback) process.stderr.write(`  (postgres's OS user cannot reach ${process.cwd()}: state goes to ${stateDir})\n`);
+    }
     const log = createLogger('up', () => undefined);
     const abort = new AbortController();
     let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
@@ -113,6 +122,7 @@ program
   .addOption(new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100))
   .option('--no-failover', 'never promote this member (tag)')
   .action(async (opts) => {
+    assertNetworks(opts.allowCidr);
     const log = createLogger(opts.name);
     const agent = new Agent({
       cluster: opts.cluster,

@@ -84,7 +84,8 @@ export function writeState(dir: string, state: LocalClusterState): void {
  */
 export function assertReachableBy(dir: string, user: OsUser | null): void {
   if (user === null) return;
-  let current = resolve(dir);
+  // The directory itself is made (or re-moded) 0711 by writeState; its ancestors we do not touch.
+  let current = dirname(resolve(dir));
   const ancestors: string[] = [];
   while (true) {
     if (existsSync(current)) ancestors.push(current);
@@ -102,5 +103,20 @@ export function assertReachableBy(dir: string, user: OsUser | null): void {
         `postgres runs as the OS user "${user.name}", which cannot enter ${path} (mode ${(st.mode & 0o777).toString(8)}): choose a --state-dir it can reach, such as /var/lib/pgha/<cluster>, or chmod o+x ${path}`,
       );
     }
+  }
+}
+
+/**
+ * The state directory `pgha up` uses when none is given: `.pgha/<cluster>` below the
+ * working directory, unless postgres's OS user cannot reach it (a checkout in root's
+ * 0700 home), then `/var/lib/pgha/<cluster>`.
+ */
+export function defaultStateDir(cluster: string, cwd: string, user: OsUser | null): { dir: string; fallback: boolean } {
+  const local = resolve(cwd, '.pgha', cluster);
+  try {
+    assertReachableBy(local, user);
+    return { dir: local, fallback: false };
+  } catch {
+    return { dir: join('/var/lib/pgha', cluster), fallback: true };
   }
 }

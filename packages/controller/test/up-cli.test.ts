@@ -1,0 +1,83 @@
+// The quick start as a user runs it: `pgha up` in the foreground, `pgha status
+// --json`, psql-style writes on the printed connection string, Ctrl-C (SIGINT).
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, expect, test } from 'vitest';
+import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { cliPath } from '../src/runtime/local/local-cluster.js';
+
+const run = promisify(execFile);
+const stateDir = mkdtempSync(join(tmpdir(), 'pgha-up-'));
+let up: ChildProcess | null = null;
+
+afterAll(() => {
+  if (up?.pid !== undefined && up.exitCode === null) up.kill('SIGKILL');
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+test('pgha up prints a working connection string, status --json shows the cluster, and SIGINT stops everything', async () => {
+  const base = await findFreePortRange(5);
+  const etcdPort = base + 3;
+  up = spawn(process.execPath, [cliPath(), 'up', '--cluster', 'quick', '--state-dir', stateDir, '--port', String(base), '--etcd-port', String(etcdPort)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  up.stdout!.on('data', (d) => (stdout += d));
+  up.stderr!.on('data', (d) => (stderr += d));
+  const connection = await waitFor(
+    'the cluster to be up',
+    () => {
+      if (up!.exitCode !== null) throw new StopWaiting(`pgha up exited ${up!.exitCode}: ${stderr}`);
+      return /primary:\s+(postgresql:\/\/\S+)/.exec(stdout)?.[1];
+    },
+    120_000,
+    200,
+  );
+  expect(stderr).toMatch(/quick-1: cloning/);
+
+  const client = new pg.Client({ connectionString: connection });
+  await client.connect();
+  await client.query('CREATE TABLE quick (id serial PRIMARY KEY, at timestamptz DEFAULT now())');
+  await client.query('INSERT INTO quick DEFAULT VALUES');
+  await client.end();
+
+  const etcd = `http://127.0.0.1:${etcdPort}`;
+  const status = await waitFor(
+    'status --json with lag 0 everywhere',
+    async () => {
+      const { stdout: json } = await run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick', '--json']);
+      const s = JSON.parse(json);
+      return s.members.every((m: { lagBytes: number }) => m.lagBytes === 0) ? s : undefined;
+    },
+    15_000,
+    250,
+  );
+  expect(status).toMatchObject({ cluster: 'quick', term: 1, leader: { member: 'quick-0', host: '127.0.0.1', port: base } });
+  expect(status.members.map((m: { name: string; role: string; state: string }) => [m.name, m.role, m.state])).toEqual([
+    ['quick-0', 'primary', 'running'],
+    ['quick-1', 'replica', 'running'],
+    ['quick-2', 'replica', 'running'],
+  ]);
+  for (const m of status.members) expect(m).toHaveProperty('timeline', 1);
+
+  const { stdout: table } = await run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick']);
+  expect(table).toMatch(/term 1\s+leader quick-0/);
+  expect(table).toMatch(/quick-2\s+replica\s+running/);
+
+  const pids = [up.pid, ...['quick-0', 'quick-1', 'quick-2'].map((m) => postmasterPid(join(stateDir, m)))];
+  expect(alive(pids)).toHaveLength(4);
+  up.kill('SIGINT');
+  await waitFor('pgha up to exit', () => up!.exitCode !== null, 60_000);
+  expect(up.exitCode).toBe(0);
+  expect(stderr).toMatch(/cluster stopped/);
+  expect(alive(pids)).toEqual([]);
+  // Nothing of the cluster answers any more: etcd's port is free again.
+  await expect(run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick'], { timeout: 20_000 })).rejects.toMatchObject({
+    stderr: expect.stringMatching(/cannot reach etcd/),
+  });
+});

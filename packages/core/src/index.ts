@@ -13,9 +13,10 @@ export { clusterKeys, defaultKeyRoot, keyKinds } from './keys.js';
 export type { LsnText } from './lsn.js';
 export { compareLsn, formatLsn, isLsn, lsnLagBytes, maxLsn, parseLsn } from './lsn.js';
 export { assertValidName, isValidName, memberName, slotNameFor } from './names.js';
-export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode } from './records.js';
+export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode, TargetReason } from './records.js';
 export {
   ConfigRecord,
+  ControllerRecord,
   defaultConfig,
   HistoryRecord,
   InitializeRecord,
@@ -27,6 +28,7 @@ export {
   recordVersion,
   SwitchoverRecord,
   synchronousModes,
+  targetReasons,
   TargetRecord,
   TermRecord,
 } from './records.js';

@@ -63,6 +63,7 @@ describe('clusterKeys', () => {
       keys.target,
       keys.switchover,
       keys.history(1),
+      keys.controller,
     ];
     expect(built.map((key) => keys.parse(key)?.kind)).toEqual([...keyKinds]);
   });

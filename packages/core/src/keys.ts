@@ -16,6 +16,7 @@ import { assertValidName, isValidName } from './names.js';
  * | `target` | controller | — |
  * | `switchover` | CLI / API | — |
  * | `history/<term>` | controller | — |
+ * | `controller` | the active controller (create-if-absent) | the controller's |
  */
 export const keyKinds = [
   'initialize',
@@ -26,6 +27,7 @@ export const keyKinds = [
   'target',
   'switchover',
   'history',
+  'controller',
 ] as const;
 
 /** One of {@link keyKinds}. */
@@ -33,7 +35,7 @@ export type KeyKind = (typeof keyKinds)[number];
 
 /** What {@link ClusterKeys.parse} found a key to be. */
 export type ParsedKey =
-  | { readonly kind: 'initialize' | 'config' | 'leader' | 'term' | 'target' | 'switchover' }
+  | { readonly kind: 'initialize' | 'config' | 'leader' | 'term' | 'target' | 'switchover' | 'controller' }
   | { readonly kind: 'member'; readonly name: string }
   | { readonly kind: 'history'; readonly term: number };
 
@@ -50,6 +52,8 @@ export interface ClusterKeys {
   readonly term: string;
   readonly target: string;
   readonly switchover: string;
+  /** Held by the active controller under its lease (the controller election). */
+  readonly controller: string;
   /** Prefix of all member records (for range reads and watches). */
   readonly membersPrefix: string;
   /** Prefix of all history records. */
@@ -61,7 +65,7 @@ export interface ClusterKeys {
   parse(key: string): ParsedKey | null;
 }
 
-const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover'] as const;
+const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover', 'controller'] as const;
 
 /**
  * History keys hold the term as 12 zero-padded digits so etcd's byte order is term
@@ -93,6 +97,7 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
     term: `${prefix}term`,
     target: `${prefix}target`,
     switchover: `${prefix}switchover`,
+    controller: `${prefix}controller`,
     membersPrefix,
     historyPrefix,
     member(name: string): string {

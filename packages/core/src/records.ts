@@ -127,11 +127,17 @@ const configSchema = z.object({
   synchronousMode: z.enum(synchronousModes),
 });
 
+/** Why a target was written. */
+export const targetReasons = ['failover', 'switchover', 'manual-failover', 'bootstrap'] as const;
+export type TargetReason = (typeof targetReasons)[number];
+
 const targetSchema = z.object({
   v: z.literal(recordVersion),
   term: term.min(1),
   member: name,
-  reason: z.enum(['failover', 'switchover', 'manual-failover', 'bootstrap']),
+  reason: z.enum(targetReasons),
+  /** The primary being replaced, when there was one. */
+  from: name.nullable().optional(),
   decidedAt: timestamp,
 });
 
@@ -154,6 +160,22 @@ const historySchema = z.object({
   promotedAt: timestamp,
   /** The last LSN known for each member when the decision was made. */
   lastKnownLsn: z.record(name, lsn.nullable()),
+  /** When the controller wrote the target. */
+  decidedAt: timestamp.nullable().optional(),
+  /**
+   * Bytes of WAL the old primary was known to have beyond the new primary's position
+   * at the decision (the visible data-loss window of an asynchronous failover); null
+   * when unknown.
+   */
+  lostBytes: nonNegative.nullable().optional(),
+});
+
+const controllerSchema = z.object({
+  v: z.literal(recordVersion),
+  /** Unique per controller process. */
+  id: z.string().min(1).max(128),
+  pid: z.number().int().min(0).max(0x7fffffff),
+  since: timestamp,
 });
 
 export type MemberRecord = z.infer<typeof memberSchema>;
@@ -164,6 +186,7 @@ export type ConfigRecord = z.infer<typeof configSchema>;
 export type TargetRecord = z.infer<typeof targetSchema>;
 export type SwitchoverRecord = z.infer<typeof switchoverSchema>;
 export type HistoryRecord = z.infer<typeof historySchema>;
+export type ControllerRecord = z.infer<typeof controllerSchema>;
 export type MemberTags = z.infer<typeof tagsSchema>;
 
 /** The companion object every record type has. */
@@ -247,13 +270,15 @@ export const TargetRecord: RecordCodec<TargetRecord> = codec('target record', ta
 export const SwitchoverRecord: RecordCodec<SwitchoverRecord> = codec('switchover record', switchoverSchema);
 /** One record per promotion. */
 export const HistoryRecord: RecordCodec<HistoryRecord> = codec('history record', historySchema);
+/** The active controller, under its lease. */
+export const ControllerRecord: RecordCodec<ControllerRecord> = codec('controller record', controllerSchema);
 
 /** The defaults of {@link ConfigRecord}; see docs/architecture.md for the timing budget. */
 export const defaultConfig: ConfigRecord = {
   v: recordVersion,
-  leaseTtlMillis: 10_000,
-  keepaliveIntervalMillis: 1_000,
-  fencingMarginMillis: 2_000,
+  leaseTtlMillis: 2_000,
+  keepaliveIntervalMillis: 250,
+  fencingMarginMillis: 500,
   maximumLagOnFailoverBytes: 16 * 1024 * 1024,
   synchronousMode: 'off',
 };

@@ -48,10 +48,11 @@ export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis =
 export function castEtcdError(error: unknown, endpoints: string | readonly string[], doing: string): PghaError {
   if (error instanceof PghaError) return error;
   const where = typeof endpoints === 'string' ? endpoints : endpoints.join(',');
-  const detail = error instanceof Error ? error.message.split('\n')[0] : String(error);
+  // grpc-js ends some messages with an empty "Resolution note: "; it says nothing.
+  const detail = (error instanceof Error ? error.message.split('\n')[0]! : String(error)).replace(/\s*Resolution note:\s*$/, '');
   const unavailable =
     !(error instanceof EtcdError) ||
-    /unavailable|deadline|timed? ?out|ECONNREFUSED|No connection|connect/i.test(detail ?? '');
+    /unavailable|deadline|timed? ?out|ECONNREFUSED|No connection|connect/i.test(detail);
   if (unavailable) {
     return new PghaError(
       'etcd-unavailable',

@@ -1,4 +1,5 @@
-import { slotNameFor } from '@pgha/core';
+import { isIP } from 'node:net';
+import { PghaError, slotNameFor } from '@pgha/core';
 
 /**
  * Renders the files pgha owns inside a data directory. Pure: the shell writes them.
@@ -34,8 +35,10 @@ export interface ServerSettings {
   readonly upstream: UpstreamSettings | null;
 }
 
+// A postgresql.conf string: backslashes and quotes escaped, and line breaks written
+// as \n / \r so that no value can end its line and start a setting of its own.
 function quote(value: string): string {
-  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''").replace(/\n/g, '\\n').replace(/\r/g, '\\r')}'`;
 }
 
 /** A libpq keyword/value connection string with values quoted as libpq wants. */
@@ -99,10 +102,32 @@ export function renderServerConfig(settings: ServerSettings): string {
 }
 
 /**
+ * Checks that every allowed network is an address/prefix (CIDR), the only form pgha
+ * writes into pg_hba.conf (anything else could add fields or lines of its own).
+ *
+ * @throws PghaError `invalid-option` naming the first bad network.
+ */
+export function assertNetworks(networks: readonly string[]): void {
+  for (const network of networks) {
+    const match = /^([0-9A-Fa-f.:]+)\/(\d{1,3})$/.exec(network);
+    const family = match === null ? 0 : isIP(match[1]!);
+    if (family === 0 || Number(match![2]) > (family === 4 ? 32 : 128)) {
+      throw new PghaError(
+        'invalid-option',
+        `allowed network ${JSON.stringify(network)} is not an address/prefix such as 10.0.0.0/8 or fd00::/8: fix --allow-cidr`,
+      );
+    }
+  }
+}
+
+/**
  * The contents of pg_hba.conf: SCRAM passwords only, loopback plus `allowedNetworks`
  * (CIDR), and replication only for the replication role.
+ *
+ * @throws PghaError `invalid-option` when a network is not CIDR ({@link assertNetworks}).
  */
 export function renderHbaConfig(allowedNetworks: readonly string[]): string {
+  assertNetworks(allowedNetworks);
   const networks = ['127.0.0.1/32', '::1/128', ...allowedNetworks.filter((n) => n !== '127.0.0.1/32' && n !== '::1/128')];
   const rows = networks.flatMap((net) => [
     `host    all          all          ${net}    scram-sha-256`,

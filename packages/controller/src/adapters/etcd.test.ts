@@ -1,0 +1,91 @@
+import { PghaError } from '@pgha/core';
+import { describe, expect, it } from 'vitest';
+import { castEtcdError, parseEndpoints } from './etcd.js';
+
+/** Runs `fn` and returns the PghaError it throws. */
+function thrown(fn: () => unknown): PghaError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(PghaError);
+    return error as PghaError;
+  }
+  throw new Error('expected a PghaError, nothing was thrown');
+}
+
+describe('parseEndpoints', () => {
+  it('accepts one http endpoint', () => {
+    expect(parseEndpoints('http://127.0.0.1:2379')).toEqual(['http://127.0.0.1:2379']);
+  });
+
+  it('splits a comma-separated list, trimming spaces and dropping empty entries', () => {
+    expect(parseEndpoints(' http://10.0.0.1:2379, http://10.0.0.2:2379,,https://etcd.example:2379 ,')).toEqual([
+      'http://10.0.0.1:2379',
+      'http://10.0.0.2:2379',
+      'https://etcd.example:2379',
+    ]);
+  });
+
+  it('accepts an array of endpoints and does not change it', () => {
+    const given = ['http://[::1]:2379', ' http://127.0.0.1:2379 '] as const;
+    expect(parseEndpoints(given)).toEqual(['http://[::1]:2379', 'http://127.0.0.1:2379']);
+    expect(given[1]).toBe(' http://127.0.0.1:2379 ');
+  });
+
+  it.each(['', ' ', ',', ' , ,'])('refuses an empty list and says how to give one: %j', (text) => {
+    const error = thrown(() => parseEndpoints(text));
+    expect(error.code).toBe('invalid-option');
+    expect(error.message).toBe('no etcd endpoint given: pass --etcd http://HOST:PORT or set PGHA_ETCD');
+  });
+
+  it('refuses an empty array', () => {
+    expect(thrown(() => parseEndpoints([])).code).toBe('invalid-option');
+  });
+
+  it.each(['127.0.0.1:2379', 'etcd', '//127.0.0.1:2379', 'http//127.0.0.1:2379'])(
+    'refuses an endpoint that is not a URL and shows the expected form: %j',
+    (endpoint) => {
+      const error = thrown(() => parseEndpoints(`http://10.0.0.1:2379,${endpoint}`));
+      expect(error.code).toBe('invalid-option');
+      expect(error.message).toBe(`etcd endpoint "${endpoint}" is not a URL: use http://HOST:PORT`);
+    },
+  );
+
+  it.each(['ftp://127.0.0.1:2379', 'unix:///run/etcd.sock', 'localhost:2379'])(
+    'refuses an endpoint with a scheme other than http or https: %j',
+    (endpoint) => {
+      const error = thrown(() => parseEndpoints(endpoint));
+      expect(error.code).toBe('invalid-option');
+      expect(error.message).toBe(`etcd endpoint "${endpoint}" must use http: or https:`);
+    },
+  );
+});
+
+describe('castEtcdError', () => {
+  it('says etcd cannot be reached, where, while doing what, and what to do', () => {
+    const error = castEtcdError(
+      new Error('14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1'),
+      'http://127.0.0.1:1',
+      'reading the cluster',
+    );
+    expect(error.code).toBe('etcd-unavailable');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe(
+      'cannot reach etcd at http://127.0.0.1:1 while reading the cluster (14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1): check that etcd runs there, or omit --etcd to let `pgha up` start its own',
+    );
+  });
+
+  it('drops the empty resolution note grpc appends and keeps only the first line', () => {
+    const raw = new Error(
+      '14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: \nstack',
+    );
+    expect(castEtcdError(raw, ['http://127.0.0.1:1'], 'x').message).toContain(
+      '(14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1.): check',
+    );
+  });
+
+  it('passes a pgha error through unchanged', () => {
+    const original = new PghaError('conflict', 'mine');
+    expect(castEtcdError(original, 'http://127.0.0.1:1', 'x')).toBe(original);
+  });
+});

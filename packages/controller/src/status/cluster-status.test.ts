@@ -1,0 +1,139 @@
+import { describe, expect, it } from 'vitest';
+import { type ClusterStatus, formatStatus, type MemberStatus } from './cluster-status.js';
+
+// Literal fixtures built with small override factories.
+function member(overrides: Partial<MemberStatus> = {}): MemberStatus {
+  return {
+    name: 'demo-0',
+    role: 'primary',
+    state: 'running',
+    host: '127.0.0.1',
+    port: 5432,
+    timeline: 1,
+    lagBytes: 0,
+    lagSeconds: 0,
+    streaming: false,
+    healthy: true,
+    problem: null,
+    updatedAt: '2024-05-01T12:00:00.000Z',
+    ...overrides,
+  };
+}
+
+function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
+  return {
+    cluster: 'demo',
+    term: 1,
+    leader: { member: 'demo-0', host: '127.0.0.1', port: 5432, writable: true },
+    members: [
+      member(),
+      member({ name: 'demo-1', role: 'replica', port: 5433, streaming: true }),
+      member({ name: 'demo-2', role: 'replica', port: 5434, streaming: true }),
+    ],
+    problems: [],
+    ...overrides,
+  };
+}
+
+/** The member rows of a formatted status (after the summary, blank line and header). */
+function rows(text: string): string[] {
+  return text.split('\n').slice(3, -1);
+}
+
+describe('formatStatus', () => {
+  it('prints a summary line, a header and one aligned row per member, the leader starred', () => {
+    expect(formatStatus(status())).toBe(
+      [
+        'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)',
+        '',
+        'MEMBER    ROLE     STATE    HOST:PORT       TL  LAG  HEALTH',
+        'demo-0 *  primary  running  127.0.0.1:5432  1   0 B  ok',
+        'demo-1    replica  running  127.0.0.1:5433  1   0 B  ok',
+        'demo-2    replica  running  127.0.0.1:5434  1   0 B  ok',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('widens columns to the longest value', () => {
+    const text = formatStatus(
+      status({
+        leader: null,
+        members: [member({ name: 'a-very-long-member-name-0', host: '2001:db8::1234', port: 65535 })],
+      }),
+    );
+    expect(text.split('\n')[2]).toBe(
+      'MEMBER                     ROLE     STATE    HOST:PORT             TL  LAG  HEALTH',
+    );
+    expect(rows(text)).toEqual(['a-very-long-member-name-0  primary  running  2001:db8::1234:65535  1   0 B  ok']);
+  });
+
+  it('says when there is no leader', () => {
+    expect(formatStatus(status({ leader: null })).split('\n')[0]).toBe('Cluster demo  term 1  leader none');
+  });
+
+  it('says when the leader is not writable yet', () => {
+    const text = formatStatus(
+      status({ term: 7, leader: { member: 'demo-1', host: '10.0.0.2', port: 5433, writable: false } }),
+    );
+    expect(text.split('\n')[0]).toBe('Cluster demo  term 7  leader demo-1 (10.0.0.2:5433, not writable yet)');
+    expect(rows(text)[1]).toMatch(/^demo-1 \* /);
+    expect(rows(text)[0]).toMatch(/^demo-0 {3}/);
+  });
+
+  it('shows lag in bytes, KiB and MiB, and seconds only when behind', () => {
+    const text = formatStatus(
+      status({
+        members: [
+          member({ name: 'demo-0', lagBytes: 1023, lagSeconds: 0 }),
+          member({ name: 'demo-1', lagBytes: 1536, lagSeconds: 0.25 }),
+          member({ name: 'demo-2', lagBytes: 5 * 1024 * 1024 + 512 * 1024, lagSeconds: 12.5 }),
+        ],
+      }),
+    );
+    const lag = rows(text).map((r) => r.split(/ {2,}/)[5]);
+    expect(lag).toEqual(['1023 B', '1.5 KiB / 0.25s', '5.5 MiB / 12.5s']);
+  });
+
+  it('shows a dash for an unknown lag and timeline', () => {
+    const text = formatStatus(
+      status({ members: [member({ role: 'unknown', timeline: null, lagBytes: null, lagSeconds: null })] }),
+    );
+    expect(rows(text)[0]!.split(/ {2,}/)).toEqual(['demo-0 *', 'unknown', 'running', '127.0.0.1:5432', '-', '-', 'ok']);
+  });
+
+  it('shows the problem of an unhealthy member, else says it is unhealthy', () => {
+    const text = formatStatus(
+      status({
+        members: [
+          member({ name: 'demo-0' }),
+          member({ name: 'demo-1', healthy: false, problem: 'not streaming from the primary (receiver: not running)' }),
+          member({ name: 'demo-2', healthy: false, problem: null, state: 'cloning' }),
+        ],
+      }),
+    );
+    expect(rows(text).map((r) => r.split(/ {2,}/).at(-1))).toEqual([
+      'ok',
+      'not streaming from the primary (receiver: not running)',
+      'unhealthy',
+    ]);
+  });
+
+  it('says when no member reports', () => {
+    const text = formatStatus(status({ leader: null, members: [] }));
+    expect(text).toBe(
+      [
+        'Cluster demo  term 1  leader none',
+        '',
+        'MEMBER  ROLE  STATE  HOST:PORT  TL  LAG  HEALTH',
+        '(no member reports: are the agents running?)',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('lists records it could not parse after the table', () => {
+    const text = formatStatus(status({ problems: ['/pgha/demo/members/demo-9: v must be 1', 'bad leader'] }));
+    expect(text.split('\n').slice(-3)).toEqual(['! /pgha/demo/members/demo-9: v must be 1', '! bad leader', '']);
+  });
+});

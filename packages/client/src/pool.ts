@@ -434,6 +434,37 @@ export class Pool extends pg.Pool {
     return result;
   }
 
+  /** Adds a listener; typed for pgha's events, pg's events keep their signatures. */
+  override on<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  override on<K extends 'error' | 'release' | 'connect' | 'acquire' | 'remove'>(
+    event: K,
+    listener: K extends 'error' | 'release'
+      ? (err: Error, client: pg.PoolClient) => void
+      : (client: pg.PoolClient) => void,
+  ): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.on(event as 'error', listener);
+  }
+
+  /** Adds a one-time listener; typed like {@link Pool.on}. */
+  override once<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  override once(event: string | symbol, listener: (...args: any[]) => void): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  override once(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.once(event, listener);
+  }
+
+  /** Removes a listener; typed like {@link Pool.on}. */
+  override off<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  override off(event: string | symbol, listener: (...args: any[]) => void): this;
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
+  override off(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.off(event, listener);
+  }
+
   /** pg-pool's `end`, which also stops following etcd (a shared watcher is left running). */
   // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
   override end(cb?: any): any {
@@ -463,22 +494,4 @@ export interface PoolEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
-}
-
-// Typed on()/once()/off() overloads for the new events, merged into the class; pg's
-// own events keep @types/pg's signatures.
-export interface Pool {
-  on<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
-  on<K extends 'error' | 'release' | 'connect' | 'acquire' | 'remove'>(
-    event: K,
-    listener: K extends 'error' | 'release'
-      ? (err: Error, client: pg.PoolClient) => void
-      : (client: pg.PoolClient) => void,
-  ): this;
-  once<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
-  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
-  once(event: string | symbol, listener: (...args: any[]) => void): this;
-  off<K extends keyof PoolEvents>(event: K, listener: PoolEvents[K]): this;
-  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
-  off(event: string | symbol, listener: (...args: any[]) => void): this;
 }

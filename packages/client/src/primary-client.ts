@@ -5,6 +5,7 @@
  * connection into the typed errors of errors.ts (pg's `DatabaseError` passes through
  * untouched).
  */
+import { createConnection } from 'node:net';
 import type { PrimaryEndpoint } from '@pgha/core';
 import pg from 'pg';
 import type { ClusterWatcher } from './discovery.js';
@@ -314,9 +315,15 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
 
     // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
     override emit(event: string | symbol, ...args: any[]): boolean {
-      // A connection pgha cut on purpose must not crash an application that checked it
-      // out without an 'error' listener; its queries already got their errors.
-      if (event === 'error' && this[routingState].terminatedByPgha && this.listenerCount('error') === 0) return false;
+      // pg emits 'error' on a client whose connection dies between statements. On a
+      // checked-out client with no 'error' listener (most application code, and every
+      // failover terminates such sessions), Node would crash the process. pgha keeps
+      // the process alive instead: the connection is unusable, its next statement fails
+      // with PrimaryChangedError (never sent), and release() removes it from the pool.
+      if (event === 'error' && this.listenerCount('error') === 0) {
+        router.reread();
+        return false;
+      }
       return super.emit(event, ...args);
     }
   }
@@ -324,10 +331,32 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
   return PrimaryClient as unknown as typeof pg.Client;
 }
 
-/** Cuts a client's socket: its in-flight statement fails and is classified, its queue is failed. */
+/**
+ * Terminates a client's session: a CancelRequest stops the statement running on the
+ * server (a backend in a long statement does not notice a closed socket until it next
+ * reads), and the socket is cut, so the in-flight statement fails on our side at once
+ * and is classified, and queued ones fail as never sent.
+ */
 export function terminateClient(client: pg.Client): void {
   const state = routingOf(client);
   if (state !== undefined) state.terminatedByPgha = true;
+  const keys = client as unknown as { processID?: number | null; secretKey?: number | null };
+  const endpoint = state?.endpoint;
+  if (endpoint && typeof keys.processID === 'number' && typeof keys.secretKey === 'number') {
+    sendCancelRequest(endpoint.host, endpoint.port, keys.processID, keys.secretKey);
+  }
   const internals = client as unknown as ClientInternals;
   internals.connection.stream.destroy();
+}
+
+/** Fire-and-forget PostgreSQL CancelRequest (protocol code 80877102) for one backend. */
+function sendCancelRequest(host: string, port: number, processId: number, secretKey: number): void {
+  const message = Buffer.alloc(16);
+  message.writeInt32BE(16, 0);
+  message.writeInt32BE(80877102, 4);
+  message.writeInt32BE(processId, 8);
+  message.writeInt32BE(secretKey, 12);
+  const socket = createConnection({ host, port }, () => socket.end(message));
+  socket.setTimeout(5000, () => socket.destroy());
+  socket.on('error', () => undefined);
 }

@@ -200,13 +200,21 @@ describe('classifyQueryFailure', () => {
       discardConnection: false,
       reread: false,
     });
-    for (const code of ['25006', '57P01']) {
+    for (const code of ['25006', '57P03']) {
       expect(classifyQueryFailure(failure({ sqlState: code }))).toEqual({
         kind: 'pass-through',
         discardConnection: true,
         reread: true,
       });
     }
+  });
+  it('classifies a session terminated by the server while the statement ran like a lost connection', () => {
+    expect(classifyQueryFailure(failure({ sqlState: '57P01', connectionLost: false }))).toEqual({
+      kind: 'outcome-unknown',
+    });
+    expect(classifyQueryFailure(failure({ sqlState: '57P01', connectionLost: false, transactionStatus: 'T' }))).toEqual(
+      { kind: 'primary-changed', rolledBack: true },
+    );
   });
   it('passes other errors on a live connection through', () => {
     expect(classifyQueryFailure(failure({ connectionLost: false }))).toMatchObject({ kind: 'pass-through' });

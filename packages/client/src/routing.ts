@@ -225,6 +225,14 @@ export const notPrimarySqlStates: ReadonlySet<string> = new Set([
   '57P03', // cannot_connect_now: starting up or in recovery
 ]);
 
+/**
+ * SQLSTATEs of a FATAL error that ends the session while a statement runs (the
+ * server shutting down or terminating the backend): the statement may have committed
+ * just before, so they are classified like a lost connection, with the server's
+ * error kept as `cause`.
+ */
+export const terminatingSqlStates: ReadonlySet<string> = new Set(['57P01', '57P02']);
+
 /** The facts about a failed query that decide what it means. */
 export interface QueryFailure {
   /** The SQLSTATE when the server sent an ErrorResponse (pg's DatabaseError), else null. */
@@ -259,19 +267,22 @@ export function mayCommit(text: string): boolean {
  * Classifies a failed query (contract line 6: never a silent retry of an unknown outcome).
  *
  * - A server error (pg's `DatabaseError`) passes through untouched; the ones that prove
- *   the server is not the primary (25006, 57P01...) also discard the connection and
- *   ask discovery to re-read.
+ *   the server is not the primary (25006, 57P03...) also discard the connection and
+ *   ask discovery to re-read. Exception: 57P01/57P02 (the session was terminated while
+ *   the statement ran) are classified like a lost connection below, because the
+ *   statement may have committed.
  * - Any other error on a live connection passes through untouched.
  * - On a lost connection: not sent → `primary-changed` (safe to retry); sent inside a
  *   transaction and not a commit → `primary-changed` with `rolledBack` (retry the
  *   transaction); sent outside a transaction, or a commit → `outcome-unknown`.
  */
 export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecision {
-  if (failure.sqlState !== null) {
+  const terminated = failure.sqlState !== null && terminatingSqlStates.has(failure.sqlState);
+  if (failure.sqlState !== null && !terminated) {
     const notPrimary = notPrimarySqlStates.has(failure.sqlState);
     return { kind: 'pass-through', discardConnection: notPrimary, reread: notPrimary };
   }
-  if (!failure.connectionLost) return { kind: 'pass-through', discardConnection: false, reread: false };
+  if (!failure.connectionLost && !terminated) return { kind: 'pass-through', discardConnection: false, reread: false };
   if (!failure.sent) return { kind: 'primary-changed', rolledBack: false };
   // Opening or abandoning a transaction commits nothing, whatever became of it.
   if (/^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i.test(failure.text)) {

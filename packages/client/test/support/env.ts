@@ -30,10 +30,13 @@ export interface TestEnv {
 
 /** Starts etcd and a primary with `standbys` standbys, and publishes the primary as leader of term 1. */
 export async function startEnv(options: { standbys?: number; publish?: boolean } = {}): Promise<TestEnv> {
+  const t0 = Date.now();
   const etcd = await startTestEtcd();
+  const t1 = Date.now();
   let pgCluster: TestCluster;
   try {
     pgCluster = await startTestCluster({ standbys: options.standbys ?? 1 });
+    if (process.env.PGHA_TEST_TIMING) console.log('START etcd', t1 - t0, 'pg', Date.now() - t1);
   } catch (error) {
     await etcd.stop();
     throw error;
@@ -80,9 +83,12 @@ export async function startEnv(options: { standbys?: number; publish?: boolean }
       } as PoolOptions;
     },
     async stop() {
+      const t0 = Date.now();
       admin.close();
       await pgCluster.stop();
+      const t1 = Date.now();
       await etcd.stop();
+      if (process.env.PGHA_TEST_TIMING) console.log('STOP pg', t1 - t0, 'etcd', Date.now() - t1);
     },
   };
   if (options.publish ?? true) await env.publishLeader(pgCluster.primary, 1);

@@ -15,7 +15,7 @@ import {
   type PrimaryChangedEvent,
   watchCluster,
 } from './discovery.js';
-import { NotPrimaryError, PrimaryChangedError } from './errors.js';
+import { DiscoveryStaleError, NotPrimaryError, PrimaryChangedError } from './errors.js';
 import { type ClientRouter, createPrimaryClientClass, routingOf, terminateClient } from './primary-client.js';
 import { retryDelayMillis, type StalePolicy, shouldDrain, stalePolicies } from './routing.js';
 
@@ -327,6 +327,27 @@ export class Pool extends pg.Pool {
   }
 
   /**
+   * pg-pool's `connect`, except that under `stalePolicy: 'refuse'` a checkout fails at
+   * once with `DiscoveryStaleError` while etcd is unreachable beyond the stale window.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
+  override connect(cb?: any): any {
+    const staleSince = this.discovery.staleSinceMillis;
+    if (!this.ending && this.stalePolicy === 'refuse' && staleSince !== null) {
+      const error = new DiscoveryStaleError(
+        `etcd has not answered since ${new Date(staleSince).toISOString()} and stalePolicy is "refuse", so no connection is handed out until it answers; retry later, or use stalePolicy "serve" to keep using the last known primary`,
+        { staleForMillis: Date.now() - staleSince, cause: this.discovery.lastEtcdError ?? undefined },
+      );
+      if (typeof cb === 'function') {
+        process.nextTick(() => cb(error, undefined, NOOP));
+        return undefined;
+      }
+      return (this as unknown as PoolInternals).Promise.reject(error);
+    }
+    return super.connect(cb);
+  }
+
+  /**
    * Opens a connection for a checkout, retrying (with backoff, until the wait
    * deadline) when the leader's server refused, turned out not to be the primary, or
    * the primary changed during the attempt: nothing was sent, so retrying is safe.
@@ -392,7 +413,7 @@ export class Pool extends pg.Pool {
       });
       callback = (err, res) => (err ? reject(err) : resolve(res));
     }
-    this.connect((err, client) => {
+    this.connect((err: Error | undefined, client: pg.PoolClient | undefined) => {
       if (err || client === undefined) {
         callback(err ?? new Error('no client'));
         return;

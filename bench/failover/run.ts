@@ -1,0 +1,163 @@
+// bench/failover: failover timing and data loss of pgha against Patroni on this
+// machine, in one run. See README.md for the command and the measured numbers.
+//
+//   npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials 5]
+//       [--faults host-loss,postgres-crash,switchover] [--profiles defaults,tightest] [--json FILE]
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import { onExit, runCleanups } from './lib/processes.js';
+import { formatRatios, formatSummary, formatTrial } from './lib/report.js';
+import { faults as allFaults, type Fault, type Target, type TargetMember } from './lib/target.js';
+import { runTrial, type TrialResult } from './lib/trial.js';
+
+const targetNames = ['pgha', 'patroni'] as const;
+type TargetName = (typeof targetNames)[number];
+
+function list<T extends string>(value: string, allowed: readonly T[], flag: string): T[] {
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const item of items) {
+    if (!allowed.includes(item as T))
+      throw new Error(`--${flag}: unknown "${item}"; expected some of ${allowed.join(', ')}`);
+  }
+  return items as T[];
+}
+
+async function loadTarget(name: TargetName): Promise<Target> {
+  // Imported on demand: `--target patroni` never loads pgha's code, which may be mid-change.
+  if (name === 'patroni') return (await import('./targets/patroni.js')).patroniTarget();
+  return (await import('./targets/pgha.js')).pghaTarget();
+}
+
+const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      target: { type: 'string', default: targetNames.join(',') },
+      trials: { type: 'string', default: '5' },
+      faults: { type: 'string', default: allFaults.join(',') },
+      profiles: { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--json FILE]\n',
+    );
+    return 0;
+  }
+  const targets = list(values.target!, targetNames, 'target');
+  const faults = list(values.faults!, allFaults, 'faults') as Fault[];
+  const trials = Number(values.trials);
+  if (!Number.isInteger(trials) || trials < 1)
+    throw new Error(`--trials must be a positive whole number, got ${values.trials}`);
+  const profileFilter = values.profiles?.split(',').map((s) => s.trim());
+
+  const started = new Date();
+  log(
+    `bench/failover: targets ${targets.join(', ')}; faults ${faults.join(', ')}; ${trials} trials each; ${cpus().length} cores`,
+  );
+  const results: TrialResult[] = [];
+  const setupFailures: string[] = [];
+  const profileLines: string[] = [];
+
+  for (const name of targets) {
+    const target = await loadTarget(name);
+    const unregister = onExit(() => target.teardown());
+    try {
+      const profiles = target.profiles.filter((p) => profileFilter === undefined || profileFilter.includes(p.name));
+      for (const settings of profiles) {
+        profileLines.push(`- ${name}/${settings.name}: ${settings.description}`);
+        log(`${name}/${settings.name} (${settings.description}): setting up`);
+        let members: readonly TargetMember[];
+        try {
+          members = await target.setup(settings);
+        } catch (error) {
+          const message = `${name}/${settings.name}: setup failed: ${(error as Error).message}`;
+          log(message);
+          setupFailures.push(message);
+          await target.teardown();
+          continue;
+        }
+        for (const fault of faults) {
+          for (let trial = 1; trial <= trials; trial++) {
+            log(`${name}/${settings.name} ${fault} #${trial}`);
+            const result = await runTrial({ target, profile: settings.name, members, fault, trial, log });
+            results.push(result);
+            process.stdout.write(`${formatTrial(result)}\n`);
+            if (result.error !== undefined) {
+              // Start the next trial from a known state: healthy again, else a fresh cluster.
+              try {
+                await target.waitHealthy(60_000);
+              } catch {
+                log(`${name}/${settings.name}: not healthy after a failed trial; starting a fresh cluster`);
+                try {
+                  members = await target.setup(settings);
+                } catch (error) {
+                  setupFailures.push(`${name}/${settings.name}: setup failed: ${(error as Error).message}`);
+                  break;
+                }
+              }
+            }
+          }
+        }
+        await target.teardown();
+      }
+    } finally {
+      await target.teardown();
+      unregister();
+    }
+  }
+
+  const summary = [
+    `bench/failover, ${started.toISOString()}, ${cpus().length} cores, ${trials} trials per fault`,
+    '',
+    ...profileLines,
+    '',
+    formatSummary(results),
+  ];
+  const ratios = formatRatios(results);
+  if (ratios !== null) summary.push('', 'pgha / patroni (medians; below 1 is faster):', '', ratios);
+  if (setupFailures.length > 0) summary.push('', ...setupFailures);
+  process.stdout.write(`\n${summary.join('\n')}\n`);
+  if (values.json !== undefined) {
+    writeFileSync(
+      values.json,
+      `${JSON.stringify({ started: started.toISOString(), trials, faults, results, setupFailures }, null, 2)}\n`,
+    );
+  }
+  return results.some((r) => r.error !== undefined) || setupFailures.length > 0 ? 1 : 0;
+}
+
+let exiting = false;
+async function exit(code: number): Promise<never> {
+  if (!exiting) {
+    exiting = true;
+    await runCleanups();
+  }
+  process.exit(code);
+}
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    log(`${signal}: stopping every process the benchmark started`);
+    void exit(130);
+  });
+}
+process.on('unhandledRejection', (error) => {
+  log(`unhandled: ${(error as Error)?.stack ?? error}`);
+  void exit(1);
+});
+
+main().then(
+  (code) => exit(code),
+  (error) => {
+    log(`error: ${(error as Error).stack ?? error}`);
+    return exit(1);
+  },
+);

@@ -1,0 +1,167 @@
+// pgha itself: a three-member local cluster started by the local runtime
+// (`startLocalCluster`, what `pgha up` runs), with its own etcd.
+//
+// Implemented against the runtime's API as it stands while failover is being
+// built: members[i].agentPid(), memberDir/data/postmaster.pid, connectionString(),
+// startMember(), and the `pgha switchover` subcommand. Needs `pnpm build` first
+// (the agents run packages/controller/dist/cli.js).
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type pg from 'pg';
+import type { LocalCluster, LocalMember } from '../../../packages/controller/src/runtime/local/local-cluster.js';
+import { freePort, freePortRange } from '../lib/ports.js';
+import { isAlive, killAndWait, pidsMentioning, postmasterPid, signalPid, waitFor } from '../lib/processes.js';
+import { queryOnce, sqlHealth } from '../lib/sql.js';
+import type { MemberPids, Settings, Target, TargetMember } from '../lib/target.js';
+import { createWritesTable } from '../lib/writer.js';
+
+export const pghaProfiles: readonly Settings[] = [
+  {
+    name: 'defaults',
+    description: 'agent defaults (lease TTL, keepalive interval, fencing margin as `pgha agent --help` shows)',
+  },
+];
+
+/** Builds the pgha target. */
+export function pghaTarget(): Target {
+  let stateDir: string | null = null;
+  let cluster: LocalCluster | null = null;
+  let cli: string | null = null;
+  const everyPid = new Set<number>();
+  /** The agent PID each member had when a host loss killed it. */
+  const killedAgents = new Map<string, number>();
+
+  const local = (m: TargetMember): LocalMember => {
+    const found = cluster?.members.find((x) => x.name === m.name);
+    if (found === undefined) throw new Error(`no member ${m.name} in the running pgha cluster`);
+    return found;
+  };
+
+  const pids = (m: TargetMember): MemberPids => {
+    const member = local(m);
+    const daemon = member.agentPid() ?? null;
+    const postmaster = postmasterPid(join(member.memberDir, 'data'));
+    for (const p of [daemon, postmaster]) if (p !== null) everyPid.add(p);
+    return {
+      daemon: daemon !== null && isAlive(daemon) ? daemon : null,
+      postmaster: postmaster !== null && isAlive(postmaster) ? postmaster : null,
+    };
+  };
+
+  const clientConfig = (m: TargetMember): pg.ClientConfig => ({ connectionString: cluster!.connectionString(m.name) });
+
+  const members = (): TargetMember[] =>
+    (cluster?.members ?? []).map((m) => ({ name: m.name, host: m.host, port: m.port }));
+
+  const waitHealthy = (timeoutMillis: number): Promise<TargetMember> =>
+    waitFor(
+      `the pgha cluster to be healthy (logs in ${stateDir}/logs)`,
+      async () => {
+        const all = members();
+        for (const m of all) pids(m);
+        const health = await sqlHealth(all, clientConfig);
+        if ('problem' in health) throw new Error(health.problem);
+        return health.primary;
+      },
+      timeoutMillis,
+      100,
+    );
+
+  const teardown = async () => {
+    const c = cluster;
+    cluster = null;
+    if (c !== null) {
+      for (const m of c.members) {
+        const agent = m.agentPid();
+        if (agent !== undefined) everyPid.add(agent);
+        const postmaster = postmasterPid(join(m.memberDir, 'data'));
+        if (postmaster !== null) everyPid.add(postmaster);
+      }
+      if (c.etcdPid !== null) everyPid.add(c.etcdPid);
+      // The runtime's own stop first (agents stop postgres, then etcd), bounded;
+      // then by PID whatever is left.
+      await Promise.race([c.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 30_000))]);
+    }
+    const leftovers = stateDir === null ? [] : pidsMentioning(stateDir);
+    await killAndWait([...new Set([...everyPid, ...leftovers])].filter(isAlive), 'SIGKILL', 1000);
+    everyPid.clear();
+    if (stateDir !== null) rmSync(stateDir, { recursive: true, force: true });
+    stateDir = null;
+  };
+
+  return {
+    system: 'pgha',
+    profiles: pghaProfiles,
+    get logDir() {
+      return stateDir === null ? null : join(stateDir, 'logs');
+    },
+    async setup(_settings: Settings) {
+      if (cluster !== null || stateDir !== null) await teardown();
+      const { startLocalCluster, cliPath } = await import(
+        '../../../packages/controller/src/runtime/local/local-cluster.js'
+      );
+      const { createLogger } = await import('../../../packages/controller/src/log.js');
+      cli = cliPath();
+      stateDir = mkdtempSync('/tmp/bench-pgha-');
+      // The postgres OS user must reach its member directories inside.
+      chmodSync(stateDir, 0o711);
+      const basePort = await freePortRange(3);
+      let etcdPort = await freePortRange(2);
+      while (etcdPort >= basePort - 1 && etcdPort <= basePort + 3) etcdPort = await freePort();
+      cluster = await startLocalCluster({
+        cluster: 'bench',
+        stateDir,
+        basePort,
+        etcdPort,
+        members: 3,
+        log: createLogger('bench', () => undefined),
+        readyTimeoutMillis: 180_000,
+      });
+      if (cluster.etcdPid !== null) everyPid.add(cluster.etcdPid);
+      const primary = await waitHealthy(120_000);
+      await queryOnce(clientConfig(primary), createWritesTable, [], 10_000);
+      await waitHealthy(60_000);
+      return members();
+    },
+    pids,
+    clientConfig,
+    async hostLoss(m) {
+      const { daemon, postmaster } = pids(m);
+      if (daemon === null || postmaster === null)
+        throw new Error(`${m.name} is not running (agent ${daemon}, postmaster ${postmaster})`);
+      killedAgents.set(m.name, daemon);
+      signalPid(daemon, 'SIGKILL');
+      signalPid(postmaster, 'SIGKILL');
+    },
+    async postgresCrash(m) {
+      const { postmaster } = pids(m);
+      if (postmaster === null) throw new Error(`${m.name} has no running postmaster`);
+      signalPid(postmaster, 'SIGKILL');
+    },
+    switchover() {
+      const c = cluster!;
+      const args = [cli!, 'switchover', '--etcd', c.etcdEndpoint, '--cluster', c.cluster];
+      if (c.keyRoot !== undefined) args.push('--key-root', c.keyRoot);
+      return new Promise((resolve, reject) => {
+        execFile(process.execPath, args, { timeout: 120_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
+          if (error !== null) reject(new Error(`pgha switchover failed: ${error.message}\n${stdout}${stderr}`));
+          else resolve();
+        });
+      });
+    },
+    async restartHost(m) {
+      // `pgha up` is to restart a member whose agent died (as Kubernetes restarts a
+      // pod); when it already has, the member has a new live agent and there is
+      // nothing to do.
+      const member = local(m);
+      const current = member.agentPid();
+      if (current !== undefined && current !== killedAgents.get(m.name) && isAlive(current)) return;
+      cluster!.startMember(m.name);
+      const pid = member.agentPid();
+      if (pid !== undefined) everyPid.add(pid);
+    },
+    waitHealthy,
+    teardown,
+  };
+}

@@ -5,11 +5,12 @@
 //       [--faults host-loss,postgres-crash,switchover] [--profiles defaults,tightest] [--json FILE]
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { onExit, runCleanups } from './lib/processes.js';
+import { keepLogs, onExit, runCleanups } from './lib/processes.js';
 import { formatRatios, formatSummary, formatTrial } from './lib/report.js';
 import { faults as allFaults, type Fault, type Target, type TargetMember } from './lib/target.js';
-import { runTrial, type TrialResult } from './lib/trial.js';
+import { defaultLimits, runTrial, type TrialResult } from './lib/trial.js';
 
 const targetNames = ['pgha', 'patroni'] as const;
 type TargetName = (typeof targetNames)[number];
@@ -42,12 +43,13 @@ async function main(): Promise<number> {
       faults: { type: 'string', default: allFaults.join(',') },
       profiles: { type: 'string' },
       json: { type: 'string' },
+      'rejoin-timeout': { type: 'string', default: String(defaultLimits.rejoinMillis / 1000) },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--json FILE]\n',
+      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--rejoin-timeout SECONDS] [--json FILE]\n',
     );
     return 0;
   }
@@ -56,9 +58,14 @@ async function main(): Promise<number> {
   const trials = Number(values.trials);
   if (!Number.isInteger(trials) || trials < 1)
     throw new Error(`--trials must be a positive whole number, got ${values.trials}`);
+  const rejoinSeconds = Number(values['rejoin-timeout']);
+  if (!(rejoinSeconds > 0))
+    throw new Error(`--rejoin-timeout must be a positive number of seconds, got ${values['rejoin-timeout']}`);
+  const limits = { ...defaultLimits, rejoinMillis: rejoinSeconds * 1000 };
   const profileFilter = values.profiles?.split(',').map((s) => s.trim());
 
   const started = new Date();
+  const logsDir = join('/tmp', `bench-failover-logs-${started.toISOString().replace(/[:.]/g, '-')}`);
   log(
     `bench/failover: targets ${targets.join(', ')}; faults ${faults.join(', ')}; ${trials} trials each; ${cpus().length} cores`,
   );
@@ -87,10 +94,14 @@ async function main(): Promise<number> {
         for (const fault of faults) {
           for (let trial = 1; trial <= trials; trial++) {
             log(`${name}/${settings.name} ${fault} #${trial}`);
-            const result = await runTrial({ target, profile: settings.name, members, fault, trial, log });
+            const result = await runTrial({ target, profile: settings.name, members, fault, trial, limits, log });
             results.push(result);
             process.stdout.write(`${formatTrial(result)}\n`);
             if (result.error !== undefined) {
+              if (target.logDir !== null) {
+                const to = join(logsDir, `${name}-${settings.name}-${fault}-${trial}`);
+                if (keepLogs(target.logDir, to) > 0) log(`  logs of the failed trial kept in ${to}`);
+              }
               // Start the next trial from a known state: healthy again, else a fresh cluster.
               try {
                 await target.waitHealthy(60_000);

@@ -1,7 +1,16 @@
 // Processes the benchmark starts, and bounded waits. Every PID a target starts is
 // registered here so that an exit by any path (done, error, Ctrl-C) can kill it.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  type Dirent,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 /** Milliseconds on a monotonic clock (immune to wall-clock steps during a trial). */
@@ -190,4 +199,31 @@ export function pidsMentioning(path: string): number[] {
     }
   }
   return found;
+}
+
+/**
+ * Copies every `*.log` file under `from` (keeping relative paths) into `to`, so a
+ * failed trial's logs outlive the teardown that removes its directory.
+ */
+export function keepLogs(from: string, to: string): number {
+  let copied = 0;
+  const walk = (dir: string, rel: string) => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) walk(path, join(rel, e.name));
+      else if (e.isFile() && (e.name.endsWith('.log') || /^postgresql-.*\.(log|csv)$/.test(e.name))) {
+        mkdirSync(join(to, rel), { recursive: true });
+        copyFileSync(path, join(to, rel, e.name));
+        copied++;
+      }
+    }
+  };
+  walk(from, '');
+  return copied;
 }

@@ -1,6 +1,6 @@
 // Test support for whole local clusters: free port ranges, bounded waits, and the
 // PIDs of everything a cluster runs, so tests can prove nothing is left behind.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isPortFree } from '../packages/controller/src/adapters/ports.js';
 import { isAlive } from '../packages/controller/src/adapters/processes.js';
@@ -58,4 +58,29 @@ export function postmasterPid(memberDir: string): number | null {
 /** The PIDs among `pids` that are still alive. */
 export function alive(pids: ReadonlyArray<number | null | undefined>): number[] {
   return pids.filter((p): p is number => typeof p === 'number' && isAlive(p));
+}
+
+/** PIDs of the living children of `pid` (Linux /proc). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid && fields[0] !== 'Z') out.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** The command line of `pid`, or '' when it is gone. */
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+  } catch {
+    return '';
+  }
 }

@@ -1,18 +1,19 @@
 #!/usr/bin/env node
 /**
  * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
- * `status`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * `controller`, `status`, `switchover`, `failover`, `history`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
  * PGHA_CLUSTER.
  */
 import { resolve } from 'node:path';
-import { clusterKeys, PghaError } from '@pgha/core';
+import { clusterKeys, defaultConfig, PghaError } from '@pgha/core';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { assertNetworks } from './agent/postgres-config.js';
+import { registerOperations } from './cli/operations.js';
 import { createLogger } from './log.js';
-import { startLocalCluster } from './runtime/local/local-cluster.js';
+import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
 import { formatStatus, readClusterStatus } from './status/cluster-status.js';
 
@@ -111,12 +112,12 @@ program
   .option('--etcd <urls>', 'etcd endpoints, comma-separated', defaultEtcd)
   .option('--key-root <prefix>', 'etcd key root', '/pgha/')
   .option('--host <address>', 'address others reach this postgres at', '127.0.0.1')
-  .option('--listen <addresses>', 'postgres listen_addresses (default: --host)')
+  .option('--listen <addresses>', 'postgres listen_addresses (default: --host, plus 127.0.0.1)')
   .option('--bootstrap', 'may run initdb when the cluster was never initialized', false)
   .option('--allow-cidr <cidr...>', 'networks besides loopback allowed in pg_hba.conf', [])
-  .addOption(new Option('--lease-ttl-millis <ms>', 'lease TTL').argParser(integer(2000, 600_000)).default(10_000))
-  .addOption(new Option('--keepalive-interval-millis <ms>', 'lease keepalive interval').argParser(integer(100, 60_000)).default(1000))
-  .addOption(new Option('--fencing-margin-millis <ms>', 'safety margin before the lease deadline').argParser(integer(0, 60_000)).default(2000))
+  .addOption(new Option('--lease-ttl-millis <ms>', 'lease TTL').argParser(integer(2000, 600_000)).default(defaultConfig.leaseTtlMillis))
+  .addOption(new Option('--keepalive-interval-millis <ms>', 'lease keepalive interval').argParser(integer(100, 60_000)).default(defaultConfig.keepaliveIntervalMillis))
+  .addOption(new Option('--fencing-margin-millis <ms>', 'safety margin before the lease deadline').argParser(integer(0, 60_000)).default(defaultConfig.fencingMarginMillis))
   .addOption(new Option('--report-interval-millis <ms>', 'member record interval').argParser(integer(100, 60_000)).default(1000))
   .option('--shared-buffers <size>', 'postgres shared_buffers', '128MB')
   .addOption(new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100))
@@ -129,7 +130,8 @@ program
       name: opts.name,
       memberDir: resolve(opts.memberDir),
       host: opts.host,
-      listenAddresses: opts.listen ?? opts.host,
+      // The agent itself connects over loopback, so listen there too.
+      listenAddresses: opts.listen ?? (opts.host === '127.0.0.1' || opts.host === 'localhost' ? opts.host : `${opts.host},127.0.0.1`),
       port: opts.port,
       etcd: { endpoints: opts.etcd },
       keyRoot: opts.keyRoot,
@@ -146,6 +148,7 @@ program
       sharedBuffers: opts.sharedBuffers,
       maxConnections: opts.maxConnections,
       tags: opts.failover === false ? { noFailover: true } : {},
+      cliPath: cliPath(),
       log,
     });
     let stopping: Promise<void> | null = null;
@@ -184,6 +187,8 @@ program
       etcd.close();
     }
   });
+
+registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' }, integer);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof PghaError) {

@@ -147,6 +147,8 @@ const switchoverSchema = z.object({
   to: name.nullable(),
   at: timestamp.nullable(),
   requestedAt: timestamp,
+  /** Set by the controller when it cannot carry the request out, and why. */
+  rejected: shortText.nullable().optional(),
 });
 
 const historySchema = z.object({

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
@@ -68,6 +68,33 @@ export async function baseBackup(
   renameSync(partial, dataDir);
 }
 
+/**
+ * Rewinds `dataDir` onto `source`'s timeline with pg_rewind (which first finishes
+ * crash recovery of a data directory that was not shut down cleanly). The caller
+ * has stopped postgres.
+ */
+export async function rewind(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+  source: { host: string; port: number },
+  passfile: string,
+): Promise<void> {
+  const conn = `host=${source.host} port=${source.port} user=${superUser} dbname=postgres passfile=${passfile} connect_timeout=5`;
+  await runTool(bins.path('pg_rewind'), ['--target-pgdata', dataDir, '--source-server', conn], {
+    user,
+    timeoutMillis: 600_000,
+    cwd: dataDir,
+  });
+}
+
+/** Moves a data directory aside (keeping only the newest one moved) before a re-clone. */
+export function moveAside(dataDir: string): void {
+  const old = `${dataDir}.old`;
+  rmSync(old, { recursive: true, force: true });
+  if (existsSync(dataDir)) renameSync(dataDir, old);
+}
+
 /** Makes a data directory pgha-managed: include pgha.conf, restrictive pg_hba.conf. */
 export function writeServerFiles(dataDir: string, user: OsUser | null, settings: ServerSettings, allowedNetworks: readonly string[]): void {
   const confPath = join(dataDir, 'postgresql.conf');
@@ -95,8 +122,11 @@ export interface PostgresProcess {
   readonly exited: Promise<void>;
   /** Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL. */
   stop(graceMillis?: number): Promise<void>;
-  /** Kills the postmaster at once (SIGKILL): the fence of last resort. */
-  kill(): void;
+  /**
+   * SIGKILLs postgres's whole process group — the postmaster and every backend in
+   * one kernel call, so no backend can acknowledge another commit. The fence.
+   */
+  killGroup(): void;
 }
 
 /**
@@ -104,7 +134,9 @@ export interface PostgresProcess {
  * The postmaster dies with the agent (pdeathsig); see spawnOwned.
  */
 export function startPostgres(bins: PostgresBinaries, dataDir: string, user: OsUser | null, logFile: string): PostgresProcess {
-  const child = spawnOwned(bins.path('postgres'), ['-D', dataDir], { user, logFile });
+  // Its own process group (detached): the fence kills the group, and a terminal's
+  // Ctrl-C reaches pgha, which shuts postgres down in order.
+  const child = spawnOwned(bins.path('postgres'), ['-D', dataDir], { user, logFile, detached: true });
   if (child.pid === undefined) throw new PghaError('postgres-failed', `could not start ${bins.path('postgres')}`);
   const done = exited(child);
   return {
@@ -117,10 +149,60 @@ export function startPostgres(bins: PostgresBinaries, dataDir: string, user: OsU
       const fast = await Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), graceMillis))]);
       if (!fast) await stopChild(child, 'SIGQUIT', 5000);
     },
-    kill() {
-      child.kill('SIGKILL');
+    killGroup() {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     },
   };
+}
+
+/** PIDs of living (not zombie) processes whose process group is `pgid`. Linux /proc. */
+export function livingGroupMembers(pgid: number): number[] {
+  const living: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return living;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // Fields after the parenthesised command: state ppid pgrp ...
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') living.push(Number(entry));
+    } catch {
+      /* the process ended while we looked */
+    }
+  }
+  return living;
+}
+
+/**
+ * Waits until no process of a previous postmaster of `dataDir` lives (its
+ * backends exit shortly after it dies), then removes a postmaster.pid left by a
+ * killed postmaster that is only a zombie (where an init that reaps late keeps its
+ * PID answering, postgres would refuse to start).
+ *
+ * @throws PghaError `conflict` when a live postmaster still runs there after `timeoutMillis`.
+ */
+export async function clearStaleLock(dataDir: string, timeoutMillis = 10_000): Promise<void> {
+  const file = join(dataDir, 'postmaster.pid');
+  if (!existsSync(file)) return;
+  const pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  const deadline = Date.now() + timeoutMillis;
+  while (livingGroupMembers(pid).length > 0) {
+    if (Date.now() > deadline) {
+      throw new PghaError('conflict', `a postmaster (pid ${pid}) or its backends still run in ${dataDir}; stop them first`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  rmSync(file, { force: true });
 }
 
 /** Connection settings for the agent's own superuser connection to its postgres. */

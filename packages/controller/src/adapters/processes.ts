@@ -14,6 +14,8 @@ export interface OwnedProcessOptions {
   readonly cwd?: string;
   /** Put the child in its own process group so a terminal's Ctrl-C reaches only pgha. */
   readonly detached?: boolean;
+  /** 'pipe' to write to the child's stdin; default 'ignore'. */
+  readonly stdin?: 'pipe' | 'ignore';
 }
 
 let setprivPath: string | null | undefined;
@@ -30,7 +32,7 @@ export function spawnOwned(command: string, args: readonly string[], options: Ow
   let log: WriteStream | undefined;
   if (options.logFile !== undefined) log = createWriteStream(options.logFile, { flags: 'a' });
   const child = spawn(file, argv, {
-    stdio: log === undefined ? 'inherit' : ['ignore', 'pipe', 'pipe'],
+    stdio: log === undefined ? [options.stdin ?? 'ignore', 'inherit', 'inherit'] : [options.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: options.env ?? process.env,
     cwd: options.cwd,
     detached: options.detached ?? false,

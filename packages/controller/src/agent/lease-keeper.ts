@@ -19,7 +19,8 @@ export interface LeaseTiming {
  * differences and the time to fence). We never wait for the etcd3 client's "lost"
  * event, which can arrive about 2×TTL late.
  *
- * Emits `expired` when etcd answers that the lease no longer exists.
+ * Emits `renewed` (with the new deadline) after each acknowledged keepalive, and
+ * `expired` when etcd answers that the lease no longer exists.
  */
 export class LeaseKeeper extends EventEmitter {
   private leaseId: string | null = null;
@@ -84,7 +85,10 @@ export class LeaseKeeper extends EventEmitter {
         this.emit('expired');
         return;
       }
-      if (sentAt !== undefined && sentAt > this.lastAckedSend) this.lastAckedSend = sentAt;
+      if (sentAt !== undefined && sentAt > this.lastAckedSend) {
+        this.lastAckedSend = sentAt;
+        this.emit('renewed', this.deadline());
+      }
     });
     const drop = () => {
       if (this.stream === stream) this.stream = null;

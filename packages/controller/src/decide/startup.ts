@@ -33,17 +33,20 @@ export type StartupDecision =
   | { readonly action: 'bootstrap' }
   /** Wait for a leader, then take a base backup from it. */
   | { readonly action: 'clone' }
-  /** Take the leader record, then start the existing data writable. */
-  | { readonly action: 'start-primary' }
-  /** Start the existing data as a standby of the leader (waiting for one if none). */
-  | { readonly action: 'start-replica' };
+  /**
+   * Start the existing data as a standby: of the leader when there is a writable
+   * one, else with no upstream until the controller elects someone (possibly us).
+   * `rewind` when the data was last writable (no standby.signal): it may hold WAL
+   * the new timeline does not, so it is rewound before it follows anyone.
+   */
+  | { readonly action: 'start-replica'; readonly rewind: boolean };
 
 /**
  * Decides how an agent starts. Pure.
  *
- * Safety: nothing here starts postgres writable; `bootstrap` and `start-primary`
- * only permit the shell to *try* to install the leader record, and it starts
- * writable only if that etcd transaction succeeds (contract line 5). Existing data
+ * Safety: nothing here starts existing data writable; `bootstrap` only permits the
+ * shell to *try* to install the leader record for a new cluster, and it runs
+ * initdb and starts writable only if that etcd transaction succeeds (contract line 5). Existing data
  * is never discarded here; a foreign or mismatched directory is refused.
  */
 export function decideStartup(s: StartupSnapshot): StartupDecision {
@@ -60,7 +63,8 @@ export function decideStartup(s: StartupSnapshot): StartupDecision {
       reason: `the data directory holds database system ${s.localSystemId} but the cluster is ${s.clusterSystemId}: it was made for another cluster; move it away to re-clone`,
     };
   }
-  if (s.standby) return { action: 'start-replica' };
-  if (s.leader !== null && s.leader.member !== s.self) return { action: 'start-replica' };
-  return { action: 'start-primary' };
+  // Existing data never starts writable here, not even a cluster's only member: after
+  // a restart the controller elects the most advanced member (contract line 4), and
+  // a member that was primary before may be behind a newer timeline.
+  return { action: 'start-replica', rewind: !s.standby };
 }

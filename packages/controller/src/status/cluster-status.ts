@@ -1,4 +1,4 @@
-import { type ClusterKeys, LeaderRecord, MemberRecord, ProtocolError, TermRecord } from '@pgha/core';
+import { type ClusterKeys, LeaderRecord, MemberRecord, ProtocolError, TargetRecord, TermRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 
 /** One member as `pgha status` shows it. */
@@ -23,6 +23,14 @@ export interface ClusterStatus {
   readonly term: number;
   readonly leader: { readonly member: string; readonly host: string; readonly port: number; readonly writable: boolean } | null;
   readonly members: readonly MemberStatus[];
+  /**
+   * Whether a failover or switchover is under way: no writable leader, or a target
+   * for a newer term than the current one.
+   */
+  readonly failover: {
+    readonly inProgress: boolean;
+    readonly target: { readonly member: string; readonly term: number; readonly reason: string } | null;
+  };
   /** Records that could not be parsed (shown, never fatal). */
   readonly problems: readonly string[];
 }
@@ -34,10 +42,12 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
   let term = 0;
   let leader: ClusterStatus['leader'] = null;
   const members: MemberStatus[] = [];
+  let target: TargetRecord | null = null;
   for (const [key, value] of Object.entries(all)) {
     const parsed = keys.parse(key);
     try {
       if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
+      else if (parsed?.kind === 'target') target = TargetRecord.decode(value);
       else if (parsed?.kind === 'leader') {
         const r = LeaderRecord.decode(value);
         leader = { member: r.member, host: r.host, port: r.port, writable: r.writable };
@@ -63,7 +73,16 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
     }
   }
   members.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
-  return { cluster, term, leader, members, problems };
+  const pending = target !== null && target.term > term ? target : null;
+  const inProgress = leader === null || !leader.writable || pending !== null;
+  return {
+    cluster,
+    term,
+    leader,
+    members,
+    failover: { inProgress, target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason } },
+    problems,
+  };
 }
 
 /** A human-readable table of a status. Pure. */
@@ -84,7 +103,12 @@ export function formatStatus(status: ClusterStatus): string {
     status.leader === null
       ? 'none'
       : `${status.leader.member} (${status.leader.host}:${status.leader.port}${status.leader.writable ? '' : ', not writable yet'})`;
-  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}`, '', line(header), ...rows.map(line)];
+  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}`];
+  if (status.failover.inProgress) {
+    const t = status.failover.target;
+    out.push(`FAILOVER IN PROGRESS${t === null ? '' : `: ${t.reason} to ${t.member} for term ${t.term}`}`);
+  }
+  out.push('', line(header), ...rows.map(line));
   if (status.members.length === 0) out.push('(no member reports: are the agents running?)');
   for (const p of status.problems) out.push(`! ${p}`);
   return `${out.join('\n')}\n`;

@@ -29,6 +29,20 @@ export interface LocalClusterOptions {
   readonly keyRoot?: string;
   /** Lease TTL handed to the agents. */
   readonly leaseTtlMillis?: number;
+  /** How many controllers to run (one is active, the others stand by). Default 1. */
+  readonly controllers?: number;
+  /** Restart an agent or controller that exits unexpectedly, as Kubernetes restarts a pod. Default true. */
+  readonly supervise?: boolean;
+  /** Delay before restarting a process that died (doubling while it keeps dying). Default 500 ms. */
+  readonly restartDelayMillis?: number;
+  /**
+   * Where a member runs (tests: a network namespace of its own). `netns` runs the
+   * agent (and so its postgres) through `ip netns exec NETNS`; `host` is the address
+   * it advertises and listens on. Default: this host's loopback, 127.0.0.1.
+   */
+  readonly placement?: (name: string) => { readonly netns?: string; readonly host?: string } | undefined;
+  /** Extra arguments for every agent (tests: --report-interval-millis, --no-failover per member is via memberArgs). */
+  readonly memberArgs?: (name: string) => readonly string[];
   /** How long to wait for every member to run. Default 300 s. */
   readonly readyTimeoutMillis?: number;
   readonly log: Logger;
@@ -63,8 +77,16 @@ export interface LocalCluster {
   connectionString(member: string): string;
   /** Stops one member's agent (SIGTERM: it stops postgres and revokes its lease). */
   stopMember(name: string): Promise<void>;
-  /** Starts a stopped member's agent again. */
+  /** Starts a stopped (or held) member's agent again, unless it runs. */
   startMember(name: string): void;
+  /** Keeps a member from being restarted when its agent dies (a host that stays down). */
+  hold(name: string): void;
+  /** PIDs of the controller processes (undefined while one is down). */
+  controllerPids(): Array<number | undefined>;
+  /** Stops controller `index` (SIGTERM) without restarting it. */
+  stopController(index: number): Promise<void>;
+  /** Starts controller `index` again. */
+  startController(index: number): void;
   /** Stops every agent, then etcd (if pgha started it). Idempotent. */
   stop(): Promise<void>;
   /** Resolves when stop() has finished. */
@@ -169,12 +191,43 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const agents = new Map<string, ChildProcess>();
   const memberList: LocalMember[] = names.map((name, i) => ({
     name,
-    host: '127.0.0.1',
+    host: options.placement?.(name)?.host ?? '127.0.0.1',
     port: basePort + i,
     memberDir: join(stateDir, name),
     agentPid: () => agents.get(name)?.pid,
     logFile: join(logDir, `${name}.log`),
   }));
+
+  const supervise = options.supervise ?? true;
+  const held = new Set<string>(); // members and controllers stopped on purpose
+  const restarts = new Map<string, { count: number; last: number }>();
+  let shuttingDown = false;
+  const restartLater = (key: string, start: () => void) => {
+    if (!supervise || shuttingDown || held.has(key)) return;
+    const r = restarts.get(key) ?? { count: 0, last: 0 };
+    // Back off when a process keeps dying: 0.5 s, doubling to 10 s; reset after 30 s up.
+    r.count = Date.now() - r.last > 30_000 ? 1 : r.count + 1;
+    r.last = Date.now();
+    restarts.set(key, r);
+    const base = options.restartDelayMillis ?? 500;
+    const wait = Math.min(Math.max(10_000, base), base * 2 ** (r.count - 1));
+    progress(`${key} exited; restarting in ${(wait / 1000).toFixed(1)} s`);
+    setTimeout(() => {
+      if (!shuttingDown && !held.has(key)) start();
+    }, wait).unref();
+  };
+  const controllerProcs: Array<ChildProcess | undefined> = [];
+  const startController = (index: number) => {
+    const args = [cli, 'controller', '--cluster', cluster, '--etcd', etcdEndpoint];
+    if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
+    if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
+    const child = spawnOwned(process.execPath, args, { logFile: join(logDir, `controller-${index}.log`), detached: true });
+    controllerProcs[index] = child;
+    child.once('exit', () => {
+      if (controllerProcs[index] === child) controllerProcs[index] = undefined;
+      restartLater(`controller-${index}`, () => startController(index));
+    });
+  };
 
   const startAgent = (member: LocalMember, index: number) => {
     const args = [
@@ -196,14 +249,22 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (index === 0) args.push('--bootstrap');
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
-    const child = spawnOwned(process.execPath, args, {
+    args.push(...(options.memberArgs?.(member.name) ?? []));
+    const netns = options.placement?.(member.name)?.netns;
+    const [command, argv] = netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', netns, process.execPath, ...args]];
+    const child = spawnOwned(command, argv, {
       logFile: member.logFile,
       detached: true,
       env: { ...process.env, PGHA_SUPERUSER_PASSWORD: state.superuserPassword, PGHA_REPLICATION_PASSWORD: state.replicationPassword },
     });
     agents.set(member.name, child);
+    child.once('exit', () => {
+      if (agents.get(member.name) === child && !ready) return; // start-up failures are reported, not retried
+      restartLater(member.name, () => startAgent(member, index));
+    });
     return child;
   };
+  let ready = false;
 
   let stopping: Promise<void> | null = null;
   let resolveStopped: () => void = () => undefined;
@@ -212,7 +273,22 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   });
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      await Promise.all([...agents.values()].map((child) => stopChild(child, 'SIGTERM', 60_000)));
+      shuttingDown = true;
+      // Controllers first (no failover while the cluster shuts down), then the
+      // replicas, then the primary: no one hands over to a member that is leaving.
+      await Promise.all(controllerProcs.map((child) => (child === undefined ? undefined : stopChild(child, 'SIGTERM', 10_000))));
+      let leaderName: string | null = null;
+      const probe = createEtcdClient({ endpoints: etcdEndpoint }, 2000);
+      try {
+        const text = await probe.get(clusterKeys(cluster, options.keyRoot).leader).string();
+        leaderName = text === null ? null : LeaderRecord.decode(text).member;
+      } catch {
+        leaderName = null;
+      } finally {
+        probe.close();
+      }
+      await Promise.all([...agents].filter(([name]) => name !== leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)));
+      await Promise.all([...agents].filter(([name]) => name === leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)));
       await etcdServer?.stop();
       resolveStopped();
     })();
@@ -220,6 +296,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   };
 
   memberList.forEach(startAgent);
+  for (let i = 0; i < (options.controllers ?? 1); i++) startController(i);
 
   const keys = clusterKeys(cluster, options.keyRoot);
   const etcd = createEtcdClient({ endpoints: etcdEndpoint });
@@ -278,6 +355,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     throw error;
   }
   etcd.close();
+  ready = true;
 
   return {
     cluster,
@@ -293,13 +371,30 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       return `postgresql://postgres:${state.superuserPassword}@${m.host}:${m.port}/postgres`;
     },
     async stopMember(name: string) {
+      held.add(name);
       const child = agents.get(name);
       if (child !== undefined) await stopChild(child, 'SIGTERM', 60_000);
     },
     startMember(name: string) {
       const index = memberList.findIndex((m) => m.name === name);
       if (index < 0) throw new PghaError('invalid-option', `no member ${name} in ${cluster}`);
+      held.delete(name);
+      const current = agents.get(name);
+      if (current !== undefined && current.exitCode === null && current.signalCode === null) return;
       startAgent(memberList[index]!, index);
+    },
+    hold(name: string) {
+      held.add(name);
+    },
+    controllerPids: () => controllerProcs.map((c) => c?.pid),
+    async stopController(index: number) {
+      held.add(`controller-${index}`);
+      const child = controllerProcs[index];
+      if (child !== undefined) await stopChild(child, 'SIGTERM', 10_000);
+    },
+    startController(index: number) {
+      held.delete(`controller-${index}`);
+      if (controllerProcs[index] === undefined) startController(index);
     },
     stop,
     stopped,

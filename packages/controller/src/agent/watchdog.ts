@@ -1,0 +1,99 @@
+import type { ChildProcess } from 'node:child_process';
+import { spawnOwned } from '../adapters/processes.js';
+import type { Logger } from '../log.js';
+
+/**
+ * The fence that works when the agent cannot: a separate small process with its
+ * own clock. While the agent leads, it sends the watchdog its remaining lease time
+ * after every acknowledged keepalive ("arm PGID MILLIS"). If no update extends the
+ * deadline in time — the agent is frozen (SIGSTOP, a hung event loop) or dead —
+ * the watchdog SIGKILLs postgres's whole process group (postmaster and every
+ * backend at once, so no backend can acknowledge one more commit). If the agent
+ * dies, its pipe closes and the watchdog kills an armed group at once.
+ *
+ * The protocol is one line per message on the watchdog's stdin:
+ *   arm <pgid> <remainingMillis>   |   disarm
+ */
+export class Watchdog {
+  private child: ChildProcess | null = null;
+
+  constructor(
+    private readonly cli: string,
+    private readonly logFile: string,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    // Not detached: it shares the agent's process group, so a signal to a frozen
+    // host's group freezes it too (the honest model of a frozen host).
+    this.child = spawnOwned(process.execPath, [this.cli, 'watchdog'], { logFile: this.logFile, stdin: 'pipe' });
+    this.child.on('exit', (code, signal) => {
+      if (this.child !== null) this.log.warn(`watchdog exited (${code ?? signal})`);
+      this.child = null;
+    });
+  }
+
+  /** The watchdog kills process group `pgid` unless re-armed within `remainingMillis`. */
+  arm(pgid: number, remainingMillis: number): void {
+    this.child?.stdin?.write(`arm ${pgid} ${Math.max(0, Math.floor(remainingMillis))}\n`);
+  }
+
+  disarm(): void {
+    this.child?.stdin?.write('disarm\n');
+  }
+
+  stop(): void {
+    const child = this.child;
+    this.child = null;
+    if (child !== null) {
+      child.stdin?.write('disarm\n');
+      child.stdin?.end();
+      child.kill('SIGTERM');
+    }
+  }
+}
+
+/**
+ * The watchdog process's main loop (`pgha watchdog`): reads arm/disarm lines from
+ * stdin and kills the armed process group when its deadline passes or stdin closes.
+ */
+export function runWatchdog(): void {
+  let armed: { pgid: number; deadline: number } | null = null;
+  const fire = (why: string) => {
+    if (armed === null) return;
+    try {
+      process.kill(-armed.pgid, 'SIGKILL');
+      process.stderr.write(`${new Date().toISOString()} watchdog: killed process group ${armed.pgid} (${why})\n`);
+    } catch (error) {
+      process.stderr.write(`${new Date().toISOString()} watchdog: kill ${armed.pgid}: ${(error as Error).message}\n`);
+    }
+    armed = null;
+  };
+  // 20 ms checks: the fencing margin (default 500 ms) dwarfs this granularity.
+  const timer = setInterval(() => {
+    if (armed !== null && performance.now() >= armed.deadline) fire('lease deadline passed without renewal');
+  }, 20);
+  let buffer = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk: string) => {
+    buffer += chunk;
+    let newline = buffer.indexOf('\n');
+    while (newline >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      const [verb, a, b] = line.split(' ');
+      if (verb === 'arm' && a !== undefined && b !== undefined) armed = { pgid: Number(a), deadline: performance.now() + Number(b) };
+      else if (verb === 'disarm') armed = null;
+      newline = buffer.indexOf('\n');
+    }
+  });
+  process.stdin.on('end', () => {
+    fire('agent gone');
+    clearInterval(timer);
+    process.exit(0);
+  });
+  process.on('SIGTERM', () => {
+    clearInterval(timer);
+    process.exit(0);
+  });
+}

@@ -1,0 +1,287 @@
+import { randomBytes } from 'node:crypto';
+import {
+  type ClusterKeys,
+  clusterKeys,
+  ControllerRecord,
+  HistoryRecord,
+  LeaderRecord,
+  MemberRecord,
+  recordVersion,
+  SwitchoverRecord,
+  TargetRecord,
+  TermRecord,
+} from '@pgha/core';
+import type { Etcd3, Watcher } from 'etcd3';
+import { assertEtcdReachable, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
+import { LeaseKeeper, type LeaseTiming } from '../agent/lease-keeper.js';
+import { type Clock, systemClock } from '../clock.js';
+import { type ControllerDecision, type ControllerPolicy, decideController } from '../decide/controller.js';
+import type { Logger } from '../log.js';
+
+/** Options of {@link Controller}. */
+export interface ControllerOptions {
+  readonly cluster: string;
+  readonly etcd: EtcdConnection;
+  readonly keyRoot?: string;
+  readonly lease: LeaseTiming;
+  readonly policy: ControllerPolicy;
+  /** How often to re-evaluate without any etcd event. Default 500 ms. */
+  readonly intervalMillis?: number;
+  readonly log: Logger;
+  readonly clock?: Clock;
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The controller: detects a missing primary, elects the most advanced replica by
+ * writing the `target` for term+1, carries out switchover requests, and writes one
+ * history record per promotion. Several may run; one is active — the one holding
+ * the `controller` key under its lease — and a standby takes over within about one
+ * lease TTL when it dies. It never touches a data directory or a member's records.
+ */
+export class Controller {
+  private readonly keys: ClusterKeys;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly id = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  private etcd: Etcd3 | null = null;
+  private lease: LeaseKeeper | null = null;
+  private watcher: Watcher | null = null;
+  private stopping = false;
+  private active = false;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private pending = false;
+  // What this controller remembers between passes.
+  private leaderLostAt: number | null = null;
+  private lastPrimary: MemberRecord | null = null;
+  private targetSeen: { text: string; at: number } | null = null;
+  private lastHistoryTerm = 0;
+  private lastWait = '';
+
+  constructor(private readonly options: ControllerOptions) {
+    this.keys = clusterKeys(options.cluster, options.keyRoot);
+    this.clock = options.clock ?? systemClock;
+    this.log = options.log;
+  }
+
+  /** Whether this controller is the active one. */
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /** Connects and starts campaigning; resolves once connected. */
+  async start(): Promise<void> {
+    this.etcd = createEtcdClient(this.options.etcd);
+    await assertEtcdReachable(this.etcd, this.options.etcd.endpoints);
+    this.lease = new LeaseKeeper(this.etcd, this.options.lease, this.clock);
+    this.lease.on('expired', () => {
+      this.active = false;
+    });
+    await this.lease.grant();
+    this.watcher = await this.etcd.watch().prefix(this.keys.prefix).create();
+    this.watcher.on('put', () => this.poke());
+    this.watcher.on('delete', () => this.poke());
+    this.watcher.on('error', () => undefined);
+    this.loop = this.run();
+  }
+
+  private poke(): void {
+    this.pending = true;
+    this.wake?.();
+  }
+
+  private async run(): Promise<void> {
+    const etcd = this.etcd!;
+    while (!this.stopping) {
+      this.pending = false;
+      try {
+        if (!this.active || !this.lease!.isValid()) await this.campaign(etcd);
+        if (this.active && this.lease!.isValid()) await this.pass(etcd);
+      } catch (error) {
+        this.log.warn(`controller pass failed: ${(error as Error).message}`);
+        if (String((error as Error).message).includes('lease')) await this.regrant();
+      }
+      if (this.pending || this.stopping) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.options.intervalMillis ?? 500);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+  }
+
+  private async regrant(): Promise<void> {
+    this.active = false;
+    await this.lease!.grant().catch(() => undefined);
+  }
+
+  /** Takes the `controller` key when it is free (create-if-absent under our lease). */
+  private async campaign(etcd: Etcd3): Promise<void> {
+    if (!this.lease!.isValid()) {
+      if (this.active) this.log.warn('our lease deadline passed: no longer active');
+      this.active = false;
+      await this.regrant();
+    }
+    const record: ControllerRecord = { v: recordVersion, id: this.id, pid: process.pid, since: this.clock.date().toISOString() };
+    const res = await etcd
+      .if(this.keys.controller, 'Create', '==', 0)
+      .then(etcd.put(this.keys.controller).value(ControllerRecord.encode(record)).lease(this.lease!.id))
+      .else(etcd.get(this.keys.controller))
+      .commit();
+    if (res.succeeded) {
+      this.active = true;
+      this.log.info(`active controller (${this.id})`);
+      await this.resume(etcd);
+      return;
+    }
+    const holder = res.responses[0]?.response_range?.kvs[0];
+    this.active = holder !== undefined && String(holder.lease) === this.lease!.id;
+  }
+
+  /** On becoming active: pick up where a previous controller left off. */
+  private async resume(etcd: Etcd3): Promise<void> {
+    const historyKeys = await etcd.getAll().prefix(this.keys.historyPrefix).keys();
+    for (const key of historyKeys) {
+      const parsed = this.keys.parse(key);
+      if (parsed?.kind === 'history' && parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
+    }
+  }
+
+  private async pass(etcd: Etcd3): Promise<void> {
+    for (let i = 0; i < 5; i++) {
+      const all = await etcd.getAll().prefix(this.keys.prefix).exec();
+      const now = this.clock.date().getTime();
+      let leader: LeaderRecord | null = null;
+      let leaderMod = '0';
+      let term = 0;
+      let termMod = '0';
+      let target: TargetRecord | null = null;
+      let targetText: string | null = null;
+      let switchover: SwitchoverRecord | null = null;
+      const members: MemberRecord[] = [];
+      for (const kv of all.kvs) {
+        const parsed = this.keys.parse(kv.key.toString());
+        const text = kv.value.toString();
+        try {
+          switch (parsed?.kind) {
+            case 'leader':
+              leader = LeaderRecord.decode(text);
+              leaderMod = kv.mod_revision;
+              break;
+            case 'term':
+              term = TermRecord.decode(text).term;
+              termMod = kv.mod_revision;
+              break;
+            case 'target':
+              target = TargetRecord.decode(text);
+              targetText = text;
+              break;
+            case 'switchover':
+              switchover = SwitchoverRecord.decode(text);
+              break;
+            case 'member':
+              members.push(MemberRecord.decode(text));
+              break;
+            default:
+              break;
+          }
+        } catch (error) {
+          this.log.warn(`ignoring a malformed record: ${(error as Error).message}`);
+        }
+      }
+      if (switchover?.rejected) switchover = null;
+      if (leader !== null) {
+        // Kept until the promotion's history record (its detectedAt) is written.
+        if (leader.term <= this.lastHistoryTerm) this.leaderLostAt = null;
+        const primary = members.find((m) => m.name === leader!.member);
+        if (primary !== undefined && primary.role === 'primary') this.lastPrimary = primary;
+      } else if (this.leaderLostAt === null) {
+        this.leaderLostAt = now;
+        this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
+      }
+      if (targetText !== this.targetSeen?.text) this.targetSeen = targetText === null ? null : { text: targetText, at: now };
+
+      const decision = decideController({
+        now,
+        term,
+        leader,
+        target,
+        targetSeenAt: this.targetSeen?.at ?? null,
+        members,
+        leaderLostAt: this.leaderLostAt,
+        lastPrimary: this.lastPrimary,
+        switchover,
+        lastHistoryTerm: this.lastHistoryTerm,
+        policy: this.options.policy,
+      });
+      if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover }))) return;
+    }
+  }
+
+  /** Applies one decision; returns whether to decide again at once. */
+  private async apply(
+    etcd: Etcd3,
+    decision: ControllerDecision,
+    seen: { leaderMod: string; termMod: string; switchover: SwitchoverRecord | null },
+  ): Promise<boolean> {
+    switch (decision.type) {
+      case 'none':
+        this.lastWait = '';
+        return false;
+      case 'wait':
+      case 'no-candidate':
+        if (decision.reason !== this.lastWait) this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`);
+        this.lastWait = decision.reason;
+        return false;
+      case 'set-target': {
+        // Guarded: the leader and term we decided on are still what etcd holds.
+        const leaderGuard = seen.leaderMod === '0' ? etcd.if(this.keys.leader, 'Create', '==', 0) : etcd.if(this.keys.leader, 'Mod', '==', seen.leaderMod);
+        const guard = seen.termMod === '0' ? leaderGuard.and(this.keys.term, 'Create', '==', 0) : leaderGuard.and(this.keys.term, 'Mod', '==', seen.termMod);
+        const ops = [etcd.put(this.keys.target).value(TargetRecord.encode(decision.target))];
+        if (decision.consumeSwitchover) ops.push(etcd.delete().key(this.keys.switchover) as never);
+        const res = await guard.then(...ops).commit();
+        if (res.succeeded) this.log.info(`target for term ${decision.target.term}: ${decision.target.member} (${decision.target.reason})`);
+        return res.succeeded;
+      }
+      case 'reject-switchover': {
+        this.log.warn(`switchover rejected: ${decision.reason}`);
+        if (seen.switchover !== null) {
+          await etcd.put(this.keys.switchover).value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason }));
+        }
+        return true;
+      }
+      case 'record-history': {
+        const h = decision.history;
+        await etcd
+          .if(this.keys.history(h.term), 'Create', '==', 0)
+          .then(etcd.put(this.keys.history(h.term)).value(HistoryRecord.encode(h)))
+          .commit();
+        this.lastHistoryTerm = h.term;
+        this.log.info(
+          `history: term ${h.term} ${h.oldPrimary ?? '-'} -> ${h.newPrimary} (${h.reason}, timeline ${h.timeline}${h.lostBytes ? `, ${h.lostBytes} bytes possibly lost` : ''})`,
+        );
+        return true;
+      }
+      default: {
+        const unreachable: never = decision;
+        throw new Error(`unhandled decision ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  /** Stops campaigning and acting; releases the controller key so a standby takes over at once. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop?.catch(() => undefined);
+    await this.watcher?.cancel().catch(() => undefined);
+    await this.lease?.revoke().catch(() => undefined);
+    this.etcd?.close();
+    await delay(0);
+  }
+}

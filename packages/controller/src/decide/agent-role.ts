@@ -1,0 +1,96 @@
+import type { LeaderRecord, TargetRecord } from '@pgha/core';
+
+/** What the agent's postgres is doing, as far as the agent knows. */
+export const postgresStates = ['down', 'starting', 'primary', 'replica'] as const;
+export type PostgresState = (typeof postgresStates)[number];
+
+/** What the agent knows on one tick of its control loop. */
+export interface AgentSnapshot {
+  readonly self: string;
+  /** Monotonic milliseconds. */
+  readonly now: number;
+  /** Our own lease deadline (see LeaseKeeper), null without a lease. */
+  readonly leaseDeadline: number | null;
+  readonly postgres: PostgresState;
+  /** Unexpected postgres exits since it last ran healthy for a while. */
+  readonly crashes: number;
+  /** Whether we installed the leader record and have not seen it deleted or replaced since. */
+  readonly holdsLeader: boolean;
+  /** The leader record in etcd as last read (null: none). */
+  readonly leader: LeaderRecord | null;
+  /** The cluster's term as last read. */
+  readonly term: number;
+  readonly target: TargetRecord | null;
+  /** The member our standby configuration streams from, or null. */
+  readonly following: { readonly member: string; readonly host: string; readonly port: number } | null;
+  /** How many in-place restarts a primary gets before it gives up the leader record. */
+  readonly maxRestarts: number;
+}
+
+/** What the agent does next. */
+export type AgentAction =
+  | { readonly type: 'none' }
+  /** Kill postgres now: it is writable without a valid claim to be (contract line 1). */
+  | { readonly type: 'fence'; readonly reason: string }
+  /** Delete our leader record so failover starts at once instead of after the TTL. */
+  | { readonly type: 'release-leader'; readonly reason: string }
+  /** Planned switchover: shut down cleanly (WAL reaches the replicas), release the leader record, follow. */
+  | { readonly type: 'step-down'; readonly target: TargetRecord }
+  /** Install the leader record for the target's term, then promote. */
+  | { readonly type: 'promote'; readonly target: TargetRecord }
+  /** Start postgres again: writable only while we hold a valid leader record. */
+  | { readonly type: 'restart'; readonly as: 'primary' | 'replica' }
+  /** (Re)point the standby at the leader. */
+  | { readonly type: 'follow'; readonly leader: LeaderRecord };
+
+/**
+ * The agent's role transitions. Pure.
+ *
+ * Safety (checked by property tests): the only actions that can make postgres
+ * writable are `promote` (after an etcd transaction that installs our leader
+ * record for a term no one else holds) and `restart` as primary (only while we hold
+ * the leader record and our lease deadline is ahead). Whenever postgres is writable
+ * without both, the answer is `fence`, before anything else.
+ */
+export function decideAgentAction(s: AgentSnapshot): AgentAction {
+  const leaseValid = s.leaseDeadline !== null && s.now < s.leaseDeadline;
+  if (s.postgres === 'primary' && !s.holdsLeader) return { type: 'fence', reason: 'writable without holding the leader record' };
+  if (s.postgres === 'primary' && !leaseValid) return { type: 'fence', reason: 'lease deadline passed' };
+  if (s.holdsLeader && s.postgres === 'down' && s.crashes > s.maxRestarts) {
+    return { type: 'release-leader', reason: `postgres failed ${s.crashes} times in a row` };
+  }
+  if (
+    s.holdsLeader &&
+    s.postgres === 'primary' &&
+    s.target !== null &&
+    s.target.member !== s.self &&
+    s.target.term > (s.leader?.term ?? s.term)
+  ) {
+    return { type: 'step-down', target: s.target };
+  }
+  if (
+    !s.holdsLeader &&
+    s.leader === null &&
+    s.target !== null &&
+    s.target.member === s.self &&
+    s.target.term === s.term + 1 &&
+    s.postgres === 'replica' &&
+    leaseValid
+  ) {
+    return { type: 'promote', target: s.target };
+  }
+  if (s.postgres === 'down') return { type: 'restart', as: s.holdsLeader && leaseValid ? 'primary' : 'replica' };
+  if (
+    s.postgres === 'replica' &&
+    s.leader !== null &&
+    s.leader.writable &&
+    s.leader.member !== s.self &&
+    (s.following === null ||
+      s.following.member !== s.leader.member ||
+      s.following.host !== s.leader.host ||
+      s.following.port !== s.leader.port)
+  ) {
+    return { type: 'follow', leader: s.leader };
+  }
+  return { type: 'none' };
+}

@@ -1,0 +1,80 @@
+import { compareLsn, type LsnText, type MemberRecord } from '@pgha/core';
+
+/** What ranking needs besides the member records. */
+export interface RankingPolicy {
+  /** Skip members more than this many bytes behind the most advanced known position. */
+  readonly maximumLagOnFailoverBytes: number;
+  /** The old primary's last known WAL position, when the controller saw one. */
+  readonly lastPrimaryLsn: LsnText | null;
+  /** Members that must not be chosen (the old primary, a failed target). */
+  readonly exclude: ReadonlySet<string>;
+}
+
+/** A member ranking skipped, and why. */
+export interface Rejection {
+  readonly member: string;
+  readonly reason: string;
+}
+
+/** The outcome of {@link rankCandidates}. */
+export interface Ranking {
+  /** Best first. */
+  readonly candidates: readonly MemberRecord[];
+  readonly rejected: readonly Rejection[];
+}
+
+function lagBehind(ahead: LsnText, behind: LsnText | null): number {
+  if (behind === null) return Number.POSITIVE_INFINITY;
+  const [ah, al] = ahead.split('/').map((h) => Number.parseInt(h, 16)) as [number, number];
+  const [bh, bl] = behind.split('/').map((h) => Number.parseInt(h, 16)) as [number, number];
+  return Math.max(0, (ah - bh) * 2 ** 32 + (al - bl));
+}
+
+/**
+ * Orders the members that may become primary, best first (contract line 4): by
+ * received LSN, then replayed LSN, then name. Pure.
+ *
+ * Skipped, each with its reason: members excluded by the caller, not running as a
+ * healthy-enough replica, tagged noFailover, on an older timeline than the newest
+ * any member reports, or lagging more than `maximumLagOnFailoverBytes` behind the
+ * most advanced position known (the old primary's last published one, or the best
+ * replica's).
+ */
+export function rankCandidates(members: readonly MemberRecord[], policy: RankingPolicy): Ranking {
+  const rejected: Rejection[] = [];
+  const newestTimeline = Math.max(0, ...members.map((m) => m.timeline ?? 0));
+  const eligible = members.filter((m) => {
+    const reject = (reason: string) => {
+      rejected.push({ member: m.name, reason });
+      return false;
+    };
+    if (policy.exclude.has(m.name)) return reject('excluded (old primary or failed target)');
+    if (m.tags.noFailover === true) return reject('tagged noFailover');
+    if (m.role !== 'replica') return reject(`role is ${m.role}, not replica`);
+    if (m.state !== 'running') return reject(`state is ${m.state}`);
+    if (m.receivedLsn === null && m.replayedLsn === null) return reject('reports no WAL position');
+    if (m.timeline === null || m.timeline < newestTimeline) {
+      return reject(`on timeline ${m.timeline ?? 'unknown'}, older than ${newestTimeline}`);
+    }
+    return true;
+  });
+  const position = (m: MemberRecord): LsnText => (m.receivedLsn ?? m.replayedLsn)!;
+  let mostAdvanced = policy.lastPrimaryLsn;
+  for (const m of eligible) if (mostAdvanced === null || compareLsn(position(m), mostAdvanced) > 0) mostAdvanced = position(m);
+  const withinLag = eligible.filter((m) => {
+    const lag = mostAdvanced === null ? 0 : lagBehind(mostAdvanced, position(m));
+    if (lag > policy.maximumLagOnFailoverBytes) {
+      rejected.push({ member: m.name, reason: `${lag} bytes behind, over maximumLagOnFailoverBytes ${policy.maximumLagOnFailoverBytes}` });
+      return false;
+    }
+    return true;
+  });
+  const candidates = [...withinLag].sort((a, b) => {
+    const byReceived = compareLsn(position(b), position(a));
+    if (byReceived !== 0) return byReceived;
+    const byReplayed = compareLsn(b.replayedLsn ?? '0/0', a.replayedLsn ?? '0/0');
+    if (byReplayed !== 0) return byReplayed;
+    return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  });
+  return { candidates, rejected };
+}

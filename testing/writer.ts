@@ -1,0 +1,154 @@
+// A test writer that records every acknowledged write and the server that
+// acknowledged it. One connection per member; each write goes to the member the
+// writer currently targets (the etcd leader, or a pinned member), one every
+// intervalMillis, never more than one in flight per connection.
+import { clusterKeys, LeaderRecord } from '@pgha/core';
+import type { Etcd3 } from 'etcd3';
+import pg from 'pg';
+
+/** One acknowledged write. */
+export interface Ack {
+  readonly id: number;
+  /** cluster_name of the server that acknowledged it. */
+  readonly member: string;
+  /** Wall-clock ms when the acknowledgement arrived. */
+  readonly at: number;
+}
+
+export interface WriterMember {
+  readonly name: string;
+  readonly connectionString: string;
+}
+
+export interface WriterOptions {
+  readonly members: readonly WriterMember[];
+  /** Follow the etcd leader record (cluster + etcd), or write to one member only. */
+  readonly follow: { readonly etcd: Etcd3; readonly cluster: string; readonly keyRoot?: string } | { readonly pinned: string };
+  readonly intervalMillis?: number;
+  readonly table?: string;
+  /** Ids start here (so two writers never collide). */
+  readonly firstId?: number;
+}
+
+export interface Writer {
+  readonly acks: Ack[];
+  /** Errors seen, by message (counted). */
+  readonly errors: Map<string, number>;
+  /** Resolves to the first ack at or after `since` by a member other than `notBy` (bounded). */
+  firstAckAfter(since: number, notBy?: string): Ack | undefined;
+  stop(): Promise<void>;
+}
+
+/** Creates the writers' table on the primary (idempotent). */
+export async function createAckTable(connectionString: string, table = 'acks'): Promise<void> {
+  const c = new pg.Client({ connectionString });
+  await c.connect();
+  try {
+    await c.query(`CREATE TABLE IF NOT EXISTS ${table} (id bigint PRIMARY KEY, member text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Starts writing at once; stop() waits for the write in flight. */
+export function startWriter(options: WriterOptions): Writer {
+  const table = options.table ?? 'acks';
+  const interval = options.intervalMillis ?? 10;
+  const acks: Ack[] = [];
+  const errors = new Map<string, number>();
+  const conns = new Map<string, pg.Client | null>();
+  let nextId = options.firstId ?? 1;
+  let stopped = false;
+  let target: string | null = 'pinned' in options.follow ? options.follow.pinned : null;
+  let watcher: { cancel(): Promise<void> } | null = null;
+
+  const note = (error: unknown) => {
+    const key = (error as Error).message.split('\n')[0]!.slice(0, 120);
+    errors.set(key, (errors.get(key) ?? 0) + 1);
+  };
+
+  if (!('pinned' in options.follow)) {
+    const follow = options.follow;
+    const key = clusterKeys(follow.cluster, follow.keyRoot).leader;
+    const apply = (text: string | null) => {
+      if (text === null) return;
+      try {
+        const r = LeaderRecord.decode(text);
+        if (r.writable) target = r.member;
+      } catch (error) {
+        note(error);
+      }
+    };
+    void follow.etcd.get(key).string().then(apply);
+    void follow.etcd
+      .watch()
+      .key(key)
+      .create()
+      .then((w) => {
+        watcher = w;
+        w.on('put', (kv) => apply(kv.value.toString()));
+        if (stopped) void w.cancel();
+      });
+  }
+
+  const connection = async (name: string): Promise<pg.Client> => {
+    const existing = conns.get(name);
+    if (existing) return existing;
+    const member = options.members.find((m) => m.name === name);
+    if (member === undefined) throw new Error(`unknown member ${name}`);
+    const c = new pg.Client({ connectionString: member.connectionString, connectionTimeoutMillis: 1000, query_timeout: 2000 });
+    c.on('error', () => conns.set(name, null));
+    await c.connect();
+    conns.set(name, c);
+    return c;
+  };
+
+  const loop = (async () => {
+    while (!stopped) {
+      const started = Date.now();
+      const name = target;
+      if (name !== null) {
+        const id = nextId++;
+        try {
+          const c = await connection(name);
+          const { rows } = await c.query(`INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member`, [id]);
+          acks.push({ id, member: rows[0].member, at: Date.now() });
+        } catch (error) {
+          note(error);
+          const c = conns.get(name);
+          conns.set(name, null);
+          c?.end().catch(() => undefined);
+        }
+      }
+      const wait = interval - (Date.now() - started);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  })();
+
+  return {
+    acks,
+    errors,
+    firstAckAfter(since: number, notBy?: string) {
+      return acks.find((a) => a.at >= since && (notBy === undefined || a.member !== notBy));
+    },
+    async stop() {
+      stopped = true;
+      await loop;
+      await watcher?.cancel();
+      await Promise.all([...conns.values()].map((c) => c?.end().catch(() => undefined)));
+    },
+  };
+}
+
+/** Ids of `acks` missing from `table` on the server at `connectionString`. */
+export async function missingAcks(connectionString: string, acks: readonly Ack[], table = 'acks'): Promise<number[]> {
+  const c = new pg.Client({ connectionString });
+  await c.connect();
+  try {
+    const { rows } = await c.query(`SELECT id FROM ${table} WHERE id = ANY($1::bigint[])`, [acks.map((a) => a.id)]);
+    const present = new Set(rows.map((r) => Number(r.id)));
+    return acks.map((a) => a.id).filter((id) => !present.has(id));
+  } finally {
+    await c.end();
+  }
+}

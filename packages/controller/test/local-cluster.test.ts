@@ -30,6 +30,8 @@ async function start(): Promise<LocalCluster> {
     etcdPort,
     members: 3,
     leaseTtlMillis: 3000,
+    // This file tests leases and records, not recovery: a killed agent stays down.
+    supervise: false,
     log: createLogger('test', () => undefined),
     readyTimeoutMillis: 90_000,
   });

@@ -114,44 +114,72 @@ describe('decideStartup with its own data directory', () => {
 
   it('does not compare system identifiers the cluster has not published yet', () => {
     expect(decideStartup(snapshot({ localSystemId: '111', clusterSystemId: null }))).toEqual({
-      action: 'start-primary',
+      action: 'start-replica',
+      rewind: true,
     });
   });
 
   it('does not compare system identifiers it could not read locally', () => {
     expect(decideStartup(snapshot({ localSystemId: null, clusterSystemId: '222' }))).toEqual({
-      action: 'start-primary',
+      action: 'start-replica',
+      rewind: true,
     });
   });
 
-  it('starts a standby as a replica even when no one leads', () => {
-    expect(decideStartup(snapshot({ standby: true, leader: null }))).toEqual({ action: 'start-replica' });
+  it('starts a standby as a replica without rewinding when no one leads', () => {
+    expect(decideStartup(snapshot({ standby: true, leader: null }))).toEqual({
+      action: 'start-replica',
+      rewind: false,
+    });
   });
 
-  it('starts a standby as a replica even when the leader record names itself', () => {
+  it('starts a standby as a replica without rewinding even when the leader record names itself', () => {
     expect(decideStartup(snapshot({ standby: true, leader: leader({ member: 'demo-0' }) }))).toEqual({
       action: 'start-replica',
+      rewind: false,
     });
   });
 
-  it('starts a former primary as a replica when another member leads', () => {
+  it('starts a standby as a replica without rewinding when another member leads', () => {
+    expect(decideStartup(snapshot({ standby: true, leader: leader({ member: 'demo-1' }) }))).toEqual({
+      action: 'start-replica',
+      rewind: false,
+    });
+  });
+
+  it('starts a former primary as a replica to be rewound when another member leads', () => {
     expect(decideStartup(snapshot({ standby: false, leader: leader({ member: 'demo-1' }) }))).toEqual({
       action: 'start-replica',
+      rewind: true,
     });
   });
 
-  it('tries to lead again with a former primary when no one leads', () => {
-    expect(decideStartup(snapshot({ standby: false, leader: null }))).toEqual({ action: 'start-primary' });
+  it('starts a former primary as a replica to be rewound even when no one leads (the controller elects)', () => {
+    expect(decideStartup(snapshot({ standby: false, leader: null }))).toEqual({
+      action: 'start-replica',
+      rewind: true,
+    });
   });
 
-  it('tries to lead again with a former primary when the leader record still names itself', () => {
+  it('starts a former primary as a replica to be rewound even when the leader record still names itself', () => {
     expect(decideStartup(snapshot({ standby: false, leader: leader({ member: 'demo-0' }) }))).toEqual({
-      action: 'start-primary',
+      action: 'start-replica',
+      rewind: true,
+    });
+  });
+
+  it('starts the only member of a single-member cluster as a replica too', () => {
+    expect(decideStartup(snapshot({ standby: false, mayBootstrap: true, leader: null }))).toEqual({
+      action: 'start-replica',
+      rewind: true,
     });
   });
 
   it('never bootstraps over existing data, even when it may bootstrap', () => {
-    expect(decideStartup(snapshot({ mayBootstrap: true, clusterSystemId: null }))).toEqual({ action: 'start-primary' });
+    expect(decideStartup(snapshot({ mayBootstrap: true, clusterSystemId: null }))).toEqual({
+      action: 'start-replica',
+      rewind: true,
+    });
   });
 });
 
@@ -177,28 +205,42 @@ describe('decideStartup safety', () => {
     ),
   );
 
-  it('never decides to start writable when another member leads', () => {
+  const leaders = [
+    null,
+    leader({ member: 'demo-0' }),
+    leader({ member: 'demo-2' }),
+    leader({ member: 'demo-2', writable: false }),
+  ];
+
+  it('never decides to bootstrap when another member leads', () => {
     for (const writable of [true, false]) {
       for (const s of all) {
         const decision = decideStartup({ ...s, leader: leader({ member: 'demo-2', writable }) });
-        expect(['bootstrap', 'start-primary'], JSON.stringify(s)).not.toContain(decision.action);
+        expect(decision.action, JSON.stringify(s)).not.toBe('bootstrap');
       }
     }
   });
 
-  it('never decides to start writable from a standby data directory', () => {
-    for (const s of all.filter((x) => x.dataDir === 'ours' && x.standby)) {
-      for (const l of [null, leader({ member: 'demo-0' }), leader({ member: 'demo-2' })]) {
-        expect(['bootstrap', 'start-primary'], JSON.stringify(s)).not.toContain(
-          decideStartup({ ...s, leader: l }).action,
-        );
+  it('starts every existing data directory of its own as a replica or refuses it, whoever leads', () => {
+    for (const s of all.filter((x) => x.dataDir === 'ours')) {
+      for (const l of leaders) {
+        expect(['start-replica', 'refuse'], JSON.stringify(s)).toContain(decideStartup({ ...s, leader: l }).action);
+      }
+    }
+  });
+
+  it('rewinds existing data exactly when it was not a standby', () => {
+    for (const s of all.filter((x) => x.dataDir === 'ours')) {
+      for (const l of leaders) {
+        const decision = decideStartup({ ...s, leader: l });
+        if (decision.action === 'start-replica') expect(decision.rewind, JSON.stringify(s)).toBe(!s.standby);
       }
     }
   });
 
   it('never runs initdb unless the member may bootstrap and its data directory is empty', () => {
     for (const s of all) {
-      for (const l of [null, leader({ member: 'demo-0' }), leader({ member: 'demo-2' })]) {
+      for (const l of leaders) {
         if (decideStartup({ ...s, leader: l }).action === 'bootstrap') {
           expect(s.mayBootstrap).toBe(true);
           expect(s.dataDir).toBe('empty');
@@ -210,7 +252,7 @@ describe('decideStartup safety', () => {
 
   it('refuses every foreign data directory whatever else it knows', () => {
     for (const s of all.filter((x) => x.dataDir === 'foreign')) {
-      for (const l of [null, leader({ member: 'demo-0' }), leader({ member: 'demo-2' })]) {
+      for (const l of leaders) {
         expect(decideStartup({ ...s, leader: l }).action).toBe('refuse');
       }
     }

@@ -30,6 +30,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
       member({ name: 'demo-1', role: 'replica', port: 5433, streaming: true }),
       member({ name: 'demo-2', role: 'replica', port: 5434, streaming: true }),
     ],
+    failover: { inProgress: false, target: null },
     problems: [],
     ...overrides,
   };
@@ -70,6 +71,41 @@ describe('formatStatus', () => {
 
   it('says when there is no leader', () => {
     expect(formatStatus(status({ leader: null })).split('\n')[0]).toBe('Cluster demo  term 1  leader none');
+  });
+
+  it('prints a FAILOVER IN PROGRESS line under the summary when no leader is there yet and nothing is targeted', () => {
+    const text = formatStatus(status({ leader: null, failover: { inProgress: true, target: null } }));
+    expect(text.split('\n').slice(0, 4)).toEqual([
+      'Cluster demo  term 1  leader none',
+      'FAILOVER IN PROGRESS',
+      '',
+      'MEMBER  ROLE     STATE    HOST:PORT       TL  LAG  HEALTH',
+    ]);
+  });
+
+  it('names the target, its term and the reason on the FAILOVER IN PROGRESS line', () => {
+    const text = formatStatus(
+      status({
+        term: 3,
+        leader: null,
+        failover: { inProgress: true, target: { member: 'demo-2', term: 4, reason: 'failover' } },
+      }),
+    );
+    expect(text.split('\n')[1]).toBe('FAILOVER IN PROGRESS: failover to demo-2 for term 4');
+  });
+
+  it('prints the FAILOVER IN PROGRESS line during a switchover while the old leader still holds the record', () => {
+    const text = formatStatus(
+      status({ failover: { inProgress: true, target: { member: 'demo-1', term: 2, reason: 'switchover' } } }),
+    );
+    expect(text.split('\n').slice(0, 2)).toEqual([
+      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)',
+      'FAILOVER IN PROGRESS: switchover to demo-1 for term 2',
+    ]);
+  });
+
+  it('prints no FAILOVER line when none is in progress', () => {
+    expect(formatStatus(status())).not.toContain('FAILOVER');
   });
 
   it('says when the leader is not writable yet', () => {
@@ -120,10 +156,11 @@ describe('formatStatus', () => {
   });
 
   it('says when no member reports', () => {
-    const text = formatStatus(status({ leader: null, members: [] }));
+    const text = formatStatus(status({ leader: null, members: [], failover: { inProgress: true, target: null } }));
     expect(text).toBe(
       [
         'Cluster demo  term 1  leader none',
+        'FAILOVER IN PROGRESS',
         '',
         'MEMBER  ROLE  STATE  HOST:PORT  TL  LAG  HEALTH',
         '(no member reports: are the agents running?)',

@@ -3,7 +3,7 @@
 // cluster to be healthy first, is bounded in time, and leaves the cluster healthy
 // (or the next test's health wait fails it). Writers record every acknowledged
 // write and the member that acknowledged it.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clusterKeys, HistoryRecord, LeaderRecord, MemberRecord } from '@pgha/core';
@@ -348,5 +348,63 @@ describe('failover', () => {
     c.startMember(old.member);
     await healthy(60_000);
     expect(alive([pids[activeIndex]])).toEqual([]);
+  });
+
+  fault('(i) SIGTERM to the primary agent (a pod deletion) hands over with a switchover: no acknowledged write lost', async () => {
+    const old = await healthy();
+    const w = writer('leader', ids());
+    await waitFor('writes flowing', () => w.acks.length > 20, 10_000);
+    await c.stopMember(old.member);
+    const next = await newLeader(old, 15_000);
+    expect(next.member).not.toBe(old.member);
+    const target = JSON.parse((await etcd.get(keys.target).string())!);
+    expect(target).toMatchObject({ term: next.term, member: next.member, reason: 'switchover', from: old.member });
+    await waitFor('writes on the new primary', () => w.acks.some((a) => a.member === next.member), 10_000, 20);
+    await stopWriters();
+    expect(await missingAcks(conn(next.member), w.acks)).toEqual([]);
+    c.startMember(old.member);
+    await healthy();
+  });
+
+  fault('(j) a postgres crash under a live agent is restarted in place: same primary, same term', async () => {
+    const old = await healthy();
+    const w = writer('leader', ids());
+    await waitFor('writes flowing', () => w.acks.length > 20, 10_000);
+    const m = member(old.member);
+    const pgPid = postmasterPid(m.memberDir)!;
+    const faultAt = Date.now();
+    process.kill(pgPid, 'SIGKILL');
+    const first = await waitFor('a write after the crash', () => w.firstAckAfter(faultAt + 1), 15_000, 20);
+    expect(first.member).toBe(old.member);
+    expect((await leader())?.term).toBe(old.term);
+    console.log(`(j) postgres crash -> first write on the restarted primary: ${((first.at - faultAt) / 1000).toFixed(2)} s`);
+    await stopWriters();
+    await healthy();
+  });
+
+  fault('(k) a primary whose postgres cannot restart releases the leader record at once: failover without waiting for the TTL', async () => {
+    const old = await healthy();
+    const m = member(old.member);
+    // A setting postgres refuses at start-up, where pgha does not rewrite it.
+    const p = new pg.Client({ connectionString: conn(old.member) });
+    p.on('error', () => undefined);
+    await p.connect();
+    try {
+      await p.query("ALTER SYSTEM SET shared_preload_libraries = 'pgha_no_such_library'");
+    } finally {
+      await p.end();
+    }
+    const pgPid = postmasterPid(m.memberDir)!;
+    const faultAt = Date.now();
+    process.kill(pgPid, 'SIGKILL');
+    const next = await newLeader(old, 20_000);
+    expect(next.member).not.toBe(old.member);
+    const log = readFileSync(m.logFile, 'utf8');
+    expect(log).toMatch(/released the leader record: postgres failed/);
+    console.log(`(k) crash with failing restart -> new writable primary after ${((Date.parse(next.since) - faultAt) / 1000).toFixed(2)} s`);
+    // Repair the old primary's configuration; it comes back as a replica.
+    const auto = join(m.memberDir, 'data', 'postgresql.auto.conf');
+    writeFileSync(auto, readFileSync(auto, 'utf8').replace(/^shared_preload_libraries.*$/m, ''));
+    await healthy(90_000);
   });
 });

@@ -63,6 +63,11 @@ export interface TestClusterOptions {
   readonly standbys?: number;
   /** Extra postgresql.conf lines for every server. */
   readonly settings?: Readonly<Record<string, string | number>>;
+  /**
+   * Authentication on 127.0.0.1: `scram-sha-256` (default) or `trust` (benchmarks
+   * that open many connections, where SCRAM's deliberate cost would dominate).
+   */
+  readonly auth?: 'scram-sha-256' | 'trust';
 }
 
 async function waitFor<T>(what: string, deadlineMillis: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -97,6 +102,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'pgha-pg-'));
   chownTree(dir, user);
   const servers: ServerImpl[] = [];
+  const auth = options.auth ?? 'scram-sha-256';
   const env = { ...process.env, PGPASSWORD: testPassword, LC_ALL: 'C', LANG: 'C' };
   const settings: Record<string, string | number> = {
     listen_addresses: "'127.0.0.1'",
@@ -155,7 +161,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     );
     writeFileSync(
       join(primary.dataDir, 'pg_hba.conf'),
-      'host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n',
+      `host all all 127.0.0.1/32 ${auth}\nhost replication all 127.0.0.1/32 ${auth}\n`,
     );
     await primary.start();
 

@@ -8,6 +8,7 @@ import {
   type ClusterKeys,
   clusterKeys,
   LeaderRecord,
+  MemberRecord,
   PghaError,
   type PrimaryEndpoint,
 } from '@pgha/core';
@@ -72,6 +73,8 @@ export interface ClusterWatcherEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+  /** The member records changed (only while following members, see {@link ClusterWatcher.followMembers}). */
+  'members-changed': (members: ReadonlyMap<string, MemberRecord>) => void;
 }
 
 /** The names of {@link ClusterWatcherEvents}. */
@@ -116,6 +119,15 @@ export function parseEtcdEndpoints(endpoints: string | readonly string[] | undef
     }
   }
   return list;
+}
+
+function sameMembers(a: ReadonlyMap<string, MemberRecord>, b: ReadonlyMap<string, MemberRecord>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, record] of a) {
+    const other = b.get(name);
+    if (other === undefined || JSON.stringify(other) !== JSON.stringify(record)) return false;
+  }
+  return true;
 }
 
 /** Translates an etcd3/gRPC failure into our error: the one place the client does so. */
@@ -163,6 +175,11 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private lastError: PghaError | null = null;
   private markReady!: () => void;
   private readonly waiters = new Set<() => void>();
+  private membersMap = new Map<string, MemberRecord>();
+  private membersRevision = 0;
+  private membersFollowing: Promise<void> | null = null;
+  private membersWatcher: Watcher | null = null;
+  private membersWatchHealthy = false;
 
   /** @internal use {@link watchCluster} */
   constructor(options: WatchClusterOptions) {
@@ -222,6 +239,21 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** The current writable primary, or null while there is none (or it is still being promoted). */
   get primary(): PrimaryEndpoint | null {
     return this.state.leader?.writable === true ? this.state.leader : null;
+  }
+
+  /** The member records (agents' self-reports) while following members; empty otherwise. */
+  get members(): ReadonlyMap<string, MemberRecord> {
+    return this.membersMap;
+  }
+
+  /**
+   * Starts following the member records too (replica pools need their roles and lag):
+   * a read of the members prefix, then a watch from the revision after it, re-read
+   * with the leader. Idempotent; resolves after the first read (never rejects).
+   */
+  followMembers(): Promise<void> {
+    if (this.membersFollowing === null) this.membersFollowing = this.readMembers();
+    return this.membersFollowing;
   }
 
   /** The newest term seen (0 before any leader). */
@@ -307,12 +339,15 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     for (const w of [...this.waiters]) w();
-    const watcher = this.watcher;
+    const watchers = [this.watcher, this.membersWatcher];
     this.watcher = null;
-    try {
-      await watcher?.cancel();
-    } catch {
-      // The etcd client is closed next anyway.
+    this.membersWatcher = null;
+    for (const watcher of watchers) {
+      try {
+        await watcher?.cancel();
+      } catch {
+        // The etcd client is closed next anyway.
+      }
     }
     this.client.close();
   }
@@ -328,6 +363,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       // A change the watch had not delivered means it may be dead: start it again.
       if (!this.watchHealthy || changed) await this.startWatch(revision);
       this.markReady();
+      if (this.membersFollowing !== null) await this.readMembers();
     } catch (error) {
       this.failed(castEtcdError(error, this.endpoints, `reading ${this.keys.leader}`));
     }
@@ -371,6 +407,93 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         this.watchStarting = null;
       });
     return this.watchStarting;
+  }
+
+  private async readMembers(): Promise<void> {
+    if (this.closedFlag) return;
+    const prefix = this.keys.membersPrefix;
+    try {
+      const response = await this.client.getAll().prefix(prefix).exec();
+      const revision = Number(response.header.revision);
+      this.contact();
+      const next = new Map<string, MemberRecord>();
+      for (const kv of response.kvs) {
+        const record = this.decodeMember(kv.key.toString(), kv.value);
+        if (record !== null) next.set(record.name, record);
+      }
+      const changed = !sameMembers(this.membersMap, next);
+      if (revision >= this.membersRevision) {
+        this.membersRevision = revision;
+        this.membersMap = next;
+        if (changed) this.emit('members-changed', this.membersMap);
+      }
+      if (!this.membersWatchHealthy || changed) await this.startMembersWatch(revision);
+    } catch (error) {
+      this.failed(castEtcdError(error, this.endpoints, `reading ${prefix}`));
+    }
+  }
+
+  private async startMembersWatch(afterRevision: number): Promise<void> {
+    if (this.closedFlag) return;
+    const old = this.membersWatcher;
+    this.membersWatcher = null;
+    this.membersWatchHealthy = false;
+    await old?.cancel().catch(() => undefined);
+    try {
+      const watcher = await this.client
+        .watch()
+        .prefix(this.keys.membersPrefix)
+        .startRevision(String(afterRevision + 1))
+        .create();
+      if (this.closedFlag) {
+        await watcher.cancel().catch(() => undefined);
+        return;
+      }
+      this.membersWatcher = watcher;
+      this.membersWatchHealthy = true;
+      const update = (revision: number, change: (map: Map<string, MemberRecord>) => void) => {
+        this.contact();
+        if (revision < this.membersRevision) return;
+        this.membersRevision = revision;
+        const next = new Map(this.membersMap);
+        change(next);
+        this.membersMap = next;
+        this.emit('members-changed', next);
+      };
+      watcher.on('put', (kv) => {
+        const record = this.decodeMember(kv.key.toString(), kv.value);
+        const parsed = this.keys.parse(kv.key.toString());
+        update(Number(kv.mod_revision), (map) => {
+          if (parsed?.kind === 'member') map.delete(parsed.name);
+          if (record !== null) map.set(record.name, record);
+        });
+      });
+      watcher.on('delete', (kv) => {
+        const parsed = this.keys.parse(kv.key.toString());
+        if (parsed?.kind === 'member') update(Number(kv.mod_revision), (map) => map.delete(parsed.name));
+      });
+      watcher.on('error', (error) => {
+        this.failed(castEtcdError(error, this.endpoints, `watching ${this.keys.membersPrefix}`));
+        if (this.membersWatcher === watcher) this.membersWatchHealthy = false;
+      });
+    } catch (error) {
+      this.failed(castEtcdError(error, this.endpoints, `watching ${this.keys.membersPrefix}`));
+    }
+  }
+
+  /** Decodes a member record; a malformed one (or one under the wrong key) is reported and dropped. */
+  private decodeMember(key: string, value: Buffer): MemberRecord | null {
+    try {
+      const record = MemberRecord.decode(value);
+      const parsed = this.keys.parse(key);
+      if (parsed?.kind !== 'member' || parsed.name !== record.name) {
+        throw new PghaError('protocol', `member record at ${key} names member "${record.name}"; ignored it`);
+      }
+      return record;
+    } catch (error) {
+      this.emitEvent({ type: 'discovery-error', error: error instanceof Error ? error : new Error(String(error)) });
+      return null;
+    }
   }
 
   private observe(value: Buffer, revision: number): LeaderObservation {

@@ -16,8 +16,15 @@ import {
   watchCluster,
 } from './discovery.js';
 import { DiscoveryStaleError, NotPrimaryError, PrimaryChangedError } from './errors.js';
-import { type ClientRouter, createPrimaryClientClass, routingOf, terminateClient } from './primary-client.js';
-import { retryDelayMillis, type StalePolicy, shouldDrain, stalePolicies } from './routing.js';
+import { type ClientRouter, createRoutedClientClass, routingOf, terminateClient } from './routed-client.js';
+import {
+  decideCheckout,
+  type RouteTarget,
+  retryDelayMillis,
+  type StalePolicy,
+  shouldDrain,
+  stalePolicies,
+} from './routing.js';
 
 /** The options pgha adds to `pg.PoolConfig`. */
 export interface PghaPoolOptions {
@@ -142,7 +149,7 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
 /** pg-pool's internals pgha works with (stable across pg-pool 3.x). */
 interface PoolInternals {
   _clients: pg.Client[];
-  _idle: Array<{ client: pg.Client }>;
+  _idle: Array<{ client: pg.Client; timeoutId?: NodeJS.Timeout }>;
   _expired: WeakSet<pg.Client>;
   _pendingQueue: PendingItem[];
   _remove(client: pg.Client, callback?: () => void): void;
@@ -224,9 +231,14 @@ export class Pool extends pg.Pool {
 
     const internals = this as unknown as PoolInternals;
     const router: ClientRouter = {
-      watcher: this.discovery,
-      primaryWaitTimeoutMillis: this.effectiveWaitMillis(),
-      stalePolicy: this.stalePolicy,
+      waitTimeoutMillis: this.effectiveWaitMillis(),
+      // Read at connection time, after a subclass's constructor has run.
+      get readOnly() {
+        return pool.readOnlySessions;
+      },
+      route: (deadline, cancelled) => this.routeConnection(deadline, cancelled),
+      checkRole: (target, inRecovery) => this.checkRole(target, inRecovery),
+      isStale: (target) => this.isStaleTarget(target),
       discard: (client) => {
         internals._expired.add(client);
       },
@@ -234,13 +246,15 @@ export class Pool extends pg.Pool {
       connected: (client) => {
         if (!internals._clients.includes(client)) this.sideClients.add(client);
         // A change may have landed between the connection's check and now.
-        if (shouldDrain(routingOf(client)?.endpoint?.term ?? -1, this.discovery.leader)) this.drain();
+        const target = routingOf(client)?.endpoint;
+        if (target && this.isStaleTarget(target)) this.drain();
       },
       ended: (client) => {
         this.sideClients.delete(client);
       },
     };
-    internals.Client = createPrimaryClientClass(internals.Client, router);
+    const pool = this;
+    internals.Client = createRoutedClientClass(internals.Client, router);
 
     const primary = this.discovery.primary;
     if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
@@ -282,6 +296,78 @@ export class Pool extends pg.Pool {
       : this.primaryWaitTimeoutMillis;
   }
 
+  /** Whether this pool's sessions are read-only (replica pools). */
+  protected get readOnlySessions(): boolean {
+    return false;
+  }
+
+  /**
+   * Where a new connection goes: waits for the writable primary (deciding with
+   * `decideCheckout`), woken by discovery, until `deadlineMillis` or `cancelled`.
+   */
+  protected async routeConnection(deadlineMillis: number, cancelled: Promise<never>): Promise<RouteTarget> {
+    const watcher = this.discovery;
+    for (;;) {
+      const decision = decideCheckout({
+        leader: watcher.leader,
+        staleSinceMillis: watcher.staleSinceMillis,
+        stalePolicy: this.stalePolicy,
+        closed: watcher.closed,
+        nowMillis: Date.now(),
+        deadlineMillis,
+      });
+      switch (decision.action) {
+        case 'connect': {
+          const { member, host, port, term } = decision.endpoint;
+          return { kind: 'primary', member, host, port, term };
+        }
+        case 'fail':
+          if (decision.code === 'discovery-stale') throw this.staleError();
+          throw watcher.noPrimaryError(
+            this.effectiveWaitMillis(),
+            decision.code === 'closed' ? 'the pool or watcher was closed' : undefined,
+          );
+        case 'wait':
+          try {
+            await Promise.race([watcher.waitForPrimary(Math.max(1, deadlineMillis - Date.now())), cancelled]);
+          } catch (error) {
+            if (Date.now() < deadlineMillis && !watcher.closed) throw error; // cancelled
+            // Timed out: loop once more so the decision (and its error) is made in one place.
+          }
+          break;
+        default: {
+          const unreachable: never = decision;
+          throw new Error(`unknown decision ${JSON.stringify(unreachable)}`);
+        }
+      }
+    }
+  }
+
+  /** The error to refuse a new connection with when its server's role does not fit, else null. */
+  protected checkRole(target: RouteTarget, inRecovery: boolean): Error | null {
+    if (!inRecovery) return null;
+    return new NotPrimaryError(
+      `the leader record names ${target.member} (${target.host}:${target.port}, term ${target.term}) as primary, but that server is in recovery (a standby); closed the connection before use and asked discovery to re-read. Retrying is safe.`,
+      { server: `${target.host}:${target.port}` },
+    );
+  }
+
+  /** Whether connections to `target` belong to the past (a newer term, or no leader). */
+  protected isStaleTarget(target: RouteTarget): boolean {
+    const leader = this.discovery.leader;
+    if (leader === null || shouldDrain(target.term, leader)) return true;
+    return leader.host !== target.host || leader.port !== target.port;
+  }
+
+  /** The error for checkouts refused under `stalePolicy: 'refuse'`. */
+  protected staleError(): DiscoveryStaleError {
+    const since = this.discovery.staleSinceMillis ?? Date.now();
+    return new DiscoveryStaleError(
+      `etcd has not answered since ${new Date(since).toISOString()} and stalePolicy is "refuse", so no connection is handed out until it answers; retry later, or use stalePolicy "serve" to keep using the last known primary`,
+      { staleForMillis: Date.now() - since, cause: this.discovery.lastEtcdError ?? undefined },
+    );
+  }
+
   private pointOptionsAt(host: string, port: number): void {
     this.options.host = host;
     this.options.port = port;
@@ -292,17 +378,16 @@ export class Pool extends pg.Pool {
    * busy ones on release (marked expired, as pg-pool does for maxLifetimeSeconds),
    * and cuts those still busy after drainTimeoutMillis.
    */
-  private drain(): void {
+  protected drain(): void {
     const internals = this as unknown as PoolInternals;
-    const leader = this.discovery.leader;
     const idle = new Set(internals._idle.map((item) => item.client));
     const busy: pg.Client[] = [];
     for (const client of [...internals._clients]) {
       const endpoint = routingOf(client)?.endpoint;
       if (endpoint === null || endpoint === undefined) continue; // still connecting: checked after connect
-      if (!shouldDrain(endpoint.term, leader)) continue;
+      if (!this.isStaleTarget(endpoint)) continue;
       if (idle.has(client)) {
-        internals._remove(client, () => internals._pulseQueue());
+        this.detachIdle(client);
       } else if (!internals._expired.has(client)) {
         internals._expired.add(client);
         busy.push(client);
@@ -310,8 +395,9 @@ export class Pool extends pg.Pool {
     }
     for (const client of this.sideClients) {
       const endpoint = routingOf(client)?.endpoint;
-      if (endpoint !== null && endpoint !== undefined && shouldDrain(endpoint.term, leader)) busy.push(client);
+      if (endpoint !== null && endpoint !== undefined && this.isStaleTarget(endpoint)) busy.push(client);
     }
+    if (idle.size > 0) internals._pulseQueue();
     if (busy.length === 0) return;
     const cut = () => {
       this.drainTimers.delete(timer);
@@ -332,12 +418,8 @@ export class Pool extends pg.Pool {
    */
   // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
   override connect(cb?: any): any {
-    const staleSince = this.discovery.staleSinceMillis;
-    if (!this.ending && this.stalePolicy === 'refuse' && staleSince !== null) {
-      const error = new DiscoveryStaleError(
-        `etcd has not answered since ${new Date(staleSince).toISOString()} and stalePolicy is "refuse", so no connection is handed out until it answers; retry later, or use stalePolicy "serve" to keep using the last known primary`,
-        { staleForMillis: Date.now() - staleSince, cause: this.discovery.lastEtcdError ?? undefined },
-      );
+    if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
+      const error = this.staleError();
       if (typeof cb === 'function') {
         process.nextTick(() => cb(error, undefined, NOOP));
         return undefined;
@@ -345,6 +427,22 @@ export class Pool extends pg.Pool {
       return (this as unknown as PoolInternals).Promise.reject(error);
     }
     return super.connect(cb);
+  }
+
+  /**
+   * pg-pool's `_remove` for an idle client, except that the socket is closed on the
+   * next turn of the event loop: the client leaves the pool at once (nothing can check
+   * it out again), and a change fanned out to many pools is not slowed down by one
+   * socket close per pool (each wakes a server process on this machine).
+   */
+  private detachIdle(client: pg.Client): void {
+    const internals = this as unknown as PoolInternals;
+    const index = internals._idle.findIndex((item) => item.client === client);
+    if (index === -1) return;
+    const [item] = internals._idle.splice(index, 1);
+    if (item?.timeoutId !== undefined) clearTimeout(item.timeoutId);
+    internals._clients = internals._clients.filter((c) => c !== client);
+    setImmediate(() => client.end(() => this.emit('remove', client)));
   }
 
   /**

@@ -304,3 +304,113 @@ export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecisio
 export function retryDelayMillis(attempt: number): number {
   return Math.min(1000, 25 * 2 ** Math.max(0, attempt - 1));
 }
+
+/** Where a routed connection goes: the primary, or (replica pools) one replica. */
+export interface RouteTarget {
+  readonly kind: 'primary' | 'replica';
+  readonly member: string;
+  readonly host: string;
+  readonly port: number;
+  /** The leader's term when the route was chosen (0 when there was no leader). */
+  readonly term: Term;
+}
+
+/**
+ * What a replica pool does when no replica is within the lag limits:
+ * `primary` (default) reads from the writable primary, `fail` waits and then fails.
+ */
+export const replicaFallbacks = ['primary', 'fail'] as const;
+/** One of {@link replicaFallbacks}. */
+export type ReplicaFallback = (typeof replicaFallbacks)[number];
+
+/** The member facts replica routing looks at (a subset of core's MemberRecord). */
+export interface ReplicaCandidate {
+  readonly name: string;
+  readonly role: 'primary' | 'replica' | 'unknown';
+  readonly state: string;
+  readonly host: string;
+  readonly port: number;
+  readonly term: Term;
+  readonly lagBytes: number | null;
+  readonly lagSeconds: number | null;
+  readonly streaming: boolean;
+  readonly healthy: boolean;
+}
+
+/** What `decideReplica` looks at. */
+export interface ReplicaSnapshot {
+  readonly members: readonly ReplicaCandidate[];
+  readonly leader: PrimaryEndpoint | null;
+  /** Largest acceptable replay lag in bytes; null for no limit. */
+  readonly maxLagBytes: number | null;
+  /** Largest acceptable replay lag in milliseconds; null for no limit. */
+  readonly maxLagMillis: number | null;
+  readonly fallback: ReplicaFallback;
+  /** A counter the shell increments per connection, to spread connections over replicas. */
+  readonly pick: number;
+}
+
+/** Where a replica-pool connection goes, or why it cannot go anywhere yet. */
+export type ReplicaDecision =
+  | { readonly action: 'connect'; readonly target: RouteTarget }
+  | { readonly action: 'wait'; readonly reason: string };
+
+/**
+ * Why `member` may not serve reads now, or null when it may: it must be a running,
+ * healthy, streaming replica that has seen the leader's term (one that has not may
+ * still follow an old primary) and whose reported lag is known and within limits.
+ */
+export function replicaRejection(member: ReplicaCandidate, snapshot: ReplicaSnapshot): string | null {
+  if (member.role !== 'replica') return `${member.name} is not a replica (${member.role})`;
+  if (snapshot.leader !== null && member.name === snapshot.leader.member) return `${member.name} is the leader`;
+  if (member.state !== 'running' || !member.healthy)
+    return `${member.name} is ${member.healthy ? member.state : 'unhealthy'}`;
+  if (!member.streaming) return `${member.name} is not streaming from the primary`;
+  if (snapshot.leader !== null && member.term < snapshot.leader.term) {
+    return `${member.name} has seen term ${member.term} only, the leader is in term ${snapshot.leader.term}`;
+  }
+  if (member.lagBytes === null || member.lagSeconds === null) return `${member.name} reports no lag`;
+  if (snapshot.maxLagBytes !== null && member.lagBytes > snapshot.maxLagBytes) {
+    return `${member.name} lags ${member.lagBytes} bytes (limit ${snapshot.maxLagBytes})`;
+  }
+  if (snapshot.maxLagMillis !== null && member.lagSeconds * 1000 > snapshot.maxLagMillis) {
+    return `${member.name} lags ${Math.round(member.lagSeconds * 1000)} ms (limit ${snapshot.maxLagMillis})`;
+  }
+  return null;
+}
+
+/**
+ * Chooses a replica for a new read connection: the eligible replicas (see
+ * {@link replicaRejection}) in name order, rotated by `pick`; else the writable
+ * primary under the `primary` fallback; else wait (the shell fails after its timeout).
+ */
+export function decideReplica(snapshot: ReplicaSnapshot): ReplicaDecision {
+  const term = snapshot.leader?.term ?? 0;
+  const rejections: string[] = [];
+  const eligible = snapshot.members
+    .filter((member) => {
+      const why = replicaRejection(member, snapshot);
+      if (why !== null) rejections.push(why);
+      return why === null;
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (eligible.length > 0) {
+    const chosen = eligible[Math.abs(snapshot.pick) % eligible.length]!;
+    return {
+      action: 'connect',
+      target: { kind: 'replica', member: chosen.name, host: chosen.host, port: chosen.port, term },
+    };
+  }
+  const leader = snapshot.leader;
+  if (snapshot.fallback === 'primary' && leader?.writable === true) {
+    return {
+      action: 'connect',
+      target: { kind: 'primary', member: leader.member, host: leader.host, port: leader.port, term: leader.term },
+    };
+  }
+  const none = snapshot.members.length === 0 ? 'no member records' : rejections.join('; ');
+  return {
+    action: 'wait',
+    reason: `no replica within the lag limits (${none})${snapshot.fallback === 'primary' ? ' and no writable primary to fall back to' : ''}`,
+  };
+}

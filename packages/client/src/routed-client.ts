@@ -1,27 +1,36 @@
 /**
- * The connection class a pgha `Pool` hands out as `pool.Client`: a subclass of the
- * pool's pg `Client` that connects only to the current writable primary, checks the
- * server's role before anyone may use it, and turns failures caused by a lost
+ * The connection class a pgha pool hands out as `pool.Client`: a subclass of the
+ * pool's pg `Client` that connects only where its pool's router says (the current
+ * writable primary, or for a replica pool a replica within the lag limits), checks
+ * the server's role before anyone may use it, and turns failures caused by a lost
  * connection into the typed errors of errors.ts (pg's `DatabaseError` passes through
  * untouched).
  */
 import { createConnection } from 'node:net';
-import type { PrimaryEndpoint } from '@pgha/core';
 import pg from 'pg';
-import type { ClusterWatcher } from './discovery.js';
-import { DiscoveryStaleError, NotPrimaryError, OutcomeUnknownError, PrimaryChangedError } from './errors.js';
-import { classifyQueryFailure, decideCheckout, decideRole, type StalePolicy } from './routing.js';
+import { OutcomeUnknownError, PrimaryChangedError } from './errors.js';
+import { classifyQueryFailure, decideRole, type RouteTarget } from './routing.js';
 
-/** What a primary client needs from its pool. */
+/** What a routed client needs from its pool. */
 export interface ClientRouter {
-  readonly watcher: ClusterWatcher;
-  readonly primaryWaitTimeoutMillis: number;
-  readonly stalePolicy: StalePolicy;
-  /** The connection proved the server is not the primary: stop reusing it and re-read discovery. */
+  /** How long `connect()` waits for a route, in milliseconds. */
+  readonly waitTimeoutMillis: number;
+  /** Whether sessions must be read-only (replica pools: `default_transaction_read_only=on`). */
+  readonly readOnly: boolean;
+  /**
+   * Where to connect: waits (until `deadlineMillis`, or until `cancelled` rejects) for
+   * a usable target, then returns it. @throws the pool's typed error when none came.
+   */
+  route(deadlineMillis: number, cancelled: Promise<never>): Promise<RouteTarget>;
+  /** The error to fail the connection with when the server's role does not fit `target`, else null. */
+  checkRole(target: RouteTarget, inRecovery: boolean): Error | null;
+  /** Whether connections to `target` must be drained (no longer where new ones would go). */
+  isStale(target: RouteTarget): boolean;
+  /** The connection proved the server is not what it should be: stop reusing it. */
   discard(client: pg.Client): void;
   /** Something suggests the route is wrong (connection lost...): re-read discovery. */
   reread(): void;
-  /** A connection to the primary was established and checked. */
+  /** A connection was established and checked. */
   connected(client: pg.Client): void;
   /** A connection ended. */
   ended(client: pg.Client): void;
@@ -29,8 +38,8 @@ export interface ClientRouter {
 
 /** Per-connection routing state, kept under a symbol on the client. */
 export interface ClientRouting {
-  /** The primary this connection was opened to, once connected and checked. */
-  endpoint: PrimaryEndpoint | null;
+  /** Where this connection was opened to, once connected and checked. */
+  endpoint: RouteTarget | null;
   /** ReadyForQuery status: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
   transactionStatus: string | null;
   /** ParameterStatus values the server reported (in_hot_standby, server_version...). */
@@ -42,7 +51,11 @@ export interface ClientRouting {
 /** The symbol under which a primary client keeps its {@link ClientRouting}. */
 export const routingState: unique symbol = Symbol('pgha.routing');
 
-/** Returns the routing state of a client made by {@link createPrimaryClientClass}, else undefined. */
+const queryClient: unique symbol = Symbol('pgha.queryClient');
+const querySent: unique symbol = Symbol('pgha.querySent');
+const queryTransactionStatus: unique symbol = Symbol('pgha.queryTransactionStatus');
+
+/** Returns the routing state of a client made by {@link createRoutedClientClass}, else undefined. */
 export function routingOf(client: unknown): ClientRouting | undefined {
   return (client as { [routingState]?: ClientRouting } | null)?.[routingState];
 }
@@ -73,7 +86,7 @@ interface ClientInternals {
       destroyed?: boolean;
     };
   };
-  connectionParameters: { host: string; port: number };
+  connectionParameters: { host: string; port: number; options?: string };
 }
 
 function isDatabaseError(error: unknown): error is { code: string } {
@@ -88,8 +101,8 @@ function isDatabaseError(error: unknown): error is { code: string } {
   );
 }
 
-function describe(endpoint: PrimaryEndpoint): string {
-  return `${endpoint.member} (${endpoint.host}:${endpoint.port}, term ${endpoint.term})`;
+function describe(target: RouteTarget): string {
+  return `${target.kind} ${target.member} (${target.host}:${target.port}, term ${target.term})`;
 }
 
 function snippet(text: string): string {
@@ -101,16 +114,40 @@ function snippet(text: string): string {
  * Creates the `Client` class of one pool: `Base` (pg's `Client` or the one given in
  * the pool options), routed through `router`.
  *
- * `connect()` waits (up to `primaryWaitTimeoutMillis`) for a writable primary,
- * connects to it whatever host/port the config names, checks the server is not in
- * recovery (the `in_hot_standby` ParameterStatus on PostgreSQL 14+, a query before),
- * and checks the primary did not change meanwhile. `new pool.Client(pool.options)`
- * (what ORMs do for side connections) gets the same guarantees.
+ * `connect()` waits (up to the router's wait) for a target, connects to it whatever
+ * host/port the config names, checks the server's role (the `in_hot_standby`
+ * ParameterStatus on PostgreSQL 14+, a query before), and checks the route did not
+ * change meanwhile. `new pool.Client(pool.options)` (what ORMs do for side
+ * connections) gets the same guarantees.
  */
-export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientRouter): typeof pg.Client {
+export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRouter): typeof pg.Client {
   const QueryClass = ((Base as unknown as { Query?: typeof pg.Query }).Query ?? pg.Query) as unknown as new (
     ...args: unknown[]
   ) => Instrumentable;
+
+  const getTransactionStatus = (Base.prototype as { getTransactionStatus?: () => string | null }).getTransactionStatus;
+
+  // Statements built from text or config objects are instances of this subclass of
+  // pg's Query: one shape for all of them and no per-statement closures, so routing
+  // costs nothing measurable on the hot path.
+  class InstrumentedQuery extends (QueryClass as new (...args: unknown[]) => Instrumentable) {
+    [queryClient]: PrimaryClient | null = null;
+    [querySent] = false;
+    [queryTransactionStatus]: string | null = null;
+
+    override submit(connection: unknown): unknown {
+      this[querySent] = true;
+      this[queryTransactionStatus] = this[queryClient]?.transactionStatus() ?? null;
+      return super.submit(connection);
+    }
+
+    override handleError(err: Error, connection: unknown): unknown {
+      const client = this[queryClient];
+      const classified =
+        client === null ? err : client.classify(err, this[querySent], this[queryTransactionStatus], this.text ?? '');
+      return super.handleError(classified, connection);
+    }
+  }
 
   class PrimaryClient extends Base {
     readonly [routingState]: ClientRouting = {
@@ -130,15 +167,18 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
       connection.on('parameterStatus', (msg) => {
         if (msg.parameterName !== undefined) state.parameters.set(msg.parameterName, msg.parameterValue ?? '');
       });
-      connection.on('readyForQuery', (msg) => {
-        state.transactionStatus = msg.status ?? null;
-      });
+      if (getTransactionStatus === undefined) {
+        // pg before 8.22 does not keep the ReadyForQuery status: keep it ourselves.
+        connection.on('readyForQuery', (msg) => {
+          state.transactionStatus = msg.status ?? null;
+        });
+      }
       this.once('end', () => router.ended(this));
     }
 
     // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
     override connect(callback?: any): any {
-      const connecting = this.connectToPrimary();
+      const connecting = this.connectRouted();
       if (typeof callback === 'function') {
         connecting.then(
           () => callback(null, this),
@@ -149,15 +189,32 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
       return connecting;
     }
 
-    private async connectToPrimary(): Promise<this> {
-      const endpoint = await this.waitForRoute();
+    private async connectRouted(): Promise<this> {
       const internals = this as unknown as ClientInternals;
-      // Route to the primary whatever host and port the config named (pool.options may
+      const stream = internals.connection.stream;
+      // pg-pool's connectionTimeoutMillis destroys the socket: stop waiting then.
+      let onClose: () => void = () => undefined;
+      const cancelled = new Promise<never>((_, reject) => {
+        onClose = () => reject(new Error('connection attempt cancelled while waiting for a route'));
+        stream.once('close', onClose);
+      });
+      cancelled.catch(() => undefined);
+      let target: RouteTarget;
+      try {
+        target = await router.route(Date.now() + router.waitTimeoutMillis, cancelled);
+      } finally {
+        stream.off('close', onClose);
+      }
+      // Route to the target whatever host and port the config named (pool.options may
       // have been copied before the last change).
-      this.host = endpoint.host;
-      this.port = endpoint.port;
-      internals.connectionParameters.host = endpoint.host;
-      internals.connectionParameters.port = endpoint.port;
+      this.host = target.host;
+      this.port = target.port;
+      internals.connectionParameters.host = target.host;
+      internals.connectionParameters.port = target.port;
+      if (router.readOnly) {
+        const options = internals.connectionParameters.options;
+        internals.connectionParameters.options = `${options ? `${options} ` : ''}-c default_transaction_read_only=on`;
+      }
       await super.connect();
       const state = this[routingState];
       let role = decideRole(state.parameters.get('in_hot_standby'));
@@ -165,78 +222,22 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
         const result = await super.query('SELECT pg_is_in_recovery() AS in_recovery');
         role = result.rows[0]?.in_recovery === true ? 'standby' : 'primary';
       }
-      if (role === 'standby') {
+      const refused = router.checkRole(target, role === 'standby');
+      if (refused !== null) {
         await this.end().catch(() => undefined);
         router.reread();
-        throw new NotPrimaryError(
-          `the leader record names ${describe(endpoint)} as primary, but that server is in recovery (a standby); closed the connection before use and asked discovery to re-read. Retrying is safe.`,
-          { server: `${endpoint.host}:${endpoint.port}` },
-        );
+        throw refused;
       }
-      const now = router.watcher.primary;
-      if (now === null || now.term !== endpoint.term || now.host !== endpoint.host || now.port !== endpoint.port) {
+      if (router.isStale(target)) {
         await this.end().catch(() => undefined);
         throw new PrimaryChangedError(
-          `the primary changed from ${describe(endpoint)} while connecting; closed the connection before any statement was sent. Retrying is safe.`,
+          `the route changed away from ${describe(target)} while connecting; closed the connection before any statement was sent. Retrying is safe.`,
           { rolledBack: false },
         );
       }
-      state.endpoint = endpoint;
+      state.endpoint = target;
       router.connected(this);
       return this;
-    }
-
-    /** Waits for a writable primary, bounded by the wait timeout and by the socket being destroyed (pool timeout). */
-    private async waitForRoute(): Promise<PrimaryEndpoint> {
-      const watcher = router.watcher;
-      const deadline = Date.now() + router.primaryWaitTimeoutMillis;
-      const stream = (this as unknown as ClientInternals).connection.stream;
-      for (;;) {
-        const decision = decideCheckout({
-          leader: watcher.leader,
-          staleSinceMillis: watcher.staleSinceMillis,
-          stalePolicy: router.stalePolicy,
-          closed: watcher.closed,
-          nowMillis: Date.now(),
-          deadlineMillis: deadline,
-        });
-        switch (decision.action) {
-          case 'connect':
-            return decision.endpoint;
-          case 'fail':
-            if (decision.code === 'discovery-stale') {
-              const since = watcher.staleSinceMillis ?? Date.now();
-              throw new DiscoveryStaleError(
-                `etcd has not answered since ${new Date(since).toISOString()} and stalePolicy is "refuse", so no new connection is opened until it answers; retry later, or use stalePolicy "serve" to keep using the last known primary`,
-                { staleForMillis: Date.now() - since, cause: watcher.lastEtcdError ?? undefined },
-              );
-            }
-            throw watcher.noPrimaryError(
-              router.primaryWaitTimeoutMillis,
-              decision.code === 'closed' ? 'the pool or watcher was closed' : undefined,
-            );
-          case 'wait': {
-            let onClose: () => void = () => undefined;
-            const cancelled = new Promise<never>((_, reject) => {
-              onClose = () => reject(new Error('connection attempt cancelled while waiting for a primary'));
-              stream.once('close', onClose);
-            });
-            try {
-              await Promise.race([watcher.waitForPrimary(Math.max(1, deadline - Date.now())), cancelled]);
-            } catch (error) {
-              if (stream.destroyed) throw error;
-              // Timed out: loop once more so the decision (and its error) is made in one place.
-            } finally {
-              stream.off('close', onClose);
-            }
-            break;
-          }
-          default: {
-            const unreachable: never = decision;
-            throw new Error(`unknown decision ${JSON.stringify(unreachable)}`);
-          }
-        }
-      }
     }
 
     // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
@@ -246,9 +247,9 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
         this.instrument(config as Instrumentable, typeof config.text === 'string' ? config.text : '');
         return super.query(config, values, callback);
       }
-      const query = new QueryClass(config, values, callback);
+      const query = new InstrumentedQuery(config, values, callback);
+      query[queryClient] = this;
       if (typeof config === 'object' && config.query_timeout !== undefined) query.query_timeout = config.query_timeout;
-      this.instrument(query, typeof query.text === 'string' ? query.text : '');
       if (typeof query.callback === 'function') {
         super.query(query as never);
         return undefined;
@@ -260,7 +261,14 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
       return result;
     }
 
-    /** Records whether and in which transaction state the statement was sent, and classifies its failure. */
+    /** The ReadyForQuery status before the next statement: 'I', 'T' or 'E'. */
+    transactionStatus(): string | null {
+      return getTransactionStatus === undefined
+        ? this[routingState].transactionStatus
+        : (getTransactionStatus.call(this) ?? null);
+    }
+
+    /** Wraps a caller's submittable (pg-cursor, pg-query-stream...) like {@link InstrumentedQuery}. */
     private instrument(query: Instrumentable, text: string): void {
       const client = this;
       let sent = false;
@@ -268,7 +276,7 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
       const submit = query.submit;
       query.submit = function (this: Instrumentable, connection: unknown) {
         sent = true;
-        transactionStatus = client[routingState].transactionStatus;
+        transactionStatus = client.transactionStatus();
         return submit.call(this, connection);
       };
       const handleError = query.handleError;
@@ -277,7 +285,8 @@ export function createPrimaryClientClass(Base: typeof pg.Client, router: ClientR
       };
     }
 
-    private classify(error: Error, sent: boolean, transactionStatus: string | null, text: string): Error {
+    /** @internal */
+    classify(error: Error, sent: boolean, transactionStatus: string | null, text: string): Error {
       const decision = classifyQueryFailure({
         sqlState: isDatabaseError(error) ? error.code : null,
         connectionLost: (this as unknown as ClientInternals)._queryable === false,

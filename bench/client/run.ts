@@ -1,0 +1,323 @@
+// bench/client: @pgha/client's Pool against plain pg.Pool on the same server in the
+// same run, then reroute timings. See README.md for the command and measured numbers.
+//
+//   npx tsx bench/client/run.ts [--duration-ms 3000] [--rounds 2] [--switches 20] [--pools 1000] [--json FILE]
+//
+// 1. throughput and p50/p99 latency of `SELECT 1` and a small insert at 1, 10 and 50
+//    concurrent callers, pgha / pg ratios (rounds interleave the two pools to spread noise);
+// 2. reroute: time from the new primary's leader record turning writable to the first
+//    successful query through a busy pool, over --switches switches;
+// 3. --pools pools in one process (sharing one watcher) rerouting on one change.
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { Etcd3 } from '../../packages/client/node_modules/etcd3/lib/index.js';
+import { Pool, watchCluster } from '../../packages/client/src/index.js';
+import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../testing/etcd.js';
+import { startTestCluster, type TestCluster, type TestServer, testPassword, testUser } from '../../testing/postgres.js';
+
+const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
+
+interface Stats {
+  readonly ops: number;
+  /** This process's CPU time (user + system) per operation: the client's own cost, steadier than wall time. */
+  readonly cpuMicrosPerOp: number;
+  readonly opsPerSecond: number;
+  readonly p50Millis: number;
+  readonly p99Millis: number;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function summarize(latencies: number[], elapsedMillis: number, cpu: NodeJS.CpuUsage): Stats {
+  latencies.sort((a, b) => a - b);
+  return {
+    ops: latencies.length,
+    cpuMicrosPerOp: (cpu.user + cpu.system) / latencies.length,
+    opsPerSecond: (latencies.length / elapsedMillis) * 1000,
+    p50Millis: percentile(latencies, 50),
+    p99Millis: percentile(latencies, 99),
+  };
+}
+
+type Workload = 'select1' | 'insert';
+const statements: Record<Workload, (caller: number) => [string, unknown[]]> = {
+  select1: () => ['SELECT 1', []],
+  insert: (caller) => ['INSERT INTO bench_writes (caller, payload) VALUES ($1, $2)', [caller, 'x'.repeat(64)]],
+};
+
+async function measure(pool: pg.Pool, workload: Workload, callers: number, durationMillis: number): Promise<Stats> {
+  // Warm up: open every connection and prepare the server's caches.
+  await Promise.all(
+    Array.from({ length: callers }, async (_, caller) => {
+      for (let i = 0; i < 20; i++) await pool.query(...statements[workload](caller));
+    }),
+  );
+  const latencies: number[] = [];
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  const deadline = started + durationMillis;
+  await Promise.all(
+    Array.from({ length: callers }, async (_, caller) => {
+      const [text, values] = statements[workload](caller);
+      while (performance.now() < deadline) {
+        const t = performance.now();
+        await pool.query(text, values);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  return summarize(latencies, performance.now() - started, process.cpuUsage(cpuBefore));
+}
+
+async function publish(admin: Etcd3, key: string, server: TestServer, term: number): Promise<void> {
+  await admin.put(key).value(
+    JSON.stringify({
+      v: 1,
+      term,
+      member: `bench-${server.name}`,
+      host: server.host,
+      port: server.port,
+      timeline: 1,
+      since: new Date().toISOString(),
+      writable: true,
+    }),
+  );
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'duration-ms': { type: 'string', default: '3000' },
+      rounds: { type: 'string', default: '3' },
+      switches: { type: 'string', default: '20' },
+      pools: { type: 'string', default: '1000' },
+      cells: { type: 'string', default: 'select1:1,select1:10,select1:50,insert:1,insert:10,insert:50' },
+      json: { type: 'string' },
+    },
+  });
+  const cells = values.cells.split(',').map((cell) => {
+    const [workload, callers] = cell.split(':');
+    if ((workload !== 'select1' && workload !== 'insert') || !(Number(callers) > 0)) {
+      throw new Error(`--cells: "${cell}" is not WORKLOAD:CALLERS with WORKLOAD select1 or insert`);
+    }
+    return { workload: workload as Workload, callers: Number(callers) };
+  });
+  const durationMillis = Number(values['duration-ms']);
+  const rounds = Number(values.rounds);
+  const switches = Number(values.switches);
+  const poolCount = Number(values.pools);
+  const results: Record<string, unknown> = {
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+  };
+
+  let etcd: TestEtcd | undefined;
+  const clusters: TestCluster[] = [];
+  const cleanup = async () => {
+    await Promise.all(clusters.map((c) => c.stop().catch(() => undefined)));
+    await etcd?.stop().catch(() => undefined);
+  };
+  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  try {
+    log('starting etcd and two independent primaries (trust auth, max_connections 1200)');
+    etcd = await startTestEtcd();
+    const settings = { max_connections: 1200, shared_buffers: "'128MB'" };
+    clusters.push(await startTestCluster({ standbys: 0, settings, auth: 'trust' }));
+    clusters.push(await startTestCluster({ standbys: 0, settings, auth: 'trust' }));
+    const [a, b] = [clusters[0]!.primary, clusters[1]!.primary];
+    for (const server of [a, b]) {
+      await server.query('CREATE TABLE bench_writes (id bigserial PRIMARY KEY, caller int, payload text)');
+    }
+    const admin = new Etcd3({ hosts: etcd.endpoint });
+    const keyRoot = uniqueKeyRoot();
+    const leaderKey = `${keyRoot}bench/leader`;
+    let term = 1;
+    await publish(admin, leaderKey, a, term);
+    const discovery = { etcd: { endpoints: etcd.endpoint }, cluster: 'bench', keyRoot };
+    const credentials = { user: testUser, password: testPassword, database: 'postgres' };
+
+    // 1. Throughput and latency against plain pg.Pool.
+    const table: Array<Record<string, unknown>> = [];
+    for (const { workload, callers } of cells) {
+      {
+        const runs: Record<'pg' | 'pgha', Stats[]> = { pg: [], pgha: [] };
+        for (let round = 0; round < rounds; round++) {
+          const order: Array<'pg' | 'pgha'> = round % 2 === 0 ? ['pg', 'pgha'] : ['pgha', 'pg'];
+          for (const kind of order) {
+            const pool =
+              kind === 'pg'
+                ? new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers })
+                : new Pool({ ...credentials, ...discovery, max: callers });
+            runs[kind].push(await measure(pool, workload, callers, durationMillis));
+            await pool.end();
+          }
+        }
+        // The median round: robust against a round disturbed by other work on the machine.
+        const mean = (list: Stats[], key: keyof Stats) => {
+          const sorted = list.map((s) => s[key]).sort((x, y) => x - y);
+          return sorted.length % 2 === 1
+            ? sorted[(sorted.length - 1) / 2]!
+            : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+        };
+        const row = {
+          workload,
+          callers,
+          pgOpsPerSecond: Math.round(mean(runs.pg, 'opsPerSecond')),
+          pghaOpsPerSecond: Math.round(mean(runs.pgha, 'opsPerSecond')),
+          throughputRatio: mean(runs.pgha, 'opsPerSecond') / mean(runs.pg, 'opsPerSecond'),
+          pgP50Millis: mean(runs.pg, 'p50Millis'),
+          pghaP50Millis: mean(runs.pgha, 'p50Millis'),
+          pgP99Millis: mean(runs.pg, 'p99Millis'),
+          pghaP99Millis: mean(runs.pgha, 'p99Millis'),
+          p99DeltaPercent: (mean(runs.pgha, 'p99Millis') / mean(runs.pg, 'p99Millis') - 1) * 100,
+          pgCpuMicrosPerOp: mean(runs.pg, 'cpuMicrosPerOp'),
+          pghaCpuMicrosPerOp: mean(runs.pgha, 'cpuMicrosPerOp'),
+        };
+        table.push(row);
+        log(
+          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs`,
+        );
+      }
+    }
+    results.throughput = table;
+
+    // 2. Reroute of a busy pool: leader record writable -> first success on the new primary.
+    {
+      const pool = new Pool({ ...credentials, ...discovery, max: 10, drainTimeoutMillis: 1000 });
+      pool.on('error', () => undefined);
+      let current = a;
+      const firstSuccess = new Map<number, number>(); // port -> time of the first success since armed
+      let armedPort = -1;
+      let failures = 0;
+      let running = true;
+      const callers = Array.from({ length: 10 }, async () => {
+        while (running) {
+          try {
+            const { rows } = await pool.query('SELECT inet_server_port() AS port');
+            const port = rows[0].port as number;
+            if (port === armedPort && !firstSuccess.has(port)) firstSuccess.set(port, performance.now());
+          } catch {
+            failures += 1;
+          }
+        }
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const samples: number[] = [];
+      const putSamples: number[] = [];
+      const eventSamples: number[] = [];
+      let eventAt = 0;
+      pool.on('primary-changed', () => {
+        eventAt = performance.now();
+      });
+      for (let i = 0; i < switches; i++) {
+        const next = current === a ? b : a;
+        firstSuccess.clear();
+        armedPort = next.port;
+        term += 1;
+        const t0 = performance.now();
+        eventAt = 0;
+        await publish(admin, leaderKey, next, term);
+        putSamples.push(performance.now() - t0);
+        const deadline = Date.now() + 10_000;
+        while (!firstSuccess.has(next.port) && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+        if (!firstSuccess.has(next.port)) throw new Error(`switch ${i}: no success on ${next.port} within 10 s`);
+        samples.push(firstSuccess.get(next.port)! - t0);
+        eventSamples.push(eventAt - t0);
+        current = next;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      running = false;
+      await Promise.all(callers);
+      await pool.end();
+      samples.sort((x, y) => x - y);
+      putSamples.sort((x, y) => x - y);
+      eventSamples.sort((x, y) => x - y);
+      results.reroute = {
+        switches,
+        etcdPutP50Millis: percentile(putSamples, 50),
+        watchEventP50Millis: percentile(eventSamples, 50),
+        watchEventP99Millis: percentile(eventSamples, 99),
+        p50Millis: percentile(samples, 50),
+        p99Millis: percentile(samples, 99),
+        maxMillis: samples[samples.length - 1],
+        failedQueries: failures,
+      };
+      log(
+        `reroute (busy pool, 10 callers, ${switches} switches): p50 ${percentile(samples, 50).toFixed(1)} ms, p99 ${percentile(samples, 99).toFixed(1)} ms, max ${samples[samples.length - 1]!.toFixed(1)} ms, failed queries ${failures} (etcd put p50 ${percentile(putSamples, 50).toFixed(1)} ms, watch event p50 ${percentile(eventSamples, 50).toFixed(1)} / p99 ${percentile(eventSamples, 99).toFixed(1)} ms after the put began)`,
+      );
+    }
+
+    // 3. Many pools in one process on one change.
+    {
+      const watcher = watchCluster(discovery);
+      await watcher.ready;
+      const pools = Array.from(
+        { length: poolCount },
+        () => new Pool({ ...credentials, discovery: watcher, max: 1, idleTimeoutMillis: 0 }),
+      );
+      for (const p of pools) p.on('error', () => undefined);
+      const from = watcher.primary!.port === a.port ? a : b;
+      const to = from === a ? b : a;
+      log(`${poolCount} pools: opening one connection each to the current primary`);
+      for (let i = 0; i < pools.length; i += 50) {
+        await Promise.all(pools.slice(i, i + 50).map((p) => p.query('SELECT 1')));
+      }
+      const routed: number[] = [];
+      const queried: number[] = [];
+      let t0 = 0;
+      const done = Promise.all(
+        pools.map(
+          (p) =>
+            new Promise<void>((resolve, reject) => {
+              p.once('primary-changed', () => {
+                routed.push(performance.now() - t0);
+                // Queried on the next turn, so one pool's connection setup is not counted in the next one's routing.
+                setImmediate(() =>
+                  p.query('SELECT inet_server_port() AS port').then((r) => {
+                    if (r.rows[0].port !== to.port) reject(new Error('query went to the old primary'));
+                    queried.push(performance.now() - t0);
+                    resolve();
+                  }, reject),
+                );
+              });
+            }),
+        ),
+      );
+      term += 1;
+      t0 = performance.now();
+      await publish(admin, leaderKey, to, term);
+      await done;
+      routed.sort((x, y) => x - y);
+      queried.sort((x, y) => x - y);
+      results.manyPools = {
+        pools: poolCount,
+        routedP50Millis: percentile(routed, 50),
+        routedP99Millis: percentile(routed, 99),
+        firstQueryP50Millis: percentile(queried, 50),
+        firstQueryP99Millis: percentile(queried, 99),
+      };
+      log(
+        `${poolCount} pools, one change: route switched p50 ${percentile(routed, 50).toFixed(1)} / p99 ${percentile(routed, 99).toFixed(1)} ms; first query on the new primary (opens a connection) p50 ${percentile(queried, 50).toFixed(1)} / p99 ${percentile(queried, 99).toFixed(1)} ms`,
+      );
+      await Promise.all(pools.map((p) => p.end()));
+      await watcher.close();
+    }
+    admin.close();
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+    if (values.json) writeFileSync(values.json, `${JSON.stringify(results, null, 2)}\n`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

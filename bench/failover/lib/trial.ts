@@ -22,9 +22,10 @@ export interface TrialResult {
   /** Writes the old primary acknowledged after the new primary had acknowledged one (two writable primaries). */
   readonly lateOldAcks: number | null;
   /**
-   * Until the old primary streams from the new one: from its restart for host loss
-   * (the host comes back as soon as the new primary takes a write), from the fault
-   * otherwise. Null when the old primary stayed primary (in-place restart).
+   * Until the old primary streams from the new one: for host loss from the new
+   * primary's first write, when the host comes back (earlier would let a restarted
+   * daemon reclaim a lease it still holds, which is a crash, not a host loss); from
+   * the fault otherwise. Null when the old primary stayed primary (in-place restart).
    */
   readonly rejoin: number | null;
   readonly acked: number;

@@ -19,11 +19,14 @@ export { ClusterWatcher, clusterWatcherEventNames, parseEtcdEndpoints, watchClus
 export {
   DiscoveryStaleError,
   NoPrimaryError,
+  NoReplicaError,
   NotPrimaryError,
   OutcomeUnknownError,
   PrimaryChangedError,
 } from './errors.js';
 export type { PghaPoolOptions, PoolEvents, PoolOptions } from './pool.js';
 export { Pool } from './pool.js';
-export type { StalePolicy } from './routing.js';
-export { stalePolicies } from './routing.js';
+export type { ReplicaPoolOptions } from './replica-pool.js';
+export { ReplicaPool } from './replica-pool.js';
+export type { ReplicaFallback, RouteTarget, StalePolicy } from './routing.js';
+export { replicaFallbacks, stalePolicies } from './routing.js';

@@ -72,7 +72,11 @@ const pghaOptionNames = [
   'primaryWaitTimeoutMillis',
   'drainTimeoutMillis',
   'stalePolicy',
-] as const satisfies ReadonlyArray<keyof PghaPoolOptions>;
+  // ReplicaPool's (kept out of pool.options for every pool).
+  'maxReplicaLagBytes',
+  'maxReplicaLagMillis',
+  'replicaFallback',
+] as const;
 
 interface ResolvedOptions {
   readonly watcher: ClusterWatcher;
@@ -218,7 +222,8 @@ export class Pool extends pg.Pool {
   private readonly ownsDiscovery: boolean;
   private readonly sideClients = new Set<pg.Client>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
-  private readonly detach: () => void;
+  /** Stops listening to discovery; subclasses add their own detachers. */
+  protected readonly detachers: Array<() => void> = [];
 
   constructor(options: PoolOptions) {
     const { pgOptions, pgha } = splitOptions(options);
@@ -275,13 +280,13 @@ export class Pool extends pg.Pool {
     this.discovery.on('discovery-error', onError);
     this.discovery.on('discovery-stale', onStale);
     this.discovery.on('discovery-restored', onRestored);
-    this.detach = () => {
+    this.detachers.push(() => {
       this.discovery.off('primary-changed', onPrimary);
       this.discovery.off('no-primary', onNoPrimary);
       this.discovery.off('discovery-error', onError);
       this.discovery.off('discovery-stale', onStale);
       this.discovery.off('discovery-restored', onRestored);
-    };
+    });
   }
 
   /** The writable primary new connections go to, or null while there is none. */
@@ -589,7 +594,7 @@ export class Pool extends pg.Pool {
   override end(cb?: any): any {
     const wasEnding = this.ending;
     if (wasEnding) return super.end(cb);
-    this.detach();
+    for (const detach of this.detachers) detach();
     for (const timer of this.drainTimers) clearTimeout(timer);
     this.drainTimers.clear();
     const closing = this.ownsDiscovery ? this.discovery.close() : Promise.resolve();

@@ -6,11 +6,15 @@ import {
   type DiscoveryState,
   decideCheckout,
   decideLeaderObservation,
+  decideReplica,
   decideRole,
   initialDiscoveryState,
   type LeaderObservation,
   mayCommit,
   type QueryFailure,
+  type ReplicaCandidate,
+  type ReplicaSnapshot,
+  replicaRejection,
   retryDelayMillis,
   shouldDrain,
 } from './routing.js';
@@ -265,5 +269,76 @@ describe('mayCommit', () => {
 describe('retryDelayMillis', () => {
   it('backs off exponentially up to one second', () => {
     expect([1, 2, 3, 10].map(retryDelayMillis)).toEqual([25, 50, 100, 1000]);
+  });
+});
+
+describe('decideReplica', () => {
+  const member = (overrides: Partial<ReplicaCandidate> = {}): ReplicaCandidate => ({
+    name: 'demo-1',
+    role: 'replica',
+    state: 'running',
+    host: '10.0.0.2',
+    port: 5432,
+    term: 1,
+    lagBytes: 0,
+    lagSeconds: 0,
+    streaming: true,
+    healthy: true,
+    ...overrides,
+  });
+  const snap = (overrides: Partial<ReplicaSnapshot> = {}): ReplicaSnapshot => ({
+    members: [member(), member({ name: 'demo-2', host: '10.0.0.3' })],
+    leader: endpoint(),
+    maxLagBytes: 1000,
+    maxLagMillis: 1000,
+    fallback: 'primary',
+    pick: 0,
+    ...overrides,
+  });
+
+  it('spreads connections over the eligible replicas in name order', () => {
+    const picks = [0, 1, 2].map((pick) => decideReplica(snap({ pick })));
+    expect(picks.map((d) => (d.action === 'connect' ? d.target.member : d.action))).toEqual([
+      'demo-1',
+      'demo-2',
+      'demo-1',
+    ]);
+    expect(picks[0]).toEqual({
+      action: 'connect',
+      target: { kind: 'replica', member: 'demo-1', host: '10.0.0.2', port: 5432, term: 1 },
+    });
+  });
+
+  it('skips replicas that lag, are unhealthy, not streaming, of an older term or without lag figures', () => {
+    const bad = [
+      member({ name: 'a', lagBytes: 5000 }),
+      member({ name: 'b', lagSeconds: 2 }),
+      member({ name: 'c', healthy: false }),
+      member({ name: 'd', streaming: false }),
+      member({ name: 'e', term: 0 }),
+      member({ name: 'f', lagBytes: null }),
+      member({ name: 'g', state: 'starting' }),
+      member({ name: 'demo-0', role: 'primary' }),
+    ];
+    const decision = decideReplica(snap({ members: [...bad, member({ name: 'ok' })] }));
+    expect(decision).toMatchObject({ action: 'connect', target: { member: 'ok' } });
+    for (const m of bad) expect(replicaRejection(m, snap())).not.toBeNull();
+  });
+
+  it('honours "no limit" lag settings', () => {
+    const laggy = member({ lagBytes: 1e12, lagSeconds: 1e6 });
+    expect(replicaRejection(laggy, snap({ maxLagBytes: null, maxLagMillis: null }))).toBeNull();
+  });
+
+  it('falls back to the writable primary, or waits, as configured', () => {
+    const none = snap({ members: [member({ lagBytes: 1e9 })] });
+    expect(decideReplica(none)).toEqual({
+      action: 'connect',
+      target: { kind: 'primary', member: 'demo-0', host: '10.0.0.1', port: 5432, term: 1 },
+    });
+    const waiting = decideReplica({ ...none, fallback: 'fail' });
+    expect(waiting.action).toBe('wait');
+    expect(waiting.action === 'wait' && waiting.reason).toMatch(/lags 1000000000 bytes/);
+    expect(decideReplica({ ...none, leader: endpoint({ writable: false }) }).action).toBe('wait');
   });
 });

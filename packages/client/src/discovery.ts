@@ -11,6 +11,7 @@ import {
   MemberRecord,
   PghaError,
   type PrimaryEndpoint,
+  TargetRecord,
 } from '@pgha/core';
 import { Etcd3, type IOptions, type Watcher } from 'etcd3';
 import { EventEmitter } from 'eventemitter3';
@@ -20,6 +21,7 @@ import {
   decideLeaderObservation,
   initialDiscoveryState,
   type LeaderObservation,
+  reasonFromTarget,
 } from './routing.js';
 
 /** How the client reaches etcd. */
@@ -180,6 +182,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private membersFollowing: Promise<void> | null = null;
   private membersWatcher: Watcher | null = null;
   private membersWatchHealthy = false;
+  /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
+  private target: TargetRecord | null = null;
+  private targetWatcher: Watcher | null = null;
 
   /** @internal use {@link watchCluster} */
   constructor(options: WatchClusterOptions) {
@@ -339,9 +344,10 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     for (const w of [...this.waiters]) w();
-    const watchers = [this.watcher, this.membersWatcher];
+    const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
     this.watcher = null;
     this.membersWatcher = null;
+    this.targetWatcher = null;
     for (const watcher of watchers) {
       try {
         await watcher?.cancel();
@@ -355,10 +361,16 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private async readOnce(): Promise<void> {
     let revision: number;
     try {
-      const response = await this.client.get(this.keys.leader).exec();
+      const [response, targetResponse] = await Promise.all([
+        this.client.get(this.keys.leader).exec(),
+        this.client.get(this.keys.target).exec(),
+      ]);
       revision = Number(response.header.revision);
       const kv = response.kvs[0];
       this.contact();
+      const targetKv = targetResponse.kvs[0];
+      if (targetKv !== undefined) this.noteTarget(targetKv.value);
+      if (this.targetWatcher === null) void this.startTargetWatch(Number(targetResponse.header.revision));
       const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
       // A change the watch had not delivered means it may be dead: start it again.
       if (!this.watchHealthy || changed) await this.startWatch(revision);
@@ -481,6 +493,39 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     }
   }
 
+  /** Keeps the newest valid target record (the controller writes it before the leader is installed). */
+  private noteTarget(value: Buffer): void {
+    try {
+      const record = TargetRecord.decode(value);
+      if (this.target === null || record.term >= this.target.term) this.target = record;
+    } catch (error) {
+      this.emitEvent({ type: 'discovery-error', error: error instanceof Error ? error : new Error(String(error)) });
+    }
+  }
+
+  private async startTargetWatch(afterRevision: number): Promise<void> {
+    if (this.closedFlag || this.targetWatcher !== null) return;
+    try {
+      const watcher = await this.client
+        .watch()
+        .key(this.keys.target)
+        .startRevision(String(afterRevision + 1))
+        .create();
+      if (this.closedFlag || this.targetWatcher !== null) {
+        await watcher.cancel().catch(() => undefined);
+        return;
+      }
+      this.targetWatcher = watcher;
+      watcher.on('put', (kv) => this.noteTarget(kv.value));
+      watcher.on('error', () => {
+        // Only a hint: the next re-read starts it again.
+        if (this.targetWatcher === watcher) this.targetWatcher = null;
+      });
+    } catch {
+      // Only a hint: the next re-read tries again.
+    }
+  }
+
   /** Decodes a member record; a malformed one (or one under the wrong key) is reported and dropped. */
   private decodeMember(key: string, value: Buffer): MemberRecord | null {
     try {
@@ -511,7 +556,12 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** Applies an observation; returns whether the route changed. */
   private apply(observation: LeaderObservation): boolean {
     if (this.closedFlag) return false;
-    const decision = decideLeaderObservation(this.state, observation);
+    const target = this.target;
+    const hinted: LeaderObservation =
+      observation.kind === 'record' && target !== null && target.term === observation.record.term
+        ? { ...observation, reasonHint: reasonFromTarget(target.reason) }
+        : observation;
+    const decision = decideLeaderObservation(this.state, hinted);
     this.state = decision.next;
     const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
     if (routeChanged) for (const w of [...this.waiters]) w();

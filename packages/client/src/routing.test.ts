@@ -14,6 +14,7 @@ import {
   type QueryFailure,
   type ReplicaCandidate,
   type ReplicaSnapshot,
+  reasonFromTarget,
   replicaRejection,
   retryDelayMillis,
   shouldDrain,
@@ -137,6 +138,15 @@ describe('decideLeaderObservation', () => {
     expect(same.events[1]).toMatchObject({ type: 'primary-changed', reason: 'restart' });
     const sw = run([put(leader(), 1), put(leader({ term: 2, member: 'demo-1' }), 2, 'switchover')]);
     expect(sw.events[1]).toMatchObject({ type: 'primary-changed', reason: 'switchover' });
+  });
+});
+
+describe('reasonFromTarget', () => {
+  it("maps the controller's decision to the event reason", () => {
+    expect(reasonFromTarget('failover')).toBe('failover');
+    expect(reasonFromTarget('manual-failover')).toBe('failover');
+    expect(reasonFromTarget('switchover')).toBe('switchover');
+    expect(reasonFromTarget('bootstrap')).toBe('initial');
   });
 });
 

@@ -163,6 +163,28 @@ export function decideLeaderObservation(state: DiscoveryState, observation: Lead
   }
 }
 
+/**
+ * The `reason` of a primary change, from the controller's decision for that term
+ * (its target record): failovers (automatic or manual), switchovers, or the bootstrap.
+ */
+export function reasonFromTarget(
+  reason: 'failover' | 'switchover' | 'manual-failover' | 'bootstrap',
+): PrimaryChangeReason {
+  switch (reason) {
+    case 'failover':
+    case 'manual-failover':
+      return 'failover';
+    case 'switchover':
+      return 'switchover';
+    case 'bootstrap':
+      return 'initial';
+    default: {
+      const unreachable: never = reason;
+      return unreachable;
+    }
+  }
+}
+
 /** What `decideCheckout` looks at. */
 export interface CheckoutSnapshot {
   readonly leader: PrimaryEndpoint | null;

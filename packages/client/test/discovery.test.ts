@@ -95,6 +95,27 @@ describe('watchCluster', () => {
     });
   });
 
+  it("labels a change with the controller's reason from the target record of that term", async () => {
+    const { keys, watcher } = setup();
+    await admin.put(keys.leader).value(record({ term: 1 }));
+    await until('term 1', () => watcher.primary?.term === 1);
+    const target = (term: number, reason: string) =>
+      JSON.stringify({ v: 1, term, member: 'demo-1', reason, from: 'demo-0', decidedAt: new Date().toISOString() });
+    // The controller decides (target) before the agent installs the leader.
+    const seenTarget = (term: number) => () =>
+      (watcher as unknown as { target: { term: number } | null }).target?.term === term;
+    await admin.put(keys.target).value(target(2, 'switchover'));
+    await until('the target of term 2', seenTarget(2));
+    const second = nextEvent(watcher, 'primary-changed');
+    await admin.put(keys.leader).value(record({ term: 2, member: 'demo-1' }));
+    expect(await second).toMatchObject({ term: 2, reason: 'switchover' });
+    await admin.put(keys.target).value(target(3, 'failover'));
+    await until('the target of term 3', seenTarget(3));
+    const third = nextEvent(watcher, 'primary-changed');
+    await admin.put(keys.leader).value(record({ term: 3, member: 'demo-2' }));
+    expect(await third).toMatchObject({ term: 3, reason: 'failover' });
+  });
+
   it('ignores an older term, reports it and keeps the newer primary', async () => {
     const { keys, watcher } = setup();
     await admin.put(keys.leader).value(record({ term: 5, member: 'demo-2' }));

@@ -2,11 +2,14 @@
 
 /** Anything with eventemitter-style on/off (Node's EventEmitter or eventemitter3). */
 export interface Emitterish {
+  // biome-ignore lint/suspicious/noExplicitAny: any emitter's listener signature
   on(event: string, listener: (...args: any[]) => void): unknown;
+  // biome-ignore lint/suspicious/noExplicitAny: any emitter's listener signature
   off(event: string, listener: (...args: any[]) => void): unknown;
 }
 
 /** Resolves with the first `event` whose first argument satisfies `predicate`, or rejects after `timeoutMillis`. */
+// biome-ignore lint/suspicious/noExplicitAny: callers name the payload type when they care
 export function nextEvent<T = any>(
   emitter: Emitterish,
   event: string,

@@ -149,11 +149,15 @@ describe('failover', () => {
     const m = member(old.member);
     const agentPid = m.agentPid()!;
     const pgPid = postmasterPid(m.memberDir)!;
+    // The host stays down until a new primary is elected (without the hold, the
+    // supervisor restarts it within 0.5 s and it may be re-elected, losslessly).
+    c.hold(old.member);
     const faultAt = Date.now();
     process.kill(agentPid, 'SIGKILL');
     process.kill(pgPid, 'SIGKILL');
     const next = await newLeader(old);
     expect(next.member).not.toBe(old.member);
+    c.startMember(old.member);
     const first = await waitFor('a write acknowledged by the new primary', () => w.firstAckAfter(faultAt, old.member), 15_000, 20);
     const after = await healthy(60_000);
     expect(after.member).toBe(next.member);

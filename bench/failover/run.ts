@@ -3,7 +3,7 @@
 //
 //   npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials 5]
 //       [--faults host-loss,postgres-crash,switchover] [--profiles defaults,tightest] [--json FILE]
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,14 +43,22 @@ async function main(): Promise<number> {
       faults: { type: 'string', default: allFaults.join(',') },
       profiles: { type: 'string' },
       json: { type: 'string' },
+      report: { type: 'string' },
       'rejoin-timeout': { type: 'string', default: String(defaultLimits.rejoinMillis / 1000) },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--rejoin-timeout SECONDS] [--json FILE]\n',
+      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--rejoin-timeout SECONDS] [--json FILE] | --report FILE\n',
     );
+    return 0;
+  }
+  if (values.report !== undefined) {
+    // Re-print the tables of a run saved with --json, without running anything.
+    const saved = JSON.parse(readFileSync(values.report, 'utf8')) as { results: TrialResult[] };
+    const ratios = formatRatios(saved.results);
+    process.stdout.write(`${formatSummary(saved.results)}\n${ratios === null ? '' : `\n${ratios}\n`}`);
     return 0;
   }
   const targets = list(values.target!, targetNames, 'target');

@@ -44,7 +44,7 @@ describe('longestPause', () => {
 describe('the report', () => {
   test('counts failed trials but leaves them out of the statistics', () => {
     const table = formatSummary([trial({ toWrite: 2 }), trial({ toWrite: null, error: 'timed out' })]);
-    expect(table).toContain('| patroni/defaults | host-loss | 1/2 | 2.00 / 2.00 / 2.00 |');
+    expect(table).toContain('| patroni/defaults | host-loss | 1/2 | 1/1 | 2.00 / 2.00 / 2.00 |');
   });
   test('prints ratios of medians only when both systems ran', () => {
     expect(formatRatios([trial()])).toBeNull();

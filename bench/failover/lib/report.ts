@@ -53,8 +53,8 @@ export function groups(results: readonly TrialResult[]): Map<string, TrialResult
 
 /** A Markdown table: one row per system/profile and fault, min / median / max per metric. */
 export function formatSummary(results: readonly TrialResult[]): string {
-  const header = `| system/profile | fault | ok/trials | ${metrics.map((m) => `${m.label}${m.unit ? ` (${m.unit})` : ''} min / med / max`).join(' | ')} |`;
-  const rule = `|${' --- |'.repeat(3 + metrics.length)}`;
+  const header = `| system/profile | fault | ok/trials | primary moved | ${metrics.map((m) => `${m.label}${m.unit ? ` (${m.unit})` : ''} min / med / max`).join(' | ')} |`;
+  const rule = `|${' --- |'.repeat(4 + metrics.length)}`;
   const rows = [...groups(results)].map(([key, rs]) => {
     const [sp, fault] = key.split('|');
     const ok = rs.filter((r) => r.error === undefined);
@@ -62,7 +62,8 @@ export function formatSummary(results: readonly TrialResult[]): string {
       const s = summarize(ok.map((r) => r[k]));
       return s === null ? '-' : `${fmt(s.min, unit)} / ${fmt(s.median, unit)} / ${fmt(s.max, unit)}`;
     });
-    return `| ${sp} | ${fault} | ${ok.length}/${rs.length} | ${cells.join(' | ')} |`;
+    const moved = ok.filter((r) => r.newPrimary !== null && r.newPrimary !== r.oldPrimary).length;
+    return `| ${sp} | ${fault} | ${ok.length}/${rs.length} | ${moved}/${ok.length} | ${cells.join(' | ')} |`;
   });
   return [header, rule, ...rows].join('\n');
 }

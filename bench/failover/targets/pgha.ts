@@ -3,7 +3,7 @@
 //
 // Implemented against the runtime's API as it stands while failover is being
 // built: members[i].agentPid(), memberDir/data/postmaster.pid, connectionString(),
-// startMember(), and the `pgha switchover` subcommand. Needs `pnpm build` first
+// startMember(), hold() when the runtime has it, and the `pgha switchover` subcommand. Needs `pnpm build` first
 // (the agents run packages/controller/dist/cli.js).
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -22,6 +22,12 @@ export const pghaProfiles: readonly Settings[] = [
     description: 'agent defaults (lease TTL, keepalive interval, fencing margin as `pgha agent --help` shows)',
   },
 ];
+
+/** PIDs of the runtime's controller processes, on runtimes that run them. */
+function controllerPids(c: LocalCluster): number[] {
+  const withControllers = c as LocalCluster & { controllerPids?: () => Array<number | undefined> };
+  return (withControllers.controllerPids?.() ?? []).filter((p): p is number => typeof p === 'number');
+}
 
 /** Builds the pgha target. */
 export function pghaTarget(): Target {
@@ -79,6 +85,7 @@ export function pghaTarget(): Target {
         if (postmaster !== null) everyPid.add(postmaster);
       }
       if (c.etcdPid !== null) everyPid.add(c.etcdPid);
+      for (const pid of controllerPids(c)) everyPid.add(pid);
       // The runtime's own stop first (agents stop postgres, then etcd), bounded;
       // then by PID whatever is left.
       await Promise.race([c.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 30_000))]);
@@ -119,6 +126,7 @@ export function pghaTarget(): Target {
         readyTimeoutMillis: 180_000,
       });
       if (cluster.etcdPid !== null) everyPid.add(cluster.etcdPid);
+      for (const pid of controllerPids(cluster)) everyPid.add(pid);
       const primary = await waitHealthy(120_000);
       await queryOnce(clientConfig(primary), createWritesTable, [], 10_000);
       await waitHealthy(60_000);
@@ -131,6 +139,11 @@ export function pghaTarget(): Target {
       if (daemon === null || postmaster === null)
         throw new Error(`${m.name} is not running (agent ${daemon}, postmaster ${postmaster})`);
       killedAgents.set(m.name, daemon);
+      // A lost host stays down: keep the runtime's supervision (which restarts a
+      // dead agent within ~0.5 s, as Kubernetes restarts a pod) from bringing it
+      // back before restartHost(), or this would measure a crash-restart instead.
+      const c = cluster as (LocalCluster & { hold?: (name: string) => void }) | null;
+      c?.hold?.(m.name);
       signalPid(daemon, 'SIGKILL');
       signalPid(postmaster, 'SIGKILL');
     },
@@ -151,9 +164,8 @@ export function pghaTarget(): Target {
       });
     },
     async restartHost(m) {
-      // `pgha up` is to restart a member whose agent died (as Kubernetes restarts a
-      // pod); when it already has, the member has a new live agent and there is
-      // nothing to do.
+      // startMember() also releases a held member. On a runtime without hold(), its
+      // supervision may already have restarted the agent: then there is nothing to do.
       const member = local(m);
       const current = member.agentPid();
       if (current !== undefined && current !== killedAgents.get(m.name) && isAlive(current)) return;

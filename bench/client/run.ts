@@ -1,10 +1,11 @@
 // bench/client: @pgha/client's Pool against plain pg.Pool on the same server in the
 // same run, then reroute timings. See README.md for the command and measured numbers.
 //
-//   npx tsx bench/client/run.ts [--duration-ms 3000] [--rounds 2] [--switches 20] [--pools 1000] [--json FILE]
+//   npx tsx bench/client/run.ts [--duration-ms 5000] [--slice-ms 250] [--cells select1:1,...] [--switches 20] [--pools 1000] [--json FILE]
 //
 // 1. throughput and p50/p99 latency of `SELECT 1` and a small insert at 1, 10 and 50
-//    concurrent callers, pgha / pg ratios (rounds interleave the two pools to spread noise);
+//    concurrent callers, pgha / pg ratios (short alternating slices spread the noise
+//    of a shared machine over both pools);
 // 2. reroute: time from the new primary's leader record turning writable to the first
 //    successful query through a busy pool, over --switches switches;
 // 3. --pools pools in one process (sharing one watcher) rerouting on one change.
@@ -33,11 +34,11 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-function summarize(latencies: number[], elapsedMillis: number, cpu: NodeJS.CpuUsage): Stats {
+function summarize(latencies: number[], elapsedMillis: number, cpuMicros: number): Stats {
   latencies.sort((a, b) => a - b);
   return {
     ops: latencies.length,
-    cpuMicrosPerOp: (cpu.user + cpu.system) / latencies.length,
+    cpuMicrosPerOp: cpuMicros / latencies.length,
     opsPerSecond: (latencies.length / elapsedMillis) * 1000,
     p50Millis: percentile(latencies, 50),
     p99Millis: percentile(latencies, 99),
@@ -50,28 +51,40 @@ const statements: Record<Workload, (caller: number) => [string, unknown[]]> = {
   insert: (caller) => ['INSERT INTO bench_writes (caller, payload) VALUES ($1, $2)', [caller, 'x'.repeat(64)]],
 };
 
-async function measure(pool: pg.Pool, workload: Workload, callers: number, durationMillis: number): Promise<Stats> {
-  // Warm up: open every connection and prepare the server's caches.
+/** Accumulated measurements of one pool across time slices. */
+interface Accumulator {
+  readonly latencies: number[];
+  elapsedMillis: number;
+  cpuMicros: number;
+}
+
+async function warm(pool: pg.Pool, workload: Workload, callers: number): Promise<void> {
+  // Open every connection and prepare the server's caches.
   await Promise.all(
     Array.from({ length: callers }, async (_, caller) => {
       for (let i = 0; i < 20; i++) await pool.query(...statements[workload](caller));
     }),
   );
-  const latencies: number[] = [];
+}
+
+/** Runs `callers` closed-loop callers against `pool` for `millis`, adding to `into`. */
+async function slice(pool: pg.Pool, workload: Workload, callers: number, millis: number, into: Accumulator) {
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
-  const deadline = started + durationMillis;
+  const deadline = started + millis;
   await Promise.all(
     Array.from({ length: callers }, async (_, caller) => {
       const [text, values] = statements[workload](caller);
       while (performance.now() < deadline) {
         const t = performance.now();
         await pool.query(text, values);
-        latencies.push(performance.now() - t);
+        into.latencies.push(performance.now() - t);
       }
     }),
   );
-  return summarize(latencies, performance.now() - started, process.cpuUsage(cpuBefore));
+  into.elapsedMillis += performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  into.cpuMicros += cpu.user + cpu.system;
 }
 
 async function publish(admin: Etcd3, key: string, server: TestServer, term: number): Promise<void> {
@@ -92,8 +105,8 @@ async function publish(admin: Etcd3, key: string, server: TestServer, term: numb
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      'duration-ms': { type: 'string', default: '3000' },
-      rounds: { type: 'string', default: '3' },
+      'duration-ms': { type: 'string', default: '5000' },
+      'slice-ms': { type: 'string', default: '250' },
       switches: { type: 'string', default: '20' },
       pools: { type: 'string', default: '1000' },
       cells: { type: 'string', default: 'select1:1,select1:10,select1:50,insert:1,insert:10,insert:50' },
@@ -108,7 +121,7 @@ async function main(): Promise<void> {
     return { workload: workload as Workload, callers: Number(callers) };
   });
   const durationMillis = Number(values['duration-ms']);
-  const rounds = Number(values.rounds);
+  const sliceMillis = Number(values['slice-ms']);
   const switches = Number(values.switches);
   const poolCount = Number(values.pools);
   const results: Record<string, unknown> = {
@@ -144,38 +157,42 @@ async function main(): Promise<void> {
     const table: Array<Record<string, unknown>> = [];
     for (const { workload, callers } of cells) {
       {
-        const runs: Record<'pg' | 'pgha', Stats[]> = { pg: [], pgha: [] };
-        for (let round = 0; round < rounds; round++) {
-          const order: Array<'pg' | 'pgha'> = round % 2 === 0 ? ['pg', 'pgha'] : ['pgha', 'pg'];
-          for (const kind of order) {
-            const pool =
-              kind === 'pg'
-                ? new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers })
-                : new Pool({ ...credentials, ...discovery, max: callers });
-            runs[kind].push(await measure(pool, workload, callers, durationMillis));
-            await pool.end();
-          }
+        // Both pools stay open; short slices alternate between them (ABBA...), so the
+        // other work on a shared machine falls on both alike.
+        const pools = {
+          pg: new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers }),
+          pgha: new Pool({ ...credentials, ...discovery, max: callers }),
+        };
+        const acc: Record<'pg' | 'pgha', Accumulator> = {
+          pg: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
+          pgha: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
+        };
+        await warm(pools.pg, workload, callers);
+        await warm(pools.pgha, workload, callers);
+        const slices = Math.max(2, Math.round(durationMillis / sliceMillis));
+        for (let i = 0; i < slices; i++) {
+          const order: Array<'pg' | 'pgha'> = i % 2 === 0 ? ['pg', 'pgha'] : ['pgha', 'pg'];
+          for (const kind of order) await slice(pools[kind], workload, callers, sliceMillis, acc[kind]);
         }
-        // The median round: robust against a round disturbed by other work on the machine.
-        const mean = (list: Stats[], key: keyof Stats) => {
-          const sorted = list.map((s) => s[key]).sort((x, y) => x - y);
-          return sorted.length % 2 === 1
-            ? sorted[(sorted.length - 1) / 2]!
-            : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+        await pools.pg.end();
+        await pools.pgha.end();
+        const stats = {
+          pg: summarize(acc.pg.latencies, acc.pg.elapsedMillis, acc.pg.cpuMicros),
+          pgha: summarize(acc.pgha.latencies, acc.pgha.elapsedMillis, acc.pgha.cpuMicros),
         };
         const row = {
           workload,
           callers,
-          pgOpsPerSecond: Math.round(mean(runs.pg, 'opsPerSecond')),
-          pghaOpsPerSecond: Math.round(mean(runs.pgha, 'opsPerSecond')),
-          throughputRatio: mean(runs.pgha, 'opsPerSecond') / mean(runs.pg, 'opsPerSecond'),
-          pgP50Millis: mean(runs.pg, 'p50Millis'),
-          pghaP50Millis: mean(runs.pgha, 'p50Millis'),
-          pgP99Millis: mean(runs.pg, 'p99Millis'),
-          pghaP99Millis: mean(runs.pgha, 'p99Millis'),
-          p99DeltaPercent: (mean(runs.pgha, 'p99Millis') / mean(runs.pg, 'p99Millis') - 1) * 100,
-          pgCpuMicrosPerOp: mean(runs.pg, 'cpuMicrosPerOp'),
-          pghaCpuMicrosPerOp: mean(runs.pgha, 'cpuMicrosPerOp'),
+          pgOpsPerSecond: Math.round(stats.pg.opsPerSecond),
+          pghaOpsPerSecond: Math.round(stats.pgha.opsPerSecond),
+          throughputRatio: stats.pgha.opsPerSecond / stats.pg.opsPerSecond,
+          pgP50Millis: stats.pg.p50Millis,
+          pghaP50Millis: stats.pgha.p50Millis,
+          pgP99Millis: stats.pg.p99Millis,
+          pghaP99Millis: stats.pgha.p99Millis,
+          p99DeltaPercent: (stats.pgha.p99Millis / stats.pg.p99Millis - 1) * 100,
+          pgCpuMicrosPerOp: stats.pg.cpuMicrosPerOp,
+          pghaCpuMicrosPerOp: stats.pgha.cpuMicrosPerOp,
         };
         table.push(row);
         log(
@@ -277,7 +294,7 @@ async function main(): Promise<void> {
                 routed.push(performance.now() - t0);
                 // Queried on the next turn, so one pool's connection setup is not counted in the next one's routing.
                 setImmediate(() =>
-                  p.query('SELECT inet_server_port() AS port').then((r) => {
+                  p.query('SELECT inet_server_port() AS port').then((r: pg.QueryResult) => {
                     if (r.rows[0].port !== to.port) reject(new Error('query went to the old primary'));
                     queried.push(performance.now() - t0);
                     resolve();

@@ -357,10 +357,10 @@ export class Pool extends pg.Pool {
     );
   }
 
-  /** Whether connections to `target` belong to the past (a newer term, or no leader). */
+  /** Whether connections to `target` belong to the past (a newer term, no leader, or a leader not writable). */
   protected isStaleTarget(target: RouteTarget): boolean {
     const leader = this.discovery.leader;
-    if (leader === null || shouldDrain(target.term, leader)) return true;
+    if (leader === null || shouldDrain(target.term, leader) || !leader.writable) return true;
     return leader.host !== target.host || leader.port !== target.port;
   }
 
@@ -459,6 +459,12 @@ export class Pool extends pg.Pool {
    */
   newClient(pendingItem: PendingItem): void {
     const internals = this as unknown as PoolInternals;
+    if (pendingItem.timedOut && pendingItem[retryState] !== undefined) {
+      // pg-pool's checkout timeout already answered this caller, but could not take
+      // the item out of its queue (it looks for the callback we wrapped): skip it.
+      internals._pulseQueue();
+      return;
+    }
     if (pendingItem[retryState] === undefined) {
       pendingItem[retryState] = { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0 };
       const original = pendingItem.callback;

@@ -208,6 +208,18 @@ describe('Pool keeps the pg.Pool contract', () => {
     expect(p.expiredCount).toBe(0);
   });
 
+  it("times a queued checkout out with pg-pool's error when the pool is full (connectionTimeoutMillis)", async () => {
+    const p = pool({ max: 1, connectionTimeoutMillis: 300 });
+    const held = await p.connect();
+    const started = Date.now();
+    await expect(p.connect()).rejects.toThrow('timeout exceeded when trying to connect');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(p.waitingCount).toBe(0);
+    held.release();
+    const again = await p.connect();
+    again.release();
+  });
+
   it('destroys a client released with an error and throws on a double release', async () => {
     const p = pool();
     const client = await p.connect();

@@ -6,7 +6,7 @@ import { assertEtcdReachable, createEtcdClient } from '../../adapters/etcd.js';
 import { findEtcdBinary } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
 
-/** A single-member etcd started by pgha for a local cluster or a test. */
+/** An etcd member started by pgha for a local cluster or a test (alone, unless `initialCluster` names peers). */
 export interface EtcdServer {
   readonly endpoint: string;
   readonly pid: number;
@@ -24,6 +24,16 @@ export interface EtcdServerOptions {
   readonly logFile?: string;
   readonly detached?: boolean;
   readonly startTimeoutMillis?: number;
+  /**
+   * `--initial-cluster` (`name=http://host:peerPort,...`) for a member of a multi-member
+   * etcd (tests). Default: this member alone. Start all members together: none
+   * answers before a quorum runs.
+   */
+  readonly initialCluster?: string;
+  /** `--heartbeat-interval`. Default 100 ms. */
+  readonly heartbeatIntervalMillis?: number;
+  /** `--election-timeout`. Default 1000 ms. */
+  readonly electionTimeoutMillis?: number;
 }
 
 /**
@@ -56,15 +66,15 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
       '--initial-advertise-peer-urls',
       peer,
       '--initial-cluster',
-      `${name}=${peer}`,
+      options.initialCluster ?? `${name}=${peer}`,
       '--initial-cluster-state',
       'new',
       // Small heartbeat and election so a local cluster is responsive; a single
       // member never holds elections against anyone, but it does wait one on start.
       '--heartbeat-interval',
-      '100',
+      String(options.heartbeatIntervalMillis ?? 100),
       '--election-timeout',
-      '1000',
+      String(options.electionTimeoutMillis ?? 1000),
       '--log-level',
       'warn',
     ],

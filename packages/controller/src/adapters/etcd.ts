@@ -1,5 +1,6 @@
 import { PghaError } from '@pgha/core';
-import { Etcd3, EtcdError, type IOptions } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, EtcdError, type IOptions, isRecoverableError } from 'etcd3';
 
 /** How pgha reaches etcd. */
 export interface EtcdConnection {
@@ -34,6 +35,14 @@ export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis =
     hosts,
     dialTimeout: callTimeoutMillis,
     defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMillis }),
+    faultHandling: {
+      // etcd3's default breaker shuns a host for 5 s after 3 failures: after a short
+      // outage of a single-endpoint etcd, a primary would fence itself for nothing.
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(3) }),
+      // Retry on the other endpoints, not on the same one: callers poll anyway, and a
+      // call must not outlast a lease deadline by retrying (default: 3 attempts).
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: hosts.length - 1 }),
+    },
   };
   if (connection.username !== undefined && connection.password !== undefined) {
     options.auth = { username: connection.username, password: connection.password };

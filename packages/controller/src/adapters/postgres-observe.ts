@@ -19,7 +19,10 @@ export interface PostgresObservation {
 // One round trip. The timeline of a primary comes from its current WAL file name
 // (its first 8 hex digits), which changes at promotion at once; the checkpoint's
 // timeline lags until the next checkpoint. pg_walfile_name() is refused during
-// recovery, so a standby reports its receiver's timeline (or the control file's).
+// recovery, so a standby reports the newest of its receiver's timeline, its last
+// restartpoint's, and the newest timeline history file in pg_wal — the timeline
+// recovery_target_timeline = 'latest' follows. (The restartpoint's alone can be
+// several promotions old on a standby restarted without an upstream.)
 const statusSql = `
 SELECT
   pg_is_in_recovery() AS in_recovery,
@@ -29,7 +32,10 @@ SELECT
   EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age,
   (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
   CASE WHEN pg_is_in_recovery()
-    THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (SELECT timeline_id FROM pg_control_checkpoint()))
+    THEN GREATEST(
+      COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), 0),
+      (SELECT timeline_id FROM pg_control_checkpoint()),
+      COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}[.]history$'), 0))
     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
   END AS timeline,
   current_setting('server_version') AS version,

@@ -81,11 +81,20 @@ export async function rewind(
   passfile: string,
 ): Promise<void> {
   const conn = `host=${source.host} port=${source.port} user=${superUser} dbname=postgres passfile=${passfile} connect_timeout=5`;
-  await runTool(bins.path('pg_rewind'), ['--target-pgdata', dataDir, '--source-server', conn], {
-    user,
-    timeoutMillis: 600_000,
-    cwd: dataDir,
-  });
+  // pg_rewind finishes crash recovery in single-user mode first, which refuses to
+  // run with standby.signal present (a fenced primary has one).
+  const signal = join(dataDir, 'standby.signal');
+  const hadSignal = existsSync(signal);
+  rmSync(signal, { force: true });
+  try {
+    await runTool(bins.path('pg_rewind'), ['--target-pgdata', dataDir, '--source-server', conn], {
+      user,
+      timeoutMillis: 600_000,
+      cwd: dataDir,
+    });
+  } finally {
+    if (hadSignal) writeOwnedFile(signal, '', user);
+  }
 }
 
 /** Moves a data directory aside (keeping only the newest one moved) before a re-clone. */

@@ -165,7 +165,8 @@ export class Agent {
     const o = this.options;
     this.bins = await findPostgresBinaries();
     this.user = postgresOsUser();
-    this.etcd = createEtcdClient(o.etcd);
+    // Calls shorter than the fencing budget: a tick must not hang past a deadline.
+    this.etcd = createEtcdClient(o.etcd, 1500);
     await assertEtcdReachable(this.etcd, o.etcd.endpoints);
 
     const inspection = inspectDataDir(this.dataDir, o.cluster, o.name);
@@ -273,16 +274,32 @@ export class Agent {
     this.wake?.();
   }
 
-  private async regrantLease(): Promise<void> {
+  private regranting: Promise<void> | null = null;
+
+  /** Grants a new lease after the old one expired; one at a time, retried until etcd answers. */
+  private regrantLease(): Promise<void> {
+    this.regranting ??= this.doRegrant().finally(() => {
+      this.regranting = null;
+    });
+    return this.regranting;
+  }
+
+  private async doRegrant(): Promise<void> {
     if (this.stopping) return;
     this.log.warn('our lease expired in etcd; granting a new one');
     this.holdsLeader = false;
     this.checkFence();
     try {
       await this.leaseKeeper.grant();
+      // Republish at once: the primary keeps slots only for members with a record,
+      // and a standby being restarted (a long step) must not wait for the next tick.
+      await this.publish(await this.observe()).catch(() => undefined);
       this.poke();
     } catch (error) {
-      this.log.warn(`could not grant a new lease: ${(error as Error).message}`);
+      // etcd unreachable: keep trying; until then we hold no lease, so nothing here
+      // can make postgres writable.
+      this.log.warn(`could not grant a new lease: ${(error as Error).message}; retrying`);
+      setTimeout(() => void this.regrantLease(), 500).unref();
     }
   }
 
@@ -425,6 +442,7 @@ export class Agent {
     if (!this.holdsLeader) throw new PghaError('conflict', 'refusing to start writable without the leader record');
     this.setState('starting');
     rmSync(join(this.dataDir, 'standby.signal'), { force: true });
+    this.setNeedsRewind(false);
     writeServerFiles(this.dataDir, this.user, this.serverSettings(null), this.options.allowedNetworks);
     this.following = null;
     await this.launchPostgres('primary');
@@ -486,7 +504,9 @@ export class Agent {
    */
   private async startAsStandby(leader: LeaderRecord | null): Promise<void> {
     this.setState('starting');
-    const rewound = leader !== null && this.needsRewind();
+    // Data last writable (a crashed or fenced primary) may hold WAL the leader's
+    // timeline does not: rewind it before following.
+    const rewound = leader !== null && (this.needsRewind() || !isStandby(this.dataDir));
     if (rewound) await this.rewindOnto(leader);
     markStandby(this.dataDir, this.user);
     writeServerFiles(this.dataDir, this.user, this.serverSettings(leader === null ? null : this.upstreamOf(leader)), this.options.allowedNetworks);
@@ -547,6 +567,7 @@ export class Agent {
     this.armWatchdog();
     postgres.exited.then(() => {
       if (this.postgres !== postgres) return;
+      if (this.pgState === 'primary') this.setNeedsRewind(true);
       this.postgres = null;
       this.pgState = 'down';
       this.watchdog?.disarm();

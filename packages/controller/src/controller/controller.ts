@@ -73,7 +73,7 @@ export class Controller {
 
   /** Connects and starts campaigning; resolves once connected. */
   async start(): Promise<void> {
-    this.etcd = createEtcdClient(this.options.etcd);
+    this.etcd = createEtcdClient(this.options.etcd, 1500);
     await assertEtcdReachable(this.etcd, this.options.etcd.endpoints);
     this.lease = new LeaseKeeper(this.etcd, this.options.lease, this.clock);
     this.lease.on('expired', () => {

@@ -19,7 +19,12 @@ export async function startTestEtcd(): Promise<TestEtcd> {
   const clientPort = await findFreePort();
   let peerPort = await findFreePort();
   while (peerPort === clientPort) peerPort = await findFreePort();
-  const server = await startEtcdServer({ dataDir: join(dir, 'data'), clientPort, peerPort, logFile: join(dir, 'etcd.log') });
+  const server = await startEtcdServer({
+    dataDir: join(dir, 'data'),
+    clientPort,
+    peerPort,
+    logFile: join(dir, 'etcd.log'),
+  });
   return {
     endpoint: server.endpoint,
     pid: server.pid,

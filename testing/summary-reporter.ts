@@ -15,8 +15,7 @@ export default class SummaryReporter implements Reporter {
         else if (state === 'failed') {
           failed++;
           moduleFailures++;
-        }
-        else skipped++;
+        } else skipped++;
       }
       // A file that failed outside any test (a hook, an import) counts as one failure.
       if (module.state() === 'failed' && moduleFailures === 0) failed++;

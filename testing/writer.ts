@@ -23,7 +23,9 @@ export interface WriterMember {
 export interface WriterOptions {
   readonly members: readonly WriterMember[];
   /** Follow the etcd leader record (cluster + etcd), or write to one member only. */
-  readonly follow: { readonly etcd: Etcd3; readonly cluster: string; readonly keyRoot?: string } | { readonly pinned: string };
+  readonly follow:
+    | { readonly etcd: Etcd3; readonly cluster: string; readonly keyRoot?: string }
+    | { readonly pinned: string };
   readonly intervalMillis?: number;
   readonly table?: string;
   /** Ids start here (so two writers never collide). */
@@ -44,7 +46,9 @@ export async function createAckTable(connectionString: string, table = 'acks'): 
   const c = new pg.Client({ connectionString });
   await c.connect();
   try {
-    await c.query(`CREATE TABLE IF NOT EXISTS ${table} (id bigint PRIMARY KEY, member text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+    await c.query(
+      `CREATE TABLE IF NOT EXISTS ${table} (id bigint PRIMARY KEY, member text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+    );
   } finally {
     await c.end();
   }
@@ -96,7 +100,11 @@ export function startWriter(options: WriterOptions): Writer {
     if (existing) return existing;
     const member = options.members.find((m) => m.name === name);
     if (member === undefined) throw new Error(`unknown member ${name}`);
-    const c = new pg.Client({ connectionString: member.connectionString, connectionTimeoutMillis: 1000, query_timeout: 2000 });
+    const c = new pg.Client({
+      connectionString: member.connectionString,
+      connectionTimeoutMillis: 1000,
+      query_timeout: 2000,
+    });
     c.on('error', () => conns.set(name, null));
     await c.connect();
     conns.set(name, c);
@@ -111,7 +119,10 @@ export function startWriter(options: WriterOptions): Writer {
         const id = nextId++;
         try {
           const c = await connection(name);
-          const { rows } = await c.query(`INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member`, [id]);
+          const { rows } = await c.query(
+            `INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member`,
+            [id],
+          );
           acks.push({ id, member: rows[0].member, at: Date.now() });
         } catch (error) {
           note(error);

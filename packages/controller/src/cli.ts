@@ -24,7 +24,8 @@ const defaultCluster = env.PGHA_CLUSTER ?? 'pgha';
 function integer(min: number, max: number) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    if (!/^\d+$/.test(value) || n < min || n > max)
+      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
     return n;
   };
 }
@@ -32,7 +33,10 @@ function integer(min: number, max: number) {
 function required(name: string): string {
   const value = env[name];
   if (value === undefined || value === '') {
-    throw new PghaError('invalid-option', `${name} is not set: the agent reads its passwords from the environment (pgha up sets them)`);
+    throw new PghaError(
+      'invalid-option',
+      `${name} is not set: the agent reads its passwords from the environment (pgha up sets them)`,
+    );
   }
   return value;
 }
@@ -48,64 +52,85 @@ program
   .option('--cluster <name>', 'cluster name (default: the state directory\'s, else PGHA_CLUSTER or "pgha")')
   .addOption(new Option('--members <n>', 'number of members (default 3)').argParser(integer(1, 9)))
   .option('--state-dir <dir>', 'where data, logs and secrets live (default .pgha/<cluster>)')
-  .addOption(new Option('--port <base>', 'first postgres port; member i uses base+i (default 5432)').argParser(integer(1024, 65535)))
+  .addOption(
+    new Option('--port <base>', 'first postgres port; member i uses base+i (default 5432)').argParser(
+      integer(1024, 65535),
+    ),
+  )
   .option('--etcd <url>', 'use this etcd instead of starting one')
-  .addOption(new Option('--etcd-port <port>', 'client port of the etcd pgha starts; peer port is the next (default 2379)').argParser(integer(1024, 65534)))
-  .action(async (opts: { cluster?: string; members?: number; stateDir?: string; port?: number; etcd?: string; etcdPort?: number }) => {
-    const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
-    let stateDir: string;
-    if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
-    else {
-      const chosen = defaultStateDir(cluster ?? defaultCluster, process.cwd(), postgresOsUser());
-      stateDir = chosen.dir;
-      if (chosen.fallback) process.stderr.write(`  (postgres's OS user cannot reach ${process.cwd()}: state goes to ${stateDir})\n`);
-    }
-    const log = createLogger('up', () => undefined);
-    const abort = new AbortController();
-    let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
-    const onSignal = (signal: NodeJS.Signals) => {
-      process.stderr.write(`\n${signal}: stopping the cluster...\n`);
-      abort.abort();
-      void running?.stop();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    const started = Date.now();
-    running = await startLocalCluster({
-      cluster,
-      members: opts.members,
-      stateDir,
-      basePort: opts.port,
-      etcd: opts.etcd,
-      etcdPort: opts.etcdPort,
-      log,
-      signal: abort.signal,
-      progress: (line) => process.stderr.write(`  ${line}\n`),
-    });
-    const c = running;
-    const primary = c.members[0]!;
-    process.stdout.write(
-      [
-        '',
-        `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
-        '',
-        `  primary:  ${c.connectionString(primary.name)}`,
-        `  psql:     psql '${c.connectionString(primary.name)}'`,
-        `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
-        `  logs:     ${c.stateDir}/logs/`,
-        '',
-        'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
-        '',
-      ].join('\n'),
-    );
-    await c.stopped;
-    process.stderr.write('cluster stopped\n');
-  });
+  .addOption(
+    new Option(
+      '--etcd-port <port>',
+      'client port of the etcd pgha starts; peer port is the next (default 2379)',
+    ).argParser(integer(1024, 65534)),
+  )
+  .action(
+    async (opts: {
+      cluster?: string;
+      members?: number;
+      stateDir?: string;
+      port?: number;
+      etcd?: string;
+      etcdPort?: number;
+    }) => {
+      const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
+      let stateDir: string;
+      if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
+      else {
+        const chosen = defaultStateDir(cluster ?? defaultCluster, process.cwd(), postgresOsUser());
+        stateDir = chosen.dir;
+        if (chosen.fallback)
+          process.stderr.write(`  (postgres's OS user cannot reach ${process.cwd()}: state goes to ${stateDir})\n`);
+      }
+      const log = createLogger('up', () => undefined);
+      const abort = new AbortController();
+      let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
+      const onSignal = (signal: NodeJS.Signals) => {
+        process.stderr.write(`\n${signal}: stopping the cluster...\n`);
+        abort.abort();
+        void running?.stop();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      const started = Date.now();
+      running = await startLocalCluster({
+        cluster,
+        members: opts.members,
+        stateDir,
+        basePort: opts.port,
+        etcd: opts.etcd,
+        etcdPort: opts.etcdPort,
+        log,
+        signal: abort.signal,
+        progress: (line) => process.stderr.write(`  ${line}\n`),
+      });
+      const c = running;
+      const primary = c.members[0]!;
+      process.stdout.write(
+        [
+          '',
+          `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
+          '',
+          `  primary:  ${c.connectionString(primary.name)}`,
+          `  psql:     psql '${c.connectionString(primary.name)}'`,
+          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+          `  logs:     ${c.stateDir}/logs/`,
+          '',
+          'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
+          '',
+        ].join('\n'),
+      );
+      await c.stopped;
+      process.stderr.write('cluster stopped\n');
+    },
+  );
 
 program
   .command('agent')
-  .description('run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD)')
-  .requiredOption('--name <member>', 'this member\'s name, <cluster>-<ordinal>')
+  .description(
+    'run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD)',
+  )
+  .requiredOption('--name <member>', "this member's name, <cluster>-<ordinal>")
   .requiredOption('--member-dir <dir>', 'directory holding data/, pgpass and postgres.log')
   .addOption(new Option('--port <port>', 'postgres port').argParser(integer(1, 65535)).makeOptionMandatory())
   .option('--cluster <name>', 'cluster name', defaultCluster)
@@ -115,12 +140,28 @@ program
   .option('--listen <addresses>', 'postgres listen_addresses (default: --host, plus 127.0.0.1)')
   .option('--bootstrap', 'may run initdb when the cluster was never initialized', false)
   .option('--allow-cidr <cidr...>', 'networks besides loopback allowed in pg_hba.conf', [])
-  .addOption(new Option('--lease-ttl-millis <ms>', 'lease TTL').argParser(integer(2000, 600_000)).default(defaultConfig.leaseTtlMillis))
-  .addOption(new Option('--keepalive-interval-millis <ms>', 'lease keepalive interval').argParser(integer(100, 60_000)).default(defaultConfig.keepaliveIntervalMillis))
-  .addOption(new Option('--fencing-margin-millis <ms>', 'safety margin before the lease deadline').argParser(integer(0, 60_000)).default(defaultConfig.fencingMarginMillis))
-  .addOption(new Option('--report-interval-millis <ms>', 'member record interval').argParser(integer(100, 60_000)).default(1000))
+  .addOption(
+    new Option('--lease-ttl-millis <ms>', 'lease TTL')
+      .argParser(integer(2000, 600_000))
+      .default(defaultConfig.leaseTtlMillis),
+  )
+  .addOption(
+    new Option('--keepalive-interval-millis <ms>', 'lease keepalive interval')
+      .argParser(integer(100, 60_000))
+      .default(defaultConfig.keepaliveIntervalMillis),
+  )
+  .addOption(
+    new Option('--fencing-margin-millis <ms>', 'safety margin before the lease deadline')
+      .argParser(integer(0, 60_000))
+      .default(defaultConfig.fencingMarginMillis),
+  )
+  .addOption(
+    new Option('--report-interval-millis <ms>', 'member record interval').argParser(integer(100, 60_000)).default(1000),
+  )
   .option('--shared-buffers <size>', 'postgres shared_buffers', '128MB')
-  .addOption(new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100))
+  .addOption(
+    new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100),
+  )
   .option('--no-failover', 'never promote this member (tag)')
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
@@ -131,7 +172,8 @@ program
       memberDir: resolve(opts.memberDir),
       host: opts.host,
       // The agent itself connects over loopback, so listen there too.
-      listenAddresses: opts.listen ?? (opts.host === '127.0.0.1' || opts.host === 'localhost' ? opts.host : `${opts.host},127.0.0.1`),
+      listenAddresses:
+        opts.listen ?? (opts.host === '127.0.0.1' || opts.host === 'localhost' ? opts.host : `${opts.host},127.0.0.1`),
       port: opts.port,
       etcd: { endpoints: opts.etcd },
       keyRoot: opts.keyRoot,
@@ -151,10 +193,12 @@ program
       cliPath: cliPath(),
       log,
     });
-    let stopping: Promise<void> | null = null;
+    let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       log.info(`${signal}: stopping`);
-      stopping ??= agent.stop().then(() => process.exit(0));
+      if (stopping) return;
+      stopping = true;
+      void agent.stop().then(() => process.exit(0));
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
@@ -169,7 +213,7 @@ program
 
 program
   .command('status')
-  .description('show the cluster: term, leader, each member\'s role, state and lag')
+  .description("show the cluster: term, leader, each member's role, state and lag")
   .option('--etcd <urls>', 'etcd endpoints', defaultEtcd)
   .option('--cluster <name>', 'cluster name', defaultCluster)
   .option('--key-root <prefix>', 'etcd key root', '/pgha/')
@@ -195,6 +239,8 @@ program.parseAsync(process.argv).catch((error: unknown) => {
     process.stderr.write(`pgha: ${error.message}\n`);
     process.exit(error.code === 'invalid-option' ? 2 : 1);
   }
-  process.stderr.write(`pgha: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(
+    `pgha: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
   process.exit(1);
 });

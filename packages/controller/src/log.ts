@@ -7,8 +7,12 @@ export interface Logger {
 }
 
 /** Logs `<ISO time> <level> [<component>] <message>` lines to stderr. */
-export function createLogger(component: string, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const line = (level: string, message: string) => write(`${new Date().toISOString()} ${level} [${component}] ${message}\n`);
+export function createLogger(
+  component: string,
+  write: (line: string) => void = (l) => process.stderr.write(l),
+): Logger {
+  const line = (level: string, message: string) =>
+    write(`${new Date().toISOString()} ${level} [${component}] ${message}\n`);
   return {
     info: (m) => line('INFO ', m),
     warn: (m) => line('WARN ', m),

@@ -39,7 +39,12 @@ async function start(): Promise<LocalCluster> {
   return running;
 }
 
-async function query<T = Record<string, unknown>>(c: LocalCluster, member: string, sql: string, params: unknown[] = []): Promise<T[]> {
+async function query<T = Record<string, unknown>>(
+  c: LocalCluster,
+  member: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T[]> {
   const client = new pg.Client({ connectionString: c.connectionString(member), connectionTimeoutMillis: 5000 });
   await client.connect();
   try {
@@ -81,9 +86,20 @@ describe('a static three-member cluster', () => {
     expect(leader).toMatchObject({ member: `${cluster}-0`, port: basePort, writable: true, term: 1 });
     const records = await memberRecords();
     expect([...records.keys()].sort()).toEqual(c.members.map((m) => m.name));
-    expect(records.get(`${cluster}-0`)).toMatchObject({ role: 'primary', state: 'running', healthy: true, timeline: 1 });
+    expect(records.get(`${cluster}-0`)).toMatchObject({
+      role: 'primary',
+      state: 'running',
+      healthy: true,
+      timeline: 1,
+    });
     for (const name of [`${cluster}-1`, `${cluster}-2`]) {
-      expect(records.get(name)).toMatchObject({ role: 'replica', state: 'running', streaming: true, healthy: true, timeline: 1 });
+      expect(records.get(name)).toMatchObject({
+        role: 'replica',
+        state: 'running',
+        streaming: true,
+        healthy: true,
+        timeline: 1,
+      });
       expect(records.get(name)?.postgresVersion).toMatch(/^\d+/);
     }
     const sysIds = new Set([...records.values()].map((r) => r.systemId));
@@ -116,7 +132,9 @@ describe('a static three-member cluster', () => {
       'both replicas to report lag 0',
       async () => {
         const records = await memberRecords();
-        return [`${cluster}-1`, `${cluster}-2`].every((n) => records.get(n)?.lagBytes === 0 && records.get(n)?.lagSeconds === 0);
+        return [`${cluster}-1`, `${cluster}-2`].every(
+          (n) => records.get(n)?.lagBytes === 0 && records.get(n)?.lagSeconds === 0,
+        );
       },
       15_000,
     );
@@ -136,7 +154,13 @@ describe('a static three-member cluster', () => {
 
   test('refuses replication and password-less logins outside the allowed rules', async () => {
     const c = running!;
-    const bad = new pg.Client({ host: '127.0.0.1', port: basePort, user: 'postgres', password: 'wrong', database: 'postgres' });
+    const bad = new pg.Client({
+      host: '127.0.0.1',
+      port: basePort,
+      user: 'postgres',
+      password: 'wrong',
+      database: 'postgres',
+    });
     await expect(bad.connect()).rejects.toMatchObject({ code: '28P01' });
     const hba = readFileSync(join(c.members[0]!.memberDir, 'data', 'pg_hba.conf'), 'utf8');
     expect(hba).not.toMatch(/\btrust\b/);

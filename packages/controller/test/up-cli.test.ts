@@ -22,9 +22,24 @@ afterAll(() => {
 test('pgha up prints a working connection string, status --json shows the cluster, and SIGINT stops everything', async () => {
   const base = await findFreePortRange(5);
   const etcdPort = base + 3;
-  up = spawn(process.execPath, [cliPath(), 'up', '--cluster', 'quick', '--state-dir', stateDir, '--port', String(base), '--etcd-port', String(etcdPort)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  up = spawn(
+    process.execPath,
+    [
+      cliPath(),
+      'up',
+      '--cluster',
+      'quick',
+      '--state-dir',
+      stateDir,
+      '--port',
+      String(base),
+      '--etcd-port',
+      String(etcdPort),
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stdout = '';
   let stderr = '';
   up.stdout!.on('data', (d) => (stdout += d));
@@ -50,14 +65,26 @@ test('pgha up prints a working connection string, status --json shows the cluste
   const status = await waitFor(
     'status --json with lag 0 everywhere',
     async () => {
-      const { stdout: json } = await run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick', '--json']);
+      const { stdout: json } = await run(process.execPath, [
+        cliPath(),
+        'status',
+        '--etcd',
+        etcd,
+        '--cluster',
+        'quick',
+        '--json',
+      ]);
       const s = JSON.parse(json);
       return s.members.every((m: { lagBytes: number }) => m.lagBytes === 0) ? s : undefined;
     },
     15_000,
     250,
   );
-  expect(status).toMatchObject({ cluster: 'quick', term: 1, leader: { member: 'quick-0', host: '127.0.0.1', port: base } });
+  expect(status).toMatchObject({
+    cluster: 'quick',
+    term: 1,
+    leader: { member: 'quick-0', host: '127.0.0.1', port: base },
+  });
   expect(status.members.map((m: { name: string; role: string; state: string }) => [m.name, m.role, m.state])).toEqual([
     ['quick-0', 'primary', 'running'],
     ['quick-1', 'replica', 'running'],
@@ -77,7 +104,9 @@ test('pgha up prints a working connection string, status --json shows the cluste
   expect(stderr).toMatch(/cluster stopped/);
   expect(alive(pids)).toEqual([]);
   // Nothing of the cluster answers any more: etcd's port is free again.
-  await expect(run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick'], { timeout: 20_000 })).rejects.toMatchObject({
+  await expect(
+    run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick'], { timeout: 20_000 }),
+  ).rejects.toMatchObject({
     stderr: expect.stringMatching(/cannot reach etcd/),
   });
 });

@@ -28,9 +28,9 @@ export {
   recordVersion,
   SwitchoverRecord,
   synchronousModes,
-  targetReasons,
   TargetRecord,
   TermRecord,
+  targetReasons,
 } from './records.js';
 export type { Term } from './terms.js';
 export { initialTerm, isCurrentTerm, newestTerm, nextTerm } from './terms.js';

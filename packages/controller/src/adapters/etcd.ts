@@ -1,5 +1,5 @@
 import { PghaError } from '@pgha/core';
-import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { Etcd3, EtcdError, type IOptions, isRecoverableError } from 'etcd3';
 
 /** How pgha reaches etcd. */
@@ -12,8 +12,11 @@ export interface EtcdConnection {
 
 /** Splits a comma-separated endpoint list and checks each is a URL. */
 export function parseEndpoints(endpoints: string | readonly string[]): string[] {
-  const list = (typeof endpoints === 'string' ? endpoints.split(',') : [...endpoints]).map((e) => e.trim()).filter((e) => e !== '');
-  if (list.length === 0) throw new PghaError('invalid-option', 'no etcd endpoint given: pass --etcd http://HOST:PORT or set PGHA_ETCD');
+  const list = (typeof endpoints === 'string' ? endpoints.split(',') : [...endpoints])
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
+  if (list.length === 0)
+    throw new PghaError('invalid-option', 'no etcd endpoint given: pass --etcd http://HOST:PORT or set PGHA_ETCD');
   for (const endpoint of list) {
     let url: URL;
     try {
@@ -38,7 +41,8 @@ export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis =
     faultHandling: {
       // etcd3's default breaker shuns a host for 5 s after 3 failures: after a short
       // outage of a single-endpoint etcd, a primary would fence itself for nothing.
-      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(3) }),
+      host: () =>
+        circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(3) }),
       // Retry on the other endpoints, not on the same one: callers poll anyway, and a
       // call must not outlast a lease deadline by retrying (default: 3 attempts).
       global: retry(handleWhen(isRecoverableError), { maxAttempts: hosts.length - 1 }),
@@ -58,7 +62,10 @@ export function castEtcdError(error: unknown, endpoints: string | readonly strin
   if (error instanceof PghaError) return error;
   const where = typeof endpoints === 'string' ? endpoints : endpoints.join(',');
   // grpc-js ends some messages with an empty "Resolution note: "; it says nothing.
-  const detail = (error instanceof Error ? error.message.split('\n')[0]! : String(error)).replace(/\s*Resolution note:\s*$/, '');
+  const detail = (error instanceof Error ? error.message.split('\n')[0]! : String(error)).replace(
+    /\s*Resolution note:\s*$/,
+    '',
+  );
   const unavailable =
     !(error instanceof EtcdError) ||
     /unavailable|deadline|timed? ?out|ECONNREFUSED|No connection|connect/i.test(detail);
@@ -69,7 +76,10 @@ export function castEtcdError(error: unknown, endpoints: string | readonly strin
       { retryable: true, cause: error },
     );
   }
-  return new PghaError('etcd-unavailable', `etcd at ${where} failed while ${doing}: ${detail}`, { retryable: true, cause: error });
+  return new PghaError('etcd-unavailable', `etcd at ${where} failed while ${doing}: ${detail}`, {
+    retryable: true,
+    cause: error,
+  });
 }
 
 /** Fails fast with a clear error when etcd does not answer within the client's timeout. */

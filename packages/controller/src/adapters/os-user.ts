@@ -21,7 +21,8 @@ export function postgresOsUser(env: NodeJS.ProcessEnv = process.env): OsUser | n
   try {
     const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
-    if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) throw new Error(`${name} resolves to uid ${uid}`);
+    if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0)
+      throw new Error(`${name} resolves to uid ${uid}`);
     return { name, uid, gid };
   } catch (cause) {
     throw new PghaError(

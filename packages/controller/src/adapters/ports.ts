@@ -16,7 +16,10 @@ export function isPortFree(port: number, host = '127.0.0.1'): Promise<boolean> {
  *
  * @throws PghaError `invalid-option` naming each busy port and what uses it.
  */
-export async function assertPortsFree(ports: ReadonlyArray<{ port: number; use: string }>, host = '127.0.0.1'): Promise<void> {
+export async function assertPortsFree(
+  ports: ReadonlyArray<{ port: number; use: string }>,
+  host = '127.0.0.1',
+): Promise<void> {
   const busy: string[] = [];
   for (const { port, use } of ports) if (!(await isPortFree(port, host))) busy.push(`${port} (for ${use})`);
   if (busy.length > 0) {

@@ -1,9 +1,26 @@
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
-import { includeLine, renderHbaConfig, renderServerConfig, type ServerSettings, superUser, replicationUser } from '../agent/postgres-config.js';
+import {
+  includeLine,
+  renderHbaConfig,
+  renderServerConfig,
+  replicationUser,
+  type ServerSettings,
+  superUser,
+} from '../agent/postgres-config.js';
 import type { OsUser } from './os-user.js';
 import type { PostgresBinaries } from './prerequisites.js';
 import { exited, runTool, spawnOwned, stopChild } from './processes.js';
@@ -25,7 +42,12 @@ export function makeOwnedDir(path: string, user: OsUser | null): void {
  * given superuser password. Works in `<dataDir>.partial` and renames at the end,
  * so an interrupted initdb never leaves something that looks like a data directory.
  */
-export async function initdb(bins: PostgresBinaries, dataDir: string, user: OsUser | null, superuserPassword: string): Promise<void> {
+export async function initdb(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+  superuserPassword: string,
+): Promise<void> {
   const partial = `${dataDir}.partial`;
   rmSync(partial, { recursive: true, force: true });
   makeOwnedDir(partial, user);
@@ -34,7 +56,19 @@ export async function initdb(bins: PostgresBinaries, dataDir: string, user: OsUs
   try {
     await runTool(
       bins.path('initdb'),
-      ['-D', partial, '-U', superUser, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8', '--no-instructions'],
+      [
+        '-D',
+        partial,
+        '-U',
+        superUser,
+        `--pwfile=${pwfile}`,
+        '--auth=scram-sha-256',
+        '--data-checksums',
+        '-E',
+        'UTF8',
+        '--locale=C.UTF-8',
+        '--no-instructions',
+      ],
       { user, timeoutMillis: 180_000 },
     );
   } finally {
@@ -60,7 +94,22 @@ export async function baseBackup(
   makeOwnedDir(partial, user);
   const { stderr } = await runTool(
     bins.path('pg_basebackup'),
-    ['-D', partial, '-h', source.host, '-p', String(source.port), '-U', replicationUser, '-X', 'stream', '-c', 'fast', '--no-password', '-v'],
+    [
+      '-D',
+      partial,
+      '-h',
+      source.host,
+      '-p',
+      String(source.port),
+      '-U',
+      replicationUser,
+      '-X',
+      'stream',
+      '-c',
+      'fast',
+      '--no-password',
+      '-v',
+    ],
     { user, timeoutMillis: 3_600_000, env: { ...process.env, PGPASSFILE: passfile, PGCONNECT_TIMEOUT: '10' } },
   );
   if (onProgress) for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) onProgress(line);
@@ -105,7 +154,12 @@ export function moveAside(dataDir: string): void {
 }
 
 /** Makes a data directory pgha-managed: include pgha.conf, restrictive pg_hba.conf. */
-export function writeServerFiles(dataDir: string, user: OsUser | null, settings: ServerSettings, allowedNetworks: readonly string[]): void {
+export function writeServerFiles(
+  dataDir: string,
+  user: OsUser | null,
+  settings: ServerSettings,
+  allowedNetworks: readonly string[],
+): void {
   const confPath = join(dataDir, 'postgresql.conf');
   const conf = existsSync(confPath) ? readFileSync(confPath, 'utf8') : '';
   if (!conf.includes(includeLine)) appendFileSync(confPath, `\n${includeLine}\n`);
@@ -142,7 +196,12 @@ export interface PostgresProcess {
  * Starts the postmaster for `dataDir` as `user`, its output appended to `logFile`.
  * The postmaster dies with the agent (pdeathsig); see spawnOwned.
  */
-export function startPostgres(bins: PostgresBinaries, dataDir: string, user: OsUser | null, logFile: string): PostgresProcess {
+export function startPostgres(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+  logFile: string,
+): PostgresProcess {
   // Its own process group (detached): the fence kills the group, and a terminal's
   // Ctrl-C reaches pgha, which shuts postgres down in order.
   const child = spawnOwned(bins.path('postgres'), ['-D', dataDir], { user, logFile, detached: true });
@@ -155,7 +214,10 @@ export function startPostgres(bins: PostgresBinaries, dataDir: string, user: OsU
     async stop(graceMillis = 30_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGINT');
-      const fast = await Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), graceMillis))]);
+      const fast = await Promise.race([
+        done.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), graceMillis)),
+      ]);
       if (!fast) await stopChild(child, 'SIGQUIT', 5000);
     },
     killGroup() {
@@ -207,7 +269,10 @@ export async function clearStaleLock(dataDir: string, timeoutMillis = 10_000): P
   const deadline = Date.now() + timeoutMillis;
   while (livingGroupMembers(pid).length > 0) {
     if (Date.now() > deadline) {
-      throw new PghaError('conflict', `a postmaster (pid ${pid}) or its backends still run in ${dataDir}; stop them first`);
+      throw new PghaError(
+        'conflict',
+        `a postmaster (pid ${pid}) or its backends still run in ${dataDir}; stop them first`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -65,7 +65,8 @@ function newestDebianBinDir(): string | null {
  */
 export async function findPostgresBinaries(env: NodeJS.ProcessEnv = process.env): Promise<PostgresBinaries> {
   const override = env.PGHA_PG_BIN;
-  const binDir = override !== undefined && override !== '' ? override : ((await pgConfigBinDir()) ?? newestDebianBinDir());
+  const binDir =
+    override !== undefined && override !== '' ? override : ((await pgConfigBinDir()) ?? newestDebianBinDir());
   if (binDir === null) {
     throw new PghaError('missing-prerequisite', `PostgreSQL server binaries not found: ${installHint}`);
   }
@@ -83,11 +84,16 @@ export async function findPostgresBinaries(env: NodeJS.ProcessEnv = process.env)
     if (match === null) throw new Error(`unexpected output: ${stdout}`);
     version = match[2] === undefined ? match[1]! : `${match[1]}.${match[2]}`;
   } catch (cause) {
-    throw new PghaError('missing-prerequisite', `${join(binDir, 'postgres')} --version failed: ${installHint}`, { cause });
+    throw new PghaError('missing-prerequisite', `${join(binDir, 'postgres')} --version failed: ${installHint}`, {
+      cause,
+    });
   }
   const major = Number.parseInt(version, 10);
   if (major < 13) {
-    throw new PghaError('missing-prerequisite', `PostgreSQL ${version} in ${binDir} is too old: pgha needs 13 or newer`);
+    throw new PghaError(
+      'missing-prerequisite',
+      `PostgreSQL ${version} in ${binDir} is too old: pgha needs 13 or newer`,
+    );
   }
   return { binDir, major, version, path: (program) => join(binDir, program) };
 }
@@ -111,7 +117,10 @@ export function findEtcdBinary(env: NodeJS.ProcessEnv = process.env): string {
   const override = env.PGHA_ETCD_BIN;
   if (override !== undefined && override !== '') {
     if (!isExecutable(override)) {
-      throw new PghaError('missing-prerequisite', `PGHA_ETCD_BIN=${override} is not an executable file: point it at the etcd server binary`);
+      throw new PghaError(
+        'missing-prerequisite',
+        `PGHA_ETCD_BIN=${override} is not an executable file: point it at the etcd server binary`,
+      );
     }
     return override;
   }
@@ -119,7 +128,7 @@ export function findEtcdBinary(env: NodeJS.ProcessEnv = process.env): string {
   if (found === null) {
     throw new PghaError(
       'missing-prerequisite',
-      'etcd not found on PATH: run `pnpm run setup` (installs Debian\'s etcd-server when root), install etcd 3.4+ yourself, set PGHA_ETCD_BIN, or pass --etcd URL to use a running etcd',
+      "etcd not found on PATH: run `pnpm run setup` (installs Debian's etcd-server when root), install etcd 3.4+ yourself, set PGHA_ETCD_BIN, or pass --etcd URL to use a running etcd",
     );
   }
   return found;

@@ -28,11 +28,15 @@ let setprivPath: string | null | undefined;
  */
 export function spawnOwned(command: string, args: readonly string[], options: OwnedProcessOptions = {}): ChildProcess {
   if (setprivPath === undefined) setprivPath = whichSync('setpriv');
-  const [file, argv] = setprivPath === null ? [command, args] : [setprivPath, ['--pdeathsig', 'KILL', '--', command, ...args]];
+  const [file, argv] =
+    setprivPath === null ? [command, args] : [setprivPath, ['--pdeathsig', 'KILL', '--', command, ...args]];
   let log: WriteStream | undefined;
   if (options.logFile !== undefined) log = createWriteStream(options.logFile, { flags: 'a' });
   const child = spawn(file, argv, {
-    stdio: log === undefined ? [options.stdin ?? 'ignore', 'inherit', 'inherit'] : [options.stdin ?? 'ignore', 'pipe', 'pipe'],
+    stdio:
+      log === undefined
+        ? [options.stdin ?? 'ignore', 'inherit', 'inherit']
+        : [options.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: options.env ?? process.env,
     cwd: options.cwd,
     detached: options.detached ?? false,
@@ -79,9 +83,13 @@ export function runTool(
         if (error !== null) {
           const tail = stderr.trim().split('\n').slice(-6).join('\n');
           reject(
-            new PghaError('postgres-failed', `${command.split('/').pop()} failed (${error.message.split('\n')[0]})${tail ? `:\n${tail}` : ''}`, {
-              cause: error,
-            }),
+            new PghaError(
+              'postgres-failed',
+              `${command.split('/').pop()} failed (${error.message.split('\n')[0]})${tail ? `:\n${tail}` : ''}`,
+              {
+                cause: error,
+              },
+            ),
           );
         } else resolve({ stdout, stderr });
       },

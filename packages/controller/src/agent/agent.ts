@@ -5,13 +5,13 @@ import {
   clusterKeys,
   InitializeRecord,
   LeaderRecord,
-  type MemberState,
   MemberRecord,
+  type MemberState,
   type MemberTags,
   PghaError,
   recordVersion,
-  slotNameFor,
   SwitchoverRecord,
+  slotNameFor,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -178,7 +178,10 @@ export class Agent {
       // A leader record naming us that we did not install is our previous run's,
       // whose postgres died with it: remove it so the cluster elects at once
       // instead of after the TTL.
-      const removed = await this.client.if(this.keys.leader, 'Lease', '==', this.leaderLease ?? '0').then(this.client.delete().key(this.keys.leader)).commit();
+      const removed = await this.client
+        .if(this.keys.leader, 'Lease', '==', this.leaderLease ?? '0')
+        .then(this.client.delete().key(this.keys.leader))
+        .commit();
       if (removed.succeeded) this.log.info('removed the leader record of our previous run');
       await this.readClusterState();
     }
@@ -193,14 +196,16 @@ export class Agent {
       leader: this.leader,
       mayBootstrap: o.mayBootstrap,
     });
-    this.log.info(`start-up decision: ${decision.action}${decision.action === 'refuse' ? ` (${decision.reason})` : ''}`);
+    this.log.info(
+      `start-up decision: ${decision.action}${decision.action === 'refuse' ? ` (${decision.reason})` : ''}`,
+    );
     if (decision.action === 'refuse') throw new PghaError('conflict', decision.reason);
 
     makeOwnedDir(o.memberDir, this.user);
-    const escape = (v: string) => v.replace(/([:\\])/g, '\\$1');
+    const pgpassField = (v: string) => v.replace(/([:\\])/g, '\\$1');
     writeOwnedFile(
       this.passfile,
-      `*:*:*:${replicationUser}:${escape(o.replicationPassword)}\n*:*:*:${superUser}:${escape(o.superuserPassword)}\n`,
+      `*:*:*:${replicationUser}:${pgpassField(o.replicationPassword)}\n*:*:*:${superUser}:${pgpassField(o.superuserPassword)}\n`,
       this.user,
     );
 
@@ -223,7 +228,9 @@ export class Agent {
         break;
       case 'start-replica':
         if (decision.rewind) this.setNeedsRewind(true);
-        await this.startAsStandby(this.leader !== null && this.leader.writable && this.leader.member !== o.name ? this.leader : null);
+        await this.startAsStandby(
+          this.leader !== null && this.leader.writable && this.leader.member !== o.name ? this.leader : null,
+        );
         break;
       default: {
         const unreachable: never = decision;
@@ -256,7 +263,8 @@ export class Agent {
     this.leaderLease = kv === undefined ? null : String(kv.lease);
     this.term = termText === null ? 0 : TermRecord.decode(termText).term;
     this.target = targetText === null ? null : TargetRecord.decode(targetText);
-    this.holdsLeader = this.leader !== null && this.leader.member === this.options.name && this.leaderLease === this.lease?.id;
+    this.holdsLeader =
+      this.leader !== null && this.leader.member === this.options.name && this.leaderLease === this.lease?.id;
   }
 
   private async watchKeys(): Promise<void> {
@@ -375,7 +383,10 @@ export class Agent {
       writable: false,
     };
     let guard = this.client.if(this.keys.leader, 'Create', '==', 0);
-    guard = kv === undefined ? guard.and(this.keys.term, 'Create', '==', 0) : guard.and(this.keys.term, 'Mod', '==', kv.mod_revision);
+    guard =
+      kv === undefined
+        ? guard.and(this.keys.term, 'Create', '==', 0)
+        : guard.and(this.keys.term, 'Mod', '==', kv.mod_revision);
     if (targetText !== null) guard = guard.and(this.keys.target, 'Value', '==', targetText);
     const result = await guard
       .then(
@@ -418,7 +429,14 @@ export class Agent {
 
   private serverSettings(upstream: UpstreamSettings | null): ServerSettings {
     const o = this.options;
-    return { member: o.name, listenAddresses: o.listenAddresses, port: o.port, sharedBuffers: o.sharedBuffers, maxConnections: o.maxConnections, upstream };
+    return {
+      member: o.name,
+      listenAddresses: o.listenAddresses,
+      port: o.port,
+      sharedBuffers: o.sharedBuffers,
+      maxConnections: o.maxConnections,
+      upstream,
+    };
   }
 
   private async bootstrap(): Promise<void> {
@@ -448,14 +466,20 @@ export class Agent {
     await this.launchPostgres('primary');
     if (afterStart) await afterStart(this.conn!);
     const observation = await observePostgres(this.conn!);
-    if (observation.inRecovery) throw new PghaError('postgres-failed', 'postgres started in recovery although this member leads');
+    if (observation.inRecovery)
+      throw new PghaError('postgres-failed', 'postgres started in recovery although this member leads');
     await this.publishInitialize(observation.systemId);
     await this.updateLeader({ writable: true, timeline: observation.timeline ?? 1 });
     this.log.info(`primary is writable (timeline ${observation.timeline}, term ${this.term})`);
   }
 
   private async publishInitialize(systemId: string): Promise<void> {
-    const record: InitializeRecord = { v: recordVersion, member: this.options.name, systemId, at: this.clock.date().toISOString() };
+    const record: InitializeRecord = {
+      v: recordVersion,
+      member: this.options.name,
+      systemId,
+      at: this.clock.date().toISOString(),
+    };
     const result = await this.client
       .if(this.keys.initialize, 'Create', '==', 0)
       .then(this.client.put(this.keys.initialize).value(InitializeRecord.encode(record)))
@@ -509,7 +533,12 @@ export class Agent {
     const rewound = leader !== null && (this.needsRewind() || !isStandby(this.dataDir));
     if (rewound) await this.rewindOnto(leader);
     markStandby(this.dataDir, this.user);
-    writeServerFiles(this.dataDir, this.user, this.serverSettings(leader === null ? null : this.upstreamOf(leader)), this.options.allowedNetworks);
+    writeServerFiles(
+      this.dataDir,
+      this.user,
+      this.serverSettings(leader === null ? null : this.upstreamOf(leader)),
+      this.options.allowedNetworks,
+    );
     this.following = leader === null ? null : { member: leader.member, host: leader.host, port: leader.port };
     try {
       await this.launchPostgres('replica');
@@ -517,15 +546,26 @@ export class Agent {
       if (leader === null) throw error;
       // A standby that cannot start on the leader's history (a rewind that found
       // nothing to do, a missing WAL segment) is re-cloned: its data is a replica's.
-      this.log.warn(`standby did not start (${(error as Error).message.split('\n')[0]}); re-cloning from ${leader.member}`);
+      this.log.warn(
+        `standby did not start (${(error as Error).message.split('\n')[0]}); re-cloning from ${leader.member}`,
+      );
       this.setState('cloning');
       moveAside(this.dataDir);
       await this.clone(leader);
       markStandby(this.dataDir, this.user);
-      writeServerFiles(this.dataDir, this.user, this.serverSettings(this.upstreamOf(leader)), this.options.allowedNetworks);
+      writeServerFiles(
+        this.dataDir,
+        this.user,
+        this.serverSettings(this.upstreamOf(leader)),
+        this.options.allowedNetworks,
+      );
       await this.launchPostgres('replica');
     }
-    this.log.info(leader === null ? 'standby running, no primary to follow yet' : `standby running, following ${leader.member}${rewound ? ' (rewound)' : ''}`);
+    this.log.info(
+      leader === null
+        ? 'standby running, no primary to follow yet'
+        : `standby running, following ${leader.member}${rewound ? ' (rewound)' : ''}`,
+    );
   }
 
   private async rewindOnto(leader: LeaderRecord): Promise<void> {
@@ -550,7 +590,10 @@ export class Agent {
   }
 
   private async checkpointOn(leader: LeaderRecord): Promise<void> {
-    const client = await connectLocal({ host: leader.host, port: leader.port, password: this.options.superuserPassword }, 5000);
+    const client = await connectLocal(
+      { host: leader.host, port: leader.port, password: this.options.superuserPassword },
+      5000,
+    );
     try {
       await client.query('CHECKPOINT');
     } finally {
@@ -573,7 +616,9 @@ export class Agent {
       this.watchdog?.disarm();
       if (!this.stopping) {
         this.crashes++;
-        this.log.warn(`postgres (pid ${postgres.pid}) exited unexpectedly: ${logTail(this.logFile, 3).replace(/\n/g, ' | ')}`);
+        this.log.warn(
+          `postgres (pid ${postgres.pid}) exited unexpectedly: ${logTail(this.logFile, 3).replace(/\n/g, ' | ')}`,
+        );
         this.problem = 'postgres exited';
         this.poke();
       }
@@ -582,17 +627,28 @@ export class Agent {
     for (;;) {
       if (this.postgres !== postgres) {
         await delay(100); // let its last log lines reach the file
-        throw new PghaError('postgres-failed', `postgres exited while starting; its log says:\n${logTail(this.logFile)}`);
+        throw new PghaError(
+          'postgres-failed',
+          `postgres exited while starting; its log says:\n${logTail(this.logFile)}`,
+        );
       }
       try {
-        this.conn = await connectLocal({ host: '127.0.0.1', port: this.options.port, password: this.options.superuserPassword });
+        this.conn = await connectLocal({
+          host: '127.0.0.1',
+          port: this.options.port,
+          password: this.options.superuserPassword,
+        });
         await this.conn.query('SELECT 1');
         break;
       } catch (error) {
         await this.conn?.end().catch(() => undefined);
         this.conn = null;
         if (this.clock.now() > deadline) {
-          throw new PghaError('postgres-failed', `postgres did not accept connections within 120 s; its log says:\n${logTail(this.logFile)}`, { cause: error });
+          throw new PghaError(
+            'postgres-failed',
+            `postgres did not accept connections within 120 s; its log says:\n${logTail(this.logFile)}`,
+            { cause: error },
+          );
         }
         await delay(50);
       }
@@ -710,7 +766,12 @@ export class Agent {
       case 'restart':
         this.setState('starting');
         if (action.as === 'primary') await this.startPrimary();
-        else await this.startAsStandby(this.leader !== null && this.leader.writable && this.leader.member !== this.options.name ? this.leader : null);
+        else
+          await this.startAsStandby(
+            this.leader !== null && this.leader.writable && this.leader.member !== this.options.name
+              ? this.leader
+              : null,
+          );
         this.setState('running');
         return;
       case 'follow':
@@ -727,9 +788,12 @@ export class Agent {
   private async promote(target: TargetRecord): Promise<void> {
     const started = this.clock.now();
     const observation = await this.observe();
-    if (observation === null || !observation.inRecovery) throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
+    if (observation === null || !observation.inRecovery)
+      throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
     if (!(await this.installLeader(target.term, observation.timeline ?? 1, TargetRecord.encode(target)))) {
-      this.log.info(`could not take the leader record for term ${target.term} (someone else did, or the target changed)`);
+      this.log.info(
+        `could not take the leader record for term ${target.term} (someone else did, or the target changed)`,
+      );
       return;
     }
     try {
@@ -737,7 +801,8 @@ export class Agent {
       for (;;) {
         const { rows } = await this.conn!.query('SELECT pg_is_in_recovery() AS r');
         if (rows[0]?.r === false) break;
-        if (this.clock.now() - started > 60_000) throw new PghaError('timeout', 'postgres did not leave recovery within 60 s');
+        if (this.clock.now() - started > 60_000)
+          throw new PghaError('timeout', 'postgres did not leave recovery within 60 s');
         await delay(5);
       }
       this.pgState = 'primary';
@@ -747,7 +812,9 @@ export class Agent {
       await this.ensureSlots().catch((error) => this.log.warn(`slots: ${(error as Error).message}`));
       const after = await observePostgres(this.conn!);
       await this.updateLeader({ writable: true, timeline: after.timeline ?? observation.timeline ?? 1 });
-      this.log.info(`promoted in ${Math.round(this.clock.now() - started)} ms: primary of term ${target.term} on timeline ${after.timeline}`);
+      this.log.info(
+        `promoted in ${Math.round(this.clock.now() - started)} ms: primary of term ${target.term} on timeline ${after.timeline}`,
+      );
       // A checkpoint records the new timeline in the control file, which pg_rewind
       // on the old primary reads. After announcing: it takes a moment.
       void this.conn?.query('CHECKPOINT').catch(() => undefined);
@@ -791,7 +858,12 @@ export class Agent {
       this.setState('running');
       return;
     }
-    writeServerFiles(this.dataDir, this.user, this.serverSettings(this.upstreamOf(leader)), this.options.allowedNetworks);
+    writeServerFiles(
+      this.dataDir,
+      this.user,
+      this.serverSettings(this.upstreamOf(leader)),
+      this.options.allowedNetworks,
+    );
     await this.conn?.query('SELECT pg_reload_conf()');
     this.following = { member: leader.member, host: leader.host, port: leader.port };
     this.notStreamingSince = null;
@@ -811,7 +883,10 @@ export class Agent {
   private async observe(): Promise<PostgresObservation | null> {
     if (this.postgres === null) return null;
     if (this.conn === null) {
-      this.conn = await connectLocal({ host: '127.0.0.1', port: this.options.port, password: this.options.superuserPassword }, 1000).catch(() => null);
+      this.conn = await connectLocal(
+        { host: '127.0.0.1', port: this.options.port, password: this.options.superuserPassword },
+        1000,
+      ).catch(() => null);
       if (this.conn === null) return null;
     }
     try {
@@ -847,7 +922,10 @@ export class Agent {
       isLeader: this.holdsLeader,
       now: this.clock.date(),
     });
-    await this.client.put(this.keys.member(this.options.name)).value(MemberRecord.encode(record)).lease(this.leaseKeeper.id);
+    await this.client
+      .put(this.keys.member(this.options.name))
+      .value(MemberRecord.encode(record))
+      .lease(this.leaseKeeper.id);
   }
 
   /** Keeps a physical slot on the primary for every other member that reports. */
@@ -855,7 +933,9 @@ export class Agent {
     const members = await this.client.getAll().prefix(this.keys.membersPrefix).keys();
     const wanted = members
       .map((key) => this.keys.parse(key))
-      .flatMap((parsed) => (parsed?.kind === 'member' && parsed.name !== this.options.name ? [slotNameFor(parsed.name)] : []));
+      .flatMap((parsed) =>
+        parsed?.kind === 'member' && parsed.name !== this.options.name ? [slotNameFor(parsed.name)] : [],
+      );
     if (wanted.length === 0 || this.conn === null) return;
     await this.conn.query(
       `SELECT pg_create_physical_replication_slot(s, true)
@@ -898,7 +978,9 @@ export class Agent {
       await this.releaseLeader('agent stopping').catch(() => undefined);
     } else await postgres?.stop();
     this.watchdog?.stop();
-    await this.lease?.revoke().catch((error) => this.log.warn(`could not revoke the lease: ${(error as Error).message}`));
+    await this.lease
+      ?.revoke()
+      .catch((error) => this.log.warn(`could not revoke the lease: ${(error as Error).message}`));
     this.etcd?.close();
     this.etcd = null;
     this.log.info('stopped');
@@ -912,9 +994,15 @@ export class Agent {
       .filter((m) => m.name !== this.options.name && m.role === 'replica' && m.state === 'running');
     if (others.length === 0) return;
     this.log.info('stopping as primary: requesting a switchover first');
-    await this.client
-      .put(this.keys.switchover)
-      .value(SwitchoverRecord.encode({ v: recordVersion, from: this.options.name, to: null, at: null, requestedAt: this.clock.date().toISOString() }));
+    await this.client.put(this.keys.switchover).value(
+      SwitchoverRecord.encode({
+        v: recordVersion,
+        from: this.options.name,
+        to: null,
+        at: null,
+        requestedAt: this.clock.date().toISOString(),
+      }),
+    );
     while (this.clock.now() < deadline) {
       if (!this.holdsLeader) return; // stepped down through the control loop
       await delay(50);

@@ -22,7 +22,10 @@ export interface DataDirInspection {
 export function inspectDataDir(dataDir: string, cluster: string, member: string): DataDirInspection {
   if (!existsSync(dataDir) || readdirSync(dataDir).length === 0) return { kind: 'empty', foreignReason: null };
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
-    return { kind: 'foreign', foreignReason: `${dataDir} is not empty and is not a PostgreSQL data directory; pgha will not touch it: move it away or choose another directory` };
+    return {
+      kind: 'foreign',
+      foreignReason: `${dataDir} is not empty and is not a PostgreSQL data directory; pgha will not touch it: move it away or choose another directory`,
+    };
   }
   let marker: { cluster?: unknown; member?: unknown };
   try {
@@ -48,8 +51,15 @@ export function writeMarker(dataDir: string, cluster: string, member: string, us
 }
 
 /** The database system identifier in the control file (pg_controldata). */
-export async function readSystemId(bins: PostgresBinaries, dataDir: string, user: OsUser | null): Promise<string | null> {
-  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], { user, env: { ...process.env, LC_ALL: 'C' } });
+export async function readSystemId(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+): Promise<string | null> {
+  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
+    user,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   const match = /Database system identifier:\s+(\d+)/.exec(stdout);
   return match?.[1] ?? null;
 }

@@ -128,7 +128,11 @@ export function assertNetworks(networks: readonly string[]): void {
  */
 export function renderHbaConfig(allowedNetworks: readonly string[]): string {
   assertNetworks(allowedNetworks);
-  const networks = ['127.0.0.1/32', '::1/128', ...allowedNetworks.filter((n) => n !== '127.0.0.1/32' && n !== '::1/128')];
+  const networks = [
+    '127.0.0.1/32',
+    '::1/128',
+    ...allowedNetworks.filter((n) => n !== '127.0.0.1/32' && n !== '::1/128'),
+  ];
   const rows = networks.flatMap((net) => [
     `host    all          all          ${net}    scram-sha-256`,
     `host    replication  ${replicationUser}   ${net}    scram-sha-256`,

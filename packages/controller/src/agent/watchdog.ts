@@ -82,7 +82,8 @@ export function runWatchdog(): void {
       const line = buffer.slice(0, newline).trim();
       buffer = buffer.slice(newline + 1);
       const [verb, a, b] = line.split(' ');
-      if (verb === 'arm' && a !== undefined && b !== undefined) armed = { pgid: Number(a), deadline: performance.now() + Number(b) };
+      if (verb === 'arm' && a !== undefined && b !== undefined)
+        armed = { pgid: Number(a), deadline: performance.now() + Number(b) };
       else if (verb === 'disarm') armed = null;
       newline = buffer.indexOf('\n');
     }

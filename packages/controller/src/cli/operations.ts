@@ -57,7 +57,10 @@ async function requestAndWait(
     .then(etcd.put(keys.switchover).value(SwitchoverRecord.encode(request)))
     .commit();
   if (!created.succeeded) {
-    throw new PghaError('conflict', `another switchover or failover request is pending (${keys.switchover}); wait for it or delete that key`);
+    throw new PghaError(
+      'conflict',
+      `another switchover or failover request is pending (${keys.switchover}); wait for it or delete that key`,
+    );
   }
   const started = Date.now();
   const fromTerm = before?.term ?? 0;
@@ -79,7 +82,11 @@ async function requestAndWait(
       return;
     }
     if (Date.now() - started > timeoutMillis) {
-      if (text !== null) await etcd.delete().key(keys.switchover).catch(() => undefined);
+      if (text !== null)
+        await etcd
+          .delete()
+          .key(keys.switchover)
+          .catch(() => undefined);
       throw new PghaError(
         'timeout',
         `no new primary within ${timeoutMillis / 1000} s: is a controller running (\`pgha controller\`, started by \`pgha up\`)? see \`pgha status\``,
@@ -90,7 +97,11 @@ async function requestAndWait(
 }
 
 /** Registers switchover, failover, history, controller and watchdog. */
-export function registerOperations(program: Command, defaults: ClusterFlags, integer: (min: number, max: number) => (v: string) => number): void {
+export function registerOperations(
+  program: Command,
+  defaults: ClusterFlags,
+  integer: (min: number, max: number) => (v: string) => number,
+): void {
   const clusterOptions = (command: Command) =>
     command
       .option('--etcd <urls>', 'etcd endpoints', defaults.etcd)
@@ -100,22 +111,35 @@ export function registerOperations(program: Command, defaults: ClusterFlags, int
   clusterOptions(
     program
       .command('switchover')
-      .description('planned switchover: the primary shuts down cleanly and the chosen (or best) replica takes over with no data loss')
+      .description(
+        'planned switchover: the primary shuts down cleanly and the chosen (or best) replica takes over with no data loss',
+      )
       .option('--to <member>', 'the replica to promote (default: the most advanced)')
       .option('--from <member>', 'only if this member is the primary'),
   )
-    .addOption(new Option('--timeout-millis <ms>', 'how long to wait').argParser(integer(1000, 600_000)).default(30_000))
+    .addOption(
+      new Option('--timeout-millis <ms>', 'how long to wait').argParser(integer(1000, 600_000)).default(30_000),
+    )
     .action(async (opts: ClusterFlags & { to?: string; from?: string; timeoutMillis: number }) => {
       await withEtcd(opts, async (etcd) => {
         const leader = await readLeader(etcd, clusterKeys(opts.cluster, opts.keyRoot).leader);
         if (leader === null || !leader.writable) {
-          throw new PghaError('no-primary', 'there is no writable primary to switch over from: use `pgha failover --to MEMBER`');
+          throw new PghaError(
+            'no-primary',
+            'there is no writable primary to switch over from: use `pgha failover --to MEMBER`',
+          );
         }
         if (opts.to === leader.member) throw new PghaError('invalid-option', `${opts.to} is already the primary`);
         await requestAndWait(
           etcd,
           opts,
-          { v: recordVersion, from: opts.from ?? leader.member, to: opts.to ?? null, at: null, requestedAt: new Date().toISOString() },
+          {
+            v: recordVersion,
+            from: opts.from ?? leader.member,
+            to: opts.to ?? null,
+            at: null,
+            requestedAt: new Date().toISOString(),
+          },
           leader,
           opts.timeoutMillis,
         );
@@ -128,12 +152,17 @@ export function registerOperations(program: Command, defaults: ClusterFlags, int
       .description('manual failover when there is no healthy primary: promote the named replica')
       .requiredOption('--to <member>', 'the replica to promote'),
   )
-    .addOption(new Option('--timeout-millis <ms>', 'how long to wait').argParser(integer(1000, 600_000)).default(30_000))
+    .addOption(
+      new Option('--timeout-millis <ms>', 'how long to wait').argParser(integer(1000, 600_000)).default(30_000),
+    )
     .action(async (opts: ClusterFlags & { to: string; timeoutMillis: number }) => {
       await withEtcd(opts, async (etcd) => {
         const leader = await readLeader(etcd, clusterKeys(opts.cluster, opts.keyRoot).leader);
         if (leader !== null) {
-          throw new PghaError('conflict', `${leader.member} is the primary (term ${leader.term}): use \`pgha switchover --to ${opts.to}\` for a planned change`);
+          throw new PghaError(
+            'conflict',
+            `${leader.member} is the primary (term ${leader.term}): use \`pgha switchover --to ${opts.to}\` for a planned change`,
+          );
         }
         await requestAndWait(
           etcd,
@@ -145,7 +174,11 @@ export function registerOperations(program: Command, defaults: ClusterFlags, int
       });
     });
 
-  clusterOptions(program.command('history').description('list past promotions: term, old and new primary, reason, timings, possible loss'))
+  clusterOptions(
+    program
+      .command('history')
+      .description('list past promotions: term, old and new primary, reason, timings, possible loss'),
+  )
     .option('--json', 'print a JSON array', false)
     .action(async (opts: ClusterFlags & { json: boolean }) => {
       await withEtcd(opts, async (etcd) => {
@@ -162,47 +195,90 @@ export function registerOperations(program: Command, defaults: ClusterFlags, int
           return;
         }
         const rows = records.map((h) => {
-          const decided = h.detectedAt && h.decidedAt ? `${((Date.parse(h.decidedAt) - Date.parse(h.detectedAt)) / 1000).toFixed(2)}s` : '-';
-          return [String(h.term), String(h.timeline), h.oldPrimary ?? '-', h.newPrimary, h.reason, h.promotedAt, decided, h.lostBytes == null ? '-' : `${h.lostBytes} B`];
+          const decided =
+            h.detectedAt && h.decidedAt
+              ? `${((Date.parse(h.decidedAt) - Date.parse(h.detectedAt)) / 1000).toFixed(2)}s`
+              : '-';
+          return [
+            String(h.term),
+            String(h.timeline),
+            h.oldPrimary ?? '-',
+            h.newPrimary,
+            h.reason,
+            h.promotedAt,
+            decided,
+            h.lostBytes == null ? '-' : `${h.lostBytes} B`,
+          ];
         });
         const header = ['TERM', 'TL', 'OLD', 'NEW', 'REASON', 'PROMOTED AT', 'DECIDED IN', 'POSSIBLY LOST'];
         const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-        for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+        for (const r of [header, ...rows])
+          process.stdout.write(
+            `${r
+              .map((c, i) => c.padEnd(widths[i]!))
+              .join('  ')
+              .trimEnd()}\n`,
+          );
       });
     });
 
   clusterOptions(program.command('controller').description('run a controller (several may run; one is active)'))
-    .addOption(new Option('--lease-ttl-millis <ms>', 'controller lease TTL').argParser(integer(2000, 600_000)).default(defaultConfig.leaseTtlMillis))
     .addOption(
-      new Option('--maximum-lag-on-failover-bytes <n>', 'skip replicas further behind').argParser(integer(0, Number.MAX_SAFE_INTEGER)).default(defaultConfig.maximumLagOnFailoverBytes),
+      new Option('--lease-ttl-millis <ms>', 'controller lease TTL')
+        .argParser(integer(2000, 600_000))
+        .default(defaultConfig.leaseTtlMillis),
     )
-    .addOption(new Option('--target-install-timeout-millis <ms>', 'replace a target that has not taken over by then').argParser(integer(500, 600_000)).default(5000))
-    .action(async (opts: ClusterFlags & { leaseTtlMillis: number; maximumLagOnFailoverBytes: number; targetInstallTimeoutMillis: number }) => {
-      const log = createLogger(`controller ${opts.cluster}`);
-      const controller = new Controller({
-        cluster: opts.cluster,
-        etcd: { endpoints: opts.etcd },
-        keyRoot: opts.keyRoot,
-        lease: { ttlMillis: opts.leaseTtlMillis, keepaliveIntervalMillis: defaultConfig.keepaliveIntervalMillis, fencingMarginMillis: defaultConfig.fencingMarginMillis },
-        policy: {
-          maximumLagOnFailoverBytes: opts.maximumLagOnFailoverBytes,
-          freshReportWaitMillis: 1000,
-          targetInstallTimeoutMillis: opts.targetInstallTimeoutMillis,
+    .addOption(
+      new Option('--maximum-lag-on-failover-bytes <n>', 'skip replicas further behind')
+        .argParser(integer(0, Number.MAX_SAFE_INTEGER))
+        .default(defaultConfig.maximumLagOnFailoverBytes),
+    )
+    .addOption(
+      new Option('--target-install-timeout-millis <ms>', 'replace a target that has not taken over by then')
+        .argParser(integer(500, 600_000))
+        .default(5000),
+    )
+    .action(
+      async (
+        opts: ClusterFlags & {
+          leaseTtlMillis: number;
+          maximumLagOnFailoverBytes: number;
+          targetInstallTimeoutMillis: number;
         },
-        log,
-      });
-      const onSignal = (signal: NodeJS.Signals) => {
-        log.info(`${signal}: stopping`);
-        void controller.stop().then(() => process.exit(0));
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      await controller.start();
-      await new Promise(() => undefined);
-    });
+      ) => {
+        const log = createLogger(`controller ${opts.cluster}`);
+        const controller = new Controller({
+          cluster: opts.cluster,
+          etcd: { endpoints: opts.etcd },
+          keyRoot: opts.keyRoot,
+          lease: {
+            ttlMillis: opts.leaseTtlMillis,
+            keepaliveIntervalMillis: defaultConfig.keepaliveIntervalMillis,
+            fencingMarginMillis: defaultConfig.fencingMarginMillis,
+          },
+          policy: {
+            maximumLagOnFailoverBytes: opts.maximumLagOnFailoverBytes,
+            freshReportWaitMillis: 1000,
+            targetInstallTimeoutMillis: opts.targetInstallTimeoutMillis,
+          },
+          log,
+        });
+        const onSignal = (signal: NodeJS.Signals) => {
+          log.info(`${signal}: stopping`);
+          void controller.stop().then(() => process.exit(0));
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        await controller.start();
+        await new Promise(() => undefined);
+      },
+    );
 
-  program.command('watchdog', { hidden: true }).description('internal: the fencing watchdog an agent runs beside postgres').action(() => {
-    runWatchdog();
-    return new Promise(() => undefined);
-  });
+  program
+    .command('watchdog', { hidden: true })
+    .description('internal: the fencing watchdog an agent runs beside postgres')
+    .action(() => {
+      runWatchdog();
+      return new Promise(() => undefined);
+    });
 }

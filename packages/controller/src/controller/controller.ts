@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import {
   type ClusterKeys,
-  clusterKeys,
   ControllerRecord,
+  clusterKeys,
   HistoryRecord,
   LeaderRecord,
   MemberRecord,
@@ -127,7 +127,12 @@ export class Controller {
       this.active = false;
       await this.regrant();
     }
-    const record: ControllerRecord = { v: recordVersion, id: this.id, pid: process.pid, since: this.clock.date().toISOString() };
+    const record: ControllerRecord = {
+      v: recordVersion,
+      id: this.id,
+      pid: process.pid,
+      since: this.clock.date().toISOString(),
+    };
     const res = await etcd
       .if(this.keys.controller, 'Create', '==', 0)
       .then(etcd.put(this.keys.controller).value(ControllerRecord.encode(record)).lease(this.lease!.id))
@@ -204,7 +209,8 @@ export class Controller {
         this.leaderLostAt = now;
         this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
       }
-      if (targetText !== this.targetSeen?.text) this.targetSeen = targetText === null ? null : { text: targetText, at: now };
+      if (targetText !== this.targetSeen?.text)
+        this.targetSeen = targetText === null ? null : { text: targetText, at: now };
 
       const decision = decideController({
         now,
@@ -235,23 +241,35 @@ export class Controller {
         return false;
       case 'wait':
       case 'no-candidate':
-        if (decision.reason !== this.lastWait) this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`);
+        if (decision.reason !== this.lastWait)
+          this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`);
         this.lastWait = decision.reason;
         return false;
       case 'set-target': {
         // Guarded: the leader and term we decided on are still what etcd holds.
-        const leaderGuard = seen.leaderMod === '0' ? etcd.if(this.keys.leader, 'Create', '==', 0) : etcd.if(this.keys.leader, 'Mod', '==', seen.leaderMod);
-        const guard = seen.termMod === '0' ? leaderGuard.and(this.keys.term, 'Create', '==', 0) : leaderGuard.and(this.keys.term, 'Mod', '==', seen.termMod);
+        const leaderGuard =
+          seen.leaderMod === '0'
+            ? etcd.if(this.keys.leader, 'Create', '==', 0)
+            : etcd.if(this.keys.leader, 'Mod', '==', seen.leaderMod);
+        const guard =
+          seen.termMod === '0'
+            ? leaderGuard.and(this.keys.term, 'Create', '==', 0)
+            : leaderGuard.and(this.keys.term, 'Mod', '==', seen.termMod);
         const ops = [etcd.put(this.keys.target).value(TargetRecord.encode(decision.target))];
         if (decision.consumeSwitchover) ops.push(etcd.delete().key(this.keys.switchover) as never);
         const res = await guard.then(...ops).commit();
-        if (res.succeeded) this.log.info(`target for term ${decision.target.term}: ${decision.target.member} (${decision.target.reason})`);
+        if (res.succeeded)
+          this.log.info(
+            `target for term ${decision.target.term}: ${decision.target.member} (${decision.target.reason})`,
+          );
         return res.succeeded;
       }
       case 'reject-switchover': {
         this.log.warn(`switchover rejected: ${decision.reason}`);
         if (seen.switchover !== null) {
-          await etcd.put(this.keys.switchover).value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason }));
+          await etcd
+            .put(this.keys.switchover)
+            .value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason }));
         }
         return true;
       }

@@ -21,7 +21,12 @@ export interface MemberStatus {
 export interface ClusterStatus {
   readonly cluster: string;
   readonly term: number;
-  readonly leader: { readonly member: string; readonly host: string; readonly port: number; readonly writable: boolean } | null;
+  readonly leader: {
+    readonly member: string;
+    readonly host: string;
+    readonly port: number;
+    readonly writable: boolean;
+  } | null;
   readonly members: readonly MemberStatus[];
   /**
    * Whether a failover or switchover is under way: no writable leader, or a target
@@ -80,7 +85,10 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
     term,
     leader,
     members,
-    failover: { inProgress, target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason } },
+    failover: {
+      inProgress,
+      target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason },
+    },
     problems,
   };
 }

@@ -2,13 +2,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertValidName, clusterKeys, LeaderRecord, memberName, MemberRecord, PghaError } from '@pgha/core';
+import { assertValidName, clusterKeys, LeaderRecord, MemberRecord, memberName, PghaError } from '@pgha/core';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../../adapters/etcd.js';
 import { postgresOsUser } from '../../adapters/os-user.js';
 import { assertPortsFree } from '../../adapters/ports.js';
+import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
-import { logTail } from '../../adapters/postgres-server.js';
 import type { Logger } from '../../log.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
@@ -104,7 +104,8 @@ export function cliPath(): string {
       return cli;
     }
     const parent = dirname(dir);
-    if (parent === dir) throw new PghaError('missing-prerequisite', 'cannot find the @pgha/controller package directory');
+    if (parent === dir)
+      throw new PghaError('missing-prerequisite', 'cannot find the @pgha/controller package directory');
     dir = parent;
   }
 }
@@ -131,7 +132,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   }
   const basePort = options.basePort ?? previous?.basePort ?? 5432;
   if (!Number.isInteger(basePort) || basePort < 1024 || basePort + members - 1 > 65535) {
-    throw new PghaError('invalid-option', `--port must leave room for ${members} ports between 1024 and 65535, got ${basePort}`);
+    throw new PghaError(
+      'invalid-option',
+      `--port must leave room for ${members} ports between 1024 and 65535, got ${basePort}`,
+    );
   }
   const ownEtcd = options.etcd === undefined;
   const etcdPort = ownEtcd ? (options.etcdPort ?? previous?.etcdPort ?? 2379) : null;
@@ -221,7 +225,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const args = [cli, 'controller', '--cluster', cluster, '--etcd', etcdEndpoint];
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
-    const child = spawnOwned(process.execPath, args, { logFile: join(logDir, `controller-${index}.log`), detached: true });
+    const child = spawnOwned(process.execPath, args, {
+      logFile: join(logDir, `controller-${index}.log`),
+      detached: true,
+    });
     controllerProcs[index] = child;
     child.once('exit', () => {
       if (controllerProcs[index] === child) controllerProcs[index] = undefined;
@@ -251,11 +258,16 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
     args.push(...(options.memberArgs?.(member.name) ?? []));
     const netns = options.placement?.(member.name)?.netns;
-    const [command, argv] = netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', netns, process.execPath, ...args]];
+    const [command, argv] =
+      netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', netns, process.execPath, ...args]];
     const child = spawnOwned(command, argv, {
       logFile: member.logFile,
       detached: true,
-      env: { ...process.env, PGHA_SUPERUSER_PASSWORD: state.superuserPassword, PGHA_REPLICATION_PASSWORD: state.replicationPassword },
+      env: {
+        ...process.env,
+        PGHA_SUPERUSER_PASSWORD: state.superuserPassword,
+        PGHA_REPLICATION_PASSWORD: state.replicationPassword,
+      },
     });
     agents.set(member.name, child);
     child.once('exit', () => {
@@ -276,7 +288,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       shuttingDown = true;
       // Controllers first (no failover while the cluster shuts down), then the
       // replicas, then the primary: no one hands over to a member that is leaving.
-      await Promise.all(controllerProcs.map((child) => (child === undefined ? undefined : stopChild(child, 'SIGTERM', 10_000))));
+      await Promise.all(
+        controllerProcs.map((child) => (child === undefined ? undefined : stopChild(child, 'SIGTERM', 10_000))),
+      );
       let leaderName: string | null = null;
       const probe = createEtcdClient({ endpoints: etcdEndpoint }, 2000);
       try {
@@ -287,8 +301,12 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       } finally {
         probe.close();
       }
-      await Promise.all([...agents].filter(([name]) => name !== leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)));
-      await Promise.all([...agents].filter(([name]) => name === leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)));
+      await Promise.all(
+        [...agents].filter(([name]) => name !== leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)),
+      );
+      await Promise.all(
+        [...agents].filter(([name]) => name === leaderName).map(([, child]) => stopChild(child, 'SIGTERM', 60_000)),
+      );
       await etcdServer?.stop();
       resolveStopped();
     })();
@@ -304,7 +322,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
   try {
     for (;;) {
-      if (options.signal?.aborted) throw new PghaError('timeout', 'interrupted while the cluster was starting; stopped everything');
+      if (options.signal?.aborted)
+        throw new PghaError('timeout', 'interrupted while the cluster was starting; stopped everything');
       for (const [name, child] of agents) {
         if (child.exitCode !== null || child.signalCode !== null) {
           const member = memberList.find((m) => m.name === name)!;
@@ -329,7 +348,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       }
       for (const name of names) {
         const r = records.get(name);
-        const line = r === undefined ? 'waiting for its agent' : `${r.state}${r.role === 'unknown' ? '' : ` as ${r.role}`}${r.role === 'replica' ? (r.streaming ? ', streaming' : ', not streaming yet') : ''}`;
+        const line =
+          r === undefined
+            ? 'waiting for its agent'
+            : `${r.state}${r.role === 'unknown' ? '' : ` as ${r.role}`}${r.role === 'replica' ? (r.streaming ? ', streaming' : ', not streaming yet') : ''}`;
         if (seen.get(name) !== line) {
           seen.set(name, line);
           progress(`${name}: ${line}`);
@@ -345,7 +367,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         });
       if (ready) break;
       if (Date.now() > deadline) {
-        throw new PghaError('timeout', `the cluster did not come up within ${(options.readyTimeoutMillis ?? 300_000) / 1000} s; see the logs in ${logDir}`);
+        throw new PghaError(
+          'timeout',
+          `the cluster did not come up within ${(options.readyTimeoutMillis ?? 300_000) / 1000} s; see the logs in ${logDir}`,
+        );
       }
       await delay(200);
     }

@@ -55,7 +55,11 @@ export function readState(dir: string, cluster: string | undefined): LocalCluste
   try {
     state = stateSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
   } catch (cause) {
-    throw new PghaError('conflict', `${file} is unreadable or corrupt; fix or remove it (the data of the cluster is beside it)`, { cause });
+    throw new PghaError(
+      'conflict',
+      `${file} is unreadable or corrupt; fix or remove it (the data of the cluster is beside it)`,
+      { cause },
+    );
   }
   if (cluster !== undefined && state.cluster !== cluster) {
     throw new PghaError(
@@ -96,7 +100,9 @@ export function assertReachableBy(dir: string, user: OsUser | null): void {
   for (const path of ancestors) {
     const st = statSync(path);
     const searchable =
-      (st.mode & 0o001) !== 0 || (st.uid === user.uid && (st.mode & 0o100) !== 0) || (st.gid === user.gid && (st.mode & 0o010) !== 0);
+      (st.mode & 0o001) !== 0 ||
+      (st.uid === user.uid && (st.mode & 0o100) !== 0) ||
+      (st.gid === user.gid && (st.mode & 0o010) !== 0);
     if (!searchable) {
       throw new PghaError(
         'invalid-option',

@@ -29,7 +29,8 @@
  *   fence timer ignores it); then pgState 'primary', the watchdog armed and the
  *   record marked writable. Between steps the agent may freeze, die or be cut off.
  *   agent.ts as it is arms the watchdog for a new leader only at the next renewal,
- *   which leaves a window; the properties run with that fixed (see the last tests).
+ *   which leaves a window; the properties run with the watchdog armed on install
+ *   (see the scenario tests at the end for the counterexamples).
  * - Existing data restarts through {@link decideStartup}; a restarted agent removes
  *   the leader record of its previous run, once that run's postgres is gone.
  * - The controller reads everything (possibly long before it decides) and writes a
@@ -182,7 +183,7 @@ interface ControllerMemory {
 /**
  * Variations of the system under test. The defaults are the real decisions and the
  * shell as agent/agent.ts is today, which leaves a window between the install
- * transaction and pg_promote (see the scenario tests at the end).
+ * transaction and the watchdog's arming (see the scenario tests at the end).
  */
 interface ModelOptions {
   readonly decideAgent?: (s: AgentSnapshot) => AgentAction;
@@ -976,14 +977,14 @@ function assertSafe(options: ModelOptions, numRuns: number): void {
   expect(total.maxTerm).toBeGreaterThanOrEqual(5);
 }
 
-// Each property runs a few seconds; the whole file stays well under 20 s.
+// A few seconds per property on an idle machine.
 describe('safety of the pure decisions under faults (model-based)', { timeout: 60_000 }, () => {
-  it('never makes two members writable at once, in the same term or past a deadline, with a shell that re-checks before pg_promote', () => {
-    assertSafe({ recheckBeforePromote: true }, 1500);
+  it('never makes two members writable at once, in the same term or past a deadline, when the shell arms the watchdog on install', () => {
+    assertSafe({ armWatchdogOnInstall: true }, 1500);
   });
 
-  it('never makes two members writable at once, in the same term or past a deadline, with a shell that arms the watchdog on install', () => {
-    assertSafe({ armWatchdogOnInstall: true }, 700);
+  it('stays safe when the shell also re-checks its claim right before pg_promote', () => {
+    assertSafe({ armWatchdogOnInstall: true, recheckBeforePromote: true }, 700);
   });
 
   it('catches an agent that restarts postgres writable without checking its deadline (the model can fail)', () => {
@@ -994,7 +995,7 @@ describe('safety of the pure decisions under faults (model-based)', { timeout: 6
     const result = fc.check(
       fc.property(
         eventsArb,
-        (events) => violationOf(events, { decideAgent: careless, recheckBeforePromote: true }) === null,
+        (events) => violationOf(events, { decideAgent: careless, armWatchdogOnInstall: true }) === null,
       ),
       { numRuns: 2000, seed: 42, endOnFailure: true },
     );
@@ -1002,25 +1003,36 @@ describe('safety of the pure decisions under faults (model-based)', { timeout: 6
   });
 });
 
-describe('the window between installing the leader record and pg_promote (agent.ts promote)', () => {
-  // Shrunk by fast-check from a run of the property against the shell as it is:
-  // demo-0's agent freezes and its watchdog kills postgres; demo-1 is elected,
-  // installs the leader record for term 2 and freezes before pg_promote, before
-  // any renewal armed its watchdog. Its lease expires; it resumes and runs
-  // pg_promote 700 ms past its deadline, without the leader record.
-  const shrunk: Event[] = [
-    { type: 'freeze', m: 0 },
-    { type: 'advance', ticks: 47, auto: true },
-    { type: 'advance', ticks: 3, auto: true },
+describe('a promotion between the install transaction and arming the watchdog (agent.ts promote)', () => {
+  // Shrunk by fast-check from the property run against the shell as it is: demo-1,
+  // the switchover target, installs the leader record for term 2 and its agent
+  // freezes before pg_promote, before any renewal armed the watchdog. The lease
+  // expires; on resume the agent runs pg_promote 1.7 s past its deadline.
+  const frozenBeforePromote: Event[] = [
+    { type: 'switchover', from: null, to: null },
+    { type: 'controller-pass' },
+    { type: 'agent-read', m: 0, only: null },
+    { type: 'agent-act', m: 0 },
     { type: 'agent-tick', m: 1 },
     { type: 'freeze', m: 1 },
-    { type: 'advance', ticks: 37, auto: false },
-    { type: 'advance', ticks: 3, auto: false },
+    { type: 'advance', ticks: 60, auto: false },
     { type: 'unfreeze', m: 1 },
-    { type: 'advance', ticks: 4, auto: true },
-    { type: 'controller-pass' },
+    { type: 'advance', ticks: 30, auto: true },
   ];
-  // The same with a second writer: demo-0 is cut off and fenced; demo-1 installs
+  // Shrunk by fast-check from the property run against a shell that only re-checks
+  // before pg_promote: demo-2's agent freezes right after sending pg_promote.
+  // postgres is writable, the fence timer ignores it (pgState is still 'replica')
+  // and the watchdog was never armed for it; the lease expires, postgres stays writable.
+  const frozenAfterPromote: Event[] = [
+    { type: 'advance', ticks: 43, auto: false },
+    { type: 'switchover', from: null, to: 2 },
+    { type: 'controller-pass' },
+    { type: 'advance', ticks: 5, auto: true },
+    { type: 'agent-tick', m: 2 },
+    { type: 'freeze', m: 2 },
+    { type: 'advance', ticks: 37, auto: false },
+  ];
+  // With a second writer: demo-0 is cut off and fenced; demo-1 is elected, installs
   // term 2 and freezes; its lease expires, demo-2 is elected for term 3 and
   // promotes; then demo-1 resumes and promotes for term 2.
   const twoWriters: Event[] = [
@@ -1040,28 +1052,37 @@ describe('the window between installing the leader record and pg_promote (agent.
     { type: 'agent-act', m: 1 },
   ];
 
-  it('lets a resumed target promote past its deadline when the shell neither re-checks nor arms the watchdog on install', () => {
-    expect(violationOf(shrunk)).toMatch(
-      /^at 4700 ms: demo-1 is writable \(term 2\) without the leader record, 700 ms past its deadline/,
+  it('lets a target frozen after the install promote past its deadline with the shell as it is', () => {
+    expect(violationOf(frozenBeforePromote)).toMatch(
+      /^at 3200 ms: demo-1 is writable \(term 2\) without the leader record, 1700 ms past its deadline/,
     );
     expect(violationOf(twoWriters)).toMatch(/demo-1 is writable \(term 2\) without the leader record/);
     expect(() => simulate(twoWriters.slice(0, -1))).not.toThrow();
   });
 
-  it('stays safe when the shell re-checks the leader record and its deadline right before pg_promote', () => {
-    for (const events of [shrunk, twoWriters]) expect(violationOf(events, { recheckBeforePromote: true })).toBeNull();
+  it('re-checking the claim right before pg_promote closes the first window but not the second', () => {
+    expect(violationOf(frozenBeforePromote, { recheckBeforePromote: true })).toBeNull();
     const model = simulate(twoWriters, { recheckBeforePromote: true });
     expect(model.members.map((m) => m.pg.state)).toEqual(['down', 'replica', 'primary']);
     expect(model.log.join('\n')).toContain('demo-1: not promoting for term 2');
+    expect(violationOf(frozenAfterPromote, { recheckBeforePromote: true })).toMatch(
+      /demo-2 is writable \(term 2\) without the leader record, 500 ms past its deadline/,
+    );
   });
 
-  it('stays safe when the shell arms the watchdog as soon as it installs the leader record', () => {
-    for (const events of [shrunk, twoWriters]) expect(violationOf(events, { armWatchdogOnInstall: true })).toBeNull();
+  it('arming the watchdog as soon as the leader record is installed closes both', () => {
+    for (const events of [frozenBeforePromote, frozenAfterPromote, twoWriters]) {
+      expect(violationOf(events, { armWatchdogOnInstall: true })).toBeNull();
+    }
     const model = simulate(twoWriters, { armWatchdogOnInstall: true });
     expect(model.log.join('\n')).toContain(
       'demo-1: postgres killed (watchdog: deadline passed without renewal) as replica',
     );
     expect(model.members.map((m) => m.pg.state)).toEqual(['down', 'down', 'primary']);
+    const frozen = simulate(frozenAfterPromote, { armWatchdogOnInstall: true });
+    expect(frozen.log.join('\n')).toContain(
+      'demo-2: postgres killed (watchdog: deadline passed without renewal) as primary of term 2',
+    );
   });
 });
 
@@ -1079,6 +1100,7 @@ describe('the install transaction', () => {
     { type: 'controller-pass' },
     { type: 'agent-tick', m: 1 },
     { type: 'agent-act', m: 1 },
+    { type: 'agent-act', m: 1 },
     { type: 'switchover', from: null, to: 2 },
     { type: 'controller-pass' },
     { type: 'agent-read', m: 2, only: 'term' },
@@ -1088,13 +1110,14 @@ describe('the install transaction', () => {
   ];
 
   it('refuses a promotion decided on a view skewed across the three gets, by its "leader absent" condition', () => {
-    const model = simulate(skewedRead, { recheckBeforePromote: true });
+    const model = simulate(skewedRead, { armWatchdogOnInstall: true });
     expect(model.members.map((m) => m.pg.state)).toEqual(['down', 'primary', 'replica']);
     expect(model.log.join('\n')).toContain('demo-2: action promote');
+    expect(model.log.join('\n')).not.toContain('demo-2: installed');
   });
 
   it('would make two writers without that condition: term and target alone do not prevent it', () => {
-    expect(violationOf(skewedRead, { recheckBeforePromote: true, guardLeaderAbsent: false })).toMatch(
+    expect(violationOf(skewedRead, { armWatchdogOnInstall: true, guardLeaderAbsent: false })).toMatch(
       /demo-1 \(term 2\) and demo-2 \(term 3\) are writable at the same time/,
     );
   });

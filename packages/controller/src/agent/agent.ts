@@ -399,6 +399,9 @@ export class Agent {
     this.leader = record;
     this.leaderLease = this.leaseKeeper.id;
     this.holdsLeader = true;
+    // Armed from the moment we may become writable: if this process freezes or dies
+    // between here and the end of promotion, the watchdog still fences at the deadline.
+    this.armWatchdog();
     this.log.info(`installed the leader record for term ${term}`);
     return true;
   }
@@ -797,6 +800,12 @@ export class Agent {
       return;
     }
     try {
+      if (!this.holdsLeader || !this.leaseKeeper.isValid()) {
+        throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
+      }
+      // Counted as writable from the moment pg_promote is sent, so the fence timer
+      // covers the promotion itself.
+      this.pgState = 'primary';
       await this.conn!.query('SELECT pg_promote(false)');
       for (;;) {
         const { rows } = await this.conn!.query('SELECT pg_is_in_recovery() AS r');

@@ -98,6 +98,17 @@ async function newLeader(old: LeaderRecord, timeoutMillis = 30_000): Promise<Lea
   );
 }
 
+/**
+ * Two writers: one pinned to the old primary (it keeps trying it whatever etcd
+ * says, to catch any write it acknowledges too late) and one following the leader.
+ */
+async function pinnedAndFollower(oldPrimary: string): Promise<{ pinned: Writer; follower: Writer }> {
+  const pinned = writer(oldPrimary, ids());
+  const follower = writer('leader', ids());
+  await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
+  return { pinned, follower };
+}
+
 let nextId = 1;
 function ids(): number {
   const first = nextId;
@@ -188,9 +199,7 @@ describe('failover', () => {
     '(b) kill -9 of the primary agent alone: its postgres acknowledges nothing after the new primary is promoted',
     async () => {
       const old = await healthy();
-      const pinned = writer(old.member, ids());
-      const follower = writer('leader', ids());
-      await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
+      const { pinned, follower } = await pinnedAndFollower(old.member);
       const m = member(old.member);
       const pgPid = postmasterPid(m.memberDir)!;
       process.kill(m.agentPid()!, 'SIGKILL');
@@ -213,9 +222,7 @@ describe('failover', () => {
     '(c) SIGSTOP of the primary agent alone: the watchdog fences postgres before a new primary is promoted',
     async () => {
       const old = await healthy();
-      const pinned = writer(old.member, ids());
-      const follower = writer('leader', ids());
-      await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
+      const { pinned, follower } = await pinnedAndFollower(old.member);
       const m = member(old.member);
       const agentPid = m.agentPid()!;
       const pgPid = postmasterPid(m.memberDir)!;
@@ -251,9 +258,7 @@ describe('failover', () => {
     '(c2) SIGSTOP of the primary host (agent, watchdog, postgres): a new primary; on SIGCONT the old one fences at once and rejoins',
     async () => {
       const old = await healthy();
-      const pinned = writer(old.member, ids());
-      const follower = writer('leader', ids());
-      await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
+      const { pinned, follower } = await pinnedAndFollower(old.member);
       const m = member(old.member);
       const agentPid = m.agentPid()!;
       const pgPid = postmasterPid(m.memberDir)!;

@@ -33,6 +33,9 @@ async function loadTarget(name: TargetName): Promise<Target> {
   return (await import('./targets/pgha.js')).pghaTarget();
 }
 
+/** BENCH_KEEP_LOGS=1 keeps the logs of every trial, not only of failed ones. */
+const keepAllLogs = process.env.BENCH_KEEP_LOGS === '1';
+
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
 
 async function main(): Promise<number> {
@@ -105,11 +108,12 @@ async function main(): Promise<number> {
             const result = await runTrial({ target, profile: settings.name, members, fault, trial, limits, log });
             results.push(result);
             process.stdout.write(`${formatTrial(result)}\n`);
+            // Logs are cumulative per cluster: a trial's copy holds everything up to it.
+            if ((result.error !== undefined || keepAllLogs) && target.logDir !== null) {
+              const to = join(logsDir, `${name}-${settings.name}-${fault}-${trial}`);
+              if (keepLogs(target.logDir, to) > 0) log(`  logs kept in ${to}`);
+            }
             if (result.error !== undefined) {
-              if (target.logDir !== null) {
-                const to = join(logsDir, `${name}-${settings.name}-${fault}-${trial}`);
-                if (keepLogs(target.logDir, to) > 0) log(`  logs of the failed trial kept in ${to}`);
-              }
               // Start the next trial from a known state: healthy again, else a fresh cluster.
               try {
                 await target.waitHealthy(60_000);

@@ -180,7 +180,7 @@ process.on('unhandledRejection', (error) => {
 main().then(
   (code) => exit(code),
   (error) => {
-    log(`error: ${(error as Error).stack ?? error}`);
+    log(`error: ${(error as Error).message ?? error}`);
     return exit(1);
   },
 );

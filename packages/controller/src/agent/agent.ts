@@ -497,9 +497,9 @@ export class Agent {
       await this.readClusterState().catch(() => undefined);
       const leader = this.leader;
       if (leader !== null && leader.writable && leader.member !== this.options.name) return leader;
-      if (!announced) this.log.info('waiting for a writable primary to clone from');
+      if (!announced) this.log.info('waiting for a writable primary');
       announced = true;
-      await delay(200);
+      await delay(50);
     }
     throw new PghaError('timeout', 'stopped while waiting for a primary');
   }
@@ -607,6 +607,7 @@ export class Agent {
   /** Starts the postmaster and waits until it accepts our connection. */
   private async launchPostgres(as: 'primary' | 'replica'): Promise<void> {
     await clearStaleLock(this.dataDir);
+    this.runningSince = 0;
     const postgres = startPostgres(this.bins!, this.dataDir, this.user, this.logFile);
     this.postgres = postgres;
     this.pgState = as === 'primary' ? 'primary' : 'starting';
@@ -618,7 +619,11 @@ export class Agent {
       this.pgState = 'down';
       this.watchdog?.disarm();
       if (!this.stopping) {
-        this.crashes++;
+        // A postgres that ran for a while before this exit restarted fine last time:
+        // count from 1 again. Exits during start-up (or right after) keep counting,
+        // so a restart that cannot work ends in releasing the leader record.
+        const ranFor = this.runningSince === 0 ? 0 : this.clock.now() - this.runningSince;
+        this.crashes = ranFor > 1000 ? 1 : this.crashes + 1;
         this.log.warn(
           `postgres (pid ${postgres.pid}) exited unexpectedly: ${logTail(this.logFile, 3).replace(/\n/g, ' | ')}`,
         );
@@ -693,7 +698,6 @@ export class Agent {
     } catch {
       etcdOk = false;
     }
-    if (this.crashes > 0 && this.postgres !== null && this.clock.now() - this.runningSince > 30_000) this.crashes = 0;
     if (observation !== null && observation.inRecovery && observation.receiverStatus !== 'streaming') {
       this.notStreamingSince ??= this.clock.now();
     } else this.notStreamingSince = null;

@@ -27,8 +27,11 @@ export interface LocalClusterOptions {
   /** Client port of the etcd pgha starts (peer port is the next one). Default 2379. */
   readonly etcdPort?: number;
   readonly keyRoot?: string;
-  /** Lease TTL handed to the agents. */
+  /** Lease TTL handed to the agents and controllers. */
   readonly leaseTtlMillis?: number;
+  /** Keepalive interval and fencing margin handed to the agents. */
+  readonly keepaliveIntervalMillis?: number;
+  readonly fencingMarginMillis?: number;
   /** How many controllers to run (one is active, the others stand by). Default 1. */
   readonly controllers?: number;
   /** Restart an agent or controller that exits unexpectedly, as Kubernetes restarts a pod. Default true. */
@@ -256,6 +259,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (index === 0) args.push('--bootstrap');
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
+    if (options.keepaliveIntervalMillis !== undefined) args.push('--keepalive-interval-millis', String(options.keepaliveIntervalMillis));
+    if (options.fencingMarginMillis !== undefined) args.push('--fencing-margin-millis', String(options.fencingMarginMillis));
     args.push(...(options.memberArgs?.(member.name) ?? []));
     const netns = options.placement?.(member.name)?.netns;
     const [command, argv] =

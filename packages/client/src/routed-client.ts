@@ -46,6 +46,8 @@ export interface ClientRouting {
   readonly parameters: Map<string, string>;
   /** Set when pgha cut the connection itself (a straggler after a primary change). */
   terminatedByPgha: boolean;
+  /** The statement written to the server and not yet answered, with the facts to classify its failure. */
+  inFlight: { readonly statement: unknown; readonly transactionStatus: string | null; readonly text: string } | null;
 }
 
 /** The symbol under which a primary client keeps its {@link ClientRouting}. */
@@ -67,6 +69,7 @@ interface Instrumentable {
   text?: string;
   submit(connection: unknown): unknown;
   handleError(err: Error, connection: unknown): unknown;
+  handleReadyForQuery?(connection: unknown): unknown;
   callback?: Callback;
   query_timeout?: number;
 }
@@ -137,12 +140,23 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
 
     override submit(connection: unknown): unknown {
       this[querySent] = true;
-      this[queryTransactionStatus] = this[queryClient]?.transactionStatus() ?? null;
+      const client = this[queryClient];
+      if (client !== null) {
+        const transactionStatus = client.transactionStatus();
+        this[queryTransactionStatus] = transactionStatus;
+        client[routingState].inFlight = { statement: this, transactionStatus, text: this.text ?? '' };
+      }
       return super.submit(connection);
+    }
+
+    override handleReadyForQuery(connection: unknown): unknown {
+      this[queryClient]?.settled(this);
+      return super.handleReadyForQuery!(connection);
     }
 
     override handleError(err: Error, connection: unknown): unknown {
       const client = this[queryClient];
+      client?.settled(this);
       const classified =
         client === null ? err : client.classify(err, this[querySent], this[queryTransactionStatus], this.text ?? '');
       return super.handleError(classified, connection);
@@ -155,6 +169,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       transactionStatus: null,
       parameters: new Map(),
       terminatedByPgha: false,
+      inFlight: null,
     };
 
     // biome-ignore lint/suspicious/noExplicitAny: pg's own constructor accepts a string or a config
@@ -277,12 +292,27 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       query.submit = function (this: Instrumentable, connection: unknown) {
         sent = true;
         transactionStatus = client.transactionStatus();
+        client[routingState].inFlight = { statement: query, transactionStatus, text };
         return submit.call(this, connection);
       };
+      const handleReadyForQuery = query.handleReadyForQuery;
+      if (typeof handleReadyForQuery === 'function') {
+        query.handleReadyForQuery = function (this: Instrumentable, connection: unknown) {
+          client.settled(query);
+          return handleReadyForQuery.call(this, connection);
+        };
+      }
       const handleError = query.handleError;
       query.handleError = function (this: Instrumentable, err: Error, connection: unknown) {
+        client.settled(query);
         return handleError.call(this, client.classify(err, sent, transactionStatus, text), connection);
       };
+    }
+
+    /** @internal the statement in flight finished (or failed). */
+    settled(statement: unknown): void {
+      const state = this[routingState];
+      if (state.inFlight?.statement === statement) state.inFlight = null;
     }
 
     /** @internal */
@@ -329,9 +359,18 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       // failover terminates such sessions), Node would crash the process. pgha keeps
       // the process alive instead: the connection is unusable, its next statement fails
       // with PrimaryChangedError (never sent), and release() removes it from the pool.
-      if (event === 'error' && this.listenerCount('error') === 0) {
-        router.reread();
-        return false;
+      if (event === 'error') {
+        // The socket error pg emits first (pg-pool's query() answers its caller with
+        // it) is classified like the statement it interrupted, so every path reports
+        // the same typed error. Without a statement in flight it passes unchanged.
+        const inFlight = this[routingState].inFlight;
+        if (inFlight !== null && args[0] instanceof Error) {
+          args = [this.classify(args[0], true, inFlight.transactionStatus, inFlight.text), ...args.slice(1)];
+        }
+        if (this.listenerCount('error') === 0) {
+          router.reread();
+          return false;
+        }
       }
       return super.emit(event, ...args);
     }

@@ -390,11 +390,15 @@ describe('failover', () => {
         process.kill(receiverPid, 'SIGCONT');
         frozen.delete(receiverPid);
       }
-      // Bring the good replica back first: it is elected, not the laggard.
-      c.startMember(other);
-      const next = await newLeader(old, 60_000);
-      expect(next.member).not.toBe(laggard);
-      c.startMember(old.member);
+      try {
+        // Bring the good replica back first: it is elected, not the laggard.
+        c.startMember(other);
+        const next = await newLeader(old, 60_000);
+        expect(next.member).not.toBe(laggard);
+      } finally {
+        c.startMember(other);
+        c.startMember(old.member);
+      }
       await healthy(90_000);
     },
   );
@@ -405,21 +409,41 @@ describe('failover', () => {
     const holder = JSON.parse((await etcd.get(keys.controller).string())!);
     const activeIndex = pids.findIndex((p) => p === holder.pid);
     expect(activeIndex).toBeGreaterThanOrEqual(0);
+    const active = pids[activeIndex]!;
+    // Freeze the active controller first, so that the failover cannot finish before
+    // it dies (it reacts within milliseconds), then lose the primary's host, then
+    // kill the controller while the cluster has no primary.
+    process.kill(active, 'SIGSTOP');
+    frozen.add(active);
     c.hold(old.member);
-    const m = member(old.member);
-    const pgPid = postmasterPid(m.memberDir)!;
-    process.kill(m.agentPid()!, 'SIGKILL');
-    process.kill(pgPid, 'SIGKILL');
-    await waitFor('the leader record to expire', async () => (await leader()) === null, 10_000, 10);
-    // The failover has begun: kill the active controller now.
-    process.kill(pids[activeIndex]!, 'SIGKILL');
-    const next = await newLeader(old, 30_000);
-    expect(next.member).not.toBe(old.member);
-    const newHolder = JSON.parse((await etcd.get(keys.controller).string())!);
-    expect(newHolder.pid).not.toBe(pids[activeIndex]);
-    c.startMember(old.member);
+    try {
+      const m = member(old.member);
+      const pgPid = postmasterPid(m.memberDir)!;
+      process.kill(m.agentPid()!, 'SIGKILL');
+      process.kill(pgPid, 'SIGKILL');
+      await waitFor('the leader record to expire', async () => (await leader()) === null, 10_000, 10);
+      process.kill(active, 'SIGKILL');
+      frozen.delete(active);
+      const next = await newLeader(old, 30_000);
+      expect(next.member).not.toBe(old.member);
+      const newHolder = JSON.parse((await etcd.get(keys.controller).string())!);
+      expect(newHolder.pid).not.toBe(active);
+      // The standby that finished the failover also accounts for it.
+      const record = await waitFor(
+        'the history record of the new term',
+        async () =>
+          Object.values(await etcd.getAll().prefix(keys.historyPrefix).strings())
+            .map((v) => HistoryRecord.decode(v))
+            .find((h) => h.term === next.term),
+        5_000,
+      );
+      expect(record).toMatchObject({ oldPrimary: old.member, newPrimary: next.member, reason: 'failover' });
+    } finally {
+      if (frozen.delete(active)) process.kill(active, 'SIGKILL');
+      c.startMember(old.member);
+    }
     await healthy(60_000);
-    expect(alive([pids[activeIndex]])).toEqual([]);
+    expect(alive([active])).toEqual([]);
   });
 
   fault(

@@ -98,7 +98,9 @@ export class Controller {
       this.pending = false;
       try {
         if (!this.active || !this.lease!.isValid()) await this.campaign(etcd);
-        if (this.active && this.lease!.isValid()) await this.pass(etcd);
+        // A standby follows the cluster too (without acting), so that on taking over
+        // it knows the last primary and when it was lost, for ranking and history.
+        await this.pass(etcd, this.active && this.lease!.isValid());
       } catch (error) {
         this.log.warn(`controller pass failed: ${(error as Error).message}`);
         if (String((error as Error).message).includes('lease')) await this.regrant();
@@ -157,7 +159,7 @@ export class Controller {
     }
   }
 
-  private async pass(etcd: Etcd3): Promise<void> {
+  private async pass(etcd: Etcd3, act: boolean): Promise<void> {
     for (let i = 0; i < 5; i++) {
       const all = await etcd.getAll().prefix(this.keys.prefix).exec();
       const now = this.clock.date().getTime();
@@ -207,10 +209,11 @@ export class Controller {
         if (primary !== undefined && primary.role === 'primary') this.lastPrimary = primary;
       } else if (this.leaderLostAt === null) {
         this.leaderLostAt = now;
-        this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
+        if (act) this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
       }
       if (targetText !== this.targetSeen?.text)
         this.targetSeen = targetText === null ? null : { text: targetText, at: now };
+      if (!act) return;
 
       const decision = decideController({
         now,

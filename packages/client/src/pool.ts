@@ -210,6 +210,12 @@ function isRetryableConnectError(error: unknown): boolean {
  * const { rows } = await pool.query('SELECT now()');
  */
 export class Pool extends pg.Pool {
+  /**
+   * The client class this pool creates (pg.Pool sets it at runtime; @types/pg does
+   * not declare it). A subclass of pg.Client whose connections go to the current
+   * primary, so `new pool.Client(pool.options)` side connections are routed too.
+   */
+  declare readonly Client: typeof pg.Client;
   /** The watcher this pool follows (its own, or the shared one given as `discovery`). */
   readonly discovery: ClusterWatcher;
   /** How long checkouts wait for a writable primary, in milliseconds. */
@@ -421,7 +427,12 @@ export class Pool extends pg.Pool {
    * pg-pool's `connect`, except that under `stalePolicy: 'refuse'` a checkout fails at
    * once with `DiscoveryStaleError` while etcd is unreachable beyond the stale window.
    */
-  // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
+  override connect(): Promise<pg.PoolClient>;
+  override connect(
+    // biome-ignore lint/suspicious/noExplicitAny: pg's own signature
+    callback: (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: any) => void) => void,
+  ): void;
+  // biome-ignore lint/suspicious/noExplicitAny: the implementation serves both overloads
   override connect(cb?: any): any {
     if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
       const error = this.staleError();

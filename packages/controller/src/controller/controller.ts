@@ -194,6 +194,9 @@ export class Controller {
             case 'member':
               members.push(MemberRecord.decode(text));
               break;
+            case 'history':
+              if (parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
+              break;
             default:
               break;
           }
@@ -205,8 +208,12 @@ export class Controller {
       if (leader !== null) {
         // Kept until the promotion's history record (its detectedAt) is written.
         if (leader.term <= this.lastHistoryTerm) this.leaderLostAt = null;
+        // The last primary is the *previous* one until this leadership is in the
+        // history (whose oldPrimary it is); from then on it is this one.
         const primary = members.find((m) => m.name === leader!.member);
-        if (primary !== undefined && primary.role === 'primary') this.lastPrimary = primary;
+        if (leader.term <= this.lastHistoryTerm && primary !== undefined && primary.role === 'primary') {
+          this.lastPrimary = primary;
+        }
       } else if (this.leaderLostAt === null) {
         this.leaderLostAt = now;
         if (act) this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);

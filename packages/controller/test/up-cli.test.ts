@@ -1,7 +1,7 @@
 // The quick start as a user runs it: `pgha up` in the foreground, `pgha status
 // --json`, psql-style writes on the printed connection string, Ctrl-C (SIGINT).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +16,8 @@ let up: ChildProcess | null = null;
 
 afterAll(() => {
   if (up?.pid !== undefined && up.exitCode === null) up.kill('SIGKILL');
-  rmSync(stateDir, { recursive: true, force: true });
+  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
+  else rmSync(stateDir, { recursive: true, force: true });
 });
 
 test('pgha up prints a working connection string, status --json shows the cluster, and SIGINT stops everything', async () => {
@@ -96,7 +97,16 @@ test('pgha up prints a working connection string, status --json shows the cluste
   expect(table).toMatch(/term 1\s+leader quick-0/);
   expect(table).toMatch(/quick-2\s+replica\s+running/);
 
-  const pids = [up.pid, ...['quick-0', 'quick-1', 'quick-2'].map((m) => postmasterPid(join(stateDir, m)))];
+  const members = ['quick-0', 'quick-1', 'quick-2'];
+  const pids = [up.pid, ...members.map((m) => postmasterPid(join(stateDir, m)))];
+  if (alive(pids).length !== 4) {
+    // Say which member's postgres is not running, and what its agent logged.
+    for (const m of members) {
+      const pid = postmasterPid(join(stateDir, m));
+      console.log(`${m}: postmaster ${pid ?? 'none'} ${pid !== null && alive([pid]).length ? 'alive' : 'NOT running'}`);
+      console.log(readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8').split('\n').filter((l) => /INFO|WARN|ERROR/.test(l)).slice(-15).join('\n'));
+    }
+  }
   expect(alive(pids)).toHaveLength(4);
   up.kill('SIGINT');
   await waitFor('pgha up to exit', () => up!.exitCode !== null, 60_000);

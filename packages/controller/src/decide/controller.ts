@@ -125,6 +125,10 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   }
 
   // No leader.
+  if (s.term === 0 && s.target === null) {
+    // Never initialized: the bootstrapping member takes the first term by itself.
+    return { type: 'wait', reason: 'waiting for the cluster to be bootstrapped' };
+  }
   const lostFor = s.leaderLostAt === null ? 0 : s.now - s.leaderLostAt;
   const failedTarget = new Set<string>();
   if (pending !== null) {

@@ -102,11 +102,59 @@ function freeSubnet(): number {
   throw new Error('no free /24 left in 198.18.0.0/16');
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes namespaces and links left by an earlier run whose process died without
+ * cleaning up (killed by SIGKILL): their names carry the dead run's PID.
+ */
+function removeStale(): void {
+  for (const netns of listNetns()) {
+    const match = /^pgha-(\d+)-\d+$/.exec(netns);
+    if (match === null || processAlive(Number(match[1]))) continue;
+    try {
+      for (const pid of ip('netns', 'pids', netns)
+        .split('\n')
+        .filter((l) => /^\d+$/.test(l.trim()))) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    } catch {
+      /* no pids */
+    }
+    tryIp('netns', 'del', netns);
+  }
+  let links: string[] = [];
+  try {
+    links = ip('-o', 'link', 'show')
+      .split('\n')
+      .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? '');
+  } catch {
+    return;
+  }
+  for (const link of links) {
+    const match = /^ph([0-9a-z]+?)(br|h\d+|n\d+)$/.exec(link);
+    if (match === null || processAlive(Number.parseInt(match[1]!, 36))) continue;
+    tryIp('link', 'del', 'dev', link);
+  }
+}
+
 /**
  * Creates `count` namespaces `pgha-<pid>-<i>` (names unique per run), each with its
  * own address, `lo` up and a default route through the bridge.
  */
 export function createNetnsNetwork(count: number): NetnsNetwork {
+  removeStale();
   const tag = process.pid.toString(36); // interface names are limited to 15 characters
   const bridge = `ph${tag}br`;
   const third = freeSubnet();

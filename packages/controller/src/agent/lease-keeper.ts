@@ -26,7 +26,8 @@ export class LeaseKeeper extends EventEmitter {
   private leaseId: string | null = null;
   private stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | null = null;
   private opening: Promise<void> | null = null;
-  private readonly sent: number[] = [];
+  /** Send times of the current stream's unanswered keepalives (that stream's own list). */
+  private sent: number[] = [];
   private lastAckedSend = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | null = null;
   private ttlSeconds: number;
@@ -73,14 +74,33 @@ export class LeaseKeeper extends EventEmitter {
 
   private tick(): void {
     if (this.leaseId === null) return;
+    // A stream whose oldest keepalive has gone unanswered for two intervals (at
+    // least 500 ms) is treated as dead — its etcd member may be gone without the
+    // connection saying so — and replaced, which may pick another endpoint.
+    const oldest = this.sent[0];
+    const stallMillis = Math.max(500, 2 * this.timing.keepaliveIntervalMillis);
+    if (this.stream !== null && oldest !== undefined && this.clock.now() - oldest > stallMillis) this.dropStream();
     void this.sendKeepalive();
+  }
+
+  private dropStream(): void {
+    const stream = this.stream;
+    this.stream = null;
+    this.sent = [];
+    try {
+      stream?.end();
+    } catch {
+      /* already closed */
+    }
   }
 
   private async openStream(): Promise<void> {
     const stream = await this.client.leaseClient.leaseKeepAlive();
-    this.sent.length = 0;
+    // Send times of this stream's keepalives, in order; responses on a stream come
+    // in the order of its requests, and only this stream's responses consume them.
+    const sent: number[] = [];
     stream.on('data', (response: ILeaseKeepAliveResponse) => {
-      const sentAt = this.sent.shift();
+      const sentAt = sent.shift();
       if (Number(response.TTL) <= 0) {
         this.emit('expired');
         return;
@@ -91,11 +111,16 @@ export class LeaseKeeper extends EventEmitter {
       }
     });
     const drop = () => {
-      if (this.stream === stream) this.stream = null;
+      if (this.stream !== stream) return;
+      this.stream = null;
+      this.sent = [];
+      // Replace a broken stream at once rather than at the next tick.
+      if (this.timer !== null) void this.sendKeepalive();
     };
     stream.on('error', drop);
     stream.on('end', drop);
     this.stream = stream;
+    this.sent = sent;
   }
 
   private async sendKeepalive(): Promise<void> {
@@ -111,7 +136,7 @@ export class LeaseKeeper extends EventEmitter {
       this.stream.write({ ID: this.leaseId });
     } catch {
       // Unanswered keepalives simply do not extend the deadline; the next tick retries.
-      this.stream = null;
+      this.dropStream();
     }
   }
 

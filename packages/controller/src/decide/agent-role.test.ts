@@ -1,34 +1,9 @@
-import type { LeaderRecord, TargetRecord } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
+import { leader, target } from './__fixtures__/records.js';
 import { type AgentSnapshot, decideAgentAction, postgresStates } from './agent-role.js';
 
 // Literal fixtures built with small override factories. Monotonic time: now is
 // 10 000 ms, the lease deadline 11 500 ms unless a test says otherwise.
-function leader(overrides: Partial<LeaderRecord> = {}): LeaderRecord {
-  return {
-    v: 1,
-    term: 3,
-    member: 'demo-0',
-    host: '127.0.0.1',
-    port: 5432,
-    timeline: 2,
-    since: '2024-05-01T11:00:00.000Z',
-    writable: true,
-    ...overrides,
-  };
-}
-
-function target(overrides: Partial<TargetRecord> = {}): TargetRecord {
-  return {
-    v: 1,
-    term: 4,
-    member: 'demo-1',
-    reason: 'failover',
-    from: 'demo-0',
-    decidedAt: '2024-05-01T12:00:00.000Z',
-    ...overrides,
-  };
-}
 
 /** demo-1, a replica following the primary demo-0 of term 3. */
 function replica(overrides: Partial<AgentSnapshot> = {}): AgentSnapshot {

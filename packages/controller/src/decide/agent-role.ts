@@ -54,7 +54,8 @@ export type AgentAction =
  */
 export function decideAgentAction(s: AgentSnapshot): AgentAction {
   const leaseValid = s.leaseDeadline !== null && s.now < s.leaseDeadline;
-  if (s.postgres === 'primary' && !s.holdsLeader) return { type: 'fence', reason: 'writable without holding the leader record' };
+  if (s.postgres === 'primary' && !s.holdsLeader)
+    return { type: 'fence', reason: 'writable without holding the leader record' };
   if (s.postgres === 'primary' && !leaseValid) return { type: 'fence', reason: 'lease deadline passed' };
   if (s.holdsLeader && s.postgres === 'down' && s.crashes > s.maxRestarts) {
     return { type: 'release-leader', reason: `postgres failed ${s.crashes} times in a row` };

@@ -1,32 +1,9 @@
 import type { MemberRecord } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
+import { member } from './__fixtures__/records.js';
 import { type RankingPolicy, rankCandidates } from './candidates.js';
 
 // Literal fixtures built with small override factories.
-function member(overrides: Partial<MemberRecord> = {}): MemberRecord {
-  return {
-    v: 1,
-    name: 'demo-1',
-    role: 'replica',
-    state: 'running',
-    host: '127.0.0.1',
-    port: 5433,
-    term: 3,
-    timeline: 2,
-    receivedLsn: '0/5000000',
-    replayedLsn: '0/5000000',
-    lagBytes: 0,
-    lagSeconds: 0,
-    streaming: true,
-    postgresVersion: '15.8',
-    systemId: '7365048203312345678',
-    healthy: true,
-    problem: null,
-    tags: {},
-    updatedAt: '2024-05-01T12:00:00.000Z',
-    ...overrides,
-  };
-}
 
 function policy(overrides: Partial<RankingPolicy> = {}): RankingPolicy {
   return {

@@ -60,11 +60,15 @@ export function rankCandidates(members: readonly MemberRecord[], policy: Ranking
   });
   const position = (m: MemberRecord): LsnText => (m.receivedLsn ?? m.replayedLsn)!;
   let mostAdvanced = policy.lastPrimaryLsn;
-  for (const m of eligible) if (mostAdvanced === null || compareLsn(position(m), mostAdvanced) > 0) mostAdvanced = position(m);
+  for (const m of eligible)
+    if (mostAdvanced === null || compareLsn(position(m), mostAdvanced) > 0) mostAdvanced = position(m);
   const withinLag = eligible.filter((m) => {
     const lag = mostAdvanced === null ? 0 : lagBehind(mostAdvanced, position(m));
     if (lag > policy.maximumLagOnFailoverBytes) {
-      rejected.push({ member: m.name, reason: `${lag} bytes behind, over maximumLagOnFailoverBytes ${policy.maximumLagOnFailoverBytes}` });
+      rejected.push({
+        member: m.name,
+        reason: `${lag} bytes behind, over maximumLagOnFailoverBytes ${policy.maximumLagOnFailoverBytes}`,
+      });
       return false;
     }
     return true;

@@ -1,5 +1,6 @@
-import type { LeaderRecord, MemberRecord, SwitchoverRecord, TargetRecord } from '@pgha/core';
+import type { SwitchoverRecord, TargetRecord } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
+import { leader, member } from './__fixtures__/records.js';
 import { type ControllerDecision, type ControllerSnapshot, decideController } from './controller.js';
 
 // Literal fixtures built with small override factories. Wall-clock times: the
@@ -7,45 +8,6 @@ import { type ControllerDecision, type ControllerSnapshot, decideController } fr
 // member reported at 12:00:09.5 unless a test says otherwise.
 const at = (iso: string) => Date.parse(iso);
 const now = at('2024-05-01T12:00:10.000Z');
-
-function member(overrides: Partial<MemberRecord> = {}): MemberRecord {
-  return {
-    v: 1,
-    name: 'demo-1',
-    role: 'replica',
-    state: 'running',
-    host: '127.0.0.1',
-    port: 5433,
-    term: 3,
-    timeline: 2,
-    receivedLsn: '0/5000000',
-    replayedLsn: '0/5000000',
-    lagBytes: 0,
-    lagSeconds: 0,
-    streaming: true,
-    postgresVersion: '15.8',
-    systemId: '7365048203312345678',
-    healthy: true,
-    problem: null,
-    tags: {},
-    updatedAt: '2024-05-01T12:00:09.500Z',
-    ...overrides,
-  };
-}
-
-function leader(overrides: Partial<LeaderRecord> = {}): LeaderRecord {
-  return {
-    v: 1,
-    term: 3,
-    member: 'demo-0',
-    host: '127.0.0.1',
-    port: 5432,
-    timeline: 2,
-    since: '2024-05-01T11:00:00.000Z',
-    writable: true,
-    ...overrides,
-  };
-}
 
 function target(overrides: Partial<TargetRecord> = {}): TargetRecord {
   return {

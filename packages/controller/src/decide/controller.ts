@@ -93,7 +93,8 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
           promotedAt: s.leader.since,
           lastKnownLsn,
           decidedAt: byTarget?.decidedAt ?? null,
-          lostBytes: oldLsn !== null && newLsn !== null && byTarget?.reason === 'failover' ? lsnLagBytes(oldLsn, newLsn) : null,
+          lostBytes:
+            oldLsn !== null && newLsn !== null && byTarget?.reason === 'failover' ? lsnLagBytes(oldLsn, newLsn) : null,
         },
       };
     }
@@ -104,7 +105,8 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     if (req.from !== null && req.from !== s.leader.member) {
       return { type: 'reject-switchover', reason: `${req.from} is not the primary (${s.leader.member} is)` };
     }
-    if (req.at !== null && Date.parse(req.at) > s.now) return { type: 'wait', reason: `switchover scheduled at ${req.at}` };
+    if (req.at !== null && Date.parse(req.at) > s.now)
+      return { type: 'wait', reason: `switchover scheduled at ${req.at}` };
     const ranking = rankCandidates(s.members, {
       maximumLagOnFailoverBytes: s.policy.maximumLagOnFailoverBytes,
       lastPrimaryLsn: positionOf(s.members.find((m) => m.name === s.leader!.member) ?? null),
@@ -121,7 +123,11 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
             : `no eligible replica${req.to === null ? '' : ` ${req.to}`}: ${why.map((r) => `${r.member} ${r.reason}`).join('; ') || 'none reports'}`,
       };
     }
-    return { type: 'set-target', target: target(nextTerm, chosen.name, 'switchover', s.leader.member, s.now), consumeSwitchover: true };
+    return {
+      type: 'set-target',
+      target: target(nextTerm, chosen.name, 'switchover', s.leader.member, s.now),
+      consumeSwitchover: true,
+    };
   }
 
   // No leader.
@@ -134,8 +140,16 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   if (pending !== null) {
     const record = s.members.find((m) => m.name === pending.member);
     const age = s.targetSeenAt === null ? 0 : s.now - s.targetSeenAt;
-    if (record !== undefined && record.state === 'running' && record.role === 'replica' && age < s.policy.targetInstallTimeoutMillis) {
-      return { type: 'wait', reason: `waiting for ${pending.member} to take the leader record for term ${pending.term}` };
+    if (
+      record !== undefined &&
+      record.state === 'running' &&
+      record.role === 'replica' &&
+      age < s.policy.targetInstallTimeoutMillis
+    ) {
+      return {
+        type: 'wait',
+        reason: `waiting for ${pending.member} to take the leader record for term ${pending.term}`,
+      };
     }
     failedTarget.add(pending.member);
   }
@@ -143,13 +157,21 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   if (manual !== null) {
     const m = s.members.find((x) => x.name === manual);
     if (m === undefined || m.role !== 'replica' || m.state !== 'running') {
-      return { type: 'reject-switchover', reason: `${manual} cannot be promoted: ${m === undefined ? 'it does not report' : `it is ${m.state} as ${m.role}`}` };
+      return {
+        type: 'reject-switchover',
+        reason: `${manual} cannot be promoted: ${m === undefined ? 'it does not report' : `it is ${m.state} as ${m.role}`}`,
+      };
     }
-    return { type: 'set-target', target: target(nextTerm, manual, 'manual-failover', s.lastPrimary?.name ?? null, s.now), consumeSwitchover: true };
+    return {
+      type: 'set-target',
+      target: target(nextTerm, manual, 'manual-failover', s.lastPrimary?.name ?? null, s.now),
+      consumeSwitchover: true,
+    };
   }
   if (s.leaderLostAt !== null && lostFor < s.policy.freshReportWaitMillis) {
     const stale = s.members.filter((m) => Date.parse(m.updatedAt) < s.leaderLostAt!);
-    if (stale.length > 0) return { type: 'wait', reason: `waiting for fresh reports from ${stale.map((m) => m.name).join(', ')}` };
+    if (stale.length > 0)
+      return { type: 'wait', reason: `waiting for fresh reports from ${stale.map((m) => m.name).join(', ')}` };
   }
   // The old primary is not excluded: once fenced and back as a running replica it
   // holds everything it acknowledged, so it may well be the best (lossless) choice.
@@ -166,5 +188,9 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
       rejected: ranking.rejected,
     };
   }
-  return { type: 'set-target', target: target(nextTerm, best.name, 'failover', s.lastPrimary?.name ?? null, s.now), consumeSwitchover: false };
+  return {
+    type: 'set-target',
+    target: target(nextTerm, best.name, 'failover', s.lastPrimary?.name ?? null, s.now),
+    consumeSwitchover: false,
+  };
 }

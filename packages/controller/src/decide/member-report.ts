@@ -41,14 +41,17 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
   } else if (o !== null) {
     const position = o.replayedLsn ?? o.receivedLsn;
     lagBytes = s.primaryLsn !== null && position !== null ? lsnLagBytes(s.primaryLsn, position) : null;
-    const replayBehind = o.receivedLsn !== null && o.replayedLsn !== null && lsnLagBytes(o.receivedLsn, o.replayedLsn) > 0;
+    const replayBehind =
+      o.receivedLsn !== null && o.replayedLsn !== null && lsnLagBytes(o.receivedLsn, o.replayedLsn) > 0;
     lagSeconds = replayBehind ? Math.max(0, o.replayAgeSeconds ?? 0) : 0;
   }
   const streaming = o !== null && o.inRecovery && o.receiverStatus === 'streaming';
   const currentLsn = o === null ? null : o.inRecovery ? o.receivedLsn : o.currentLsn;
   const problem =
     s.problem ??
-    (o !== null && o.inRecovery && !streaming ? `not streaming from the primary (receiver: ${o.receiverStatus ?? 'not running'})` : null) ??
+    (o !== null && o.inRecovery && !streaming
+      ? `not streaming from the primary (receiver: ${o.receiverStatus ?? 'not running'})`
+      : null) ??
     (o !== null && !o.inRecovery && !s.isLeader ? 'writable but not the leader' : null);
   return {
     v: recordVersion,

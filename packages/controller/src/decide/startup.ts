@@ -51,10 +51,14 @@ export type StartupDecision =
  */
 export function decideStartup(s: StartupSnapshot): StartupDecision {
   if (s.dataDir === 'foreign') {
-    return { action: 'refuse', reason: s.foreignReason ?? 'the data directory is not empty and does not belong to this member' };
+    return {
+      action: 'refuse',
+      reason: s.foreignReason ?? 'the data directory is not empty and does not belong to this member',
+    };
   }
   if (s.dataDir === 'empty') {
-    if (s.clusterSystemId === null && s.mayBootstrap && (s.leader === null || s.leader.member === s.self)) return { action: 'bootstrap' };
+    if (s.clusterSystemId === null && s.mayBootstrap && (s.leader === null || s.leader.member === s.self))
+      return { action: 'bootstrap' };
     return { action: 'clone' };
   }
   if (s.clusterSystemId !== null && s.localSystemId !== null && s.clusterSystemId !== s.localSystemId) {

@@ -104,7 +104,13 @@ test('pgha up prints a working connection string, status --json shows the cluste
     for (const m of members) {
       const pid = postmasterPid(join(stateDir, m));
       console.log(`${m}: postmaster ${pid ?? 'none'} ${pid !== null && alive([pid]).length ? 'alive' : 'NOT running'}`);
-      console.log(readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8').split('\n').filter((l) => /INFO|WARN|ERROR/.test(l)).slice(-15).join('\n'));
+      console.log(
+        readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8')
+          .split('\n')
+          .filter((l) => /INFO|WARN|ERROR/.test(l))
+          .slice(-15)
+          .join('\n'),
+      );
     }
   }
   expect(alive(pids)).toHaveLength(4);

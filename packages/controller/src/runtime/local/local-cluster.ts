@@ -259,8 +259,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (index === 0) args.push('--bootstrap');
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
-    if (options.keepaliveIntervalMillis !== undefined) args.push('--keepalive-interval-millis', String(options.keepaliveIntervalMillis));
-    if (options.fencingMarginMillis !== undefined) args.push('--fencing-margin-millis', String(options.fencingMarginMillis));
+    if (options.keepaliveIntervalMillis !== undefined)
+      args.push('--keepalive-interval-millis', String(options.keepaliveIntervalMillis));
+    if (options.fencingMarginMillis !== undefined)
+      args.push('--fencing-margin-millis', String(options.fencingMarginMillis));
     args.push(...(options.memberArgs?.(member.name) ?? []));
     const netns = options.placement?.(member.name)?.netns;
     const [command, argv] =

@@ -59,6 +59,16 @@ if [ -z "${PGHA_ETCD_BIN:-}" ] && ! command -v etcd >/dev/null 2>&1; then
   fi
 fi
 
+# The network-partition fault tests build namespaces with iproute2's `ip`;
+# setpriv (util-linux) ties postgres's life to its agent's.
+for tool in ip:iproute2 setpriv:util-linux; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    if is_root && have_apt; then apt_install "${tool##*:}"; else
+      say "warning: ${tool%%:*} not found (Debian package ${tool##*:}); some tests will be skipped or fail"
+    fi
+  fi
+done
+
 # As root, postgres must run as an unprivileged user.
 if is_root && ! id "${PGHA_OS_USER:-postgres}" >/dev/null 2>&1; then
   say "creating the unprivileged OS user ${PGHA_OS_USER:-postgres} for postgres"

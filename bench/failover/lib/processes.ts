@@ -12,6 +12,7 @@ import {
   readFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { isAlive } from '../../../packages/controller/src/adapters/processes.js';
 
 /** Milliseconds on a monotonic clock (immune to wall-clock steps during a trial). */
 export const now = (): number => performance.now();
@@ -19,15 +20,8 @@ export const now = (): number => performance.now();
 /** Resolves after `ms`; only for pacing, never to hope that something happened. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Whether a process with this PID exists (signal 0 probe). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+/** Whether a process with this PID exists: the controller's own probe. */
+export { isAlive };
 
 /** Sends `signal` to `pid`, ignoring a process that is already gone. */
 export function signalPid(pid: number | null | undefined, signal: NodeJS.Signals): void {

@@ -450,6 +450,13 @@ describe('pgha agent with a foreign data directory', () => {
     PGHA_REPLICATION_PASSWORD: 'replication-password-0123',
   };
 
+  /** Runs `pgha agent` as pgha-0 on `memberDir` against the test etcd, below `keyRoot`. */
+  async function runAgent(memberDir: string, keyRoot: string, port?: number, extra: string[] = []): Promise<CliRun> {
+    const args = ['--name', 'pgha-0', '--member-dir', memberDir, '--port', String(port ?? (await findFreePort()))];
+    args.push('--etcd', etcd.endpoint, '--key-root', keyRoot, ...extra);
+    return runCli(['agent', ...args], { cwd: memberDir, env: passwords });
+  }
+
   async function expectNothingInEtcd(keyRoot: string): Promise<void> {
     const client = createEtcdClient({ endpoints: etcd.endpoint });
     try {
@@ -468,22 +475,7 @@ describe('pgha agent with a foreign data directory', () => {
     const before = snapshotTree(memberDir);
     const port = await findFreePort();
     const keyRoot = uniqueKeyRoot();
-    const run = await runCli(
-      [
-        'agent',
-        '--name',
-        'pgha-0',
-        '--member-dir',
-        memberDir,
-        '--port',
-        String(port),
-        '--etcd',
-        etcd.endpoint,
-        '--key-root',
-        keyRoot,
-      ],
-      { cwd: memberDir, env: passwords },
-    );
+    const run = await runAgent(memberDir, keyRoot, port);
     expectFailure(run);
     expect(run.stderr).toContain(
       `pgha: ${dataDir} is not empty and is not a PostgreSQL data directory; pgha will not touch it: move it away or choose another directory`,
@@ -502,23 +494,7 @@ describe('pgha agent with a foreign data directory', () => {
     writeFileSync(join(dataDir, 'junk'), 'junk\n');
     const before = snapshotTree(memberDir);
     const keyRoot = uniqueKeyRoot();
-    const run = await runCli(
-      [
-        'agent',
-        '--name',
-        'pgha-0',
-        '--member-dir',
-        memberDir,
-        '--port',
-        String(await findFreePort()),
-        '--etcd',
-        etcd.endpoint,
-        '--key-root',
-        keyRoot,
-        '--bootstrap',
-      ],
-      { cwd: memberDir, env: passwords },
-    );
+    const run = await runAgent(memberDir, keyRoot, undefined, ['--bootstrap']);
     expectFailure(run);
     expect(run.stderr).toContain(
       `${dataDir} is not empty and is not a PostgreSQL data directory; pgha will not touch it`,
@@ -536,22 +512,7 @@ describe('pgha agent with a foreign data directory', () => {
     writeFileSync(join(dataDir, 'global', 'pg_control'), Buffer.alloc(8192, 7));
     const before = snapshotTree(memberDir);
     const keyRoot = uniqueKeyRoot();
-    const run = await runCli(
-      [
-        'agent',
-        '--name',
-        'pgha-0',
-        '--member-dir',
-        memberDir,
-        '--port',
-        String(await findFreePort()),
-        '--etcd',
-        etcd.endpoint,
-        '--key-root',
-        keyRoot,
-      ],
-      { cwd: memberDir, env: passwords },
-    );
+    const run = await runAgent(memberDir, keyRoot);
     expectFailure(run);
     expect(run.stderr).toContain(
       `${dataDir} is a PostgreSQL data directory that pgha did not create (no pgha-member.json)`,
@@ -570,22 +531,7 @@ describe('pgha agent with a foreign data directory', () => {
     writeFileSync(join(dataDir, 'pgha-member.json'), '{"cluster":"pgha","member":"pgha-1"}\n');
     const before = snapshotTree(memberDir);
     const keyRoot = uniqueKeyRoot();
-    const run = await runCli(
-      [
-        'agent',
-        '--name',
-        'pgha-0',
-        '--member-dir',
-        memberDir,
-        '--port',
-        String(await findFreePort()),
-        '--etcd',
-        etcd.endpoint,
-        '--key-root',
-        keyRoot,
-      ],
-      { cwd: memberDir, env: passwords },
-    );
+    const run = await runAgent(memberDir, keyRoot);
     expectFailure(run);
     expect(run.stderr).toContain(`${dataDir} belongs to member "pgha-1" of cluster "pgha", not "pgha-0" of "pgha"`);
     expect(snapshotTree(memberDir)).toEqual(before);

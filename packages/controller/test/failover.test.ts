@@ -109,6 +109,21 @@ async function pinnedAndFollower(oldPrimary: string): Promise<{ pinned: Writer; 
   return { pinned, follower };
 }
 
+/** Waits until `follower` has a write acknowledged by the new leader `next` (not by `oldMember`). */
+async function writingOn(next: LeaderRecord, follower: Writer, oldMember: string): Promise<void> {
+  await waitFor(
+    'a write on the new primary',
+    () => follower.firstAckAfter(Date.parse(next.since), oldMember),
+    15_000,
+    20,
+  );
+}
+
+/** The writes `member` acknowledged at or after `since` (wall-clock ms). */
+function acksAfter(w: Writer, member: string, since: number) {
+  return w.acks.filter((a) => a.member === member && a.at >= since);
+}
+
 let nextId = 1;
 function ids(): number {
   const first = nextId;
@@ -205,14 +220,9 @@ describe('failover', () => {
       process.kill(m.agentPid()!, 'SIGKILL');
       await waitFor('postgres to die with its agent', () => livingGroupMembers(pgPid).length === 0, 5_000, 10);
       const next = await newLeader(old);
-      await waitFor(
-        'a write on the new primary',
-        () => follower.firstAckAfter(Date.parse(next.since), old.member),
-        15_000,
-        20,
-      );
+      await writingOn(next, follower, old.member);
       await stopWriters();
-      const late = pinned.acks.filter((a) => a.member === old.member && a.at >= Date.parse(next.since));
+      const late = acksAfter(pinned, old.member, Date.parse(next.since));
       expect(late).toEqual([]);
       await healthy();
     },
@@ -233,13 +243,8 @@ describe('failover', () => {
         await waitFor('the watchdog to kill postgres', () => livingGroupMembers(pgPid).length === 0, 5_000, 10);
         const fencedAfter = Date.now() - stoppedAt;
         const next = await newLeader(old);
-        await waitFor(
-          'a write on the new primary',
-          () => follower.firstAckAfter(Date.parse(next.since), old.member),
-          15_000,
-          20,
-        );
-        const late = pinned.acks.filter((a) => a.member === old.member && a.at >= Date.parse(next.since));
+        await writingOn(next, follower, old.member);
+        const late = acksAfter(pinned, old.member, Date.parse(next.since));
         const lastOld = pinned.acks.filter((a) => a.member === old.member).at(-1);
         console.log(
           `(c) fenced ${fencedAfter} ms after SIGSTOP; last old-primary ack ${lastOld ? Date.parse(next.since) - lastOld.at : '-'} ms before the new leader record`,
@@ -272,12 +277,7 @@ describe('failover', () => {
       let resumedAt = 0;
       try {
         const next = await newLeader(old);
-        await waitFor(
-          'a write on the new primary',
-          () => follower.firstAckAfter(Date.parse(next.since), old.member),
-          15_000,
-          20,
-        );
+        await writingOn(next, follower, old.member);
         resumedAt = Date.now();
         for (const pid of host) {
           process.kill(pid, 'SIGCONT');
@@ -285,7 +285,7 @@ describe('failover', () => {
         }
         await waitFor('the old primary to be fenced', () => livingGroupMembers(pgPid).length === 0, 5_000, 10);
         const fencedIn = Date.now() - resumedAt;
-        const late = pinned.acks.filter((a) => a.member === old.member && a.at >= resumedAt);
+        const late = acksAfter(pinned, old.member, resumedAt);
         console.log(
           `(c2) old primary fenced ${fencedIn} ms after SIGCONT; writes it acknowledged after resuming: ${late.length}`,
         );

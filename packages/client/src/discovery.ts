@@ -22,6 +22,7 @@ import {
   initialDiscoveryState,
   type LeaderObservation,
   reasonFromTarget,
+  sameEndpoint,
 } from './routing.js';
 
 /** How the client reaches etcd. */
@@ -169,6 +170,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private watcher: Watcher | null = null;
   private watchHealthy = false;
   private watchStarting: Promise<void> | null = null;
+  /** The newest revision the leader watch delivered. */
+  private watchRevision = 0;
+  private watchCheck: NodeJS.Timeout | null = null;
   private reading: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
   private lastContactMillis: number;
@@ -212,7 +216,10 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     const etcdOptions: IOptions = {
       hosts: this.endpoints,
       dialTimeout: callTimeoutMillis,
-      defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMillis }),
+      // Unary calls get a deadline; streams (the watches) must not: a stream deadline
+      // ends the watch every few seconds, and etcd re-creates it unsynced, holding the
+      // next event back up to ~100 ms (its unsynced-watcher sync period).
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMillis }),
     };
     const { username, password, credentials } = options.etcd;
     if (username !== undefined || password !== undefined) {
@@ -321,6 +328,25 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     });
   }
 
+  /**
+   * Resolves at the next change of the leader record (another server, term, or
+   * writability; or its removal), when the watcher closes, or after `timeoutMillis`,
+   * whichever comes first. Never rejects: read {@link leader} afterwards.
+   */
+  waitForChange(timeoutMillis: number): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMillis);
+      timer.unref?.();
+      this.waiters.add(done);
+    });
+  }
+
   /** Describes why there is no primary, for {@link NoPrimaryError}. */
   noPrimaryError(waitedMillis: number, why?: string): NoPrimaryError {
     const leader = this.state.leader;
@@ -343,18 +369,18 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     this.closedFlag = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    if (this.watchCheck !== null) clearTimeout(this.watchCheck);
     for (const w of [...this.waiters]) w();
     const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
     this.watcher = null;
     this.membersWatcher = null;
     this.targetWatcher = null;
-    for (const watcher of watchers) {
-      try {
-        await watcher?.cancel();
-      } catch {
-        // The etcd client is closed next anyway.
-      }
-    }
+    // Bounded: a watch etcd already dropped is never confirmed cancelled; the etcd
+    // client is closed next anyway.
+    await Promise.race([
+      Promise.all(watchers.map((watcher) => watcher?.cancel().catch(() => undefined))),
+      new Promise((resolve) => setTimeout(resolve, 1000).unref()),
+    ]);
     this.client.close();
   }
 
@@ -371,14 +397,40 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       const targetKv = targetResponse.kvs[0];
       if (targetKv !== undefined) this.noteTarget(targetKv.value);
       if (this.targetWatcher === null) void this.startTargetWatch(Number(targetResponse.header.revision));
+      const appliedBefore = this.state.revision;
       const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
-      // A change the watch had not delivered means it may be dead: start it again.
-      if (!this.watchHealthy || changed) await this.startWatch(revision);
+      if (!this.watchHealthy) await this.startWatch(revision);
+      else if (changed) this.expectWatchToDeliver(kv === undefined ? appliedBefore + 1 : Number(kv.mod_revision));
       this.markReady();
       if (this.membersFollowing !== null) await this.readMembers();
     } catch (error) {
+      // After an outage the watch stream may be gone without an error: re-create it at
+      // the next successful read.
+      this.watchHealthy = false;
       this.failed(castEtcdError(error, this.endpoints, `reading ${this.keys.leader}`));
     }
+  }
+
+  /**
+   * A read saw a change the watch had not delivered yet. Usually the watch event is
+   * just behind the read; if it still has not arrived after a grace period, the watch
+   * is presumed dead and re-created (from the newest revision applied, so nothing is
+   * missed). Not re-created at once: a re-created watch starts unsynced in etcd and
+   * delays the next event.
+   */
+  private expectWatchToDeliver(revision: number): void {
+    if (this.watchCheck !== null) return;
+    const watcher = this.watcher;
+    this.watchCheck = setTimeout(
+      () => {
+        this.watchCheck = null;
+        if (this.closedFlag || this.watcher !== watcher || this.watchRevision >= revision) return;
+        this.watchHealthy = false;
+        void this.startWatch(this.state.revision);
+      },
+      Math.min(1000, this.rereadIntervalMillis / 2),
+    );
+    this.watchCheck.unref?.();
   }
 
   private async startWatch(afterRevision: number): Promise<void> {
@@ -388,7 +440,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       const old = this.watcher;
       this.watcher = null;
       this.watchHealthy = false;
-      await old?.cancel().catch(() => undefined);
+      // Not awaited: etcd3 waits for etcd to confirm a cancel, which never comes for a
+      // watch etcd already dropped.
+      void old?.cancel().catch(() => undefined);
       const watcher = await this.client
         .watch()
         .key(this.keys.leader)
@@ -402,10 +456,12 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       this.watchHealthy = true;
       watcher.on('put', (kv) => {
         this.contact();
+        this.watchRevision = Math.max(this.watchRevision, Number(kv.mod_revision));
         this.apply(this.observe(kv.value, Number(kv.mod_revision)));
       });
       watcher.on('delete', (kv) => {
         this.contact();
+        this.watchRevision = Math.max(this.watchRevision, Number(kv.mod_revision));
         this.apply({ kind: 'absent', revision: Number(kv.mod_revision) });
       });
       watcher.on('connected', () => this.contact());
@@ -450,7 +506,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     const old = this.membersWatcher;
     this.membersWatcher = null;
     this.membersWatchHealthy = false;
-    await old?.cancel().catch(() => undefined);
+    void old?.cancel().catch(() => undefined);
     try {
       const watcher = await this.client
         .watch()
@@ -561,10 +617,11 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       observation.kind === 'record' && target !== null && target.term === observation.record.term
         ? { ...observation, reasonHint: reasonFromTarget(target.reason) }
         : observation;
+    const before = this.state.leader;
     const decision = decideLeaderObservation(this.state, hinted);
     this.state = decision.next;
     const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
-    if (routeChanged) for (const w of [...this.waiters]) w();
+    if (routeChanged || !sameEndpoint(before, this.state.leader)) for (const w of [...this.waiters]) w();
     for (const event of decision.events) this.emitEvent(event);
     return routeChanged;
   }

@@ -99,12 +99,11 @@ export class DiscoveryStaleError extends PghaError {
 /**
  * A replica pool found no replica within its lag limits (and, under
  * `replicaFallback: 'primary'`, no writable primary either) within its wait.
- *
- * Its `code` is `timeout` until @pgha/core has a dedicated code; `retryable` is true.
+ * Its `code` is `no-replica`; `retryable` is true.
  */
 export class NoReplicaError extends PghaError {
   constructor(message: string, options: { cause?: unknown } = {}) {
-    super('timeout', message, { retryable: true, cause: options.cause });
+    super('no-replica', message, { retryable: true, cause: options.cause });
     this.name = 'NoReplicaError';
   }
 }

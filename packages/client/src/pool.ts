@@ -19,6 +19,7 @@ import { DiscoveryStaleError, NotPrimaryError, PrimaryChangedError } from './err
 import { type ClientRouter, createRoutedClientClass, routingOf, terminateClient } from './routed-client.js';
 import {
   decideCheckout,
+  decidePromotion,
   type RouteTarget,
   retryDelayMillis,
   type StalePolicy,
@@ -57,6 +58,14 @@ export interface PghaPoolOptions {
   readonly drainTimeoutMillis?: number;
   /** What to do while etcd is unreachable beyond `staleAfterMillis`: `serve` (default) or `refuse`. */
   readonly stalePolicy?: StalePolicy;
+  /**
+   * During a failover, the new leader's record appears (not writable) before its
+   * promotion ends. With `preconnect` (default true), checkouts waiting then open their
+   * connection to it at once, and get it as soon as the record turns writable and the
+   * server confirms it left recovery (one round trip), instead of starting to connect
+   * only then. Nothing is sent on such a connection before that check.
+   */
+  readonly preconnect?: boolean;
 }
 
 /** `new Pool(options)`: every `pg.PoolConfig` option plus {@link PghaPoolOptions}. */
@@ -72,6 +81,7 @@ const pghaOptionNames = [
   'primaryWaitTimeoutMillis',
   'drainTimeoutMillis',
   'stalePolicy',
+  'preconnect',
   // ReplicaPool's (kept out of pool.options for every pool).
   'maxReplicaLagBytes',
   'maxReplicaLagMillis',
@@ -84,6 +94,7 @@ interface ResolvedOptions {
   readonly primaryWaitTimeoutMillis: number;
   readonly drainTimeoutMillis: number;
   readonly stalePolicy: StalePolicy;
+  readonly preconnect: boolean;
 }
 
 function invalid(message: string): PghaError {
@@ -118,6 +129,8 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
   if (!stalePolicies.includes(stalePolicy)) {
     throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
   }
+  const preconnect = options.preconnect ?? true;
+  if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
   let watcher: ClusterWatcher;
   let ownsWatcher: boolean;
   if (options.discovery !== undefined) {
@@ -146,7 +159,7 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
   }
   return {
     pgOptions: pgOptions as pg.PoolConfig,
-    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy },
+    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy, preconnect },
   };
 }
 
@@ -224,6 +237,8 @@ export class Pool extends pg.Pool {
   readonly drainTimeoutMillis: number;
   /** What new checkouts do while etcd is unreachable beyond the stale window. */
   readonly stalePolicy: StalePolicy;
+  /** Whether waiting checkouts connect early to a leader being promoted (see {@link PghaPoolOptions.preconnect}). */
+  readonly preconnect: boolean;
 
   private readonly ownsDiscovery: boolean;
   private readonly sideClients = new Set<pg.Client>();
@@ -239,6 +254,7 @@ export class Pool extends pg.Pool {
     this.primaryWaitTimeoutMillis = pgha.primaryWaitTimeoutMillis;
     this.drainTimeoutMillis = pgha.drainTimeoutMillis;
     this.stalePolicy = pgha.stalePolicy;
+    this.preconnect = pgha.preconnect;
 
     const internals = this as unknown as PoolInternals;
     const router: ClientRouter = {
@@ -247,7 +263,11 @@ export class Pool extends pg.Pool {
       get readOnly() {
         return pool.readOnlySessions;
       },
-      route: (deadline, cancelled) => this.routeConnection(deadline, cancelled),
+      // Only the pool's own connections connect early: they are retried by the pool
+      // if the promotion goes elsewhere; a side connection (new pool.Client) waits.
+      route: (deadline, cancelled, client) =>
+        this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client)),
+      awaitPromotion: (candidate, deadline, cancelled) => this.awaitPromotion(candidate, deadline, cancelled),
       checkRole: (target, inRecovery) => this.checkRole(target, inRecovery),
       isStale: (target) => this.isStaleTarget(target),
       discard: (client) => {
@@ -315,8 +335,13 @@ export class Pool extends pg.Pool {
   /**
    * Where a new connection goes: waits for the writable primary (deciding with
    * `decideCheckout`), woken by discovery, until `deadlineMillis` or `cancelled`.
+   * With `preconnect`, a leader still being promoted is returned as a `candidate`.
    */
-  protected async routeConnection(deadlineMillis: number, cancelled: Promise<never>): Promise<RouteTarget> {
+  protected async routeConnection(
+    deadlineMillis: number,
+    cancelled: Promise<never>,
+    preconnect = false,
+  ): Promise<RouteTarget> {
     const watcher = this.discovery;
     for (;;) {
       const decision = decideCheckout({
@@ -326,11 +351,16 @@ export class Pool extends pg.Pool {
         closed: watcher.closed,
         nowMillis: Date.now(),
         deadlineMillis,
+        preconnect: preconnect && !this.ending,
       });
       switch (decision.action) {
         case 'connect': {
           const { member, host, port, term } = decision.endpoint;
           return { kind: 'primary', member, host, port, term };
+        }
+        case 'preconnect': {
+          const { member, host, port, term } = decision.endpoint;
+          return { kind: 'candidate', member, host, port, term };
         }
         case 'fail':
           if (decision.code === 'discovery-stale') throw this.staleError();
@@ -339,18 +369,37 @@ export class Pool extends pg.Pool {
             decision.code === 'closed' ? 'the pool or watcher was closed' : undefined,
           );
         case 'wait':
-          try {
-            await Promise.race([watcher.waitForPrimary(Math.max(1, deadlineMillis - Date.now())), cancelled]);
-          } catch (error) {
-            if (Date.now() < deadlineMillis && !watcher.closed) throw error; // cancelled
-            // Timed out: loop once more so the decision (and its error) is made in one place.
-          }
+          // Woken by any change of the leader record, or at the deadline: then loop once
+          // more so the decision (and its error) is made in one place. Rejects when cancelled.
+          await Promise.race([watcher.waitForChange(Math.max(1, deadlineMillis - Date.now())), cancelled]);
           break;
         default: {
           const unreachable: never = decision;
           throw new Error(`unknown decision ${JSON.stringify(unreachable)}`);
         }
       }
+    }
+  }
+
+  /**
+   * Waits until the leader being promoted that `candidate` names is writable (returns
+   * it as a primary target), or the leader moved elsewhere (null). Fails with
+   * `NoPrimaryError` at the deadline; rejects when `cancelled` does.
+   */
+  protected async awaitPromotion(
+    candidate: RouteTarget,
+    deadlineMillis: number,
+    cancelled: Promise<never>,
+  ): Promise<RouteTarget | null> {
+    const watcher = this.discovery;
+    for (;;) {
+      if (watcher.closed || this.ending) return null;
+      const decision = decidePromotion(candidate, watcher.leader);
+      if (decision.action === 'promoted') return decision.target;
+      if (decision.action === 'moved') return null;
+      const remaining = deadlineMillis - Date.now();
+      if (remaining <= 0) throw watcher.noPrimaryError(this.effectiveWaitMillis());
+      await Promise.race([watcher.waitForChange(remaining), cancelled]);
     }
   }
 

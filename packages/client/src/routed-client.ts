@@ -18,10 +18,20 @@ export interface ClientRouter {
   /** Whether sessions must be read-only (replica pools: `default_transaction_read_only=on`). */
   readonly readOnly: boolean;
   /**
-   * Where to connect: waits (until `deadlineMillis`, or until `cancelled` rejects) for
-   * a usable target, then returns it. @throws the pool's typed error when none came.
+   * Where `client` connects: waits (until `deadlineMillis`, or until `cancelled`
+   * rejects) for a usable target, then returns it. @throws the pool's typed error when none came.
    */
-  route(deadlineMillis: number, cancelled: Promise<never>): Promise<RouteTarget>;
+  route(deadlineMillis: number, cancelled: Promise<never>, client: pg.Client): Promise<RouteTarget>;
+  /**
+   * For a connection opened to a `candidate` (a leader being promoted): waits until it
+   * is the writable primary (returns that target) or the leader moved (null).
+   * @throws the pool's typed error at the deadline.
+   */
+  awaitPromotion(
+    candidate: RouteTarget,
+    deadlineMillis: number,
+    cancelled: Promise<never>,
+  ): Promise<RouteTarget | null>;
   /** The error to fail the connection with when the server's role does not fit `target`, else null. */
   checkRole(target: RouteTarget, inRecovery: boolean): Error | null;
   /** Whether connections to `target` must be drained (no longer where new ones would go). */
@@ -207,6 +217,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     private async connectRouted(): Promise<this> {
       const internals = this as unknown as ClientInternals;
       const stream = internals.connection.stream;
+      const deadline = Date.now() + router.waitTimeoutMillis;
       // pg-pool's connectionTimeoutMillis destroys the socket: stop waiting then.
       let onClose: () => void = () => undefined;
       const cancelled = new Promise<never>((_, reject) => {
@@ -216,10 +227,12 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       cancelled.catch(() => undefined);
       let target: RouteTarget;
       try {
-        target = await router.route(Date.now() + router.waitTimeoutMillis, cancelled);
-      } finally {
+        target = await router.route(deadline, cancelled, this);
+      } catch (error) {
         stream.off('close', onClose);
+        throw error;
       }
+      if (target.kind !== 'candidate') stream.off('close', onClose);
       // Route to the target whatever host and port the config named (pool.options may
       // have been copied before the last change).
       this.host = target.host;
@@ -233,6 +246,34 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       await super.connect();
       const state = this[routingState];
       let role = decideRole(state.parameters.get('in_hot_standby'));
+      if (target.kind === 'candidate') {
+        // Connected early to a leader being promoted: wait for its record to turn
+        // writable, then ask the server itself (its in_hot_standby at startup is stale).
+        const candidate = target;
+        let promoted: RouteTarget | null;
+        try {
+          promoted = await router.awaitPromotion(candidate, deadline, cancelled);
+        } catch (error) {
+          await this.end().catch(() => undefined);
+          throw (error as Error).message === 'connection attempt cancelled while waiting for a route'
+            ? new PrimaryChangedError(
+                `the connection opened early to ${describe(candidate)} closed while it was being promoted; nothing was sent. Retrying is safe.`,
+                { rolledBack: false },
+              )
+            : error;
+        } finally {
+          stream.off('close', onClose);
+        }
+        if (promoted === null) {
+          await this.end().catch(() => undefined);
+          throw new PrimaryChangedError(
+            `the leader moved away from ${describe(candidate)} before its promotion ended; closed the connection opened early before any statement was sent. Retrying is safe.`,
+            { rolledBack: false },
+          );
+        }
+        target = promoted;
+        role = 'unknown';
+      }
       if (role === 'unknown') {
         const result = await super.query('SELECT pg_is_in_recovery() AS in_recovery');
         role = result.rows[0]?.in_recovery === true ? 'standby' : 'primary';

@@ -6,6 +6,7 @@ import {
   type DiscoveryState,
   decideCheckout,
   decideLeaderObservation,
+  decidePromotion,
   decideReplica,
   decideRole,
   initialDiscoveryState,
@@ -158,6 +159,7 @@ describe('decideCheckout', () => {
     closed: false,
     nowMillis: 1000,
     deadlineMillis: 2000,
+    preconnect: false,
     ...overrides,
   });
 
@@ -179,6 +181,42 @@ describe('decideCheckout', () => {
   });
   it('fails once discovery is closed', () => {
     expect(decideCheckout(snap({ closed: true }))).toEqual({ action: 'fail', code: 'closed' });
+  });
+  it('connects early to a leader being promoted when preconnect is on, never when stale or past the deadline', () => {
+    const promoting = endpoint({ writable: false });
+    expect(decideCheckout(snap({ leader: promoting, preconnect: true }))).toEqual({
+      action: 'preconnect',
+      endpoint: promoting,
+    });
+    expect(decideCheckout(snap({ leader: null, preconnect: true }))).toEqual({ action: 'wait' });
+    expect(decideCheckout(snap({ leader: promoting, preconnect: true, staleSinceMillis: 10 }))).toEqual({
+      action: 'wait',
+    });
+    expect(decideCheckout(snap({ leader: promoting, preconnect: true, nowMillis: 2000 }))).toEqual({
+      action: 'fail',
+      code: 'no-primary',
+    });
+    expect(decideCheckout(snap({ preconnect: true }))).toEqual({ action: 'connect', endpoint: endpoint() });
+  });
+});
+
+describe('decidePromotion', () => {
+  const candidate = { kind: 'candidate', member: 'demo-0', host: '10.0.0.1', port: 5432, term: 1 } as const;
+  it('hands the connection out once the same server in the same term is writable', () => {
+    expect(decidePromotion(candidate, endpoint({ writable: true }))).toEqual({
+      action: 'promoted',
+      target: { ...candidate, kind: 'primary' },
+    });
+  });
+  it('keeps waiting while the record is not writable', () => {
+    expect(decidePromotion(candidate, endpoint({ writable: false }))).toEqual({ action: 'wait' });
+  });
+  it('gives up when the leader moved: gone, another term, member or address', () => {
+    expect(decidePromotion(candidate, null)).toEqual({ action: 'moved' });
+    expect(decidePromotion(candidate, endpoint({ term: 2 }))).toEqual({ action: 'moved' });
+    expect(decidePromotion(candidate, endpoint({ member: 'demo-1' }))).toEqual({ action: 'moved' });
+    expect(decidePromotion(candidate, endpoint({ host: '10.0.0.2' }))).toEqual({ action: 'moved' });
+    expect(decidePromotion(candidate, endpoint({ port: 5433 }))).toEqual({ action: 'moved' });
   });
 });
 

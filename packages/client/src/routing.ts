@@ -196,6 +196,8 @@ export interface CheckoutSnapshot {
   readonly nowMillis: number;
   /** When the caller stops waiting for a primary. */
   readonly deadlineMillis: number;
+  /** Whether a leader still being promoted may be connected to in advance (see `preconnect`). */
+  readonly preconnect: boolean;
 }
 
 /**
@@ -210,17 +212,49 @@ export type StalePolicy = (typeof stalePolicies)[number];
 /** Where a new connection goes. */
 export type CheckoutDecision =
   | { readonly action: 'connect'; readonly endpoint: PrimaryEndpoint }
+  | { readonly action: 'preconnect'; readonly endpoint: PrimaryEndpoint }
   | { readonly action: 'wait' }
   | { readonly action: 'fail'; readonly code: 'no-primary' | 'discovery-stale' | 'closed' };
 
-/** Decides where a new connection goes: the writable leader, wait for one, or fail. */
+/**
+ * Decides where a new connection goes: the writable leader; or, while the leader is
+ * being promoted and `preconnect` is on, that leader in advance (the connection is
+ * handed out only after it turns writable); else wait for one, or fail.
+ */
 export function decideCheckout(snapshot: CheckoutSnapshot): CheckoutDecision {
   if (snapshot.closed) return { action: 'fail', code: 'closed' };
   if (snapshot.staleSinceMillis !== null && snapshot.stalePolicy === 'refuse') {
     return { action: 'fail', code: 'discovery-stale' };
   }
   if (snapshot.leader?.writable === true) return { action: 'connect', endpoint: snapshot.leader };
-  return snapshot.nowMillis >= snapshot.deadlineMillis ? { action: 'fail', code: 'no-primary' } : { action: 'wait' };
+  if (snapshot.nowMillis >= snapshot.deadlineMillis) return { action: 'fail', code: 'no-primary' };
+  if (snapshot.leader !== null && snapshot.preconnect && snapshot.staleSinceMillis === null) {
+    return { action: 'preconnect', endpoint: snapshot.leader };
+  }
+  return { action: 'wait' };
+}
+
+/**
+ * What a connection opened early to a leader being promoted (`candidate`) waits for:
+ * `promoted` once the same server's record in the same term is writable; `moved` when
+ * the leader record names another server or term, or is gone (close it, route again);
+ * `wait` while the promotion is still running.
+ */
+export function decidePromotion(
+  candidate: RouteTarget,
+  leader: PrimaryEndpoint | null,
+): { readonly action: 'promoted'; readonly target: RouteTarget } | { readonly action: 'moved' | 'wait' } {
+  if (
+    leader === null ||
+    leader.term !== candidate.term ||
+    leader.member !== candidate.member ||
+    leader.host !== candidate.host ||
+    leader.port !== candidate.port
+  ) {
+    return { action: 'moved' };
+  }
+  if (!leader.writable) return { action: 'wait' };
+  return { action: 'promoted', target: { ...candidate, kind: 'primary' } };
 }
 
 /**
@@ -329,7 +363,13 @@ export function retryDelayMillis(attempt: number): number {
 
 /** Where a routed connection goes: the primary, or (replica pools) one replica. */
 export interface RouteTarget {
-  readonly kind: 'primary' | 'replica';
+  /**
+   * `primary`: the writable leader. `replica`: a replica within the lag limits.
+   * `candidate`: a leader still being promoted (its record not writable yet): the
+   * connection is opened early and handed out only once the leader record turns
+   * writable and the server confirms it left recovery.
+   */
+  readonly kind: 'primary' | 'replica' | 'candidate';
   readonly member: string;
   readonly host: string;
   readonly port: number;

@@ -167,6 +167,21 @@ describe('watchCluster', () => {
     await until('the re-read to find term 2', () => watcher.primary?.term === 2, 3000);
   });
 
+  it('re-creates a watch that missed a change the re-read found, and then follows changes through it again', async () => {
+    const { keys, watcher } = setup({ rereadIntervalMillis: 1000, staleAfterMillis: 5000 });
+    await watcher.ready;
+    const internals = watcher as unknown as { watcher: { cancel(): Promise<void> } | null; watchRevision: number };
+    const dead = internals.watcher!;
+    await dead.cancel();
+    await admin.put(keys.leader).value(record({ term: 2, port: 6500 }));
+    await until('the re-read to find term 2', () => watcher.primary?.term === 2, 3000);
+    await until('a new watch', () => internals.watcher !== null && internals.watcher !== dead, 3000);
+    const put = await admin.put(keys.leader).value(record({ term: 3, port: 6501 }));
+    const revision = Number(put.header.revision);
+    await until('the new watch to deliver term 3', () => internals.watchRevision >= revision, 3000);
+    expect(watcher.primary?.term).toBe(3);
+  });
+
   it('does not crash on an unreachable etcd: reports errors, goes stale and fails waits with a typed error', async () => {
     const proxy = await startTcpProxy(1);
     await proxy.close(); // a port where nothing listens

@@ -203,6 +203,68 @@ describe('failover', () => {
     expect(pool.expiredCount).toBe(0);
   });
 
+  it('connects early to a leader being promoted, and hands those connections out only once it is writable and out of recovery', async () => {
+    env = await startEnv({ standbys: 1 });
+    const { primary } = env.pg;
+    const standby = env.pg.standbys[0]!;
+    const pool = track(
+      new Pool(env.poolOptions({ max: 4, primaryWaitTimeoutMillis: 1500, application_name: 'pgha-preconnect' })),
+    );
+    await pool.query('SELECT 1');
+    const early = async () =>
+      Number(
+        (
+          await standby.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'pgha-preconnect'")
+        )[0]!.n,
+      );
+    const reads: Array<{ port: number; inRecovery: boolean; at: number }> = [];
+    const failures: string[] = [];
+    let running = true;
+    const callers = Array.from({ length: 4 }, async () => {
+      while (running) {
+        try {
+          const { rows } = await pool.query('SELECT inet_server_port() AS port, pg_is_in_recovery() AS r');
+          reads.push({ port: rows[0].port, inRecovery: rows[0].r, at: Date.now() });
+        } catch (error) {
+          failures.push(error instanceof PghaError ? error.code : String(error));
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+    });
+    await until('reads on the primary', () => reads.length > 20);
+
+    // 1. A candidate that is never promoted: connections open early, nothing runs on
+    //    them, and they are closed when the leader moves elsewhere.
+    await env.publishLeader(standby, 2, { writable: false });
+    await until('connections opened early to the candidate', async () => (await early()) > 0);
+    await env.publishLeader(primary, 3, { writable: true });
+    const movedAt = Date.now();
+    await until('reads on the primary again', () => reads.some((r) => r.at > movedAt && r.port === primary.port));
+    await until('the early connections to close', async () => (await early()) === 0);
+
+    // 2. A candidate whose record turns writable while the server is still in recovery
+    //    (a record ahead of the server): the early connections are refused by the role
+    //    check, so callers only wait and then fail with typed errors.
+    await env.publishLeader(standby, 4, { writable: false });
+    await until('connections opened early to the candidate', async () => (await early()) > 0);
+    await env.publishLeader(standby, 4, { writable: true });
+    const failuresBefore = failures.length;
+    await until('a checkout refused while the server is a standby', () =>
+      failures.slice(failuresBefore).some((code) => code === 'not-primary' || code === 'no-primary'),
+    );
+    // 3. The server is promoted: checkouts now succeed on it.
+    const promotingAt = Date.now();
+    await standby.promote();
+    await until('reads on the promoted server', () => reads.some((r) => r.port === standby.port));
+    running = false;
+    await Promise.all(callers);
+
+    // Nothing ever ran on the standby while it was in recovery.
+    expect(reads.filter((r) => r.inRecovery)).toEqual([]);
+    expect(reads.filter((r) => r.port === standby.port && r.at < promotingAt)).toEqual([]);
+    expect(failures.filter((code) => !typedCodes.has(code))).toEqual([]);
+  });
+
   it('passes 25006 through untouched, discards that connection and re-reads discovery', async () => {
     env = await startEnv({ standbys: 0 });
     const { primary } = env.pg;

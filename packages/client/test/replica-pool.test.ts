@@ -104,6 +104,7 @@ describe('ReplicaPool', () => {
     const strict = pool({ replicaFallback: 'fail', primaryWaitTimeoutMillis: 500 });
     const error = await strict.query('SELECT 1').catch((e) => e);
     expect(error).toBeInstanceOf(NoReplicaError);
+    expect(error.code).toBe('no-replica');
     expect(error.retryable).toBe(true);
     expect(error.message).toMatch(/lags 1000000000 bytes.*unhealthy/);
     // A waiting checkout gets a replica as soon as one qualifies.

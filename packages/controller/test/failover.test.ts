@@ -407,7 +407,7 @@ describe('failover', () => {
     const old = await healthy();
     const pids = c.controllerPids();
     const holder = JSON.parse((await etcd.get(keys.controller).string())!);
-    const activeIndex = pids.findIndex((p) => p === holder.pid);
+    const activeIndex = pids.indexOf(holder.pid);
     expect(activeIndex).toBeGreaterThanOrEqual(0);
     const active = pids[activeIndex]!;
     // Freeze the active controller first, so that the failover cannot finish before

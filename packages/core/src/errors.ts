@@ -13,6 +13,7 @@
  * - `outcome-unknown`: the connection died while a commit was in flight; the statement may or may not have committed.
  * - `not-primary`: a server that was expected to be the primary is not.
  * - `discovery-stale`: etcd has not answered for longer than the configured window.
+ * - `no-replica`: no replica is within the read pool's lag limits (and no fallback applies).
  */
 export const errorCodes = [
   'protocol',
@@ -27,6 +28,7 @@ export const errorCodes = [
   'outcome-unknown',
   'not-primary',
   'discovery-stale',
+  'no-replica',
 ] as const;
 
 /** One of {@link errorCodes}. */

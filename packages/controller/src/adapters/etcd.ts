@@ -37,7 +37,11 @@ export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis =
   const options: IOptions = {
     hosts,
     dialTimeout: callTimeoutMillis,
-    defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMillis }),
+    // Unary calls get a deadline; streams (watches, lease keepalives) must not: a
+    // deadline ends them every few seconds, and a re-created watch is unsynced in etcd,
+    // holding events back up to ~100 ms. Dead streams are found by the lease keeper's
+    // stall check and by the polling loops the watches only wake.
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMillis }),
     faultHandling: {
       // etcd3's default breaker shuns a host for 5 s after 3 failures: after a short
       // outage of a single-endpoint etcd, a primary would fence itself for nothing.

@@ -14,7 +14,8 @@ import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { Etcd3 } from '../../packages/client/node_modules/etcd3/lib/index.js';
-import { Pool, watchCluster } from '../../packages/client/src/index.js';
+// The built package, as applications get it (run `pnpm run build` first).
+import { Pool, watchCluster } from '../../packages/client/dist/index.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../testing/etcd.js';
 import { startTestCluster, type TestCluster, type TestServer, testPassword, testUser } from '../../testing/postgres.js';
 
@@ -26,7 +27,9 @@ interface Stats {
   readonly cpuMicrosPerOp: number;
   readonly opsPerSecond: number;
   readonly p50Millis: number;
+  readonly p90Millis: number;
   readonly p99Millis: number;
+  readonly p999Millis: number;
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -41,7 +44,9 @@ function summarize(latencies: number[], elapsedMillis: number, cpuMicros: number
     cpuMicrosPerOp: cpuMicros / latencies.length,
     opsPerSecond: (latencies.length / elapsedMillis) * 1000,
     p50Millis: percentile(latencies, 50),
+    p90Millis: percentile(latencies, 90),
     p99Millis: percentile(latencies, 99),
+    p999Millis: percentile(latencies, 99.9),
   };
 }
 
@@ -58,13 +63,9 @@ interface Accumulator {
   cpuMicros: number;
 }
 
-async function warm(pool: pg.Pool, workload: Workload, callers: number): Promise<void> {
-  // Open every connection and prepare the server's caches.
-  await Promise.all(
-    Array.from({ length: callers }, async (_, caller) => {
-      for (let i = 0; i < 20; i++) await pool.query(...statements[workload](caller));
-    }),
-  );
+async function warm(pool: pg.Pool, workload: Workload, callers: number, millis: number): Promise<void> {
+  // Open every connection, prepare the server's caches and let V8 optimize the code.
+  await slice(pool, workload, callers, millis, { latencies: [], elapsedMillis: 0, cpuMicros: 0 });
 }
 
 /** Runs `callers` closed-loop callers against `pool` for `millis`, adding to `into`. */
@@ -105,8 +106,9 @@ async function publish(admin: Etcd3, key: string, server: TestServer, term: numb
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      'duration-ms': { type: 'string', default: '5000' },
-      'slice-ms': { type: 'string', default: '250' },
+      'duration-ms': { type: 'string', default: '15000' },
+      'slice-ms': { type: 'string', default: '100' },
+      'warm-ms': { type: 'string', default: '1000' },
       switches: { type: 'string', default: '20' },
       'promotion-ms': { type: 'string', default: '40' },
       pools: { type: 'string', default: '1000' },
@@ -123,6 +125,7 @@ async function main(): Promise<void> {
   });
   const durationMillis = Number(values['duration-ms']);
   const sliceMillis = Number(values['slice-ms']);
+  const warmMillis = Number(values['warm-ms']);
   const switches = Number(values.switches);
   const promotionMillis = Number(values['promotion-ms']);
   const poolCount = Number(values.pools);
@@ -159,28 +162,32 @@ async function main(): Promise<void> {
     const table: Array<Record<string, unknown>> = [];
     for (const { workload, callers } of cells) {
       {
-        // Both pools stay open; short slices alternate between them (ABBA...), so the
-        // other work on a shared machine falls on both alike.
+        // The pools stay open; short slices rotate between them (the order reversed
+        // every other round), so slow drifts of a shared VM fall on all alike. `control`
+        // is a second plain pg.Pool: pg vs control (A/A) shows the noise of the method.
         const pools = {
           pg: new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers }),
           pgha: new Pool({ ...credentials, ...discovery, max: callers }),
+          control: new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers }),
         };
-        const acc: Record<'pg' | 'pgha', Accumulator> = {
+        const kinds = ['pg', 'pgha', 'control'] as const;
+        const acc: Record<(typeof kinds)[number], Accumulator> = {
           pg: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
           pgha: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
+          control: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
         };
-        await warm(pools.pg, workload, callers);
-        await warm(pools.pgha, workload, callers);
-        const slices = Math.max(2, Math.round(durationMillis / sliceMillis));
-        for (let i = 0; i < slices; i++) {
-          const order: Array<'pg' | 'pgha'> = i % 2 === 0 ? ['pg', 'pgha'] : ['pgha', 'pg'];
+        for (const kind of kinds) await warm(pools[kind], workload, callers, warmMillis);
+        const rounds = Math.max(2, Math.round(durationMillis / sliceMillis));
+        for (let i = 0; i < rounds; i++) {
+          const rotated = [...kinds.slice(i % 3), ...kinds.slice(0, i % 3)];
+          const order = Math.floor(i / 3) % 2 === 0 ? rotated : rotated.reverse();
           for (const kind of order) await slice(pools[kind], workload, callers, sliceMillis, acc[kind]);
         }
-        await pools.pg.end();
-        await pools.pgha.end();
+        for (const kind of kinds) await pools[kind].end();
         const stats = {
           pg: summarize(acc.pg.latencies, acc.pg.elapsedMillis, acc.pg.cpuMicros),
           pgha: summarize(acc.pgha.latencies, acc.pgha.elapsedMillis, acc.pgha.cpuMicros),
+          control: summarize(acc.control.latencies, acc.control.elapsedMillis, acc.control.cpuMicros),
         };
         const row = {
           workload,
@@ -195,10 +202,18 @@ async function main(): Promise<void> {
           p99DeltaPercent: (stats.pgha.p99Millis / stats.pg.p99Millis - 1) * 100,
           pgCpuMicrosPerOp: stats.pg.cpuMicrosPerOp,
           pghaCpuMicrosPerOp: stats.pgha.cpuMicrosPerOp,
+          controlThroughputRatio: stats.control.opsPerSecond / stats.pg.opsPerSecond,
+          controlP99DeltaPercent: (stats.control.p99Millis / stats.pg.p99Millis - 1) * 100,
         };
         table.push(row);
+        for (const kind of kinds) {
+          const st = stats[kind];
+          log(
+            `  ${kind.padEnd(7)} p50 ${st.p50Millis.toFixed(3)} p90 ${st.p90Millis.toFixed(3)} p99 ${st.p99Millis.toFixed(3)} p99.9 ${st.p999Millis.toFixed(3)} ms, ${st.ops} ops`,
+          );
+        }
         log(
-          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs`,
+          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs | A/A control: ratio ${row.controlThroughputRatio.toFixed(3)}, p99 ${row.controlP99DeltaPercent >= 0 ? '+' : ''}${row.controlP99DeltaPercent.toFixed(1)} %`,
         );
       }
     }

@@ -56,8 +56,11 @@ export interface ClientRouting {
   readonly parameters: Map<string, string>;
   /** Set when pgha cut the connection itself (a straggler after a primary change). */
   terminatedByPgha: boolean;
-  /** The statement written to the server and not yet answered, with the facts to classify its failure. */
-  inFlight: { readonly statement: unknown; readonly transactionStatus: string | null; readonly text: string } | null;
+  /**
+   * The statement written to the server and not yet answered (it carries the facts to
+   * classify its failure under the symbols below), else null.
+   */
+  inFlight: InFlight | null;
 }
 
 /** The symbol under which a primary client keeps its {@link ClientRouting}. */
@@ -66,6 +69,13 @@ export const routingState: unique symbol = Symbol('pgha.routing');
 const queryClient: unique symbol = Symbol('pgha.queryClient');
 const querySent: unique symbol = Symbol('pgha.querySent');
 const queryTransactionStatus: unique symbol = Symbol('pgha.queryTransactionStatus');
+const queryText: unique symbol = Symbol('pgha.queryText');
+
+/** A statement in flight: the ReadyForQuery status before it was sent, and its text. */
+interface InFlight {
+  [queryTransactionStatus]: string | null;
+  [queryText]: string;
+}
 
 /** Returns the routing state of a client made by {@link createRoutedClientClass}, else undefined. */
 export function routingOf(client: unknown): ClientRouting | undefined {
@@ -147,14 +157,15 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     [queryClient]: PrimaryClient | null = null;
     [querySent] = false;
     [queryTransactionStatus]: string | null = null;
+    [queryText] = '';
 
     override submit(connection: unknown): unknown {
       this[querySent] = true;
       const client = this[queryClient];
       if (client !== null) {
-        const transactionStatus = client.transactionStatus();
-        this[queryTransactionStatus] = transactionStatus;
-        client[routingState].inFlight = { statement: this, transactionStatus, text: this.text ?? '' };
+        this[queryTransactionStatus] = client.transactionStatus();
+        this[queryText] = this.text ?? '';
+        client[routingState].inFlight = this;
       }
       return super.submit(connection);
     }
@@ -330,10 +341,13 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       let sent = false;
       let transactionStatus: string | null = null;
       const submit = query.submit;
+      const inFlight = query as Instrumentable & InFlight;
       query.submit = function (this: Instrumentable, connection: unknown) {
         sent = true;
         transactionStatus = client.transactionStatus();
-        client[routingState].inFlight = { statement: query, transactionStatus, text };
+        inFlight[queryTransactionStatus] = transactionStatus;
+        inFlight[queryText] = text;
+        client[routingState].inFlight = inFlight;
         return submit.call(this, connection);
       };
       const handleReadyForQuery = query.handleReadyForQuery;
@@ -353,7 +367,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     /** @internal the statement in flight finished (or failed). */
     settled(statement: unknown): void {
       const state = this[routingState];
-      if (state.inFlight?.statement === statement) state.inFlight = null;
+      if (state.inFlight === statement) state.inFlight = null;
     }
 
     /** @internal */
@@ -395,6 +409,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
 
     // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
     override emit(event: string | symbol, ...args: any[]): boolean {
+      if (event !== 'error') return super.emit(event, ...args);
       // pg emits 'error' on a client whose connection dies between statements. On a
       // checked-out client with no 'error' listener (most application code, and every
       // failover terminates such sessions), Node would crash the process. pgha keeps
@@ -406,7 +421,10 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
         // the same typed error. Without a statement in flight it passes unchanged.
         const inFlight = this[routingState].inFlight;
         if (inFlight !== null && args[0] instanceof Error) {
-          args = [this.classify(args[0], true, inFlight.transactionStatus, inFlight.text), ...args.slice(1)];
+          args = [
+            this.classify(args[0], true, inFlight[queryTransactionStatus], inFlight[queryText]),
+            ...args.slice(1),
+          ];
         }
         if (this.listenerCount('error') === 0) {
           router.reread();

@@ -1,21 +1,25 @@
 // bench/client: @pgha/client's Pool against plain pg.Pool on the same server in the
 // same run, then reroute timings. See README.md for the command and measured numbers.
 //
-//   npx tsx bench/client/run.ts [--duration-ms 5000] [--slice-ms 250] [--cells select1:1,...] [--switches 20] [--pools 1000] [--json FILE]
+//   pnpm run build && npx tsx bench/client/run.ts [--duration-ms 15000] [--slice-ms 100] [--warm-ms 1000]
+//     [--cells select1:1,...] [--switches 20] [--promotion-ms 40] [--pools 1000] [--json FILE]
 //
 // 1. throughput and p50/p99 latency of `SELECT 1` and a small insert at 1, 10 and 50
-//    concurrent callers, pgha / pg ratios (short alternating slices spread the noise
-//    of a shared machine over both pools);
+//    concurrent callers: pgha / pg ratios, and a second plain pg.Pool as an A/A
+//    control (short slices rotate between the three pools, so the noise of a shared
+//    machine falls on all alike and the control shows how large it is);
 // 2. reroute: time from the new primary's leader record turning writable to the first
-//    successful query through a busy pool, over --switches switches;
+//    successful query through a busy pool, over --switches switches, with the
+//    promotion phase of a real failover (record installed not writable first) and
+//    without it;
 // 3. --pools pools in one process (sharing one watcher) rerouting on one change.
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { Etcd3 } from '../../packages/client/node_modules/etcd3/lib/index.js';
 // The built package, as applications get it (run `pnpm run build` first).
 import { Pool, watchCluster } from '../../packages/client/dist/index.js';
+import { Etcd3 } from '../../packages/client/node_modules/etcd3/lib/index.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../testing/etcd.js';
 import { startTestCluster, type TestCluster, type TestServer, testPassword, testUser } from '../../testing/postgres.js';
 
@@ -203,6 +207,7 @@ async function main(): Promise<void> {
           pgCpuMicrosPerOp: stats.pg.cpuMicrosPerOp,
           pghaCpuMicrosPerOp: stats.pgha.cpuMicrosPerOp,
           controlThroughputRatio: stats.control.opsPerSecond / stats.pg.opsPerSecond,
+          controlCpuMicrosPerOp: stats.control.cpuMicrosPerOp,
           controlP99DeltaPercent: (stats.control.p99Millis / stats.pg.p99Millis - 1) * 100,
         };
         table.push(row);
@@ -213,7 +218,7 @@ async function main(): Promise<void> {
           );
         }
         log(
-          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs | A/A control: ratio ${row.controlThroughputRatio.toFixed(3)}, p99 ${row.controlP99DeltaPercent >= 0 ? '+' : ''}${row.controlP99DeltaPercent.toFixed(1)} %`,
+          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs | A/A control: ratio ${row.controlThroughputRatio.toFixed(3)}, CPU/op ${row.controlCpuMicrosPerOp.toFixed(1)} µs, p99 ${row.controlP99DeltaPercent >= 0 ? '+' : ''}${row.controlP99DeltaPercent.toFixed(1)} %`,
         );
       }
     }

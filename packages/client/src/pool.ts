@@ -129,6 +129,16 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
   if (!stalePolicies.includes(stalePolicy)) {
     throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
   }
+  const Client = (options as { Client?: unknown }).Client;
+  if (
+    Client !== undefined &&
+    typeof (Client as { prototype?: { _handleReadyForQuery?: unknown } } | null)?.prototype?._handleReadyForQuery !==
+      'function'
+  ) {
+    throw invalid(
+      `the Client option must be pg's JavaScript client (pg.Client or a subclass), got ${(Client as { name?: string } | null)?.name || String(Client)}; pg-native's client is not supported (pgha reads the protocol's ReadyForQuery and ParameterStatus messages). Remove the Client option, or pass a subclass of pg.Client`,
+    );
+  }
   const preconnect = options.preconnect ?? true;
   if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
   let watcher: ClusterWatcher;

@@ -364,6 +364,10 @@ describe('Pool keeps the pg.Pool contract', () => {
       { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', drainTimeoutMillis: -5 },
       { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', primaryWaitTimeoutMillis: 0 },
       { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', stalePolicy: 'maybe' },
+      { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', preconnect: 'yes' },
+      // pg-native's client (its shape: no JavaScript protocol handlers) and non-classes.
+      { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', Client: class NativeClient {} },
+      { etcd: { endpoints: 'http://127.0.0.1:2379' }, cluster: 'demo', Client: 42 },
     ];
     for (const options of bad) {
       let thrown: unknown;
@@ -375,5 +379,16 @@ describe('Pool keeps the pg.Pool contract', () => {
       expect(thrown, JSON.stringify(options)).toBeInstanceOf(PghaError);
       expect((thrown as PghaError).code).toBe('invalid-option');
     }
+    let native: unknown;
+    try {
+      new Pool({
+        etcd: { endpoints: 'http://127.0.0.1:2379' },
+        cluster: 'demo',
+        Client: class NativeClient {},
+      } as never);
+    } catch (e) {
+      native = e;
+    }
+    expect((native as Error).message).toMatch(/pg-native's client is not supported.*Remove the Client option/);
   });
 });

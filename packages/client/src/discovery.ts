@@ -186,6 +186,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private membersFollowing: Promise<void> | null = null;
   private membersWatcher: Watcher | null = null;
   private membersWatchHealthy = false;
+  /** The newest revision the members watch delivered. */
+  private membersWatchRevision = 0;
+  private membersWatchCheck: NodeJS.Timeout | null = null;
   /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
   private target: TargetRecord | null = null;
   private targetWatcher: Watcher | null = null;
@@ -370,6 +373,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (this.watchCheck !== null) clearTimeout(this.watchCheck);
+    if (this.membersWatchCheck !== null) clearTimeout(this.membersWatchCheck);
     for (const w of [...this.waiters]) w();
     const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
     this.watcher = null;
@@ -490,15 +494,38 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         if (record !== null) next.set(record.name, record);
       }
       const changed = !sameMembers(this.membersMap, next);
+      const knownRevision = this.membersRevision;
       if (revision >= this.membersRevision) {
         this.membersRevision = revision;
         this.membersMap = next;
         if (changed) this.emit('members-changed', this.membersMap);
       }
-      if (!this.membersWatchHealthy || changed) await this.startMembersWatch(revision);
+      if (!this.membersWatchHealthy) await this.startMembersWatch(revision);
+      else if (changed) this.expectMembersWatchToDeliver(knownRevision + 1);
     } catch (error) {
+      this.membersWatchHealthy = false;
       this.failed(castEtcdError(error, this.endpoints, `reading ${prefix}`));
     }
+  }
+
+  /**
+   * Like {@link expectWatchToDeliver}, for the members watch: every change the read
+   * found happened after `revision - 1`, so a live watch delivers an event at
+   * `revision` or later within the grace period; else it is re-created.
+   */
+  private expectMembersWatchToDeliver(revision: number): void {
+    if (this.membersWatchCheck !== null) return;
+    const watcher = this.membersWatcher;
+    this.membersWatchCheck = setTimeout(
+      () => {
+        this.membersWatchCheck = null;
+        if (this.closedFlag || this.membersWatcher !== watcher || this.membersWatchRevision >= revision) return;
+        this.membersWatchHealthy = false;
+        void this.startMembersWatch(this.membersRevision);
+      },
+      Math.min(1000, this.rereadIntervalMillis / 2),
+    );
+    this.membersWatchCheck.unref?.();
   }
 
   private async startMembersWatch(afterRevision: number): Promise<void> {
@@ -521,6 +548,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       this.membersWatchHealthy = true;
       const update = (revision: number, change: (map: Map<string, MemberRecord>) => void) => {
         this.contact();
+        this.membersWatchRevision = Math.max(this.membersWatchRevision, revision);
         if (revision < this.membersRevision) return;
         this.membersRevision = revision;
         const next = new Map(this.membersMap);

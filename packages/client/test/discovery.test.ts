@@ -182,6 +182,45 @@ describe('watchCluster', () => {
     expect(watcher.primary?.term).toBe(3);
   });
 
+  it('re-creates a members watch that missed a change the re-read found', async () => {
+    const { keys, watcher } = setup({ rereadIntervalMillis: 1000, staleAfterMillis: 5000 });
+    await watcher.followMembers();
+    const member = (name: string, port: number) =>
+      JSON.stringify({
+        v: 1,
+        name,
+        role: 'replica',
+        state: 'running',
+        host: '127.0.0.1',
+        port,
+        term: 1,
+        timeline: 1,
+        receivedLsn: '0/3000000',
+        replayedLsn: '0/3000000',
+        lagBytes: 0,
+        lagSeconds: 0,
+        streaming: true,
+        postgresVersion: '15',
+        systemId: '1',
+        healthy: true,
+        problem: null,
+        tags: {},
+        updatedAt: new Date().toISOString(),
+      });
+    const internals = watcher as unknown as {
+      membersWatcher: { cancel(): Promise<void> } | null;
+      membersWatchRevision: number;
+    };
+    const dead = internals.membersWatcher!;
+    await dead.cancel();
+    await admin.put(keys.member('demo-1')).value(member('demo-1', 6001));
+    await until('the re-read to find demo-1', () => watcher.members.get('demo-1')?.port === 6001, 3000);
+    await until('a new members watch', () => internals.membersWatcher !== null && internals.membersWatcher !== dead);
+    const put = await admin.put(keys.member('demo-2')).value(member('demo-2', 6002));
+    await until('the new watch to deliver demo-2', () => internals.membersWatchRevision >= Number(put.header.revision));
+    expect(watcher.members.get('demo-2')?.port).toBe(6002);
+  });
+
   it('does not crash on an unreachable etcd: reports errors, goes stale and fails waits with a typed error', async () => {
     const proxy = await startTcpProxy(1);
     await proxy.close(); // a port where nothing listens

@@ -172,7 +172,8 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private watchStarting: Promise<void> | null = null;
   /** The newest revision the leader watch delivered. */
   private watchRevision = 0;
-  private watchCheck: NodeJS.Timeout | null = null;
+  /** Pending checks that a watch delivers a change a read found (see expectWatchToDeliver). */
+  private readonly watchChecks: Record<'leader' | 'members', NodeJS.Timeout | null> = { leader: null, members: null };
   private reading: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
   private lastContactMillis: number;
@@ -188,7 +189,6 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private membersWatchHealthy = false;
   /** The newest revision the members watch delivered. */
   private membersWatchRevision = 0;
-  private membersWatchCheck: NodeJS.Timeout | null = null;
   /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
   private target: TargetRecord | null = null;
   private targetWatcher: Watcher | null = null;
@@ -372,8 +372,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     this.closedFlag = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    if (this.watchCheck !== null) clearTimeout(this.watchCheck);
-    if (this.membersWatchCheck !== null) clearTimeout(this.membersWatchCheck);
+    for (const timer of Object.values(this.watchChecks)) if (timer !== null) clearTimeout(timer);
     for (const w of [...this.waiters]) w();
     const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
     this.watcher = null;
@@ -404,7 +403,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       const appliedBefore = this.state.revision;
       const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
       if (!this.watchHealthy) await this.startWatch(revision);
-      else if (changed) this.expectWatchToDeliver(kv === undefined ? appliedBefore + 1 : Number(kv.mod_revision));
+      else if (changed) this.expectWatchToDeliver('leader', appliedBefore + 1);
       this.markReady();
       if (this.membersFollowing !== null) await this.readMembers();
     } catch (error) {
@@ -416,25 +415,32 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   }
 
   /**
-   * A read saw a change the watch had not delivered yet. Usually the watch event is
-   * just behind the read; if it still has not arrived after a grace period, the watch
-   * is presumed dead and re-created (from the newest revision applied, so nothing is
-   * missed). Not re-created at once: a re-created watch starts unsynced in etcd and
-   * delays the next event.
+   * A read saw a change the `which` watch had not delivered yet; every such change is
+   * at `revision` or later. Usually the watch event is just behind the read; if it has
+   * still not arrived after a grace period, the watch is presumed dead and re-created
+   * from the newest revision applied, so nothing is missed. Not re-created at once: a
+   * re-created watch starts unsynced in etcd and delays its next event.
    */
-  private expectWatchToDeliver(revision: number): void {
-    if (this.watchCheck !== null) return;
-    const watcher = this.watcher;
-    this.watchCheck = setTimeout(
+  private expectWatchToDeliver(which: 'leader' | 'members', revision: number): void {
+    if (this.watchChecks[which] !== null) return;
+    const watcher = which === 'leader' ? this.watcher : this.membersWatcher;
+    const timer = setTimeout(
       () => {
-        this.watchCheck = null;
-        if (this.closedFlag || this.watcher !== watcher || this.watchRevision >= revision) return;
-        this.watchHealthy = false;
-        void this.startWatch(this.state.revision);
+        this.watchChecks[which] = null;
+        if (which === 'leader') {
+          if (this.closedFlag || this.watcher !== watcher || this.watchRevision >= revision) return;
+          this.watchHealthy = false;
+          void this.startWatch(this.state.revision);
+        } else {
+          if (this.closedFlag || this.membersWatcher !== watcher || this.membersWatchRevision >= revision) return;
+          this.membersWatchHealthy = false;
+          void this.startMembersWatch(this.membersRevision);
+        }
       },
       Math.min(1000, this.rereadIntervalMillis / 2),
     );
-    this.watchCheck.unref?.();
+    timer.unref?.();
+    this.watchChecks[which] = timer;
   }
 
   private async startWatch(afterRevision: number): Promise<void> {
@@ -501,31 +507,11 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         if (changed) this.emit('members-changed', this.membersMap);
       }
       if (!this.membersWatchHealthy) await this.startMembersWatch(revision);
-      else if (changed) this.expectMembersWatchToDeliver(knownRevision + 1);
+      else if (changed) this.expectWatchToDeliver('members', knownRevision + 1);
     } catch (error) {
       this.membersWatchHealthy = false;
       this.failed(castEtcdError(error, this.endpoints, `reading ${prefix}`));
     }
-  }
-
-  /**
-   * Like {@link expectWatchToDeliver}, for the members watch: every change the read
-   * found happened after `revision - 1`, so a live watch delivers an event at
-   * `revision` or later within the grace period; else it is re-created.
-   */
-  private expectMembersWatchToDeliver(revision: number): void {
-    if (this.membersWatchCheck !== null) return;
-    const watcher = this.membersWatcher;
-    this.membersWatchCheck = setTimeout(
-      () => {
-        this.membersWatchCheck = null;
-        if (this.closedFlag || this.membersWatcher !== watcher || this.membersWatchRevision >= revision) return;
-        this.membersWatchHealthy = false;
-        void this.startMembersWatch(this.membersRevision);
-      },
-      Math.min(1000, this.rereadIntervalMillis / 2),
-    );
-    this.membersWatchCheck.unref?.();
   }
 
   private async startMembersWatch(afterRevision: number): Promise<void> {

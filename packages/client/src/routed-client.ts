@@ -124,6 +124,13 @@ function isDatabaseError(error: unknown): error is { code: string } {
   );
 }
 
+/** Why `connect()` stopped waiting: its socket closed (pg-pool's connection timeout destroys it). */
+class RouteCancelled extends Error {
+  constructor() {
+    super('connection attempt cancelled while waiting for a route');
+  }
+}
+
 function describe(target: RouteTarget): string {
   return `${target.kind} ${target.member} (${target.host}:${target.port}, term ${target.term})`;
 }
@@ -232,59 +239,36 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       // pg-pool's connectionTimeoutMillis destroys the socket: stop waiting then.
       let onClose: () => void = () => undefined;
       const cancelled = new Promise<never>((_, reject) => {
-        onClose = () => reject(new Error('connection attempt cancelled while waiting for a route'));
+        onClose = () => reject(new RouteCancelled());
         stream.once('close', onClose);
       });
       cancelled.catch(() => undefined);
       let target: RouteTarget;
+      let role: ReturnType<typeof decideRole>;
       try {
         target = await router.route(deadline, cancelled, this);
-      } catch (error) {
+        // Route to the target whatever host and port the config named (pool.options may
+        // have been copied before the last change).
+        this.host = target.host;
+        this.port = target.port;
+        internals.connectionParameters.host = target.host;
+        internals.connectionParameters.port = target.port;
+        if (router.readOnly) {
+          const options = internals.connectionParameters.options;
+          internals.connectionParameters.options = `${options ? `${options} ` : ''}-c default_transaction_read_only=on`;
+        }
+        await super.connect();
+        role = decideRole(this[routingState].parameters.get('in_hot_standby'));
+        if (target.kind === 'candidate') {
+          // Connected early to a leader being promoted: wait for its record to turn
+          // writable, then ask the server itself (its in_hot_standby at startup is stale).
+          target = await this.awaitPromotion(target, deadline, cancelled);
+          role = 'unknown';
+        }
+      } finally {
         stream.off('close', onClose);
-        throw error;
       }
-      if (target.kind !== 'candidate') stream.off('close', onClose);
-      // Route to the target whatever host and port the config named (pool.options may
-      // have been copied before the last change).
-      this.host = target.host;
-      this.port = target.port;
-      internals.connectionParameters.host = target.host;
-      internals.connectionParameters.port = target.port;
-      if (router.readOnly) {
-        const options = internals.connectionParameters.options;
-        internals.connectionParameters.options = `${options ? `${options} ` : ''}-c default_transaction_read_only=on`;
-      }
-      await super.connect();
       const state = this[routingState];
-      let role = decideRole(state.parameters.get('in_hot_standby'));
-      if (target.kind === 'candidate') {
-        // Connected early to a leader being promoted: wait for its record to turn
-        // writable, then ask the server itself (its in_hot_standby at startup is stale).
-        const candidate = target;
-        let promoted: RouteTarget | null;
-        try {
-          promoted = await router.awaitPromotion(candidate, deadline, cancelled);
-        } catch (error) {
-          await this.end().catch(() => undefined);
-          throw (error as Error).message === 'connection attempt cancelled while waiting for a route'
-            ? new PrimaryChangedError(
-                `the connection opened early to ${describe(candidate)} closed while it was being promoted; nothing was sent. Retrying is safe.`,
-                { rolledBack: false },
-              )
-            : error;
-        } finally {
-          stream.off('close', onClose);
-        }
-        if (promoted === null) {
-          await this.end().catch(() => undefined);
-          throw new PrimaryChangedError(
-            `the leader moved away from ${describe(candidate)} before its promotion ended; closed the connection opened early before any statement was sent. Retrying is safe.`,
-            { rolledBack: false },
-          );
-        }
-        target = promoted;
-        role = 'unknown';
-      }
       if (role === 'unknown') {
         const result = await super.query('SELECT pg_is_in_recovery() AS in_recovery');
         role = result.rows[0]?.in_recovery === true ? 'standby' : 'primary';
@@ -305,6 +289,37 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       state.endpoint = target;
       router.connected(this);
       return this;
+    }
+
+    /**
+     * For a connection opened early to `candidate`: the primary target once its record
+     * is writable. Otherwise the connection is closed unused and the error says why
+     * (the leader moved, the socket closed: retrying is safe; or the pool's deadline).
+     */
+    private async awaitPromotion(
+      candidate: RouteTarget,
+      deadline: number,
+      cancelled: Promise<never>,
+    ): Promise<RouteTarget> {
+      let promoted: RouteTarget | null;
+      try {
+        promoted = await router.awaitPromotion(candidate, deadline, cancelled);
+      } catch (error) {
+        await this.end().catch(() => undefined);
+        if (!(error instanceof RouteCancelled)) throw error;
+        throw new PrimaryChangedError(
+          `the connection opened early to ${describe(candidate)} closed while it was being promoted; nothing was sent. Retrying is safe.`,
+          { rolledBack: false },
+        );
+      }
+      if (promoted === null) {
+        await this.end().catch(() => undefined);
+        throw new PrimaryChangedError(
+          `the leader moved away from ${describe(candidate)} before its promotion ended; closed the connection opened early before any statement was sent. Retrying is safe.`,
+          { rolledBack: false },
+        );
+      }
+      return promoted;
     }
 
     // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
@@ -415,21 +430,16 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       // failover terminates such sessions), Node would crash the process. pgha keeps
       // the process alive instead: the connection is unusable, its next statement fails
       // with PrimaryChangedError (never sent), and release() removes it from the pool.
-      if (event === 'error') {
-        // The socket error pg emits first (pg-pool's query() answers its caller with
-        // it) is classified like the statement it interrupted, so every path reports
-        // the same typed error. Without a statement in flight it passes unchanged.
-        const inFlight = this[routingState].inFlight;
-        if (inFlight !== null && args[0] instanceof Error) {
-          args = [
-            this.classify(args[0], true, inFlight[queryTransactionStatus], inFlight[queryText]),
-            ...args.slice(1),
-          ];
-        }
-        if (this.listenerCount('error') === 0) {
-          router.reread();
-          return false;
-        }
+      // The socket error pg emits first (pg-pool's query() answers its caller with it)
+      // is classified like the statement it interrupted, so every path reports the
+      // same typed error. Without a statement in flight it passes unchanged.
+      const inFlight = this[routingState].inFlight;
+      if (inFlight !== null && args[0] instanceof Error) {
+        args = [this.classify(args[0], true, inFlight[queryTransactionStatus], inFlight[queryText]), ...args.slice(1)];
+      }
+      if (this.listenerCount('error') === 0) {
+        router.reread();
+        return false;
       }
       return super.emit(event, ...args);
     }

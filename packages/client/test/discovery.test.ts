@@ -5,21 +5,11 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../testing/etcd.js';
 import { type ClusterWatcher, NoPrimaryError, watchCluster } from '../src/index.js';
+import { leaderRecord, memberRecord } from './support/records.js';
 import { startTcpProxy } from './support/tcp-proxy.js';
 import { nextEvent, until } from './support/wait.js';
 
-const record = (overrides: Partial<LeaderRecord> = {}): string =>
-  JSON.stringify({
-    v: 1,
-    term: 1,
-    member: 'demo-0',
-    host: '127.0.0.1',
-    port: 5432,
-    timeline: 1,
-    since: new Date().toISOString(),
-    writable: true,
-    ...overrides,
-  });
+const record = (overrides: Partial<LeaderRecord> = {}): string => JSON.stringify(leaderRecord(overrides));
 
 describe('watchCluster', () => {
   let etcd: TestEtcd;
@@ -185,28 +175,7 @@ describe('watchCluster', () => {
   it('re-creates a members watch that missed a change the re-read found', async () => {
     const { keys, watcher } = setup({ rereadIntervalMillis: 1000, staleAfterMillis: 5000 });
     await watcher.followMembers();
-    const member = (name: string, port: number) =>
-      JSON.stringify({
-        v: 1,
-        name,
-        role: 'replica',
-        state: 'running',
-        host: '127.0.0.1',
-        port,
-        term: 1,
-        timeline: 1,
-        receivedLsn: '0/3000000',
-        replayedLsn: '0/3000000',
-        lagBytes: 0,
-        lagSeconds: 0,
-        streaming: true,
-        postgresVersion: '15',
-        systemId: '1',
-        healthy: true,
-        problem: null,
-        tags: {},
-        updatedAt: new Date().toISOString(),
-      });
+    const member = (name: string, port: number) => JSON.stringify(memberRecord({ name, port }));
     const internals = watcher as unknown as {
       membersWatcher: { cancel(): Promise<void> } | null;
       membersWatchRevision: number;

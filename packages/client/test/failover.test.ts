@@ -59,6 +59,15 @@ describe('failover', () => {
     pool.on('primary-changed', (e) => changes.push(e.term));
     await pool.query('SELECT 1');
 
+    const insert =
+      'INSERT INTO writes (caller, seq, port) VALUES ($1, $2, inet_server_port()) RETURNING id, port, pg_is_in_recovery() AS r';
+    const written = (row: { id: string; port: number; r: boolean }): Outcome => ({
+      kind: 'ok',
+      id: Number(row.id),
+      port: row.port,
+      inRecovery: row.r,
+      at: Date.now(),
+    });
     const outcomes: Outcome[][] = [];
     let running = true;
     const callers = Array.from({ length: 12 }, async (_, caller) => {
@@ -68,35 +77,17 @@ describe('failover', () => {
         try {
           if (caller % 2 === 0) {
             // Autocommit statements through pool.query.
-            const { rows } = await pool.query(
-              'INSERT INTO writes (caller, seq, port) VALUES ($1, $2, inet_server_port()) RETURNING id, port, pg_is_in_recovery() AS r',
-              [caller, seq],
-            );
-            mine.push({
-              kind: 'ok',
-              id: Number(rows[0].id),
-              port: rows[0].port,
-              inRecovery: rows[0].r,
-              at: Date.now(),
-            });
+            const { rows } = await pool.query(insert, [caller, seq]);
+            mine.push(written(rows[0]));
           } else {
             // Explicit transactions on a checked-out client, as ORMs do.
             const client = await pool.connect();
             let failure: Error | undefined;
             try {
               await client.query('BEGIN');
-              const { rows } = await client.query(
-                'INSERT INTO writes (caller, seq, port) VALUES ($1, $2, inet_server_port()) RETURNING id, port, pg_is_in_recovery() AS r',
-                [caller, seq],
-              );
+              const { rows } = await client.query(insert, [caller, seq]);
               await client.query('COMMIT');
-              mine.push({
-                kind: 'ok',
-                id: Number(rows[0].id),
-                port: rows[0].port,
-                inRecovery: rows[0].r,
-                at: Date.now(),
-              });
+              mine.push(written(rows[0]));
             } catch (error) {
               failure = error as Error;
               throw error;

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { TestServer } from '../../../testing/postgres.js';
 import { NoReplicaError, ReplicaPool, type ReplicaPoolOptions } from '../src/index.js';
 import { startEnv, type TestEnv } from './support/env.js';
+import { memberRecord } from './support/records.js';
 import { nextEvent, until } from './support/wait.js';
 
 describe('ReplicaPool', () => {
@@ -25,28 +26,14 @@ describe('ReplicaPool', () => {
 
   async function report(server: TestServer, overrides: Partial<MemberRecord> = {}): Promise<void> {
     const name = `demo-${server.name}`;
-    const record: MemberRecord = {
-      v: 1,
+    const record = memberRecord({
       name,
       role: server === env.pg.primary ? 'primary' : 'replica',
-      state: 'running',
       host: server.host,
       port: server.port,
-      term: 1,
-      timeline: 1,
-      receivedLsn: '0/3000000',
-      replayedLsn: '0/3000000',
-      lagBytes: 0,
-      lagSeconds: 0,
       streaming: server !== env.pg.primary,
-      postgresVersion: '15',
-      systemId: '1',
-      healthy: true,
-      problem: null,
-      tags: {},
-      updatedAt: new Date().toISOString(),
       ...overrides,
-    };
+    });
     await env.admin.put(clusterKeys(env.cluster, env.keyRoot).member(name)).value(JSON.stringify(record));
   }
 

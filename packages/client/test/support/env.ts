@@ -1,6 +1,6 @@
 // One test environment: a real etcd, a real primary with streaming standbys, and the
 // test in the role of the primary's agent (it writes the leader record).
-import { clusterKeys, type LeaderRecord } from '@pgha/core';
+import { clusterKeys } from '@pgha/core';
 import { Etcd3 } from 'etcd3';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../../testing/etcd.js';
 import {
@@ -11,6 +11,7 @@ import {
   testUser,
 } from '../../../../testing/postgres.js';
 import type { PoolOptions } from '../../src/index.js';
+import { leaderRecord } from './records.js';
 
 /** A running environment; `stop()` stops everything it started. */
 export interface TestEnv {
@@ -52,16 +53,13 @@ export async function startEnv(options: { standbys?: number; publish?: boolean }
     cluster,
     keyRoot,
     async publishLeader(server, term, publishOptions = {}) {
-      const record: LeaderRecord = {
-        v: 1,
+      const record = leaderRecord({
         term,
         member: publishOptions.member ?? `demo-${server.name}`,
         host: server.host,
         port: server.port,
-        timeline: 1,
-        since: new Date().toISOString(),
         writable: publishOptions.writable ?? true,
-      };
+      });
       await admin.put(keys.leader).value(JSON.stringify(record));
     },
     async deleteLeader() {

@@ -1,6 +1,6 @@
 import type { SwitchoverRecord, TargetRecord } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
-import { leader, member } from './__fixtures__/records.js';
+import { target as fixtureTarget, leader, member } from './__fixtures__/records.js';
 import { type ControllerDecision, type ControllerSnapshot, decideController } from './controller.js';
 
 // Literal fixtures built with small override factories. Wall-clock times: the
@@ -9,17 +9,8 @@ import { type ControllerDecision, type ControllerSnapshot, decideController } fr
 const at = (iso: string) => Date.parse(iso);
 const now = at('2024-05-01T12:00:10.000Z');
 
-function target(overrides: Partial<TargetRecord> = {}): TargetRecord {
-  return {
-    v: 1,
-    term: 4,
-    member: 'demo-1',
-    reason: 'failover',
-    from: 'demo-0',
-    decidedAt: '2024-05-01T12:00:09.800Z',
-    ...overrides,
-  };
-}
+const target = (overrides: Partial<TargetRecord> = {}): TargetRecord =>
+  fixtureTarget({ decidedAt: '2024-05-01T12:00:09.800Z', ...overrides });
 
 function switchover(overrides: Partial<SwitchoverRecord> = {}): SwitchoverRecord {
   return { v: 1, from: null, to: null, at: null, requestedAt: '2024-05-01T12:00:08.000Z', ...overrides };

@@ -13,7 +13,8 @@
 //    promotion phase of a real failover (record installed not writable first) and
 //    without it;
 // 3. --pools pools in one process (sharing one watcher) rerouting on one change.
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -107,6 +108,37 @@ async function publish(admin: Etcd3, key: string, server: TestServer, term: numb
   );
 }
 
+/** `pid` and every process below it (postgres forks its auxiliary processes). */
+function processTree(pid: number): number[] {
+  const children: number[] = [];
+  for (const task of safeReaddir(`/proc/${pid}/task`)) {
+    const text = safeRead(`/proc/${pid}/task/${task}/children`);
+    for (const child of text.split(/\s+/).filter(Boolean)) children.push(...processTree(Number(child)));
+  }
+  return [pid, ...children];
+}
+
+function safeReaddir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
+
+function safeRead(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Sets the CPU affinity of `pids` (every thread) to `cpuList` (taskset syntax). */
+function pin(pids: readonly number[], cpuList: string): void {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -118,7 +150,9 @@ async function main(): Promise<void> {
       pools: { type: 'string', default: '1000' },
       cells: { type: 'string', default: 'select1:1,select1:10,select1:50,insert:1,insert:10,insert:50' },
       json: { type: 'string' },
+      pin: { type: 'boolean', default: true },
     },
+    allowNegative: true,
   });
   const cells = values.cells.split(',').map((cell) => {
     const [workload, callers] = cell.split(':');
@@ -151,6 +185,19 @@ async function main(): Promise<void> {
     clusters.push(await startTestCluster({ standbys: 0, settings, auth: 'trust' }));
     clusters.push(await startTestCluster({ standbys: 0, settings, auth: 'trust' }));
     const [a, b] = [clusters[0]!.primary, clusters[1]!.primary];
+    // With --pin (default) the client (this process) runs on CPU 0 and the servers
+    // (postgres, forking its backends from the pinned postmaster, and etcd) on the
+    // others, as an application and its database on separate machines would. Unpinned,
+    // the scheduler places each pool's backends beside or away from the client and
+    // that placement, different for every pool, outweighs the differences measured.
+    const cpuCount = cpus().length;
+    if (values.pin && cpuCount >= 2) {
+      const serverCpus = cpuCount === 2 ? '1' : `1-${cpuCount - 1}`;
+      pin([process.pid], '0');
+      pin([...processTree(a.pid!), ...processTree(b.pid!), ...processTree(etcd.pid)], serverCpus);
+      log(`pinned: client on CPU 0, postgres and etcd on CPU ${serverCpus}`);
+    }
+    results.pinned = Boolean(values.pin && cpuCount >= 2);
     for (const server of [a, b]) {
       await server.query('CREATE TABLE bench_writes (id bigserial PRIMARY KEY, caller int, payload text)');
     }
@@ -230,7 +277,8 @@ async function main(): Promise<void> {
     //    agent's promotion; 37-71 ms measured with `pgha switchover`). `direct`: the
     //    record names a new server already writable (no promotion phase to use).
     const reroutes: Record<string, unknown> = {};
-    for (const mode of promotionMillis > 0 ? (['promotion', 'direct'] as const) : (['direct'] as const)) {
+    const modes = switches <= 0 ? [] : promotionMillis > 0 ? (['promotion', 'direct'] as const) : (['direct'] as const);
+    for (const mode of modes) {
       const pool = new Pool({ ...credentials, ...discovery, max: 10, drainTimeoutMillis: 1000 });
       pool.on('error', () => undefined);
       let current = a;
@@ -307,7 +355,7 @@ async function main(): Promise<void> {
     results.reroute = reroutes;
 
     // 3. Many pools in one process on one change.
-    {
+    if (poolCount > 0) {
       const watcher = watchCluster(discovery);
       await watcher.ready;
       const pools = Array.from(

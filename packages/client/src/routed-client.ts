@@ -57,24 +57,20 @@ export interface ClientRouting {
   /** Set when pgha cut the connection itself (a straggler after a primary change). */
   terminatedByPgha: boolean;
   /**
-   * The statement written to the server and not yet answered (it carries the facts to
-   * classify its failure under the symbols below), else null.
+   * The statement that was in flight when the connection failed (its text and the
+   * ReadyForQuery status before it), kept until the socket error pg emits next is
+   * classified like it; else null.
    */
-  inFlight: InFlight | null;
+  interrupted: Interrupted | null;
 }
 
 /** The symbol under which a primary client keeps its {@link ClientRouting}. */
 export const routingState: unique symbol = Symbol('pgha.routing');
 
-const queryClient: unique symbol = Symbol('pgha.queryClient');
-const querySent: unique symbol = Symbol('pgha.querySent');
-const queryTransactionStatus: unique symbol = Symbol('pgha.queryTransactionStatus');
-const queryText: unique symbol = Symbol('pgha.queryText');
-
-/** A statement in flight: the ReadyForQuery status before it was sent, and its text. */
-interface InFlight {
-  [queryTransactionStatus]: string | null;
-  [queryText]: string;
+/** A statement cut off by a lost connection: what classifying its failure needs. */
+interface Interrupted {
+  readonly transactionStatus: string | null;
+  readonly text: string;
 }
 
 /** Returns the routing state of a client made by {@link createRoutedClientClass}, else undefined. */
@@ -84,19 +80,25 @@ export function routingOf(client: unknown): ClientRouting | undefined {
 
 type Callback = (err: Error | null | undefined, result?: unknown) => void;
 
-/** The parts of a pg query object pgha instruments. */
-interface Instrumentable {
-  text?: string;
-  submit(connection: unknown): unknown;
+/** The parts of a pg query object (or a submittable: pg-cursor...) pgha looks at. */
+interface Statement {
+  text?: unknown;
   handleError(err: Error, connection: unknown): unknown;
-  handleReadyForQuery?(connection: unknown): unknown;
   callback?: Callback;
-  query_timeout?: number;
 }
 
 interface ClientInternals {
   _queryable: boolean;
   _ended?: boolean;
+  _connecting?: boolean;
+  // The statement queues, named differently across pg ^8.11: `activeQuery` and
+  // `queryQueue` before 8.20, `_activeQuery` and `_queryQueue` since, and pg 8.23's
+  // pipeline mode adds `_sentQueryQueue` (written, not yet answered).
+  activeQuery?: Statement | null;
+  _activeQuery?: Statement | null;
+  queryQueue?: Statement[];
+  _queryQueue?: Statement[];
+  _sentQueryQueue?: Statement[];
   connection: {
     on(
       event: string,
@@ -135,6 +137,10 @@ function describe(target: RouteTarget): string {
   return `${target.kind} ${target.member} (${target.host}:${target.port}, term ${target.term})`;
 }
 
+function textOf(query: Statement): string {
+  return typeof query.text === 'string' ? query.text : '';
+}
+
 function snippet(text: string): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length > 60 ? `${flat.slice(0, 57)}...` : flat;
@@ -153,51 +159,20 @@ function snippet(text: string): string {
 export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRouter): typeof pg.Client {
   const QueryClass = ((Base as unknown as { Query?: typeof pg.Query }).Query ?? pg.Query) as unknown as new (
     ...args: unknown[]
-  ) => Instrumentable;
+  ) => Statement;
 
   const getTransactionStatus = (Base.prototype as { getTransactionStatus?: () => string | null }).getTransactionStatus;
 
-  // Statements built from text or config objects are instances of this subclass of
-  // pg's Query: one shape for all of them and no per-statement closures, so routing
-  // costs nothing measurable on the hot path.
-  class InstrumentedQuery extends (QueryClass as new (...args: unknown[]) => Instrumentable) {
-    [queryClient]: PrimaryClient | null = null;
-    [querySent] = false;
-    [queryTransactionStatus]: string | null = null;
-    [queryText] = '';
-
-    override submit(connection: unknown): unknown {
-      this[querySent] = true;
-      const client = this[queryClient];
-      if (client !== null) {
-        this[queryTransactionStatus] = client.transactionStatus();
-        this[queryText] = this.text ?? '';
-        client[routingState].inFlight = this;
-      }
-      return super.submit(connection);
-    }
-
-    override handleReadyForQuery(connection: unknown): unknown {
-      this[queryClient]?.settled(this);
-      return super.handleReadyForQuery!(connection);
-    }
-
-    override handleError(err: Error, connection: unknown): unknown {
-      const client = this[queryClient];
-      client?.settled(this);
-      const classified =
-        client === null ? err : client.classify(err, this[querySent], this[queryTransactionStatus], this.text ?? '');
-      return super.handleError(classified, connection);
-    }
-  }
-
+  // Failures are classified when they happen, from the client's own state (which
+  // statement was in flight, the ReadyForQuery status before it): statements are pg's
+  // own objects and pgha adds nothing to the path of a statement that succeeds.
   class PrimaryClient extends Base {
     readonly [routingState]: ClientRouting = {
       endpoint: null,
       transactionStatus: null,
       parameters: new Map(),
       terminatedByPgha: false,
-      inFlight: null,
+      interrupted: null,
     };
 
     // biome-ignore lint/suspicious/noExplicitAny: pg's own constructor accepts a string or a config
@@ -324,23 +299,23 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
 
     // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
     override query(config: any, values?: any, callback?: any): any {
-      if (config === null || config === undefined) return super.query(config, values, callback);
-      if (typeof config.submit === 'function') {
-        this.instrument(config as Instrumentable, typeof config.text === 'string' ? config.text : '');
+      if ((this as unknown as ClientInternals)._queryable !== false || config === null || config === undefined) {
         return super.query(config, values, callback);
       }
-      const query = new InstrumentedQuery(config, values, callback);
-      query[queryClient] = this;
-      if (typeof config === 'object' && config.query_timeout !== undefined) query.query_timeout = config.query_timeout;
+      // The connection is lost: pg fails the statement without sending it. Build it here
+      // so its failure is classified like the others (never sent: safe to retry).
+      const submittable = typeof config.submit === 'function';
+      const query: Statement = submittable ? config : new QueryClass(config, values, callback);
+      this.classifyFailureOf(query, false, this.transactionStatus());
+      if (submittable) return super.query(config, values, callback);
       if (typeof query.callback === 'function') {
         super.query(query as never);
         return undefined;
       }
-      const result = new Promise((resolve, reject) => {
+      return new Promise((resolve, reject) => {
         query.callback = (err, res) => (err ? reject(err) : resolve(res));
+        super.query(query as never);
       });
-      super.query(query as never);
-      return result;
     }
 
     /** The ReadyForQuery status before the next statement: 'I', 'T' or 'E'. */
@@ -350,39 +325,50 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
         : (getTransactionStatus.call(this) ?? null);
     }
 
-    /** Wraps a caller's submittable (pg-cursor, pg-query-stream...) like {@link InstrumentedQuery}. */
-    private instrument(query: Instrumentable, text: string): void {
-      const client = this;
-      let sent = false;
-      let transactionStatus: string | null = null;
-      const submit = query.submit;
-      const inFlight = query as Instrumentable & InFlight;
-      query.submit = function (this: Instrumentable, connection: unknown) {
-        sent = true;
-        transactionStatus = client.transactionStatus();
-        inFlight[queryTransactionStatus] = transactionStatus;
-        inFlight[queryText] = text;
-        client[routingState].inFlight = inFlight;
-        return submit.call(this, connection);
-      };
-      const handleReadyForQuery = query.handleReadyForQuery;
-      if (typeof handleReadyForQuery === 'function') {
-        query.handleReadyForQuery = function (this: Instrumentable, connection: unknown) {
-          client.settled(query);
-          return handleReadyForQuery.call(this, connection);
-        };
+    /**
+     * pg fails every statement of a connection that died (or was ended) here, each on
+     * the next tick: the one in flight (sent), those written behind it in pipeline mode
+     * (sent, the transaction status before them unknown), and the queued ones (never
+     * sent). Each gets its failure classified with the facts of this moment.
+     * @internal pg's method
+     */
+    _errorAllQueries(err: Error): void {
+      const internals = this as unknown as ClientInternals;
+      const status = this.transactionStatus();
+      const active = '_activeQuery' in internals ? internals._activeQuery : internals.activeQuery;
+      if (active) {
+        this.classifyFailureOf(active, true, status);
+        this[routingState].interrupted = { transactionStatus: status, text: textOf(active) };
       }
-      const handleError = query.handleError;
-      query.handleError = function (this: Instrumentable, err: Error, connection: unknown) {
-        client.settled(query);
-        return handleError.call(this, client.classify(err, sent, transactionStatus, text), connection);
-      };
+      for (const query of internals._sentQueryQueue ?? []) this.classifyFailureOf(query, true, null);
+      for (const query of internals._queryQueue ?? internals.queryQueue ?? []) {
+        this.classifyFailureOf(query, false, status);
+      }
+      (Base.prototype as unknown as { _errorAllQueries(err: Error): void })._errorAllQueries.call(this, err);
     }
 
-    /** @internal the statement in flight finished (or failed). */
-    settled(statement: unknown): void {
-      const state = this[routingState];
-      if (state.inFlight === statement) state.inFlight = null;
+    /**
+     * An ErrorResponse from the server for the statement in flight: a DatabaseError
+     * passes through (those proving the server is not the primary also discard the
+     * connection); 57P01/57P02 (the session was terminated while it ran) are classified
+     * like a lost connection.
+     * @internal pg's method
+     */
+    _handleErrorMessage(msg: Error): void {
+      const internals = this as unknown as ClientInternals;
+      const active = '_activeQuery' in internals ? internals._activeQuery : internals.activeQuery;
+      const error =
+        internals._connecting || !active ? msg : this.classify(msg, true, this.transactionStatus(), textOf(active));
+      (Base.prototype as unknown as { _handleErrorMessage(msg: Error): void })._handleErrorMessage.call(this, error);
+    }
+
+    /** Makes `query`'s failure (if it fails) reach its caller classified. */
+    private classifyFailureOf(query: Statement, sent: boolean, transactionStatus: string | null): void {
+      const client = this;
+      const handleError = query.handleError;
+      query.handleError = function (this: Statement, err: Error, connection: unknown) {
+        return handleError.call(this, client.classify(err, sent, transactionStatus, textOf(query)), connection);
+      };
     }
 
     /** @internal */
@@ -433,9 +419,11 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       // The socket error pg emits first (pg-pool's query() answers its caller with it)
       // is classified like the statement it interrupted, so every path reports the
       // same typed error. Without a statement in flight it passes unchanged.
-      const inFlight = this[routingState].inFlight;
-      if (inFlight !== null && args[0] instanceof Error) {
-        args = [this.classify(args[0], true, inFlight[queryTransactionStatus], inFlight[queryText]), ...args.slice(1)];
+      const state = this[routingState];
+      const interrupted = state.interrupted;
+      if (interrupted !== null && args[0] instanceof Error) {
+        state.interrupted = null;
+        args = [this.classify(args[0], true, interrupted.transactionStatus, interrupted.text), ...args.slice(1)];
       }
       if (this.listenerCount('error') === 0) {
         router.reread();

@@ -23,36 +23,13 @@ import { Pool, watchCluster } from '../../packages/client/dist/index.js';
 import { Etcd3 } from '../../packages/client/node_modules/etcd3/lib/index.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../testing/etcd.js';
 import { startTestCluster, type TestCluster, type TestServer, testPassword, testUser } from '../../testing/postgres.js';
+import { compare, type Interval, Series } from './stats.js';
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
-
-interface Stats {
-  readonly ops: number;
-  /** This process's CPU time (user + system) per operation: the client's own cost, steadier than wall time. */
-  readonly cpuMicrosPerOp: number;
-  readonly opsPerSecond: number;
-  readonly p50Millis: number;
-  readonly p90Millis: number;
-  readonly p99Millis: number;
-  readonly p999Millis: number;
-}
 
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function summarize(latencies: number[], elapsedMillis: number, cpuMicros: number): Stats {
-  latencies.sort((a, b) => a - b);
-  return {
-    ops: latencies.length,
-    cpuMicrosPerOp: cpuMicros / latencies.length,
-    opsPerSecond: (latencies.length / elapsedMillis) * 1000,
-    p50Millis: percentile(latencies, 50),
-    p90Millis: percentile(latencies, 90),
-    p99Millis: percentile(latencies, 99),
-    p999Millis: percentile(latencies, 99.9),
-  };
 }
 
 type Workload = 'select1' | 'insert';
@@ -61,20 +38,14 @@ const statements: Record<Workload, (caller: number) => [string, unknown[]]> = {
   insert: (caller) => ['INSERT INTO bench_writes (caller, payload) VALUES ($1, $2)', [caller, 'x'.repeat(64)]],
 };
 
-/** Accumulated measurements of one pool across time slices. */
-interface Accumulator {
-  readonly latencies: number[];
-  elapsedMillis: number;
-  cpuMicros: number;
-}
-
 async function warm(pool: pg.Pool, workload: Workload, callers: number, millis: number): Promise<void> {
   // Open every connection, prepare the server's caches and let V8 optimize the code.
-  await slice(pool, workload, callers, millis, { latencies: [], elapsedMillis: 0, cpuMicros: 0 });
+  await slice(pool, workload, callers, millis, new Series());
 }
 
-/** Runs `callers` closed-loop callers against `pool` for `millis`, adding to `into`. */
-async function slice(pool: pg.Pool, workload: Workload, callers: number, millis: number, into: Accumulator) {
+/** Runs `callers` closed-loop callers against `pool` for `millis`, as one round of `into`. */
+async function slice(pool: pg.Pool, workload: Workload, callers: number, millis: number, into: Series) {
+  into.begin();
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
   const deadline = started + millis;
@@ -84,13 +55,23 @@ async function slice(pool: pg.Pool, workload: Workload, callers: number, millis:
       while (performance.now() < deadline) {
         const t = performance.now();
         await pool.query(text, values);
-        into.latencies.push(performance.now() - t);
+        into.record(performance.now() - t);
       }
     }),
   );
-  into.elapsedMillis += performance.now() - started;
+  const elapsed = performance.now() - started;
   const cpu = process.cpuUsage(cpuBefore);
-  into.cpuMicros += cpu.user + cpu.system;
+  into.end(elapsed, cpu.user + cpu.system);
+}
+
+function pct(value: number): string {
+  return `${value >= 0 ? '+' : ''}${value.toFixed(1)} %`;
+}
+
+/** A 95 % interval as printed: [low, high]. */
+function range(interval: Interval, digits: number, unit = ''): string {
+  const show = (v: number) => (unit === '%' && v >= 0 ? '+' : '') + v.toFixed(digits);
+  return `[${show(interval[0])}, ${show(interval[1])}${unit ? ` ${unit}` : ''}]`;
 }
 
 async function publish(admin: Etcd3, key: string, server: TestServer, term: number, writable = true): Promise<void> {
@@ -222,40 +203,37 @@ async function main(): Promise<void> {
           control: new pg.Pool({ ...credentials, host: a.host, port: a.port, max: callers }),
         };
         const kinds = ['pg', 'pgha', 'control'] as const;
-        const acc: Record<(typeof kinds)[number], Accumulator> = {
-          pg: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
-          pgha: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
-          control: { latencies: [], elapsedMillis: 0, cpuMicros: 0 },
-        };
+        const series = { pg: new Series(), pgha: new Series(), control: new Series() };
         for (const kind of kinds) await warm(pools[kind], workload, callers, warmMillis);
         const rounds = Math.max(2, Math.round(durationMillis / sliceMillis));
         for (let i = 0; i < rounds; i++) {
           const rotated = [...kinds.slice(i % 3), ...kinds.slice(0, i % 3)];
           const order = Math.floor(i / 3) % 2 === 0 ? rotated : rotated.reverse();
-          for (const kind of order) await slice(pools[kind], workload, callers, sliceMillis, acc[kind]);
+          for (const kind of order) await slice(pools[kind], workload, callers, sliceMillis, series[kind]);
         }
         for (const kind of kinds) await pools[kind].end();
-        const stats = {
-          pg: summarize(acc.pg.latencies, acc.pg.elapsedMillis, acc.pg.cpuMicros),
-          pgha: summarize(acc.pgha.latencies, acc.pgha.elapsedMillis, acc.pgha.cpuMicros),
-          control: summarize(acc.control.latencies, acc.control.elapsedMillis, acc.control.cpuMicros),
-        };
+        const stats = { pg: series.pg.summary(), pgha: series.pgha.summary(), control: series.control.summary() };
+        const [pghaCi, controlCi] = compare(series.pg, [series.pgha, series.control]);
         const row = {
           workload,
           callers,
           pgOpsPerSecond: Math.round(stats.pg.opsPerSecond),
           pghaOpsPerSecond: Math.round(stats.pgha.opsPerSecond),
           throughputRatio: stats.pgha.opsPerSecond / stats.pg.opsPerSecond,
+          throughputRatioCi: pghaCi!.ratio,
           pgP50Millis: stats.pg.p50Millis,
           pghaP50Millis: stats.pgha.p50Millis,
           pgP99Millis: stats.pg.p99Millis,
           pghaP99Millis: stats.pgha.p99Millis,
           p99DeltaPercent: (stats.pgha.p99Millis / stats.pg.p99Millis - 1) * 100,
+          p99DeltaPercentCi: pghaCi!.p99DeltaPercent,
           pgCpuMicrosPerOp: stats.pg.cpuMicrosPerOp,
           pghaCpuMicrosPerOp: stats.pgha.cpuMicrosPerOp,
           controlThroughputRatio: stats.control.opsPerSecond / stats.pg.opsPerSecond,
+          controlThroughputRatioCi: controlCi!.ratio,
           controlCpuMicrosPerOp: stats.control.cpuMicrosPerOp,
           controlP99DeltaPercent: (stats.control.p99Millis / stats.pg.p99Millis - 1) * 100,
+          controlP99DeltaPercentCi: controlCi!.p99DeltaPercent,
         };
         table.push(row);
         for (const kind of kinds) {
@@ -265,7 +243,7 @@ async function main(): Promise<void> {
           );
         }
         log(
-          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s p50 ${row.pgP50Millis.toFixed(3)} p99 ${row.pgP99Millis.toFixed(3)} ms | pgha ${row.pghaOpsPerSecond} ops/s p50 ${row.pghaP50Millis.toFixed(3)} p99 ${row.pghaP99Millis.toFixed(3)} ms | ratio ${row.throughputRatio.toFixed(3)}, p99 ${row.p99DeltaPercent >= 0 ? '+' : ''}${row.p99DeltaPercent.toFixed(1)} % | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)} µs, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)} µs | A/A control: ratio ${row.controlThroughputRatio.toFixed(3)}, CPU/op ${row.controlCpuMicrosPerOp.toFixed(1)} µs, p99 ${row.controlP99DeltaPercent >= 0 ? '+' : ''}${row.controlP99DeltaPercent.toFixed(1)} %`,
+          `${workload.padEnd(7)} ${String(callers).padStart(2)} callers: pg ${row.pgOpsPerSecond} ops/s, pgha ${row.pghaOpsPerSecond} ops/s | ratio ${row.throughputRatio.toFixed(3)} ${range(row.throughputRatioCi, 3)}, p99 ${pct(row.p99DeltaPercent)} ${range(row.p99DeltaPercentCi, 1, '%')} | A/A ratio ${row.controlThroughputRatio.toFixed(3)} ${range(row.controlThroughputRatioCi, 3)}, p99 ${pct(row.controlP99DeltaPercent)} ${range(row.controlP99DeltaPercentCi, 1, '%')} | client CPU/op pg ${row.pgCpuMicrosPerOp.toFixed(1)}, pgha ${row.pghaCpuMicrosPerOp.toFixed(1)}, A/A ${row.controlCpuMicrosPerOp.toFixed(1)} µs`,
         );
       }
     }

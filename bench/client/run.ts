@@ -115,6 +115,35 @@ function safeRead(path: string): string {
   }
 }
 
+/**
+ * How steady this machine is: a fixed CPU loop on the client's CPU, counted in 100 ms
+ * windows for `millis`. Its relative standard deviation between windows is the noise
+ * floor every comparison below is measured against.
+ */
+function machineSteadiness(millis: number): { windows: number; relativeSdPercent: number; minOfMedianPercent: number } {
+  const counts: number[] = [];
+  const end = performance.now() + millis;
+  let sink = 0;
+  while (performance.now() < end) {
+    const windowEnd = performance.now() + 100;
+    let n = 0;
+    while (performance.now() < windowEnd) {
+      for (let i = 0; i < 1000; i++) sink += Math.sqrt(i + n);
+      n += 1;
+    }
+    counts.push(n);
+  }
+  if (sink < 0) log('unreachable');
+  const mean = counts.reduce((a, b) => a + b, 0) / counts.length;
+  const sd = Math.sqrt(counts.reduce((a, b) => a + (b - mean) ** 2, 0) / counts.length);
+  const sorted = [...counts].sort((a, b) => a - b);
+  return {
+    windows: counts.length,
+    relativeSdPercent: (sd / mean) * 100,
+    minOfMedianPercent: (sorted[0]! / sorted[Math.floor(sorted.length / 2)]!) * 100,
+  };
+}
+
 /** Sets the CPU affinity of `pids` (every thread) to `cpuList` (taskset syntax). */
 function pin(pids: readonly number[], cpuList: string): void {
   for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
@@ -179,6 +208,11 @@ async function main(): Promise<void> {
       log(`pinned: client on CPU 0, postgres and etcd on CPU ${serverCpus}`);
     }
     results.pinned = Boolean(values.pin && cpuCount >= 2);
+    const steadiness = machineSteadiness(3000);
+    results.machineSteadiness = steadiness;
+    log(
+      `machine steadiness: a fixed CPU loop on the client's CPU varies ${steadiness.relativeSdPercent.toFixed(1)} % (SD) between 100 ms windows; slowest window ${steadiness.minOfMedianPercent.toFixed(0)} % of the median`,
+    );
     for (const server of [a, b]) {
       await server.query('CREATE TABLE bench_writes (id bigserial PRIMARY KEY, caller int, payload text)');
     }

@@ -66,6 +66,23 @@ describe('statements interrupted by a lost connection get typed errors', () => {
     await env.pg.primary.query('SELECT pg_terminate_backend($1)', [pid]);
   }
 
+  /**
+   * On a fresh checkout of `p`: BEGIN, `setup`, then `statement`, whose session is
+   * terminated while it runs. Releases the client and returns the statement's error.
+   */
+  async function terminatedInTransaction(p: Pool, setup: string, statement: string): Promise<unknown> {
+    const client = await p.connect();
+    const pid = await backendPid(client);
+    await client.query('BEGIN');
+    await client.query(setup);
+    const failed = client.query(statement).catch((e: unknown) => e);
+    await running(pid, statement);
+    await terminate(pid);
+    const error = await failed;
+    client.release(error as Error);
+    return error;
+  }
+
   /** A pool whose connections go through a TCP proxy the test can cut. */
   async function proxiedPool(extra: Partial<PoolOptions> = {}): Promise<{ pool: Pool; proxy: TcpProxy }> {
     const proxy = await startTcpProxy(env.pg.primary.port);
@@ -102,29 +119,13 @@ describe('statements interrupted by a lost connection get typed errors', () => {
 
   it('a terminated session inside a transaction: its statement is rolled back (retry the transaction); a COMMIT in flight is outcome-unknown', async () => {
     const p = pool();
-    const inTransaction = await p.connect();
-    const pid = await backendPid(inTransaction);
-    await inTransaction.query('BEGIN');
-    await inTransaction.query('INSERT INTO written VALUES (2)');
-    const statement = inTransaction.query('SELECT pg_sleep(30)').catch((e: unknown) => e);
-    await running(pid, 'SELECT pg_sleep');
-    await terminate(pid);
-    const rolledBack = await statement;
+    const rolledBack = await terminatedInTransaction(p, 'INSERT INTO written VALUES (2)', 'SELECT pg_sleep(30)');
     expect(rolledBack).toBeInstanceOf(PrimaryChangedError);
     expect((rolledBack as PrimaryChangedError).rolledBack).toBe(true);
-    inTransaction.release(rolledBack as Error);
 
-    const committing = await p.connect();
-    const commitPid = await backendPid(committing);
-    await committing.query('BEGIN');
-    await committing.query('INSERT INTO slow_commit VALUES (1)');
-    const commit = committing.query('COMMIT').catch((e: unknown) => e);
-    await running(commitPid, 'COMMIT');
-    await terminate(commitPid);
-    const unknown = await commit;
+    const unknown = await terminatedInTransaction(p, 'INSERT INTO slow_commit VALUES (1)', 'COMMIT');
     expect(unknown).toBeInstanceOf(OutcomeUnknownError);
     expect((unknown as Error).message).toContain('as the commit of a transaction');
-    committing.release(unknown as Error);
     expect(await env.pg.primary.query('SELECT count(*)::int AS n FROM written')).toEqual([{ n: 0 }]);
   });
 

@@ -198,8 +198,8 @@ async function main(): Promise<void> {
     // With --pin (default) the client (this process) runs on CPU 0 and the servers
     // (postgres, forking its backends from the pinned postmaster, and etcd) on the
     // others, as an application and its database on separate machines would. Unpinned,
-    // the scheduler places each pool's backends beside or away from the client and
-    // that placement, different for every pool, outweighs the differences measured.
+    // client and server compete for both cores, and the A/A control strayed by up to
+    // 15 % (README.md).
     const cpuCount = cpus().length;
     if (values.pin && cpuCount >= 2) {
       const serverCpus = cpuCount === 2 ? '1' : `1-${cpuCount - 1}`;

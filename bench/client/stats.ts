@@ -49,7 +49,7 @@ export class Series {
   readonly rounds: Round[] = [];
   private current: Round | null = null;
 
-  /** Starts a slice; returns the function that records one operation's latency. */
+  /** Starts a slice (a round); `record` adds to it until `end`. */
   begin(): void {
     this.current = { ops: 0, elapsedMillis: 0, cpuMicros: 0, histogram: new Uint32Array(bucketCount) };
   }

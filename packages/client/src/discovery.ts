@@ -309,26 +309,16 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
    * Resolves with the writable primary as soon as there is one, or rejects with
    * {@link NoPrimaryError} after `timeoutMillis` (or when the watcher closes).
    */
-  waitForPrimary(timeoutMillis: number): Promise<PrimaryEndpoint> {
-    const now = this.primary;
-    if (now !== null) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        const primary = this.primary;
-        if (primary !== null || this.closedFlag) {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          if (primary !== null) resolve(primary);
-          else reject(this.noPrimaryError(timeoutMillis, 'the watcher was closed'));
-        }
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(done);
-        reject(this.noPrimaryError(timeoutMillis));
-      }, timeoutMillis);
-      timer.unref?.();
-      this.waiters.add(done);
-    });
+  async waitForPrimary(timeoutMillis: number): Promise<PrimaryEndpoint> {
+    const deadline = Date.now() + timeoutMillis;
+    for (;;) {
+      const primary = this.primary;
+      if (primary !== null) return primary;
+      if (this.closedFlag) throw this.noPrimaryError(timeoutMillis, 'the watcher was closed');
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw this.noPrimaryError(timeoutMillis);
+      await this.waitForChange(remaining);
+    }
   }
 
   /**

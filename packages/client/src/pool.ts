@@ -403,13 +403,24 @@ export class Pool extends pg.Pool {
   ): Promise<RouteTarget | null> {
     const watcher = this.discovery;
     for (;;) {
-      if (watcher.closed || this.ending) return null;
-      const decision = decidePromotion(candidate, watcher.leader);
-      if (decision.action === 'promoted') return decision.target;
-      if (decision.action === 'moved') return null;
-      const remaining = deadlineMillis - Date.now();
-      if (remaining <= 0) throw watcher.noPrimaryError(this.effectiveWaitMillis());
-      await Promise.race([watcher.waitForChange(remaining), cancelled]);
+      const decision = decidePromotion({
+        candidate,
+        leader: watcher.leader,
+        closed: watcher.closed || this.ending,
+        nowMillis: Date.now(),
+        deadlineMillis,
+      });
+      switch (decision.action) {
+        case 'promoted':
+          return decision.target;
+        case 'moved':
+          return null;
+        case 'fail':
+          throw watcher.noPrimaryError(this.effectiveWaitMillis());
+        case 'wait':
+          await Promise.race([watcher.waitForChange(Math.max(1, deadlineMillis - Date.now())), cancelled]);
+          break;
+      }
     }
   }
 

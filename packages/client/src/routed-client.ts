@@ -137,6 +137,11 @@ function describe(target: RouteTarget): string {
   return `${target.kind} ${target.member} (${target.host}:${target.port}, term ${target.term})`;
 }
 
+/** The statement in flight on a pg client (named `activeQuery` before pg 8.20), else null. */
+function activeQueryOf(client: ClientInternals): Statement | null {
+  return ('_activeQuery' in client ? client._activeQuery : client.activeQuery) ?? null;
+}
+
 function textOf(query: Statement): string {
   return typeof query.text === 'string' ? query.text : '';
 }
@@ -335,7 +340,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     _errorAllQueries(err: Error): void {
       const internals = this as unknown as ClientInternals;
       const status = this.transactionStatus();
-      const active = '_activeQuery' in internals ? internals._activeQuery : internals.activeQuery;
+      const active = activeQueryOf(internals);
       if (active) {
         this.classifyFailureOf(active, true, status);
         this[routingState].interrupted = { transactionStatus: status, text: textOf(active) };
@@ -356,7 +361,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
      */
     _handleErrorMessage(msg: Error): void {
       const internals = this as unknown as ClientInternals;
-      const active = '_activeQuery' in internals ? internals._activeQuery : internals.activeQuery;
+      const active = activeQueryOf(internals);
       const error =
         internals._connecting || !active ? msg : this.classify(msg, true, this.transactionStatus(), textOf(active));
       (Base.prototype as unknown as { _handleErrorMessage(msg: Error): void })._handleErrorMessage.call(this, error);

@@ -12,6 +12,7 @@ import {
   initialDiscoveryState,
   type LeaderObservation,
   mayCommit,
+  type PromotionSnapshot,
   type QueryFailure,
   type ReplicaCandidate,
   type ReplicaSnapshot,
@@ -202,21 +203,39 @@ describe('decideCheckout', () => {
 
 describe('decidePromotion', () => {
   const candidate = { kind: 'candidate', member: 'demo-0', host: '10.0.0.1', port: 5432, term: 1 } as const;
+  const promotion = (
+    leader: PrimaryEndpoint | null,
+    overrides: Partial<PromotionSnapshot> = {},
+  ): PromotionSnapshot => ({
+    candidate,
+    leader,
+    closed: false,
+    nowMillis: 1000,
+    deadlineMillis: 2000,
+    ...overrides,
+  });
   it('hands the connection out once the same server in the same term is writable', () => {
-    expect(decidePromotion(candidate, endpoint({ writable: true }))).toEqual({
+    expect(decidePromotion(promotion(endpoint({ writable: true })))).toEqual({
       action: 'promoted',
       target: { ...candidate, kind: 'primary' },
     });
   });
   it('keeps waiting while the record is not writable', () => {
-    expect(decidePromotion(candidate, endpoint({ writable: false }))).toEqual({ action: 'wait' });
+    expect(decidePromotion(promotion(endpoint({ writable: false })))).toEqual({ action: 'wait' });
   });
   it('gives up when the leader moved: gone, another term, member or address', () => {
-    expect(decidePromotion(candidate, null)).toEqual({ action: 'moved' });
-    expect(decidePromotion(candidate, endpoint({ term: 2 }))).toEqual({ action: 'moved' });
-    expect(decidePromotion(candidate, endpoint({ member: 'demo-1' }))).toEqual({ action: 'moved' });
-    expect(decidePromotion(candidate, endpoint({ host: '10.0.0.2' }))).toEqual({ action: 'moved' });
-    expect(decidePromotion(candidate, endpoint({ port: 5433 }))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(null))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(endpoint({ term: 2 })))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(endpoint({ member: 'demo-1' })))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(endpoint({ host: '10.0.0.2' })))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(endpoint({ port: 5433 })))).toEqual({ action: 'moved' });
+  });
+  it('gives up when the pool closes, and fails at the deadline while the promotion still runs', () => {
+    expect(decidePromotion(promotion(endpoint({ writable: false }), { closed: true }))).toEqual({ action: 'moved' });
+    expect(decidePromotion(promotion(endpoint({ writable: false }), { nowMillis: 2000 }))).toEqual({ action: 'fail' });
+    expect(decidePromotion(promotion(endpoint({ writable: true }), { nowMillis: 2000 }))).toMatchObject({
+      action: 'promoted',
+    });
   });
 });
 

@@ -234,16 +234,34 @@ export function decideCheckout(snapshot: CheckoutSnapshot): CheckoutDecision {
   return { action: 'wait' };
 }
 
+/** What a connection opened early to a leader being promoted looks at. */
+export interface PromotionSnapshot {
+  /** Where the connection was opened: the leader being promoted, when it was routed. */
+  readonly candidate: RouteTarget;
+  /** The current leader record, or null. */
+  readonly leader: PrimaryEndpoint | null;
+  /** Whether the pool is ending or its watcher closed. */
+  readonly closed: boolean;
+  readonly nowMillis: number;
+  /** When the checkout stops waiting for a primary. */
+  readonly deadlineMillis: number;
+}
+
+/** What to do with a connection opened early (see {@link decidePromotion}). */
+export type PromotionDecision =
+  | { readonly action: 'promoted'; readonly target: RouteTarget }
+  | { readonly action: 'moved' | 'wait' | 'fail' };
+
 /**
  * What a connection opened early to a leader being promoted (`candidate`) waits for:
  * `promoted` once the same server's record in the same term is writable; `moved` when
- * the leader record names another server or term, or is gone (close it, route again);
- * `wait` while the promotion is still running.
+ * the leader record names another server or term, or is gone, or the pool closed
+ * (close it, route again); `fail` at the deadline (no primary came); `wait` while the
+ * promotion is still running.
  */
-export function decidePromotion(
-  candidate: RouteTarget,
-  leader: PrimaryEndpoint | null,
-): { readonly action: 'promoted'; readonly target: RouteTarget } | { readonly action: 'moved' | 'wait' } {
+export function decidePromotion(snapshot: PromotionSnapshot): PromotionDecision {
+  const { candidate, leader } = snapshot;
+  if (snapshot.closed) return { action: 'moved' };
   if (
     leader === null ||
     leader.term !== candidate.term ||
@@ -253,8 +271,8 @@ export function decidePromotion(
   ) {
     return { action: 'moved' };
   }
-  if (!leader.writable) return { action: 'wait' };
-  return { action: 'promoted', target: { ...candidate, kind: 'primary' } };
+  if (leader.writable) return { action: 'promoted', target: { ...candidate, kind: 'primary' } };
+  return snapshot.nowMillis >= snapshot.deadlineMillis ? { action: 'fail' } : { action: 'wait' };
 }
 
 /**

@@ -105,14 +105,13 @@ program
         progress: (line) => process.stderr.write(`  ${line}\n`),
       });
       const c = running;
-      const primary = c.members[0]!;
       process.stdout.write(
         [
           '',
           `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
           '',
-          `  primary:  ${c.connectionString(primary.name)}`,
-          `  psql:     psql '${c.connectionString(primary.name)}'`,
+          `  primary:  ${c.connectionString(c.primaryAtStart)}`,
+          `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
           `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
           `  logs:     ${c.stateDir}/logs/`,
           '',

@@ -20,10 +20,9 @@ afterAll(() => {
   else rmSync(stateDir, { recursive: true, force: true });
 });
 
-test('pgha up prints a working connection string, status --json shows the cluster, and SIGINT stops everything', async () => {
-  const base = await findFreePortRange(5);
-  const etcdPort = base + 3;
-  up = spawn(
+/** Runs `pgha up` in the foreground on `stateDir`; resolves with the printed primary URL once it is up. */
+async function startUp(base: number, etcdPort: number): Promise<{ connection: string; stderr: () => string }> {
+  const child = spawn(
     process.execPath,
     [
       cliPath(),
@@ -41,20 +40,37 @@ test('pgha up prints a working connection string, status --json shows the cluste
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  up = child;
   let stdout = '';
   let stderr = '';
-  up.stdout!.on('data', (d) => (stdout += d));
-  up.stderr!.on('data', (d) => (stderr += d));
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
   const connection = await waitFor(
     'the cluster to be up',
     () => {
-      if (up!.exitCode !== null) throw new StopWaiting(`pgha up exited ${up!.exitCode}: ${stderr}`);
+      if (child.exitCode !== null) throw new StopWaiting(`pgha up exited ${child.exitCode}: ${stderr}`);
       return /primary:\s+(postgresql:\/\/\S+)/.exec(stdout)?.[1];
     },
     120_000,
     200,
   );
-  expect(stderr).toMatch(/quick-1: cloning/);
+  return { connection, stderr: () => stderr };
+}
+
+/** SIGINT to the running `pgha up`, as Ctrl-C; waits for it to exit 0. */
+async function interruptUp(): Promise<void> {
+  const child = up!;
+  child.kill('SIGINT');
+  await waitFor('pgha up to exit', () => child.exitCode !== null, 60_000);
+  expect(child.exitCode).toBe(0);
+}
+
+test('pgha up prints a working connection string, status --json shows the cluster, and SIGINT stops everything', async () => {
+  const base = await findFreePortRange(5);
+  const etcdPort = base + 3;
+  const started = await startUp(base, etcdPort);
+  const connection = started.connection;
+  expect(started.stderr()).toMatch(/quick-1: cloning/);
 
   const client = new pg.Client({ connectionString: connection });
   await client.connect();
@@ -98,7 +114,7 @@ test('pgha up prints a working connection string, status --json shows the cluste
   expect(table).toMatch(/quick-2\s+replica\s+running/);
 
   const members = ['quick-0', 'quick-1', 'quick-2'];
-  const pids = [up.pid, ...members.map((m) => postmasterPid(join(stateDir, m)))];
+  const pids = [up!.pid, ...members.map((m) => postmasterPid(join(stateDir, m)))];
   if (alive(pids).length !== 4) {
     // Say which member's postgres is not running, and what its agent logged.
     for (const m of members) {
@@ -114,10 +130,8 @@ test('pgha up prints a working connection string, status --json shows the cluste
     }
   }
   expect(alive(pids)).toHaveLength(4);
-  up.kill('SIGINT');
-  await waitFor('pgha up to exit', () => up!.exitCode !== null, 60_000);
-  expect(up.exitCode).toBe(0);
-  expect(stderr).toMatch(/cluster stopped/);
+  await interruptUp();
+  expect(started.stderr()).toMatch(/cluster stopped/);
   expect(alive(pids)).toEqual([]);
   // Nothing of the cluster answers any more: etcd's port is free again.
   await expect(
@@ -126,3 +140,53 @@ test('pgha up prints a working connection string, status --json shows the cluste
     stderr: expect.stringMatching(/cannot reach etcd/),
   });
 });
+
+test('after a switchover, pgha up on the same state prints the member that leads, not the first one', async () => {
+  // The first test left its state in stateDir. After a switchover away from quick-0
+  // and a restart, the restart's election decides who leads (in runs here: quick-1,
+  // quick-2 or quick-0); the printed primary must be that member, whichever it is.
+  const base = await findFreePortRange(5);
+  const etcdPort = base + 3;
+  const etcd = `http://127.0.0.1:${etcdPort}`;
+  const status = async (): Promise<{
+    leader: { member: string; port: number };
+    members: Array<{ role: string; streaming: boolean; lagBytes: number }>;
+  }> => {
+    const { stdout } = await run(process.execPath, [
+      cliPath(),
+      'status',
+      '--etcd',
+      etcd,
+      '--cluster',
+      'quick',
+      '--json',
+    ]);
+    return JSON.parse(stdout);
+  };
+  await startUp(base, etcdPort);
+  const before = (await status()).leader;
+  const to = before.member === 'quick-1' ? 'quick-2' : 'quick-1';
+  await run(process.execPath, [cliPath(), 'switchover', '--etcd', etcd, '--cluster', 'quick', '--to', to]);
+  await waitFor(
+    `${to} to lead with both replicas streaming`,
+    async () => {
+      const s = await status();
+      return (
+        s.leader.member === to && s.members.every((m) => m.role === 'primary' || (m.streaming && m.lagBytes === 0))
+      );
+    },
+    30_000,
+    250,
+  );
+  await interruptUp();
+
+  const started = await startUp(base, etcdPort);
+  const leader = (await status()).leader;
+  expect(started.connection).toContain(`127.0.0.1:${leader.port}/`);
+  const client = new pg.Client({ connectionString: started.connection });
+  await client.connect();
+  const { rows } = await client.query('SELECT pg_is_in_recovery() AS r');
+  await client.end();
+  expect(rows).toEqual([{ r: false }]);
+  await interruptUp();
+}, 240_000);

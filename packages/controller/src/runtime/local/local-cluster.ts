@@ -75,6 +75,8 @@ export interface LocalCluster {
   readonly etcdPid: number | null;
   readonly keyRoot: string | undefined;
   readonly members: readonly LocalMember[];
+  /** The member that was the writable primary when the cluster came up (not necessarily the first: a restart keeps the last primary). */
+  readonly primaryAtStart: string;
   readonly superuserPassword: string;
   /** `postgresql://` URL of `member` (the superuser; for local use). */
   connectionString(member: string): string;
@@ -327,6 +329,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const etcd = createEtcdClient({ endpoints: etcdEndpoint });
   const seen = new Map<string, string>();
   const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
+  let primaryAtStart = '';
   try {
     for (;;) {
       if (options.signal?.aborted)
@@ -372,7 +375,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
           if (r === undefined || r.state !== 'running') return false;
           return name === leader!.member ? r.role === 'primary' : r.role === 'replica' && r.streaming;
         });
-      if (ready) break;
+      if (ready) {
+        primaryAtStart = leader!.member;
+        break;
+      }
       if (Date.now() > deadline) {
         throw new PghaError(
           'timeout',
@@ -396,6 +402,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     etcdPid: etcdServer?.pid ?? null,
     keyRoot: options.keyRoot,
     members: memberList,
+    primaryAtStart,
     superuserPassword: state.superuserPassword,
     connectionString(member: string) {
       const m = memberList.find((x) => x.name === member);

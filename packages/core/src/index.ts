@@ -20,6 +20,7 @@ export {
   defaultConfig,
   HistoryRecord,
   InitializeRecord,
+  LastPrimaryRecord,
   LeaderRecord,
   MemberRecord,
   maxRecordBytes,

@@ -27,6 +27,7 @@ describe('clusterKeys', () => {
       initialize: '/pgha/demo/initialize',
       config: '/pgha/demo/config',
       leader: '/pgha/demo/leader',
+      lastPrimary: '/pgha/demo/last-primary',
       term: '/pgha/demo/term',
       target: '/pgha/demo/target',
       switchover: '/pgha/demo/switchover',
@@ -52,6 +53,11 @@ describe('clusterKeys', () => {
     },
   );
 
+  it('parses the last-primary key back to its kind', () => {
+    const keys = clusterKeys('demo');
+    expect(keys.parse(keys.lastPrimary)).toEqual({ kind: 'last-primary' });
+  });
+
   it('parses a key of every kind it knows', () => {
     const keys = clusterKeys('demo');
     const built = [
@@ -59,6 +65,7 @@ describe('clusterKeys', () => {
       keys.config,
       keys.member('demo-0'),
       keys.leader,
+      keys.lastPrimary,
       keys.term,
       keys.target,
       keys.switchover,

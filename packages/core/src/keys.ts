@@ -12,6 +12,7 @@ import { assertValidName, isValidName } from './names.js';
  * | `config` | controller | — |
  * | `members/<name>` | that member's agent | the agent's |
  * | `leader` | the primary's agent | the primary agent's |
+ * | `last-primary` | the primary's agent (guarded by holding `leader`) | — |
  * | `term` | whoever installs a leader, in the same transaction | — |
  * | `target` | controller | — |
  * | `switchover` | CLI / API | — |
@@ -23,6 +24,7 @@ export const keyKinds = [
   'config',
   'member',
   'leader',
+  'last-primary',
   'term',
   'target',
   'switchover',
@@ -35,7 +37,17 @@ export type KeyKind = (typeof keyKinds)[number];
 
 /** What {@link ClusterKeys.parse} found a key to be. */
 export type ParsedKey =
-  | { readonly kind: 'initialize' | 'config' | 'leader' | 'term' | 'target' | 'switchover' | 'controller' }
+  | {
+      readonly kind:
+        | 'initialize'
+        | 'config'
+        | 'leader'
+        | 'last-primary'
+        | 'term'
+        | 'target'
+        | 'switchover'
+        | 'controller';
+    }
   | { readonly kind: 'member'; readonly name: string }
   | { readonly kind: 'history'; readonly term: number };
 
@@ -49,6 +61,11 @@ export interface ClusterKeys {
   readonly initialize: string;
   readonly config: string;
   readonly leader: string;
+  /**
+   * The durable position of the newest primary (no lease): survives every process of
+   * the cluster, so an election after a whole-cluster restart knows whose data is newest.
+   */
+  readonly lastPrimary: string;
   readonly term: string;
   readonly target: string;
   readonly switchover: string;
@@ -65,7 +82,16 @@ export interface ClusterKeys {
   parse(key: string): ParsedKey | null;
 }
 
-const singles = ['initialize', 'config', 'leader', 'term', 'target', 'switchover', 'controller'] as const;
+const singles = [
+  'initialize',
+  'config',
+  'leader',
+  'last-primary',
+  'term',
+  'target',
+  'switchover',
+  'controller',
+] as const;
 
 /**
  * History keys hold the term as 12 zero-padded digits so etcd's byte order is term
@@ -94,6 +120,7 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
     initialize: `${prefix}initialize`,
     config: `${prefix}config`,
     leader: `${prefix}leader`,
+    lastPrimary: `${prefix}last-primary`,
     term: `${prefix}term`,
     target: `${prefix}target`,
     switchover: `${prefix}switchover`,

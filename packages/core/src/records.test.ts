@@ -5,6 +5,7 @@ import {
   defaultConfig,
   HistoryRecord,
   InitializeRecord,
+  LastPrimaryRecord,
   LeaderRecord,
   MemberRecord,
   maxRecordBytes,
@@ -60,6 +61,10 @@ function leaderRecord(overrides: Loose = {}): Loose {
   };
 }
 
+function lastPrimaryRecord(overrides: Loose = {}): Loose {
+  return { v: 1, term: 3, member: 'demo-0', timeline: 2, lsn: '0/3000060', clean: true, at, ...overrides };
+}
+
 function termRecord(overrides: Loose = {}): Loose {
   return { v: 1, term: 3, ...overrides };
 }
@@ -112,6 +117,7 @@ const cases: ReadonlyArray<readonly [string, Case]> = [
   ['MemberRecord', { codec: MemberRecord as RecordCodec<unknown>, make: memberRecord }],
   ['LeaderRecord', { codec: LeaderRecord as RecordCodec<unknown>, make: leaderRecord }],
   ['TermRecord', { codec: TermRecord as RecordCodec<unknown>, make: termRecord }],
+  ['LastPrimaryRecord', { codec: LastPrimaryRecord as RecordCodec<unknown>, make: lastPrimaryRecord }],
   ['InitializeRecord', { codec: InitializeRecord as RecordCodec<unknown>, make: initializeRecord }],
   ['ConfigRecord', { codec: ConfigRecord as RecordCodec<unknown>, make: configRecord }],
   ['TargetRecord', { codec: TargetRecord as RecordCodec<unknown>, make: targetRecord }],

@@ -105,6 +105,26 @@ const leaderSchema = z.object({
   writable: z.boolean(),
 });
 
+const lastPrimarySchema = z.object({
+  v: z.literal(recordVersion),
+  /** The term of the leadership this position belongs to. */
+  term: term.min(1),
+  member: name,
+  timeline: z.number().int().min(1).max(0xffffffff),
+  /**
+   * The primary's WAL position: its current write position while it runs (published
+   * with its reports, so up to one report interval old), or the location of its
+   * shutdown checkpoint when `clean`.
+   */
+  lsn,
+  /**
+   * True when written after postgres shut down cleanly (a stop, a step-down or a
+   * release): `lsn` is then exact and nothing after it was ever acknowledged.
+   */
+  clean: z.boolean(),
+  at: timestamp,
+});
+
 const termSchema = z.object({ v: z.literal(recordVersion), term });
 
 const initializeSchema = z.object({
@@ -147,6 +167,11 @@ const switchoverSchema = z.object({
   to: name.nullable(),
   at: timestamp.nullable(),
   requestedAt: timestamp,
+  /**
+   * Manual failover only: promote `to` even when it does not hold everything the
+   * last primary is known to have written (acknowledged writes may be lost).
+   */
+  acceptDataLoss: z.boolean().optional(),
   /** Set by the controller when it cannot carry the request out, and why. */
   rejected: shortText.nullable().optional(),
 });
@@ -182,6 +207,7 @@ const controllerSchema = z.object({
 
 export type MemberRecord = z.infer<typeof memberSchema>;
 export type LeaderRecord = z.infer<typeof leaderSchema>;
+export type LastPrimaryRecord = z.infer<typeof lastPrimarySchema>;
 export type TermRecord = z.infer<typeof termSchema>;
 export type InitializeRecord = z.infer<typeof initializeSchema>;
 export type ConfigRecord = z.infer<typeof configSchema>;
@@ -260,6 +286,13 @@ function codec<T>(kind: string, schema: z.ZodType<T>): RecordCodec<T> {
 export const MemberRecord: RecordCodec<MemberRecord> = codec('member record', memberSchema);
 /** The current primary, written by the primary's agent under its lease; what clients follow. */
 export const LeaderRecord: RecordCodec<LeaderRecord> = codec('leader record', leaderSchema);
+/**
+ * The newest primary's last known WAL position, kept without a lease so that it
+ * outlives every process (a whole-cluster restart): written by the primary's agent
+ * only while it holds the leader record, with its reports and, exactly, after a clean
+ * shutdown.
+ */
+export const LastPrimaryRecord: RecordCodec<LastPrimaryRecord> = codec('last-primary record', lastPrimarySchema);
 /** The newest term, written with every leader installation. */
 export const TermRecord: RecordCodec<TermRecord> = codec('term record', termSchema);
 /** Written once by the member that ran initdb; pins the cluster's system identifier. */

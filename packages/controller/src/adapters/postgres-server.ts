@@ -183,8 +183,12 @@ export interface PostgresProcess {
   readonly child: ChildProcess;
   /** Resolves when the postmaster has exited. */
   readonly exited: Promise<void>;
-  /** Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL. */
-  stop(graceMillis?: number): Promise<void>;
+  /**
+   * Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL. Resolves true
+   * when the fast shutdown finished within the grace period (a clean shutdown, with
+   * a shutdown checkpoint), false otherwise or when it had already exited.
+   */
+  stop(graceMillis?: number): Promise<boolean>;
   /**
    * SIGKILLs postgres's whole process group — the postmaster and every backend in
    * one kernel call, so no backend can acknowledge another commit. The fence.
@@ -212,13 +216,18 @@ export function startPostgres(
     child,
     exited: done,
     async stop(graceMillis = 30_000) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return false;
       child.kill('SIGINT');
+      let timer: NodeJS.Timeout | undefined;
       const fast = await Promise.race([
         done.then(() => true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), graceMillis)),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(false), graceMillis);
+        }),
       ]);
+      clearTimeout(timer);
       if (!fast) await stopChild(child, 'SIGQUIT', 5000);
+      return fast && child.exitCode === 0;
     },
     killGroup() {
       try {
@@ -286,8 +295,17 @@ export interface LocalConnection {
   readonly password: string;
 }
 
-/** Opens a superuser connection (short timeouts: the agent polls, it never waits long). */
-export async function connectLocal(target: LocalConnection, timeoutMillis = 3000): Promise<pg.Client> {
+/**
+ * Opens a superuser connection (short timeouts: the agent polls, it never waits
+ * long). `queryTimeoutMillis` bounds each query on the client's own clock, so a
+ * postgres that stopped answering (SIGSTOP, an I/O stall) cannot hang the caller;
+ * the server-side statement_timeout alone would never fire then.
+ */
+export async function connectLocal(
+  target: LocalConnection,
+  timeoutMillis = 3000,
+  queryTimeoutMillis = timeoutMillis + 1000,
+): Promise<pg.Client> {
   const client = new pg.Client({
     host: target.host,
     port: target.port,
@@ -296,6 +314,7 @@ export async function connectLocal(target: LocalConnection, timeoutMillis = 3000
     database: 'postgres',
     connectionTimeoutMillis: timeoutMillis,
     statement_timeout: timeoutMillis,
+    query_timeout: queryTimeoutMillis,
     application_name: 'pgha-agent',
   });
   client.on('error', () => {
@@ -303,6 +322,24 @@ export async function connectLocal(target: LocalConnection, timeoutMillis = 3000
   });
   await client.connect();
   return client;
+}
+
+/**
+ * The location of the shutdown checkpoint of a data directory that a primary left
+ * cleanly ("Database cluster state: shut down"), or null when its last stop was
+ * not a clean primary shutdown. Read from the control file (pg_controldata).
+ */
+export async function readCheckpointLocation(
+  bins: PostgresBinaries,
+  dataDir: string,
+  user: OsUser | null,
+): Promise<string | null> {
+  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
+    user,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
+  if (!/^Database cluster state:\s+shut down$/m.test(stdout)) return null;
+  return /^Latest checkpoint location:\s+([0-9A-F]+\/[0-9A-F]+)$/m.exec(stdout)?.[1] ?? null;
 }
 
 /** Reads the last `lines` lines of a log file, for error messages. */

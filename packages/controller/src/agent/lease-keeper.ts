@@ -28,7 +28,16 @@ export class LeaseKeeper extends EventEmitter {
   private opening: Promise<void> | null = null;
   /** Send times of the current stream's unanswered keepalives (that stream's own list). */
   private sent: number[] = [];
+  private sentWall: number[] = [];
   private lastAckedSend = Number.NEGATIVE_INFINITY;
+  /** Wall-clock time (ms) of the same send: a suspended VM's monotonic clock stands still, the wall clock does not. */
+  private lastAckedSendWall = Number.NEGATIVE_INFINITY;
+  /**
+   * Asked before every keepalive: while it answers false no keepalive is sent, so
+   * the lease runs out (the primary's agent renews only while its postgres is
+   * confirmed healthy, and not after a fence).
+   */
+  renewalGate: (() => boolean) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private ttlSeconds: number;
 
@@ -51,10 +60,12 @@ export class LeaseKeeper extends EventEmitter {
   async grant(): Promise<string> {
     this.stop();
     const sentAt = this.clock.now();
+    const sentAtWall = this.clock.date().getTime();
     const response = await this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds, ID: 0 });
     this.leaseId = String(response.ID);
     this.ttlSeconds = Number(response.TTL);
     this.lastAckedSend = sentAt;
+    this.lastAckedSendWall = sentAtWall;
     this.timer = setInterval(() => this.tick(), this.timing.keepaliveIntervalMillis);
     return this.leaseId;
   }
@@ -67,9 +78,15 @@ export class LeaseKeeper extends EventEmitter {
     return this.lastAckedSend + this.ttlSeconds * 1000 - this.timing.fencingMarginMillis;
   }
 
-  /** Whether the deadline is still ahead. */
+  /**
+   * Whether the deadline is still ahead, on the monotonic clock *and* on the wall
+   * clock: the monotonic clock does not advance while a VM is suspended, so after a
+   * resume it alone would call a long-expired lease valid.
+   */
   isValid(): boolean {
-    return this.leaseId !== null && this.clock.now() < this.deadline();
+    if (this.leaseId === null || this.clock.now() >= this.deadline()) return false;
+    const wallDeadline = this.lastAckedSendWall + this.ttlSeconds * 1000 - this.timing.fencingMarginMillis;
+    return this.clock.date().getTime() < wallDeadline;
   }
 
   private tick(): void {
@@ -80,6 +97,7 @@ export class LeaseKeeper extends EventEmitter {
     const oldest = this.sent[0];
     const stallMillis = Math.max(500, 2 * this.timing.keepaliveIntervalMillis);
     if (this.stream !== null && oldest !== undefined && this.clock.now() - oldest > stallMillis) this.dropStream();
+    if (this.renewalGate !== null && !this.renewalGate()) return;
     void this.sendKeepalive();
   }
 
@@ -87,6 +105,7 @@ export class LeaseKeeper extends EventEmitter {
     const stream = this.stream;
     this.stream = null;
     this.sent = [];
+    this.sentWall = [];
     try {
       stream?.end();
     } catch {
@@ -99,14 +118,17 @@ export class LeaseKeeper extends EventEmitter {
     // Send times of this stream's keepalives, in order; responses on a stream come
     // in the order of its requests, and only this stream's responses consume them.
     const sent: number[] = [];
+    const sentWall: number[] = [];
     stream.on('data', (response: ILeaseKeepAliveResponse) => {
       const sentAt = sent.shift();
+      const sentAtWall = sentWall.shift();
       if (Number(response.TTL) <= 0) {
         this.emit('expired');
         return;
       }
       if (sentAt !== undefined && sentAt > this.lastAckedSend) {
         this.lastAckedSend = sentAt;
+        this.lastAckedSendWall = sentAtWall ?? Number.NEGATIVE_INFINITY;
         this.emit('renewed', this.deadline());
       }
     });
@@ -114,6 +136,7 @@ export class LeaseKeeper extends EventEmitter {
       if (this.stream !== stream) return;
       this.stream = null;
       this.sent = [];
+      this.sentWall = [];
       // Replace a broken stream at once rather than at the next tick.
       if (this.timer !== null) void this.sendKeepalive();
     };
@@ -121,6 +144,7 @@ export class LeaseKeeper extends EventEmitter {
     stream.on('end', drop);
     this.stream = stream;
     this.sent = sent;
+    this.sentWall = sentWall;
   }
 
   private async sendKeepalive(): Promise<void> {
@@ -133,6 +157,7 @@ export class LeaseKeeper extends EventEmitter {
       }
       if (this.stream === null || this.leaseId === null) return;
       this.sent.push(this.clock.now());
+      this.sentWall.push(this.clock.date().getTime());
       this.stream.write({ ID: this.leaseId });
     } catch {
       // Unanswered keepalives simply do not extend the deadline; the next tick retries.

@@ -16,38 +16,96 @@ import type { Logger } from '../log.js';
  */
 export class Watchdog {
   private child: ChildProcess | null = null;
+  private stopped = false;
+  /** The last arm message, re-sent to a restarted watchdog. */
+  private armed: { pgid: number; until: number } | null = null;
+  /** Restarts of a watchdog that died on its own. */
+  restarts = 0;
 
   constructor(
     private readonly cli: string,
     private readonly logFile: string,
     private readonly log: Logger,
+    /** Called when the watchdog died and could not be restarted: the agent must fence. */
+    private readonly onLost: () => void = () => undefined,
   ) {}
 
   start(): void {
+    this.stopped = false;
+    this.spawn();
+  }
+
+  private spawn(): void {
     // Not detached: it shares the agent's process group, so a signal to a frozen
     // host's group freezes it too (the honest model of a frozen host).
-    this.child = spawnOwned(process.execPath, [this.cli, 'watchdog'], { logFile: this.logFile, stdin: 'pipe' });
-    this.child.on('exit', (code, signal) => {
-      if (this.child !== null) this.log.warn(`watchdog exited (${code ?? signal})`);
+    let child: ChildProcess;
+    try {
+      child = spawnOwned(process.execPath, [this.cli, 'watchdog'], { logFile: this.logFile, stdin: 'pipe' });
+    } catch (error) {
+      this.log.error(`could not start the watchdog: ${(error as Error).message}`);
+      this.onLost();
+      return;
+    }
+    this.child = child;
+    // A watchdog that died leaves a broken pipe: writes then fail with EPIPE, which
+    // must never take the agent down.
+    child.stdin?.on('error', () => undefined);
+    child.on('error', (error) => this.log.warn(`watchdog: ${error.message}`));
+    child.on('exit', (code, signal) => {
+      if (this.child !== child) return;
       this.child = null;
+      if (this.stopped) return;
+      this.log.warn(`watchdog exited (${code ?? signal}); starting a new one`);
+      this.restarts += 1;
+      if (this.restarts > 5) {
+        this.log.error('the watchdog keeps dying: fencing, the agent cannot be protected against its own freeze');
+        this.onLost();
+        return;
+      }
+      this.spawn();
+      // A watchdog that was armed is armed again with what is left of the deadline.
+      if (this.armed !== null) this.arm(this.armed.pgid, this.armed.until - performance.now());
     });
+  }
+
+  /** Whether a watchdog process runs. */
+  get running(): boolean {
+    return this.child !== null;
   }
 
   /** The watchdog kills process group `pgid` unless re-armed within `remainingMillis`. */
   arm(pgid: number, remainingMillis: number): void {
-    this.child?.stdin?.write(`arm ${pgid} ${Math.max(0, Math.floor(remainingMillis))}\n`);
+    this.armed = { pgid, until: performance.now() + remainingMillis };
+    this.send(`arm ${pgid} ${Math.max(0, Math.floor(remainingMillis))}\n`);
   }
 
   disarm(): void {
-    this.child?.stdin?.write('disarm\n');
+    this.armed = null;
+    this.send('disarm\n');
+  }
+
+  private send(line: string): void {
+    const stdin = this.child?.stdin;
+    if (stdin === undefined || stdin === null || stdin.destroyed) return;
+    try {
+      stdin.write(line);
+    } catch {
+      /* the exit handler replaces a dead watchdog */
+    }
   }
 
   stop(): void {
+    this.stopped = true;
+    this.armed = null;
     const child = this.child;
     this.child = null;
     if (child !== null) {
-      child.stdin?.write('disarm\n');
-      child.stdin?.end();
+      try {
+        child.stdin?.write('disarm\n');
+        child.stdin?.end();
+      } catch {
+        /* already gone */
+      }
       child.kill('SIGTERM');
     }
   }
@@ -58,7 +116,9 @@ export class Watchdog {
  * stdin and kills the armed process group when its deadline passes or stdin closes.
  */
 export function runWatchdog(): void {
-  let armed: { pgid: number; deadline: number } | null = null;
+  // Two deadlines: the monotonic clock is immune to wall-clock steps but stands still
+  // while a VM is suspended; the wall clock keeps counting then. Either passing fires.
+  let armed: { pgid: number; deadline: number; wallDeadline: number } | null = null;
   const fire = (why: string) => {
     if (armed === null) return;
     try {
@@ -71,7 +131,8 @@ export function runWatchdog(): void {
   };
   // 20 ms checks: the fencing margin (default 500 ms) dwarfs this granularity.
   const timer = setInterval(() => {
-    if (armed !== null && performance.now() >= armed.deadline) fire('lease deadline passed without renewal');
+    if (armed !== null && (performance.now() >= armed.deadline || Date.now() >= armed.wallDeadline))
+      fire('lease deadline passed without renewal');
   }, 20);
   let buffer = '';
   process.stdin.setEncoding('utf8');
@@ -83,7 +144,7 @@ export function runWatchdog(): void {
       buffer = buffer.slice(newline + 1);
       const [verb, a, b] = line.split(' ');
       if (verb === 'arm' && a !== undefined && b !== undefined)
-        armed = { pgid: Number(a), deadline: performance.now() + Number(b) };
+        armed = { pgid: Number(a), deadline: performance.now() + Number(b), wallDeadline: Date.now() + Number(b) };
       else if (verb === 'disarm') armed = null;
       newline = buffer.indexOf('\n');
     }

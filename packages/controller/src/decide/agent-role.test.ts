@@ -12,6 +12,7 @@ function replica(overrides: Partial<AgentSnapshot> = {}): AgentSnapshot {
     now: 10_000,
     leaseDeadline: 11_500,
     postgres: 'replica',
+    observedWritable: false,
     crashes: 0,
     holdsLeader: false,
     leader: leader(),
@@ -25,7 +26,14 @@ function replica(overrides: Partial<AgentSnapshot> = {}): AgentSnapshot {
 
 /** demo-0, the primary of term 3, holding the leader record. */
 function primary(overrides: Partial<AgentSnapshot> = {}): AgentSnapshot {
-  return replica({ self: 'demo-0', postgres: 'primary', holdsLeader: true, following: null, ...overrides });
+  return replica({
+    self: 'demo-0',
+    postgres: 'primary',
+    observedWritable: true,
+    holdsLeader: true,
+    following: null,
+    ...overrides,
+  });
 }
 
 /** demo-1, a replica whose primary's leader record is gone, named by the target for term 4. */
@@ -83,6 +91,49 @@ describe('decideAgentAction fencing', () => {
   });
 });
 
+describe('decideAgentAction on facts and unfinished promotions', () => {
+  it('fences a standby that postgres says is out of recovery (promoted out of band) without the leader record', () => {
+    expect(decideAgentAction(replica({ observedWritable: true }))).toEqual({
+      type: 'fence',
+      reason: 'postgres is out of recovery but we hold no leader record',
+    });
+  });
+
+  it('does not fence on the facts while it holds the leader record', () => {
+    expect(decideAgentAction(primary()).type).toBe('none');
+  });
+
+  it('finishes a promotion when it holds a leader record of this term that is not writable yet', () => {
+    const own = leader({ member: 'demo-1', writable: false });
+    expect(decideAgentAction(replica({ holdsLeader: true, leader: own, following: null }))).toEqual({
+      type: 'finish-promotion',
+    });
+    expect(
+      decideAgentAction(replica({ holdsLeader: true, leader: own, postgres: 'primary', observedWritable: true })),
+    ).toEqual({ type: 'finish-promotion' });
+  });
+
+  it('restarts as a standby (not writable) when its unfinished promotion finds postgres down', () => {
+    const own = leader({ member: 'demo-1', writable: false });
+    expect(
+      decideAgentAction(replica({ holdsLeader: true, leader: own, postgres: 'down', observedWritable: null })),
+    ).toEqual({ type: 'restart', as: 'replica' });
+  });
+
+  it('releases a leader record that is not writable once its lease deadline has passed', () => {
+    const own = leader({ member: 'demo-1', writable: false });
+    expect(decideAgentAction(replica({ holdsLeader: true, leader: own, now: 12_000 })).type).toBe('release-leader');
+  });
+
+  it('restarts as primary only with a writable leader record of the current term', () => {
+    const stale = leader({ term: 2 });
+    expect(decideAgentAction(primary({ postgres: 'down', observedWritable: null, leader: stale, term: 3 }))).toEqual({
+      type: 'restart',
+      as: 'replica',
+    });
+  });
+});
+
 describe('decideAgentAction after a postgres crash', () => {
   it('restarts a crashed primary in place as primary while it holds the leader record and its lease', () => {
     expect(decideAgentAction(primary({ postgres: 'down', crashes: 1 }))).toEqual({ type: 'restart', as: 'primary' });
@@ -123,7 +174,7 @@ describe('decideAgentAction after a postgres crash', () => {
   });
 
   it('restarts a fenced former primary as a replica', () => {
-    expect(decideAgentAction(primary({ postgres: 'down', holdsLeader: false }))).toEqual({
+    expect(decideAgentAction(primary({ postgres: 'down', observedWritable: null, holdsLeader: false }))).toEqual({
       type: 'restart',
       as: 'replica',
     });

@@ -12,6 +12,12 @@ export interface AgentSnapshot {
   /** Our own lease deadline (see LeaseKeeper), null without a lease. */
   readonly leaseDeadline: number | null;
   readonly postgres: PostgresState;
+  /**
+   * What postgres itself said on the last status query: true when it is out of
+   * recovery (writable), false in recovery, null when it did not answer. A fact,
+   * unlike `postgres`, which is the agent's own label.
+   */
+  readonly observedWritable: boolean | null;
   /** Unexpected postgres exits since it last ran healthy for a while. */
   readonly crashes: number;
   /** Whether we installed the leader record and have not seen it deleted or replaced since. */
@@ -38,6 +44,12 @@ export type AgentAction =
   | { readonly type: 'step-down'; readonly target: TargetRecord }
   /** Install the leader record for the target's term, then promote. */
   | { readonly type: 'promote'; readonly target: TargetRecord }
+  /**
+   * We hold the leader record of the current term but it is not writable yet (an
+   * install whose answer was lost, a promotion interrupted after the install):
+   * promote postgres (if it is still a standby) and mark the record writable.
+   */
+  | { readonly type: 'finish-promotion' }
   /** Start postgres again: writable only while we hold a valid leader record. */
   | { readonly type: 'restart'; readonly as: 'primary' | 'replica' }
   /** (Re)point the standby at the leader. */
@@ -50,15 +62,30 @@ export type AgentAction =
  * writable are `promote` (after an etcd transaction that installs our leader
  * record for a term no one else holds) and `restart` as primary (only while we hold
  * the leader record and our lease deadline is ahead). Whenever postgres is writable
- * without both, the answer is `fence`, before anything else.
+ * without both — by our label or by what postgres itself answered — the answer is
+ * `fence`, before anything else. `finish-promotion` only completes a promotion of
+ * the term whose leader record we already hold.
  */
 export function decideAgentAction(s: AgentSnapshot): AgentAction {
   const leaseValid = s.leaseDeadline !== null && s.now < s.leaseDeadline;
   if (s.postgres === 'primary' && !s.holdsLeader)
     return { type: 'fence', reason: 'writable without holding the leader record' };
   if (s.postgres === 'primary' && !leaseValid) return { type: 'fence', reason: 'lease deadline passed' };
+  // Facts over labels: a postgres promoted behind our back (an operator's
+  // pg_promote) is writable whatever the agent thought it was.
+  if (s.observedWritable === true && !s.holdsLeader)
+    return { type: 'fence', reason: 'postgres is out of recovery but we hold no leader record' };
   if (s.holdsLeader && s.postgres === 'down' && s.crashes > s.maxRestarts) {
     return { type: 'release-leader', reason: `postgres failed ${s.crashes} times in a row` };
+  }
+  const ownRecord = s.holdsLeader && s.leader !== null && s.leader.member === s.self ? s.leader : null;
+  if (ownRecord !== null && !ownRecord.writable) {
+    if (!leaseValid) return { type: 'release-leader', reason: 'lease deadline passed before the promotion finished' };
+    if (s.postgres === 'replica' || s.postgres === 'primary') return { type: 'finish-promotion' };
+    // Down: it starts as a standby (its data was not promoted in this term yet),
+    // and the next tick promotes it.
+    if (s.postgres === 'down') return { type: 'restart', as: 'replica' };
+    return { type: 'none' };
   }
   if (
     s.holdsLeader &&
@@ -80,7 +107,12 @@ export function decideAgentAction(s: AgentSnapshot): AgentAction {
   ) {
     return { type: 'promote', target: s.target };
   }
-  if (s.postgres === 'down') return { type: 'restart', as: s.holdsLeader && leaseValid ? 'primary' : 'replica' };
+  if (s.postgres === 'down') {
+    // Writable again only with data promoted in the current term: our own writable
+    // record of the newest term, under a valid lease.
+    const primary = ownRecord !== null && ownRecord.writable && ownRecord.term >= s.term && leaseValid;
+    return { type: 'restart', as: primary ? 'primary' : 'replica' };
+  }
   if (
     s.postgres === 'replica' &&
     s.leader !== null &&

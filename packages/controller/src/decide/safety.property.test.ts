@@ -534,6 +534,21 @@ class Model {
       case 'follow':
         m.following = { member: action.leader.member, host: action.leader.host, port: action.leader.port };
         return;
+      case 'finish-promotion':
+        // Agent.finishPromotion: the leader record of this term is ours but not writable.
+        if (m.pg.state === 'primary') this.finishPromotion(m);
+        else if (m.view.leader !== null)
+          m.promoting = {
+            target: {
+              v: 1,
+              term: m.view.leader.term,
+              member: m.name,
+              reason: 'failover',
+              decidedAt: new Date(0).toISOString(),
+            },
+            stage: 'installed',
+          };
+        return;
       default: {
         const unreachable: never = action;
         throw new Error(`unhandled action ${JSON.stringify(unreachable)}`);
@@ -555,6 +570,7 @@ class Model {
       now: this.t,
       leaseDeadline: m.leaseId === null ? null : this.deadline(m),
       postgres: m.pg.state,
+      observedWritable: m.pg.state === 'down' ? null : m.pg.state === 'primary',
       crashes: m.crashes,
       holdsLeader: m.holdsLeader,
       leader: m.view.leader,

@@ -1,0 +1,461 @@
+import { join } from 'node:path';
+import {
+  type ClusterKeys,
+  LastPrimaryRecord,
+  LeaderRecord,
+  PghaError,
+  recordVersion,
+  TargetRecord,
+  TermRecord,
+} from '@pgha/core';
+import type { Etcd3, Watcher } from 'etcd3';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import { LeaseKeeper, type LeaseTiming } from './lease-keeper.js';
+import type { PostgresMember } from './postgres-member.js';
+import { Watchdog } from './watchdog.js';
+
+/** What {@link Leadership} needs. */
+export interface LeadershipOptions {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly memberDir: string;
+  readonly keys: ClusterKeys;
+  readonly lease: LeaseTiming;
+  /**
+   * The primary's lease is renewed only while its postgres was confirmed healthy
+   * and writable within this bound (a hung postgres then loses the leader record).
+   */
+  readonly healthBoundMillis: number;
+  readonly cliPath: string;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Wakes the control loop (a change of leader, target or lease). */
+  readonly poke: () => void;
+}
+
+/** The cluster as the agent last read it from etcd. */
+export interface ClusterView {
+  readonly leader: LeaderRecord | null;
+  /** The lease the leader record is bound to (decimal string), null without a record. */
+  readonly leaderLease: string | null;
+  readonly term: number;
+  readonly target: TargetRecord | null;
+  /** The target's ModRevision, for the install guard. */
+  readonly targetMod: string | null;
+  readonly lastPrimary: LastPrimaryRecord | null;
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The member's claim to write: its etcd lease, the leader record (install, update,
+ * release — every etcd outcome that may have been applied is re-read, never assumed
+ * failed), the durable last-primary position, and the fences that enforce the claim
+ * on our own clock (a 50 ms timer here, the watchdog process when this process
+ * cannot run). It never starts or stops postgres except to fence it.
+ *
+ * Invariant (contract line 1): while `postgres.state` is `primary`, either we hold
+ * the leader record and our lease deadline is ahead, or the fence fires within one
+ * timer period.
+ */
+export class Leadership {
+  private keeper: LeaseKeeper | null = null;
+  private watchdog: Watchdog | null = null;
+  private fenceTimer: NodeJS.Timeout | null = null;
+  private healthTimer: NodeJS.Timeout | null = null;
+  private watchers: Watcher[] = [];
+  private regranting: Promise<void> | null = null;
+  private stopping = false;
+  /** Set by a fence while we still hold the leader record: renew no more. */
+  private fencedWhileLeading = false;
+  private lastHealthyAt = Number.NEGATIVE_INFINITY;
+  private probing = false;
+  private unhealthyLogged = false;
+  /** Whether we installed the leader record and have not seen it deleted or replaced since. */
+  holdsLeader = false;
+  view: ClusterView = {
+    leader: null,
+    leaderLease: null,
+    term: 0,
+    target: null,
+    targetMod: null,
+    lastPrimary: null,
+  };
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly postgres: PostgresMember,
+    private readonly o: LeadershipOptions,
+  ) {}
+
+  get lease(): LeaseKeeper {
+    if (this.keeper === null) throw new PghaError('etcd-unavailable', 'agent has no lease');
+    return this.keeper;
+  }
+
+  get hasLease(): boolean {
+    return this.keeper !== null;
+  }
+
+  /** Our lease deadline, or null before a lease was granted. */
+  deadline(): number | null {
+    return this.keeper === null ? null : this.keeper.deadline();
+  }
+
+  /** Grants the lease and starts the watchdog, the fence timer, the health probe and the watches. */
+  async start(): Promise<void> {
+    this.keeper = new LeaseKeeper(this.etcd, this.o.lease, this.o.clock);
+    this.keeper.on('expired', () => void this.regrant());
+    this.keeper.on('renewed', () => this.armWatchdog());
+    this.keeper.renewalGate = () => this.mayRenew();
+    await this.keeper.grant();
+    this.watchdog = new Watchdog(this.o.cliPath, join(this.o.memberDir, 'watchdog.log'), this.o.log, () =>
+      this.fence('the watchdog cannot run'),
+    );
+    this.watchdog.start();
+    this.fenceTimer = setInterval(() => this.checkFence(), 50);
+    this.healthTimer = setInterval(() => void this.probeHealth(), Math.min(500, this.o.healthBoundMillis / 3));
+    for (const key of [this.o.keys.leader, this.o.keys.target]) {
+      const watcher = await this.etcd.watch().key(key).create();
+      watcher.on('put', () => this.o.poke());
+      watcher.on('delete', () => this.o.poke());
+      watcher.on('error', () => undefined);
+      this.watchers.push(watcher);
+    }
+  }
+
+  // ---- renewal tied to health ------------------------------------------------
+
+  /**
+   * Whether the next keepalive may be sent. A member that is not writable renews
+   * freely (its lease only carries its member record). The leading primary renews
+   * only while its postgres answered a fresh connection as writable within the
+   * health bound, and never after a fence.
+   */
+  private mayRenew(): boolean {
+    if (!this.holdsLeader) return true;
+    if (this.fencedWhileLeading) return false;
+    if (this.postgres.state !== 'primary') return true; // installing, promoting, restarting in place
+    const healthy = this.o.clock.now() - this.lastHealthyAt <= this.o.healthBoundMillis;
+    if (!healthy && !this.unhealthyLogged) {
+      this.o.log.warn(
+        `postgres has not been confirmed healthy and writable for ${this.o.healthBoundMillis} ms: no longer renewing our lease`,
+      );
+      this.unhealthyLogged = true;
+    }
+    return healthy;
+  }
+
+  /** A fresh connection (through the postmaster) and one query, bounded on our clock. */
+  private async probeHealth(): Promise<void> {
+    if (this.probing || this.postgres.state !== 'primary') {
+      if (this.postgres.state !== 'primary') this.lastHealthyAt = this.o.clock.now();
+      return;
+    }
+    this.probing = true;
+    try {
+      if (await this.postgres.probeWritable(Math.max(250, this.o.healthBoundMillis / 2))) {
+        this.lastHealthyAt = this.o.clock.now();
+        this.unhealthyLogged = false;
+      }
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  // ---- fencing ----------------------------------------------------------------
+
+  private armWatchdog(): void {
+    const pid = this.postgres.pid;
+    if (pid !== null && this.keeper !== null && (this.postgres.state === 'primary' || this.holdsLeader)) {
+      this.watchdog?.arm(pid, this.keeper.deadline() - this.o.clock.now());
+    }
+  }
+
+  /** Re-arms (or disarms) the watchdog after postgres started, stopped or changed role. */
+  postgresChanged(): void {
+    if (this.postgres.pid === null || (this.postgres.state !== 'primary' && !this.holdsLeader)) this.watchdog?.disarm();
+    else this.armWatchdog();
+  }
+
+  /** The fence on our own clock: runs every 50 ms, independent of etcd and the loop. */
+  checkFence(): void {
+    if (this.postgres.state !== 'primary' || this.postgres.pid === null) return;
+    if (!this.holdsLeader) this.fence('writable without holding the leader record');
+    else if (!this.lease.isValid()) this.fence('lease deadline passed');
+  }
+
+  /**
+   * Kills postgres at once (see {@link PostgresMember.fenceKill}); a primary that
+   * still holds the leader record renews no more and releases it when etcd answers,
+   * so the cluster fails over at once rather than after the TTL.
+   */
+  fence(reason: string): void {
+    this.postgres.fenceKill(reason);
+    this.watchdog?.disarm();
+    if (this.holdsLeader) {
+      this.fencedWhileLeading = true;
+      void this.releaseLeader(`fenced: ${reason}`).catch(() => undefined);
+    }
+    this.o.poke();
+  }
+
+  // ---- the lease --------------------------------------------------------------
+
+  /** Grants a new lease after the old one expired; one at a time, retried until etcd answers. */
+  private regrant(): Promise<void> {
+    this.regranting ??= this.doRegrant().finally(() => {
+      this.regranting = null;
+    });
+    return this.regranting;
+  }
+
+  private async doRegrant(): Promise<void> {
+    if (this.stopping) return;
+    this.o.log.warn('our lease expired in etcd; granting a new one');
+    this.holdsLeader = false;
+    this.fencedWhileLeading = false;
+    this.checkFence();
+    try {
+      await this.lease.grant();
+      this.o.poke();
+    } catch (error) {
+      // etcd unreachable: keep trying; until then we hold no lease, so nothing here
+      // can make postgres writable.
+      this.o.log.warn(`could not grant a new lease: ${(error as Error).message}; retrying`);
+      setTimeout(() => void this.regrant(), 500).unref();
+    }
+  }
+
+  // ---- the cluster view -------------------------------------------------------
+
+  /** Reads leader, term, target and last-primary; updates whether we hold the leader record. */
+  async read(): Promise<ClusterView> {
+    const k = this.o.keys;
+    const [leaderRes, termText, targetRes, lastText] = await Promise.all([
+      this.etcd.get(k.leader).exec(),
+      this.etcd.get(k.term).string(),
+      this.etcd.get(k.target).exec(),
+      this.etcd.get(k.lastPrimary).string(),
+    ]);
+    const kv = leaderRes.kvs[0];
+    const targetKv = targetRes.kvs[0];
+    this.view = {
+      leader: kv === undefined ? null : LeaderRecord.decode(kv.value.toString()),
+      leaderLease: kv === undefined ? null : String(kv.lease),
+      term: termText === null ? 0 : TermRecord.decode(termText).term,
+      target: targetKv === undefined ? null : TargetRecord.decode(targetKv.value.toString()),
+      targetMod: targetKv === undefined ? null : targetKv.mod_revision,
+      lastPrimary: lastText === null ? null : LastPrimaryRecord.decode(lastText),
+    };
+    const ours =
+      this.view.leader !== null &&
+      this.view.leader.member === this.o.name &&
+      this.keeper !== null &&
+      this.view.leaderLease === this.keeper.id;
+    const lost = !ours && this.holdsLeader;
+    if (lost) this.fencedWhileLeading = false;
+    this.holdsLeader = ours;
+    if (lost) this.postgresChanged();
+    return this.view;
+  }
+
+  // ---- the leader record ------------------------------------------------------
+
+  /**
+   * Installs the leader record for `term` under our lease together with the term, in
+   * one transaction guarded by "no leader, term unchanged since read" and, for an
+   * election, "the target is still the one we read (same ModRevision)" (contract
+   * lines 2 and 3). An error from etcd does not mean the transaction failed (it may
+   * have been applied and its answer lost): the record is read back to find out.
+   */
+  async install(term: number, timeline: number, targetMod: string | null): Promise<boolean> {
+    const k = this.o.keys;
+    const termRes = await this.etcd.get(k.term).exec();
+    const kv = termRes.kvs[0];
+    const current = kv === undefined ? 0 : TermRecord.decode(kv.value.toString()).term;
+    if (current !== term - 1) return false;
+    const record: LeaderRecord = {
+      v: recordVersion,
+      term,
+      member: this.o.name,
+      host: this.o.host,
+      port: this.o.port,
+      timeline,
+      since: this.o.clock.date().toISOString(),
+      writable: false,
+    };
+    let guard = this.etcd.if(k.leader, 'Create', '==', 0);
+    guard = kv === undefined ? guard.and(k.term, 'Create', '==', 0) : guard.and(k.term, 'Mod', '==', kv.mod_revision);
+    if (targetMod !== null) guard = guard.and(k.target, 'Mod', '==', targetMod);
+    const leaseId = this.lease.id;
+    let succeeded: boolean;
+    try {
+      const result = await guard
+        .then(
+          this.etcd.put(k.leader).value(LeaderRecord.encode(record)).lease(leaseId),
+          this.etcd.put(k.term).value(TermRecord.encode({ v: recordVersion, term })),
+        )
+        .commit();
+      succeeded = result.succeeded;
+      // A failed guard can also be our own earlier attempt, applied by etcd while
+      // its answer was lost and retried by the client: the record tells.
+      if (!succeeded) {
+        await this.readBack();
+        succeeded = this.holdsLeader && this.view.leader?.term === term;
+        if (succeeded) this.o.log.info(`the leader record for term ${term} is ours (an earlier attempt applied)`);
+      }
+    } catch (error) {
+      this.o.log.warn(`installing the leader record: ${(error as Error).message}; reading back the outcome`);
+      await this.readBack();
+      succeeded = this.holdsLeader && this.view.leader?.term === term;
+      this.o.log.info(`the leader record for term ${term} was ${succeeded ? '' : 'not '}installed`);
+    }
+    if (!succeeded) return false;
+    if (this.view.leader !== null && this.view.leader.since !== record.since) {
+      // Read back: keep what etcd holds (an earlier attempt's `since`).
+      this.holdsLeader = true;
+      this.fencedWhileLeading = false;
+      this.lastHealthyAt = this.o.clock.now();
+      this.armWatchdog();
+      return true;
+    }
+    this.view = { ...this.view, leader: record, leaderLease: leaseId, term };
+    this.holdsLeader = true;
+    this.fencedWhileLeading = false;
+    this.lastHealthyAt = this.o.clock.now();
+    // Armed from the moment we may become writable: if this process freezes or dies
+    // between here and the end of promotion, the watchdog still fences at the deadline.
+    this.armWatchdog();
+    this.o.log.info(`installed the leader record for term ${term}`);
+    return true;
+  }
+
+  /** Reads the cluster view until etcd answers (bounded by our lease: past it nothing we read matters). */
+  private async readBack(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.read();
+        return;
+      } catch (error) {
+        if (this.stopping || attempt >= 20) throw error;
+        await delay(100);
+      }
+    }
+  }
+
+  /** Rewrites our leader record (same lease, same term), only while it is still ours. */
+  async update(changes: Partial<Pick<LeaderRecord, 'writable' | 'timeline'>>): Promise<void> {
+    const leader = this.view.leader;
+    if (leader === null || !this.holdsLeader) throw new PghaError('conflict', 'we do not hold the leader record');
+    const record: LeaderRecord = { ...leader, ...changes };
+    const leaseId = this.lease.id;
+    let succeeded: boolean;
+    try {
+      const result = await this.etcd
+        .if(this.o.keys.leader, 'Lease', '==', leaseId)
+        .then(this.etcd.put(this.o.keys.leader).value(LeaderRecord.encode(record)).lease(leaseId))
+        .commit();
+      succeeded = result.succeeded;
+    } catch (error) {
+      this.o.log.warn(`updating the leader record: ${(error as Error).message}; reading back the outcome`);
+      await this.readBack();
+      if (!this.holdsLeader) throw new PghaError('conflict', 'the leader record is no longer ours');
+      // Applied or not, the next tick sees the record as it is and finishes the job.
+      return;
+    }
+    if (!succeeded) {
+      this.holdsLeader = false;
+      throw new PghaError('conflict', 'the leader record is no longer ours');
+    }
+    this.view = { ...this.view, leader: record };
+  }
+
+  /**
+   * Deletes our leader record (guarded by our lease). With `cleanLsn` (postgres shut
+   * down cleanly at that checkpoint), the exact last-primary position is written in
+   * the same transaction, so a later election knows nothing after it was acknowledged.
+   */
+  async releaseLeader(reason: string, cleanLsn: string | null = null): Promise<void> {
+    if (this.keeper === null) return;
+    const leader = this.view.leader;
+    const leaseId = this.keeper.id;
+    const ops = [this.etcd.delete().key(this.o.keys.leader)] as unknown[];
+    if (cleanLsn !== null && leader !== null && leader.member === this.o.name) {
+      const position: LastPrimaryRecord = {
+        v: recordVersion,
+        term: leader.term,
+        member: this.o.name,
+        timeline: leader.timeline,
+        lsn: cleanLsn,
+        clean: true,
+        at: this.o.clock.date().toISOString(),
+      };
+      ops.push(this.etcd.put(this.o.keys.lastPrimary).value(LastPrimaryRecord.encode(position)));
+    }
+    try {
+      const result = await this.etcd
+        .if(this.o.keys.leader, 'Lease', '==', leaseId)
+        .then(...(ops as never[]))
+        .commit();
+      this.holdsLeader = false;
+      this.postgresChanged();
+      if (result.succeeded)
+        this.o.log.info(`released the leader record: ${reason}${cleanLsn === null ? '' : ` (clean at ${cleanLsn})`}`);
+    } catch (error) {
+      this.o.log.warn(`releasing the leader record: ${(error as Error).message}; reading back the outcome`);
+      await this.readBack();
+      if (this.holdsLeader) throw error;
+    }
+  }
+
+  /**
+   * Publishes our current WAL position as the last primary's (not clean), guarded by
+   * holding the leader record, so a whole-cluster restart knows whose data is newest.
+   */
+  async recordPosition(lsn: string, timeline: number): Promise<void> {
+    const leader = this.view.leader;
+    if (!this.holdsLeader || leader === null || !leader.writable || this.keeper === null) return;
+    const position: LastPrimaryRecord = {
+      v: recordVersion,
+      term: leader.term,
+      member: this.o.name,
+      timeline,
+      lsn,
+      clean: false,
+      at: this.o.clock.date().toISOString(),
+    };
+    await this.etcd
+      .if(this.o.keys.leader, 'Lease', '==', this.keeper.id)
+      .then(this.etcd.put(this.o.keys.lastPrimary).value(LastPrimaryRecord.encode(position)))
+      .commit();
+  }
+
+  /** Stops watches, timers and the watchdog, and revokes the lease (bounded: etcd may be gone). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.fenceTimer !== null) clearInterval(this.fenceTimer);
+    if (this.healthTimer !== null) clearInterval(this.healthTimer);
+    await Promise.all(this.watchers.map((w) => withTimeout(w.cancel(), 1000).catch(() => undefined)));
+    this.watchdog?.stop();
+    if (this.keeper !== null) {
+      await withTimeout(this.keeper.revoke(), 2000).catch((error) =>
+        this.o.log.warn(`could not revoke the lease: ${(error as Error).message}`),
+      );
+      this.keeper.stop();
+    }
+  }
+}
+
+/** `promise`, or a rejection after `millis`. */
+export function withTimeout<T>(promise: Promise<T>, millis: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new PghaError('timeout', `no answer within ${millis} ms`)), millis);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,494 @@
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { type LeaderRecord, PghaError } from '@pgha/core';
+import type pg from 'pg';
+import type { OsUser } from '../adapters/os-user.js';
+import { observePostgres, type PostgresObservation } from '../adapters/postgres-observe.js';
+import {
+  baseBackup,
+  clearStaleLock,
+  connectLocal,
+  initdb,
+  isStandby,
+  logTail,
+  markStandby,
+  moveAside,
+  type PostgresProcess,
+  readCheckpointLocation,
+  rewind,
+  startPostgres,
+  writeOwnedFile,
+  writeServerFiles,
+} from '../adapters/postgres-server.js';
+import type { PostgresBinaries } from '../adapters/prerequisites.js';
+import type { Clock } from '../clock.js';
+import type { PostgresState } from '../decide/agent-role.js';
+import type { Logger } from '../log.js';
+import { writeMarker } from './data-dir.js';
+import { replicationUser, type ServerSettings, superUser, type UpstreamSettings } from './postgres-config.js';
+
+/** What {@link PostgresMember} needs besides the binaries. */
+export interface PostgresMemberOptions {
+  readonly cluster: string;
+  readonly name: string;
+  readonly memberDir: string;
+  readonly listenAddresses: string;
+  readonly port: number;
+  readonly superuserPassword: string;
+  readonly replicationPassword: string;
+  readonly allowedNetworks: readonly string[];
+  readonly sharedBuffers: string;
+  readonly maxConnections: number;
+  /** Client-side bound on every query of the agent's own connection (a hung postgres must not hang the agent). */
+  readonly queryTimeoutMillis: number;
+  readonly bins: PostgresBinaries;
+  readonly user: OsUser | null;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Called when postgres exits on its own (crash, kill) and when it starts or stops being writable. */
+  readonly onChange: () => void;
+}
+
+/** The member a standby streams from. */
+export interface Upstream {
+  readonly member: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** File in the member directory: the data was writable since it last followed anyone, rewind before following. */
+const needsRewindFile = 'needs-rewind';
+
+/** Log lines of a standby that cannot follow the timeline it was pointed at: its data must be rewound. */
+const divergedPatterns = [
+  /requested timeline \d+ does not contain minimum recovery point/,
+  /requested timeline \d+ is not a child of this server's history/,
+  /new timeline \d+ forked off current database system timeline \d+ before current recovery point/,
+  /could not start WAL streaming: ERROR:\s+requested starting point .* is ahead of the WAL flush position/,
+];
+
+/**
+ * One member's postgres: its process, its data directory and the agent's own
+ * connection to it. Every step of its life — initdb, base backup, rewind, start as
+ * primary or standby, promote, re-point, stop, and the fence's kill — lives here;
+ * *whether* to take a step is decided elsewhere (decide/agent-role.ts) and the
+ * agent's control loop calls these.
+ *
+ * `state` is the agent's label for what postgres is doing. `primary` means "may be
+ * writable": it is set before `pg_promote` is sent and before a primary start, so
+ * the fence covers those steps too.
+ */
+export class PostgresMember {
+  private process: PostgresProcess | null = null;
+  private pgState: PostgresState = 'down';
+  private connection: pg.Client | null = null;
+  /** Unexpected exits since postgres last ran healthy for a while. */
+  crashes = 0;
+  private runningSince = 0;
+  /** Why postgres is not answering, or another problem to report. */
+  problem: string | null = null;
+  /** The member our standby configuration streams from. */
+  upstream: Upstream | null = null;
+
+  constructor(private readonly o: PostgresMemberOptions) {}
+
+  get dataDir(): string {
+    return join(this.o.memberDir, 'data');
+  }
+
+  get passfile(): string {
+    return join(this.o.memberDir, 'pgpass');
+  }
+
+  get logFile(): string {
+    return join(this.o.memberDir, 'postgres.log');
+  }
+
+  get state(): PostgresState {
+    return this.pgState;
+  }
+
+  /** The postmaster's PID (also its process group), or null when none runs. */
+  get pid(): number | null {
+    return this.process?.pid ?? null;
+  }
+
+  get conn(): pg.Client | null {
+    return this.connection;
+  }
+
+  // ---- the needs-rewind flag --------------------------------------------------
+
+  setNeedsRewind(value: boolean): void {
+    const file = join(this.o.memberDir, needsRewindFile);
+    if (value) writeOwnedFile(file, `${new Date().toISOString()}\n`, this.o.user);
+    else rmSync(file, { force: true });
+  }
+
+  needsRewind(): boolean {
+    return existsSync(join(this.o.memberDir, needsRewindFile));
+  }
+
+  // ---- the fence --------------------------------------------------------------
+
+  /**
+   * Kills postgres's whole process group at once and makes sure the data can only
+   * come back as a rewound standby. Synchronous up to the kill: nothing can be
+   * acknowledged after it returns. Filesystem errors after the kill are logged,
+   * never thrown (the fence has already done its job).
+   */
+  fenceKill(reason: string): void {
+    const postgres = this.process;
+    if (postgres === null) return;
+    this.o.log.warn(`FENCING: ${reason}; killing postgres (process group ${postgres.pid})`);
+    postgres.killGroup();
+    this.process = null;
+    this.pgState = 'down';
+    this.connection?.end().catch(() => undefined);
+    this.connection = null;
+    this.crashes = 0;
+    this.problem = `fenced: ${reason}`;
+    try {
+      this.setNeedsRewind(true);
+      markStandby(this.dataDir, this.o.user);
+    } catch (error) {
+      this.o.log.error(`after the fence: could not mark the data directory: ${(error as Error).message}`);
+    }
+  }
+
+  // ---- starting ---------------------------------------------------------------
+
+  private serverSettings(upstream: UpstreamSettings | null): ServerSettings {
+    return {
+      member: this.o.name,
+      listenAddresses: this.o.listenAddresses,
+      port: this.o.port,
+      sharedBuffers: this.o.sharedBuffers,
+      maxConnections: this.o.maxConnections,
+      upstream,
+    };
+  }
+
+  private upstreamOf(leader: LeaderRecord): UpstreamSettings {
+    return { host: leader.host, port: leader.port, passfile: this.passfile, member: this.o.name };
+  }
+
+  /** initdb into the data directory (through data.partial: an interrupted one never looks like data). */
+  async initdb(): Promise<void> {
+    this.o.log.info(`initdb into ${this.dataDir} (PostgreSQL ${this.o.bins.version})`);
+    await initdb(this.o.bins, this.dataDir, this.o.user, this.o.superuserPassword);
+    writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
+  }
+
+  /** Creates the replication role (bootstrap, on the new primary). */
+  async createReplicationRole(): Promise<void> {
+    const conn = this.connection!;
+    const password = conn.escapeLiteral(this.o.replicationPassword);
+    await conn.query(`CREATE ROLE ${replicationUser} WITH REPLICATION LOGIN PASSWORD ${password}`);
+  }
+
+  /**
+   * Starts the data directory writable. The caller must hold the leader record (and
+   * a valid lease) for the current term: this method does not check.
+   */
+  async startWritable(): Promise<PostgresObservation> {
+    rmSync(join(this.dataDir, 'standby.signal'), { force: true });
+    this.setNeedsRewind(false);
+    writeServerFiles(this.dataDir, this.o.user, this.serverSettings(null), this.o.allowedNetworks);
+    this.upstream = null;
+    await this.launch('primary');
+    const observation = await observePostgres(this.connection!);
+    if (observation.inRecovery)
+      throw new PghaError('postgres-failed', 'postgres started in recovery although this member leads');
+    return observation;
+  }
+
+  /** A base backup from `leader` into the data directory (through data.partial). */
+  async clone(leader: LeaderRecord): Promise<void> {
+    this.o.log.info(`base backup from ${leader.member} (${leader.host}:${leader.port})`);
+    const started = this.o.clock.now();
+    await baseBackup(this.o.bins, this.dataDir, this.o.user, leader, this.passfile);
+    this.o.log.info(`base backup done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
+    writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
+    this.setNeedsRewind(false);
+  }
+
+  /**
+   * Starts postgres as a standby of `leader` (or of nobody yet). Data that was last
+   * writable is first rewound onto the leader's timeline (pg_rewind), or re-cloned
+   * when rewinding fails; a standby that cannot start on the leader's history is
+   * re-cloned. `onCloning` lets the caller report the state.
+   */
+  async startStandby(leader: LeaderRecord | null, onCloning: () => void): Promise<void> {
+    const rewound = leader !== null && (this.needsRewind() || !isStandby(this.dataDir));
+    if (rewound) await this.rewindOnto(leader, onCloning);
+    this.configureStandby(leader);
+    try {
+      await this.launch('replica');
+    } catch (error) {
+      if (leader === null) {
+        // Nothing to rewind onto yet: remember that the data may have diverged, so
+        // the first leader it follows rewinds it first.
+        if (this.divergedInLog()) this.setNeedsRewind(true);
+        throw error;
+      }
+      this.o.log.warn(
+        `standby did not start (${(error as Error).message.split('\n')[0]}); re-cloning from ${leader.member}`,
+      );
+      onCloning();
+      moveAside(this.dataDir);
+      await this.clone(leader);
+      this.configureStandby(leader);
+      await this.launch('replica');
+    }
+    this.o.log.info(
+      leader === null
+        ? 'standby running, no primary to follow yet'
+        : `standby running, following ${leader.member}${rewound ? ' (rewound)' : ''}`,
+    );
+  }
+
+  private configureStandby(leader: LeaderRecord | null): void {
+    markStandby(this.dataDir, this.o.user);
+    writeServerFiles(
+      this.dataDir,
+      this.o.user,
+      this.serverSettings(leader === null ? null : this.upstreamOf(leader)),
+      this.o.allowedNetworks,
+    );
+    this.upstream = leader === null ? null : { member: leader.member, host: leader.host, port: leader.port };
+  }
+
+  /** Whether postgres's log says this standby cannot follow the timeline it was given (its data diverged). */
+  divergedInLog(): boolean {
+    const tail = logTail(this.logFile, 20);
+    return divergedPatterns.some((p) => p.test(tail));
+  }
+
+  private async rewindOnto(leader: LeaderRecord, onCloning: () => void): Promise<void> {
+    const started = this.o.clock.now();
+    try {
+      this.o.log.info(`pg_rewind onto ${leader.member} (timeline ${leader.timeline})`);
+      await clearStaleLock(this.dataDir);
+      // pg_rewind reads the source's timeline from its control file, which a fast
+      // promotion updates only at the next checkpoint: without one it may see "the
+      // same timeline" and rewind nothing.
+      await this.checkpointOn(leader);
+      await rewind(this.o.bins, this.dataDir, this.o.user, leader, this.passfile);
+      this.o.log.info(`pg_rewind done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
+    } catch (error) {
+      this.o.log.warn(`pg_rewind failed; taking a fresh base backup instead. ${(error as Error).message}`);
+      onCloning();
+      moveAside(this.dataDir);
+      await this.clone(leader);
+    }
+    writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
+    this.setNeedsRewind(false);
+  }
+
+  private async checkpointOn(leader: LeaderRecord): Promise<void> {
+    const client = await connectLocal(
+      { host: leader.host, port: leader.port, password: this.o.superuserPassword },
+      5000,
+    );
+    try {
+      await client.query('CHECKPOINT');
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  private connectOwn(timeoutMillis: number): Promise<pg.Client> {
+    return connectLocal(
+      { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+      timeoutMillis,
+      this.o.queryTimeoutMillis,
+    );
+  }
+
+  /** Starts the postmaster and waits until it accepts our connection. */
+  private async launch(as: 'primary' | 'replica'): Promise<void> {
+    await clearStaleLock(this.dataDir);
+    this.runningSince = 0;
+    const postgres = startPostgres(this.o.bins, this.dataDir, this.o.user, this.logFile);
+    this.process = postgres;
+    this.pgState = as === 'primary' ? 'primary' : 'starting';
+    this.o.onChange();
+    postgres.exited.then(() => this.exited(postgres)).catch(() => undefined);
+    const deadline = this.o.clock.now() + 120_000;
+    for (;;) {
+      if (this.process !== postgres) {
+        await delay(100); // let its last log lines reach the file
+        throw new PghaError(
+          'postgres-failed',
+          `postgres exited while starting; its log says:\n${logTail(this.logFile)}`,
+        );
+      }
+      try {
+        this.connection = await this.connectOwn(3000);
+        await this.connection.query('SELECT 1');
+        break;
+      } catch (error) {
+        await this.connection?.end().catch(() => undefined);
+        this.connection = null;
+        if (this.o.clock.now() > deadline) {
+          throw new PghaError(
+            'postgres-failed',
+            `postgres did not accept connections within 120 s; its log says:\n${logTail(this.logFile)}`,
+            { cause: error },
+          );
+        }
+        await delay(50);
+      }
+    }
+    if (as === 'replica') this.pgState = 'replica';
+    this.runningSince = this.o.clock.now();
+    this.problem = null;
+  }
+
+  private exited(postgres: PostgresProcess): void {
+    if (this.process !== postgres) return;
+    try {
+      if (this.pgState === 'primary') this.setNeedsRewind(true);
+      // A standby that stopped because it cannot follow its timeline must be rewound
+      // (or re-cloned) before it can follow anyone: never left to fail again.
+      else if (this.divergedInLog()) {
+        this.o.log.warn('postgres cannot follow the timeline it was given: its data will be rewound');
+        this.setNeedsRewind(true);
+      }
+    } catch (error) {
+      this.o.log.error(`after postgres exited: ${(error as Error).message}`);
+    }
+    this.process = null;
+    this.pgState = 'down';
+    // A postgres that ran for a while before this exit restarted fine last time:
+    // count from 1 again. Exits during start-up (or right after) keep counting, so a
+    // restart that cannot work ends in releasing the leader record.
+    const ranFor = this.runningSince === 0 ? 0 : this.o.clock.now() - this.runningSince;
+    this.crashes = ranFor > 1000 ? 1 : this.crashes + 1;
+    this.o.log.warn(
+      `postgres (pid ${postgres.pid}) exited unexpectedly: ${logTail(this.logFile, 3).replace(/\n/g, ' | ')}`,
+    );
+    this.problem = 'postgres exited';
+    this.o.onChange();
+  }
+
+  // ---- running ----------------------------------------------------------------
+
+  /** One status query on the agent's connection; null when postgres does not answer. */
+  async observe(): Promise<PostgresObservation | null> {
+    if (this.process === null) return null;
+    if (this.connection === null) {
+      this.connection = await this.connectOwn(1000).catch(() => null);
+      if (this.connection === null) {
+        this.problem = 'postgres does not accept connections';
+        return null;
+      }
+    }
+    try {
+      const observation = await observePostgres(this.connection);
+      if (this.pgState === 'starting') this.pgState = observation.inRecovery ? 'replica' : 'primary';
+      return observation;
+    } catch (error) {
+      this.problem = `postgres does not answer: ${(error as Error).message}`;
+      await this.dropConnection();
+      return null;
+    }
+  }
+
+  /**
+   * Whether postgres accepts a *new* connection (through the postmaster: a stopped
+   * postmaster with live backends fails this) and answers it as writable, within
+   * `timeoutMillis` on our own clock.
+   */
+  async probeWritable(timeoutMillis: number): Promise<boolean> {
+    if (this.process === null) return false;
+    let client: pg.Client | null = null;
+    try {
+      client = await connectLocal(
+        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+        timeoutMillis,
+        timeoutMillis,
+      );
+      const { rows } = await client.query('SELECT pg_is_in_recovery() AS r');
+      return rows[0]?.r === false;
+    } catch {
+      return false;
+    } finally {
+      void client?.end().catch(() => undefined);
+    }
+  }
+
+  private async dropConnection(): Promise<void> {
+    const conn = this.connection;
+    this.connection = null;
+    await conn?.end().catch(() => undefined);
+  }
+
+  /**
+   * `pg_promote` and the wait until postgres leaves recovery. The state is
+   * `primary` from the moment the request is sent, so the fence covers the
+   * promotion itself. The caller holds the leader record for the new term.
+   */
+  async promote(): Promise<PostgresObservation> {
+    const started = this.o.clock.now();
+    this.pgState = 'primary';
+    this.o.onChange();
+    await this.connection!.query('SELECT pg_promote(false)');
+    for (;;) {
+      const { rows } = await this.connection!.query('SELECT pg_is_in_recovery() AS r');
+      if (rows[0]?.r === false) break;
+      if (this.o.clock.now() - started > 60_000)
+        throw new PghaError('timeout', 'postgres did not leave recovery within 60 s');
+      await delay(5);
+    }
+    this.upstream = null;
+    return observePostgres(this.connection!);
+  }
+
+  /** Keeps a physical slot for each of `members` (on the primary). */
+  async ensureSlots(slots: readonly string[]): Promise<void> {
+    if (slots.length === 0 || this.connection === null) return;
+    await this.connection.query(
+      `SELECT pg_create_physical_replication_slot(s, true)
+         FROM unnest($1::text[]) AS s
+        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = s)`,
+      [slots],
+    );
+  }
+
+  /** Re-points a running standby at `leader` with a reload (no restart). */
+  async repoint(leader: LeaderRecord): Promise<void> {
+    this.configureStandby(leader);
+    await this.connection?.query('SELECT pg_reload_conf()');
+  }
+
+  /**
+   * Stops postgres (fast shutdown: connected standbys receive everything up to the
+   * shutdown checkpoint). When it was writable, the data is marked as a standby that
+   * needs a rewind first, so nothing can restart it writable by itself. Returns the
+   * shutdown checkpoint's location when the shutdown was clean (null otherwise).
+   */
+  async stop(): Promise<string | null> {
+    const postgres = this.process;
+    const wasWritable = this.pgState === 'primary';
+    // Stop counting as running first so neither the fence nor the exit handler
+    // treats this shutdown as a failure.
+    this.process = null;
+    this.pgState = 'down';
+    this.o.onChange();
+    await this.dropConnection();
+    if (wasWritable) {
+      markStandby(this.dataDir, this.o.user);
+      this.setNeedsRewind(true);
+    }
+    if (postgres === null) return null;
+    const clean = await postgres.stop();
+    if (!clean) return null;
+    return readCheckpointLocation(this.o.bins, this.dataDir, this.o.user).catch(() => null);
+  }
+}
+
+export { superUser };

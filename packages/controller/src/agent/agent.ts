@@ -174,6 +174,7 @@ export class Agent {
       log: this.log,
       clock: this.clock,
       poke: () => this.poke(),
+      onRegranted: async () => this.publish(await this.postgres.observe()),
     });
 
     const dataDir = this.pg.dataDir;

@@ -33,6 +33,12 @@ export interface LeadershipOptions {
   readonly clock: Clock;
   /** Wakes the control loop (a change of leader, target or lease). */
   readonly poke: () => void;
+  /**
+   * Called after a new lease was granted. The agent republishes its member record at
+   * once: the primary keeps replication slots only for members with a record, and a
+   * standby being restarted (a long step of the loop) must not wait for the next tick.
+   */
+  readonly onRegranted: () => Promise<void>;
 }
 
 /** The cluster as the agent last read it from etcd. */
@@ -220,6 +226,7 @@ export class Leadership {
     this.checkFence();
     try {
       await this.lease.grant();
+      await this.o.onRegranted().catch(() => undefined);
       this.o.poke();
     } catch (error) {
       // etcd unreachable: keep trying; until then we hold no lease, so nothing here

@@ -165,6 +165,10 @@ program
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
     const log = createLogger(opts.name);
+    // A promise of the plumbing that fails with nobody waiting (a late etcd answer, a
+    // closed stream) is logged, not a reason for the agent to die: its postgres would
+    // die with it (pdeathsig) and the cluster would fail over for nothing.
+    process.on('unhandledRejection', (error) => log.error(`unhandled: ${(error as Error)?.message ?? error}`));
     const agent = new Agent({
       cluster: opts.cluster,
       name: opts.name,

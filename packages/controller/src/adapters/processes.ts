@@ -42,7 +42,17 @@ export function spawnOwned(command: string, args: readonly string[], options: Ow
     detached: options.detached ?? false,
     ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
   });
+  // Every stream and the child itself get an error path: an unhandled 'error' event
+  // (a log file on a full or vanished disk, a spawn that failed, a broken pipe)
+  // would otherwise take the whole agent down with it.
+  child.on('error', (error) => {
+    if (child.listenerCount('error') === 1) process.stderr.write(`pgha: ${command}: ${error.message}\n`);
+  });
+  child.stdin?.on('error', () => undefined);
+  child.stdout?.on('error', () => undefined);
+  child.stderr?.on('error', () => undefined);
   if (log !== undefined) {
+    log.on('error', (error) => process.stderr.write(`pgha: log ${options.logFile}: ${error.message}\n`));
     child.stdout?.pipe(log, { end: false });
     child.stderr?.pipe(log, { end: false });
     child.once('close', () => log?.end());
@@ -110,6 +120,8 @@ export function isAlive(pid: number): boolean {
 /** Resolves when `child` has exited (immediately if it already has). */
 export function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  // A child that could not be spawned emits 'error' and never 'exit'.
+  if (child.pid === undefined) return new Promise((resolve) => child.once('error', () => resolve()));
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 

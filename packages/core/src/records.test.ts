@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from './errors.js';
 import {
   ConfigRecord,
+  ControllerRecord,
   defaultConfig,
   HistoryRecord,
   InitializeRecord,
@@ -553,5 +554,24 @@ describe('HistoryRecord', () => {
 
   it('rejects a reason longer than 1024 characters', () => {
     rejectsRecord(HistoryRecord, historyRecord({ reason: 'r'.repeat(1025) }), /reason/);
+  });
+});
+
+describe('ControllerRecord', () => {
+  const base = { v: 1, id: '123-abcd', pid: 123, since: at };
+
+  it('accepts a record without a waiting reason (older controllers) and with null', () => {
+    expect(ControllerRecord.parse(base)).toEqual(base);
+    expect(ControllerRecord.parse({ ...base, waiting: null })).toEqual({ ...base, waiting: null });
+  });
+
+  it('accepts what the election waits for and since when', () => {
+    const waiting = { reason: 'waiting for demo-0 to report', since: at };
+    expect(ControllerRecord.parse({ ...base, waiting })).toEqual({ ...base, waiting });
+  });
+
+  it('rejects a waiting reason longer than 1024 characters or without its time', () => {
+    rejectsRecord(ControllerRecord, { ...base, waiting: { reason: 'r'.repeat(1025), since: at } }, /waiting\.reason/);
+    rejectsRecord(ControllerRecord, { ...base, waiting: { reason: 'r' } }, /waiting\.since/);
   });
 });

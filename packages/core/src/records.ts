@@ -203,6 +203,11 @@ const controllerSchema = z.object({
   id: z.string().min(1).max(128),
   pid: z.number().int().min(0).max(0x7fffffff),
   since: timestamp,
+  /**
+   * What the election is waiting for (a wait or no-candidate decision), since when;
+   * null or absent while the controller has nothing to wait for. Updated when it changes.
+   */
+  waiting: z.object({ reason: shortText, since: timestamp }).strict().nullable().optional(),
 });
 
 export type MemberRecord = z.infer<typeof memberSchema>;

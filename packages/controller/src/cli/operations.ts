@@ -150,12 +150,17 @@ export function registerOperations(
     program
       .command('failover')
       .description('manual failover when there is no healthy primary: promote the named replica')
-      .requiredOption('--to <member>', 'the replica to promote'),
+      .requiredOption('--to <member>', 'the replica to promote')
+      .option(
+        '--accept-data-loss',
+        'promote it even when it may not hold every acknowledged write (behind the last primary, or beyond the lag bound)',
+        false,
+      ),
   )
     .addOption(
       new Option('--timeout-millis <ms>', 'how long to wait').argParser(integer(1000, 600_000)).default(30_000),
     )
-    .action(async (opts: ClusterFlags & { to: string; timeoutMillis: number }) => {
+    .action(async (opts: ClusterFlags & { to: string; acceptDataLoss: boolean; timeoutMillis: number }) => {
       await withEtcd(opts, async (etcd) => {
         const leader = await readLeader(etcd, clusterKeys(opts.cluster, opts.keyRoot).leader);
         if (leader !== null) {
@@ -167,7 +172,14 @@ export function registerOperations(
         await requestAndWait(
           etcd,
           opts,
-          { v: recordVersion, from: null, to: opts.to, at: null, requestedAt: new Date().toISOString() },
+          {
+            v: recordVersion,
+            from: null,
+            to: opts.to,
+            at: null,
+            requestedAt: new Date().toISOString(),
+            ...(opts.acceptDataLoss ? { acceptDataLoss: true } : {}),
+          },
           null,
           opts.timeoutMillis,
         );
@@ -238,12 +250,27 @@ export function registerOperations(
         .argParser(integer(500, 600_000))
         .default(5000),
     )
+    .addOption(
+      new Option(
+        '--last-primary-wait-millis <ms>',
+        'with no leader, wait this long for a last primary that did not shut down cleanly and that this controller did not see lead',
+      )
+        .argParser(integer(0, 3_600_000))
+        .default(30_000),
+    )
+    .addOption(
+      new Option('--maximum-report-age-millis <ms>', 'switchover: skip replicas whose report is older')
+        .argParser(integer(500, 600_000))
+        .default(3000),
+    )
     .action(
       async (
         opts: ClusterFlags & {
           leaseTtlMillis: number;
           maximumLagOnFailoverBytes: number;
           targetInstallTimeoutMillis: number;
+          lastPrimaryWaitMillis: number;
+          maximumReportAgeMillis: number;
         },
       ) => {
         const log = createLogger(`controller ${opts.cluster}`);
@@ -260,6 +287,8 @@ export function registerOperations(
             maximumLagOnFailoverBytes: opts.maximumLagOnFailoverBytes,
             freshReportWaitMillis: 1000,
             targetInstallTimeoutMillis: opts.targetInstallTimeoutMillis,
+            lastPrimaryWaitMillis: opts.lastPrimaryWaitMillis,
+            maximumReportAgeMillis: opts.maximumReportAgeMillis,
           },
           log,
         });

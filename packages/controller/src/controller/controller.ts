@@ -4,6 +4,7 @@ import {
   ControllerRecord,
   clusterKeys,
   HistoryRecord,
+  LastPrimaryRecord,
   LeaderRecord,
   MemberRecord,
   recordVersion,
@@ -56,6 +57,12 @@ export class Controller {
   // What this controller remembers between passes.
   private leaderLostAt: number | null = null;
   private lastPrimary: MemberRecord | null = null;
+  /** The `last-primary` records read, newest per term (a few recent terms). */
+  private readonly lastPrimaryRecords = new Map<number, LastPrimaryRecord>();
+  /** Each member's newest record while it ran as a replica. */
+  private readonly lastAsReplica = new Map<string, MemberRecord>();
+  /** Our `controller` record as last written (its `waiting` is what status shows). */
+  private record: ControllerRecord | null = null;
   private targetSeen: { text: string; at: number } | null = null;
   private lastHistoryTerm = 0;
   private lastWait = '';
@@ -141,6 +148,7 @@ export class Controller {
       .else(etcd.get(this.keys.controller))
       .commit();
     if (res.succeeded) {
+      this.record = record;
       this.active = true;
       this.log.info(`active controller (${this.id})`);
       await this.resume(etcd);
@@ -170,6 +178,7 @@ export class Controller {
       let target: TargetRecord | null = null;
       let targetText: string | null = null;
       let switchover: SwitchoverRecord | null = null;
+      let switchoverMod = '0';
       const members: MemberRecord[] = [];
       for (const kv of all.kvs) {
         const parsed = this.keys.parse(kv.key.toString());
@@ -190,7 +199,13 @@ export class Controller {
               break;
             case 'switchover':
               switchover = SwitchoverRecord.decode(text);
+              switchoverMod = kv.mod_revision;
               break;
+            case 'last-primary': {
+              const r = LastPrimaryRecord.decode(text);
+              this.lastPrimaryRecords.set(r.term, r);
+              break;
+            }
             case 'member':
               members.push(MemberRecord.decode(text));
               break;
@@ -205,6 +220,9 @@ export class Controller {
         }
       }
       if (switchover?.rejected) switchover = null;
+      for (const m of members) if (m.role === 'replica') this.lastAsReplica.set(m.name, m);
+      // Only the current term's record and the previous one (a new leader's history) matter.
+      for (const t of this.lastPrimaryRecords.keys()) if (t < term - 2) this.lastPrimaryRecords.delete(t);
       if (leader !== null) {
         // Kept until the promotion's history record (its detectedAt) is written.
         if (leader.term <= this.lastHistoryTerm) this.leaderLostAt = null;
@@ -231,68 +249,96 @@ export class Controller {
         members,
         leaderLostAt: this.leaderLostAt,
         lastPrimary: this.lastPrimary,
+        lastPrimaryRecords: [...this.lastPrimaryRecords.values()],
+        lastAsReplica: [...this.lastAsReplica.values()],
         switchover,
         lastHistoryTerm: this.lastHistoryTerm,
         policy: this.options.policy,
       });
-      if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover }))) return;
+      if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }))) return;
     }
   }
 
-  /** Applies one decision; returns whether to decide again at once. */
+  /**
+   * Applies one decision; returns whether to decide again at once.
+   *
+   * Every write is one transaction guarded by "the `controller` key is held under my
+   * lease": a controller that lost the key (its lease expired while it was frozen or
+   * cut off, and another took over) cannot write a target, history or a rejection,
+   * whatever it still believes. The target is written under that lease, so a
+   * controller that dies takes its target with it and no stale target outlives it.
+   */
   private async apply(
     etcd: Etcd3,
     decision: ControllerDecision,
-    seen: { leaderMod: string; termMod: string; switchover: SwitchoverRecord | null },
+    seen: { leaderMod: string; termMod: string; switchover: SwitchoverRecord | null; switchoverMod: string },
   ): Promise<boolean> {
+    const leaseId = this.lease!.id;
     switch (decision.type) {
       case 'none':
         this.lastWait = '';
+        await this.publishWaiting(etcd, null);
         return false;
       case 'wait':
       case 'no-candidate':
         if (decision.reason !== this.lastWait)
           this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`);
         this.lastWait = decision.reason;
+        await this.publishWaiting(etcd, decision.reason);
         return false;
       case 'set-target': {
-        // Guarded: the leader and term we decided on are still what etcd holds.
+        // Guarded: the leader and term we decided on are still what etcd holds, and we
+        // still hold the controller key.
         const leaderGuard =
           seen.leaderMod === '0'
             ? etcd.if(this.keys.leader, 'Create', '==', 0)
             : etcd.if(this.keys.leader, 'Mod', '==', seen.leaderMod);
-        const guard =
+        const guard = (
           seen.termMod === '0'
             ? leaderGuard.and(this.keys.term, 'Create', '==', 0)
-            : leaderGuard.and(this.keys.term, 'Mod', '==', seen.termMod);
-        const ops = [etcd.put(this.keys.target).value(TargetRecord.encode(decision.target))];
+            : leaderGuard.and(this.keys.term, 'Mod', '==', seen.termMod)
+        ).and(this.keys.controller, 'Lease', '==', leaseId);
+        const ops = [etcd.put(this.keys.target).value(TargetRecord.encode(decision.target)).lease(leaseId)];
         if (decision.consumeSwitchover) ops.push(etcd.delete().key(this.keys.switchover) as never);
         const res = await guard.then(...ops).commit();
-        if (res.succeeded)
+        if (res.succeeded) {
           this.log.info(
             `target for term ${decision.target.term}: ${decision.target.member} (${decision.target.reason})`,
           );
+          this.lastWait = '';
+          await this.publishWaiting(etcd, null);
+        } else await this.checkHeld(etcd, 'a target');
         return res.succeeded;
       }
       case 'reject-switchover': {
-        this.log.warn(`switchover rejected: ${decision.reason}`);
-        if (seen.switchover !== null) {
-          await etcd
-            .put(this.keys.switchover)
-            .value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason }));
-        }
-        return true;
+        if (seen.switchover === null) return false;
+        // Guarded on the request we decided on (a new request is decided afresh).
+        const res = await etcd
+          .if(this.keys.switchover, 'Mod', '==', seen.switchoverMod)
+          .and(this.keys.controller, 'Lease', '==', leaseId)
+          .then(
+            etcd
+              .put(this.keys.switchover)
+              .value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason.slice(0, 1024) })),
+          )
+          .commit();
+        if (res.succeeded) this.log.warn(`switchover rejected: ${decision.reason}`);
+        else await this.checkHeld(etcd, 'a switchover rejection');
+        return res.succeeded;
       }
       case 'record-history': {
         const h = decision.history;
-        await etcd
+        const res = await etcd
           .if(this.keys.history(h.term), 'Create', '==', 0)
+          .and(this.keys.controller, 'Lease', '==', leaseId)
           .then(etcd.put(this.keys.history(h.term)).value(HistoryRecord.encode(h)))
           .commit();
+        if (!res.succeeded && !(await this.checkHeld(etcd, 'history'))) return false;
         this.lastHistoryTerm = h.term;
-        this.log.info(
-          `history: term ${h.term} ${h.oldPrimary ?? '-'} -> ${h.newPrimary} (${h.reason}, timeline ${h.timeline}${h.lostBytes ? `, ${h.lostBytes} bytes possibly lost` : ''})`,
-        );
+        if (res.succeeded)
+          this.log.info(
+            `history: term ${h.term} ${h.oldPrimary ?? '-'} -> ${h.newPrimary} (${h.reason}, timeline ${h.timeline}${h.lostBytes ? `, ${h.lostBytes} bytes possibly lost` : ''})`,
+          );
         return true;
       }
       default: {
@@ -300,6 +346,42 @@ export class Controller {
         throw new Error(`unhandled decision ${JSON.stringify(unreachable)}`);
       }
     }
+  }
+
+  /**
+   * After a guarded write failed: whether we still hold the controller key. When we
+   * do not, we are no longer active (the next pass campaigns again).
+   */
+  private async checkHeld(etcd: Etcd3, what: string): Promise<boolean> {
+    const res = await etcd.get(this.keys.controller).exec();
+    const kv = res.kvs[0];
+    const held = kv !== undefined && String(kv.lease) === this.lease!.id;
+    if (!held) {
+      this.log.warn(`not writing ${what}: the controller key is no longer held under our lease; not active`);
+      this.active = false;
+      this.record = null;
+    }
+    return held;
+  }
+
+  /**
+   * Publishes what the election waits for in our `controller` record (for `pgha
+   * status`), only when it changes; guarded like every controller write.
+   */
+  private async publishWaiting(etcd: Etcd3, reason: string | null): Promise<void> {
+    const current = this.record;
+    if (current === null || (current.waiting?.reason ?? null) === reason) return;
+    const next: ControllerRecord = {
+      ...current,
+      waiting: reason === null ? null : { reason: reason.slice(0, 1024), since: this.clock.date().toISOString() },
+    };
+    const leaseId = this.lease!.id;
+    const res = await etcd
+      .if(this.keys.controller, 'Lease', '==', leaseId)
+      .then(etcd.put(this.keys.controller).value(ControllerRecord.encode(next)).lease(leaseId))
+      .commit();
+    if (res.succeeded) this.record = next;
+    else await this.checkHeld(etcd, 'the wait reason');
   }
 
   /** Stops campaigning and acting; releases the controller key so a standby takes over at once. */

@@ -8,6 +8,20 @@ export interface RankingPolicy {
   readonly lastPrimaryLsn: LsnText | null;
   /** Members that must not be chosen (the old primary, a failed target). */
   readonly exclude: ReadonlySet<string>;
+  /**
+   * The last primary's timeline (from its durable `last-primary` record): members on
+   * an older one are never candidates, even when no member reports that timeline.
+   */
+  readonly minimumTimeline?: number | null;
+  /**
+   * A position every candidate must hold (received, else replayed): the last
+   * primary's clean shutdown checkpoint, past which nothing was acknowledged.
+   */
+  readonly mustHold?: LsnText | null;
+  /** Skip replicas whose WAL receiver is not streaming from the primary (switchover). */
+  readonly requireStreaming?: boolean;
+  /** Skip members whose report is older than this (wall-clock ms; switchover ranks on fresh data only). */
+  readonly reportedSince?: number | null;
 }
 
 /** A member ranking skipped, and why. */
@@ -36,9 +50,10 @@ function lagBehind(ahead: LsnText, behind: LsnText | null): number {
  *
  * Skipped, each with its reason: members excluded by the caller, not running as a
  * healthy-enough replica, tagged noFailover, on an older timeline than the newest
- * any member reports, or lagging more than `maximumLagOnFailoverBytes` behind the
- * most advanced position known (the old primary's last published one, or the best
- * replica's).
+ * any member reports or than `minimumTimeline`, not streaming (`requireStreaming`),
+ * reported before `reportedSince`, short of `mustHold`, or lagging more than
+ * `maximumLagOnFailoverBytes` behind the most advanced position known (the old
+ * primary's last known one, or the best replica's).
  */
 export function rankCandidates(members: readonly MemberRecord[], policy: RankingPolicy): Ranking {
   const rejected: Rejection[] = [];
@@ -55,6 +70,19 @@ export function rankCandidates(members: readonly MemberRecord[], policy: Ranking
     if (m.receivedLsn === null && m.replayedLsn === null) return reject('reports no WAL position');
     if (m.timeline === null || m.timeline < newestTimeline) {
       return reject(`on timeline ${m.timeline ?? 'unknown'}, older than ${newestTimeline}`);
+    }
+    const minimumTimeline = policy.minimumTimeline ?? null;
+    if (minimumTimeline !== null && m.timeline < minimumTimeline) {
+      return reject(`on timeline ${m.timeline}, older than the last primary's ${minimumTimeline}`);
+    }
+    if (policy.requireStreaming === true && !m.streaming) return reject('not streaming from the primary');
+    const since = policy.reportedSince ?? null;
+    if (since !== null && Date.parse(m.updatedAt) < since) return reject(`report is stale (updated ${m.updatedAt})`);
+    const mustHold = policy.mustHold ?? null;
+    if (mustHold !== null && compareLsn((m.receivedLsn ?? m.replayedLsn)!, mustHold) < 0) {
+      return reject(
+        `holds ${m.receivedLsn ?? m.replayedLsn}, short of the last primary's clean shutdown position ${mustHold}`,
+      );
     }
     return true;
   });

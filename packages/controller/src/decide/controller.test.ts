@@ -31,12 +31,16 @@ function snapshot(overrides: Partial<ControllerSnapshot> = {}): ControllerSnapsh
     members: [primary0, replica1, replica2],
     leaderLostAt: null,
     lastPrimary: primary0,
+    lastPrimaryRecords: [],
+    lastAsReplica: [],
     switchover: null,
     lastHistoryTerm: 3,
     policy: {
       maximumLagOnFailoverBytes: 16 * 1024 * 1024,
       freshReportWaitMillis: 1000,
       targetInstallTimeoutMillis: 5000,
+      lastPrimaryWaitMillis: 30_000,
+      maximumReportAgeMillis: 3000,
     },
     ...overrides,
   };
@@ -110,14 +114,17 @@ describe('decideController history', () => {
     expect(decision).toEqual({ type: 'none' });
   });
 
-  it('records a switchover without a loss figure', () => {
+  it('records the loss figure of a switchover too: the old primary’s position minus the new one’s', () => {
     const decision = decideController(snapshot({ ...promoted, target: target({ reason: 'switchover' }) }));
-    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'switchover', lostBytes: null } });
+    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'switchover', lostBytes: 0x100000 } });
   });
 
-  it('records a manual failover without a loss figure', () => {
+  it('records the loss figure of a manual failover too', () => {
     const decision = decideController(snapshot({ ...promoted, target: target({ reason: 'manual-failover' }) }));
-    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'manual-failover', lostBytes: null } });
+    expect(decision).toMatchObject({
+      type: 'record-history',
+      history: { reason: 'manual-failover', lostBytes: 0x100000 },
+    });
   });
 
   it('records a promotion nobody targeted as a bootstrap when no history exists yet', () => {
@@ -226,7 +233,7 @@ describe('decideController switchover', () => {
     const decision = decideController(
       snapshot({
         members: [primary0, member({ ...replica1, state: 'starting' }), member({ ...replica2, receivedLsn: '0/100' })],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000 },
+        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
         switchover: switchover(),
       }),
     );
@@ -241,7 +248,7 @@ describe('decideController switchover', () => {
     const decision = decideController(
       snapshot({
         members: [member({ ...primary0, receivedLsn: '0/9000000' }), replica1],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000 },
+        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
         switchover: switchover(),
       }),
     );
@@ -331,7 +338,7 @@ describe('decideController failover', () => {
       leaderless({
         lastPrimary: member({ ...primary0, receivedLsn: '1/0' }),
         members: [member({ name: 'demo-0', role: 'unknown', receivedLsn: null, replayedLsn: null }), replica1],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000 },
+        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
       }),
     );
     expect(decision).toEqual({
@@ -427,12 +434,25 @@ describe('decideController manual failover', () => {
     });
   });
 
-  it('overrides ranking: a lagging or noFailover-tagged member may be chosen by hand', () => {
-    const lagging = member({ ...replica2, receivedLsn: '0/100', tags: { noFailover: true } });
+  it('overrides the noFailover tag: a tagged member may be chosen by hand', () => {
+    const tagged = member({ ...replica2, tags: { noFailover: true } });
     const decision = decideController(
-      leaderless({ members: [replica1, lagging], switchover: switchover({ to: 'demo-2' }) }),
+      leaderless({ members: [replica1, tagged], switchover: switchover({ to: 'demo-2' }) }),
     );
     expect(expectTarget(decision).member).toBe('demo-2');
+  });
+
+  it('rejects a member beyond the lag bound unless the request accepts data loss', () => {
+    const lagging = member({ ...replica2, receivedLsn: '0/100' });
+    const request = { members: [replica1, lagging], switchover: switchover({ to: 'demo-2' }) };
+    expect(decideController(leaderless(request))).toEqual({
+      type: 'reject-switchover',
+      reason: `demo-2 cannot be promoted without risking acknowledged writes: demo-2 ${0x5000000 - 0x100} bytes behind, over maximumLagOnFailoverBytes ${16 * 1024 * 1024}; request it with acceptDataLoss (pgha failover --accept-data-loss) to promote it anyway`,
+    });
+    const accepted = decideController(
+      leaderless({ ...request, switchover: switchover({ to: 'demo-2', acceptDataLoss: true }) }),
+    );
+    expect(expectTarget(accepted)).toMatchObject({ member: 'demo-2', reason: 'manual-failover' });
   });
 
   it('replaces a pending target that is still waiting', () => {

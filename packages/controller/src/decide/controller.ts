@@ -1,9 +1,11 @@
 import {
   type HistoryRecord,
+  type LastPrimaryRecord,
   type LeaderRecord,
   type LsnText,
   lsnLagBytes,
   type MemberRecord,
+  maxLsn,
   recordVersion,
   type SwitchoverRecord,
   type TargetReason,
@@ -18,6 +20,16 @@ export interface ControllerPolicy {
   readonly freshReportWaitMillis: number;
   /** A target that has not installed the leader record by then is replaced. */
   readonly targetInstallTimeoutMillis: number;
+  /**
+   * With no leader and a `last-primary` record of the current term that is not clean,
+   * naming a member this controller did not see lead (it started without a leader):
+   * wait this long at most, from when it saw no leader, for that member to report as a
+   * running replica before electing someone else. A clean record is waited for without
+   * bound (only a manual failover with acceptDataLoss overrides).
+   */
+  readonly lastPrimaryWaitMillis: number;
+  /** Switchover: a candidate's report must be at most this old (ranking on fresh data only). */
+  readonly maximumReportAgeMillis: number;
 }
 
 /** What the active controller knows on one pass. Times are wall-clock milliseconds. */
@@ -33,6 +45,15 @@ export interface ControllerSnapshot {
   readonly leaderLostAt: number | null;
   /** The last primary's member record as last seen (its LSN is the loss reference). */
   readonly lastPrimary: MemberRecord | null;
+  /**
+   * The durable `last-primary` records this controller has read, newest per term
+   * (including this pass's). Only the one of the current `term` counts for an
+   * election (an older one is a leftover); the one of term−1 is the old primary a
+   * new leader's history names.
+   */
+  readonly lastPrimaryRecords: readonly LastPrimaryRecord[];
+  /** Each member's newest record seen while it ran as a replica (a new primary's position before promotion). */
+  readonly lastAsReplica: readonly MemberRecord[];
   readonly switchover: SwitchoverRecord | null;
   /** The newest term with a history record. */
   readonly lastHistoryTerm: number;
@@ -71,33 +92,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   const pending = s.target !== null && s.target.term === nextTerm ? s.target : null;
 
   if (s.leader !== null) {
-    if (s.leader.writable && s.leader.term > s.lastHistoryTerm) {
-      const byTarget = s.target !== null && s.target.term === s.leader.term ? s.target : null;
-      const oldPrimary = s.lastPrimary !== null && s.lastPrimary.name !== s.leader.member ? s.lastPrimary : null;
-      const lastKnownLsn: Record<string, string | null> = {};
-      for (const m of s.members) lastKnownLsn[m.name] = positionOf(m);
-      if (oldPrimary !== null) lastKnownLsn[oldPrimary.name] = positionOf(oldPrimary);
-      const newPrimary = s.members.find((m) => m.name === s.leader!.member) ?? null;
-      const oldLsn = positionOf(oldPrimary);
-      const newLsn = positionOf(newPrimary);
-      return {
-        type: 'record-history',
-        history: {
-          v: recordVersion,
-          term: s.leader.term,
-          oldPrimary: oldPrimary?.name ?? null,
-          newPrimary: s.leader.member,
-          timeline: s.leader.timeline,
-          reason: byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart'),
-          detectedAt: s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString(),
-          promotedAt: s.leader.since,
-          lastKnownLsn,
-          decidedAt: byTarget?.decidedAt ?? null,
-          lostBytes:
-            oldLsn !== null && newLsn !== null && byTarget?.reason === 'failover' ? lsnLagBytes(oldLsn, newLsn) : null,
-        },
-      };
-    }
+    if (s.leader.writable && s.leader.term > s.lastHistoryTerm) return recordHistory(s, s.leader);
     if (s.switchover === null) return { type: 'none' };
     if (pending !== null) return { type: 'wait', reason: `switchover to ${pending.member} in progress` };
     if (!s.leader.writable) return { type: 'wait', reason: 'the primary is not writable yet' };
@@ -107,10 +102,14 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     }
     if (req.at !== null && Date.parse(req.at) > s.now)
       return { type: 'wait', reason: `switchover scheduled at ${req.at}` };
+    // A lossless switchover needs a replica that streams from the primary (it gets
+    // the WAL up to the shutdown checkpoint) and is judged on a fresh report.
     const ranking = rankCandidates(s.members, {
       maximumLagOnFailoverBytes: s.policy.maximumLagOnFailoverBytes,
       lastPrimaryLsn: positionOf(s.members.find((m) => m.name === s.leader!.member) ?? null),
       exclude: new Set([s.leader.member]),
+      requireStreaming: true,
+      reportedSince: s.now - s.policy.maximumReportAgeMillis,
     });
     const chosen = req.to === null ? ranking.candidates[0] : ranking.candidates.find((m) => m.name === req.to);
     if (chosen === undefined) {
@@ -153,6 +152,19 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     }
     failedTarget.add(pending.member);
   }
+  // The durable record of the current term's primary (an older one is a leftover of
+  // an earlier term and says nothing about this one).
+  const record = s.lastPrimaryRecords.find((r) => r.term === s.term) ?? null;
+  const oldPrimary = record?.member ?? s.lastPrimary?.name ?? null;
+  const qualification = {
+    maximumLagOnFailoverBytes: s.policy.maximumLagOnFailoverBytes,
+    // The lag bound counts from the furthest position known for the old primary.
+    lastPrimaryLsn: maxLsn(record?.lsn ?? null, positionOf(s.lastPrimary)),
+    minimumTimeline: record?.timeline ?? null,
+    // After a clean shutdown nothing past the checkpoint was acknowledged, and
+    // everything up to it was: only a member holding it is lossless.
+    mustHold: record?.clean === true ? record.lsn : null,
+  };
   const manual = s.switchover !== null && s.switchover.to !== null ? s.switchover.to : null;
   if (manual !== null) {
     const m = s.members.find((x) => x.name === manual);
@@ -162,9 +174,24 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
         reason: `${manual} cannot be promoted: ${m === undefined ? 'it does not report' : `it is ${m.state} as ${m.role}`}`,
       };
     }
+    if (s.switchover?.acceptDataLoss !== true) {
+      // The same qualification as an election; picking by hand overrides only the
+      // noFailover tag. Anything that may lose data needs acceptDataLoss.
+      const ranking = rankCandidates(
+        s.members.map((x) => (x.name === manual ? { ...x, tags: { ...x.tags, noFailover: false } } : x)),
+        { ...qualification, exclude: new Set() },
+      );
+      const why = ranking.rejected.find((r) => r.member === manual);
+      if (why !== undefined) {
+        return {
+          type: 'reject-switchover',
+          reason: `${manual} cannot be promoted without risking acknowledged writes: ${manual} ${why.reason}${describeRecord(record)}; request it with acceptDataLoss (pgha failover --accept-data-loss) to promote it anyway`,
+        };
+      }
+    }
     return {
       type: 'set-target',
-      target: target(nextTerm, manual, 'manual-failover', s.lastPrimary?.name ?? null, s.now),
+      target: target(nextTerm, manual, 'manual-failover', oldPrimary, s.now),
       consumeSwitchover: true,
     };
   }
@@ -173,24 +200,98 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     if (stale.length > 0)
       return { type: 'wait', reason: `waiting for fresh reports from ${stale.map((m) => m.name).join(', ')}` };
   }
+  // A last primary this controller did not see lead (it started with no leader, e.g.
+  // a whole-cluster restart) may hold acknowledged writes past its record's position
+  // (up to one report interval): give it a bounded time to come back as a replica.
+  // In an ordinary failover the controller saw it lead and lose the record, and it
+  // is not coming back soon (killed, fenced): no wait, as before.
+  if (record !== null && !record.clean && s.lastPrimary?.name !== record.member) {
+    const lp = s.members.find((m) => m.name === record.member);
+    const back =
+      lp !== undefined &&
+      lp.role === 'replica' &&
+      lp.state === 'running' &&
+      (s.leaderLostAt === null || Date.parse(lp.updatedAt) >= s.leaderLostAt);
+    const waitedFor = s.leaderLostAt === null ? 0 : s.now - s.leaderLostAt;
+    if (!back && lp?.state !== 'failed' && waitedFor < s.policy.lastPrimaryWaitMillis) {
+      const since = s.leaderLostAt === null ? '' : ` since ${new Date(s.leaderLostAt).toISOString()}`;
+      return {
+        type: 'wait',
+        reason: `waiting for ${record.member} (primary of term ${record.term}, last known at ${record.lsn}, not shut down cleanly) to report as a running replica: ${describeMember(lp)}; at most ${s.policy.lastPrimaryWaitMillis} ms${since}`,
+      };
+    }
+  }
   // The old primary is not excluded: once fenced and back as a running replica it
   // holds everything it acknowledged, so it may well be the best (lossless) choice.
-  const ranking = rankCandidates(s.members, {
-    maximumLagOnFailoverBytes: s.policy.maximumLagOnFailoverBytes,
-    lastPrimaryLsn: positionOf(s.lastPrimary),
-    exclude: failedTarget,
-  });
+  const ranking = rankCandidates(s.members, { ...qualification, exclude: failedTarget });
   const best = ranking.candidates[0];
+  const reasons = ranking.rejected.map((r) => `${r.member} ${r.reason}`).join('; ') || 'no member reports';
+  if (best === undefined && record?.clean === true) {
+    return {
+      type: 'wait',
+      reason: `waiting for a member holding ${record.lsn}, where ${record.member} (primary of term ${record.term}) shut down cleanly: ${record.member} back as a running replica or a replica that received its shutdown checkpoint (${reasons}); pgha failover --to MEMBER --accept-data-loss overrides`,
+    };
+  }
   if (best === undefined) {
     return {
       type: 'no-candidate',
-      reason: `no member qualifies for term ${nextTerm}: ${ranking.rejected.map((r) => `${r.member} ${r.reason}`).join('; ') || 'no member reports'}`,
+      reason: `no member qualifies for term ${nextTerm}: ${reasons}`,
       rejected: ranking.rejected,
     };
   }
   return {
     type: 'set-target',
-    target: target(nextTerm, best.name, 'failover', s.lastPrimary?.name ?? null, s.now),
+    target: target(nextTerm, best.name, 'failover', oldPrimary, s.now),
     consumeSwitchover: false,
+  };
+}
+
+function describeMember(m: MemberRecord | undefined): string {
+  if (m === undefined) return 'it does not report';
+  return `it reports ${m.state} as ${m.role} (updated ${m.updatedAt})`;
+}
+
+function describeRecord(r: LastPrimaryRecord | null): string {
+  if (r === null) return '';
+  return ` (${r.member}, primary of term ${r.term}, ${r.clean ? 'shut down cleanly at' : 'last known at'} ${r.lsn} on timeline ${r.timeline})`;
+}
+
+/**
+ * The history record of `leader`'s promotion. The old primary is the one of the
+ * durable record of the previous term (the same member when it was re-elected after
+ * a restart), else the one this controller saw lead. `lostBytes` is, for every
+ * reason, how far the old primary's furthest known position was ahead of the new
+ * primary's last position as a replica: max(0, old − new), null when either is unknown.
+ */
+function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerDecision {
+  const byTarget = s.target !== null && s.target.term === leader.term ? s.target : null;
+  const previous = s.lastPrimaryRecords.find((r) => r.term === leader.term - 1) ?? null;
+  const remembered = s.lastPrimary !== null && s.lastPrimary.name !== leader.member ? s.lastPrimary : null;
+  const oldPrimary = previous?.member ?? remembered?.name ?? null;
+  const oldLsn = maxLsn(
+    previous?.lsn ?? null,
+    s.lastPrimary !== null && s.lastPrimary.name === oldPrimary ? positionOf(s.lastPrimary) : null,
+  );
+  const newPrimary = s.members.find((m) => m.name === leader.member) ?? null;
+  const newLsn = positionOf(s.lastAsReplica.find((m) => m.name === leader.member) ?? null) ?? positionOf(newPrimary);
+  const lastKnownLsn: Record<string, string | null> = {};
+  for (const m of s.members) lastKnownLsn[m.name] = positionOf(m);
+  lastKnownLsn[leader.member] = newLsn;
+  if (oldPrimary !== null && oldPrimary !== leader.member) lastKnownLsn[oldPrimary] = oldLsn;
+  return {
+    type: 'record-history',
+    history: {
+      v: recordVersion,
+      term: leader.term,
+      oldPrimary,
+      newPrimary: leader.member,
+      timeline: leader.timeline,
+      reason: byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart'),
+      detectedAt: s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString(),
+      promotedAt: leader.since,
+      lastKnownLsn,
+      decidedAt: byTarget?.decidedAt ?? null,
+      lostBytes: oldLsn !== null && newLsn !== null ? lsnLagBytes(oldLsn, newLsn) : null,
+    },
   };
 }

@@ -69,6 +69,8 @@ const policy: ControllerPolicy = {
   maximumLagOnFailoverBytes: 16 * 1024 * 1024,
   freshReportWaitMillis: 1000,
   targetInstallTimeoutMillis: 3000,
+  lastPrimaryWaitMillis: 30_000,
+  maximumReportAgeMillis: 3000,
 };
 
 // ---- etcd -------------------------------------------------------------------
@@ -721,6 +723,9 @@ class Model {
       members: v.members,
       leaderLostAt: c.leaderLostAt,
       lastPrimary: c.lastPrimary,
+      // The model has no last-primary key (agents do not write it here).
+      lastPrimaryRecords: [],
+      lastAsReplica: [],
       switchover: v.switchover,
       lastHistoryTerm: c.lastHistoryTerm,
       policy,

@@ -31,6 +31,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
       member({ name: 'demo-2', role: 'replica', port: 5434, streaming: true }),
     ],
     failover: { inProgress: false, target: null },
+    controller: { id: '4242-0a1b2c3d', waiting: null },
     problems: [],
     ...overrides,
   };
@@ -102,6 +103,28 @@ describe('formatStatus', () => {
       'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)',
       'FAILOVER IN PROGRESS: switchover to demo-1 for term 2',
     ]);
+  });
+
+  it('says what the election waits for, and since when, under the FAILOVER line', () => {
+    const reason =
+      'waiting for demo-0 (primary of term 3, last known at 0/5000000, not shut down cleanly) to report as a running replica: it does not report; at most 30000 ms since 2024-05-01T12:00:09.200Z';
+    const text = formatStatus(
+      status({
+        leader: null,
+        failover: { inProgress: true, target: null },
+        controller: { id: '4242-0a1b2c3d', waiting: { reason, since: '2024-05-01T12:00:10.000Z' } },
+      }),
+    );
+    expect(text.split('\n').slice(0, 3)).toEqual([
+      'Cluster demo  term 1  leader none',
+      'FAILOVER IN PROGRESS',
+      `ELECTION WAITING since 2024-05-01T12:00:10.000Z: ${reason}`,
+    ]);
+  });
+
+  it('says that nothing elects a primary when no controller is active during a failover', () => {
+    const text = formatStatus(status({ leader: null, failover: { inProgress: true, target: null }, controller: null }));
+    expect(text.split('\n')[2]).toBe('no active controller: nothing elects a primary (is `pgha controller` running?)');
   });
 
   it('prints no FAILOVER line when none is in progress', () => {

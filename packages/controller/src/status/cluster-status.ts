@@ -1,4 +1,12 @@
-import { type ClusterKeys, LeaderRecord, MemberRecord, ProtocolError, TargetRecord, TermRecord } from '@pgha/core';
+import {
+  type ClusterKeys,
+  ControllerRecord,
+  LeaderRecord,
+  MemberRecord,
+  ProtocolError,
+  TargetRecord,
+  TermRecord,
+} from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 
 /** One member as `pgha status` shows it. */
@@ -36,6 +44,14 @@ export interface ClusterStatus {
     readonly inProgress: boolean;
     readonly target: { readonly member: string; readonly term: number; readonly reason: string } | null;
   };
+  /**
+   * The active controller (null when none holds the `controller` key) and what its
+   * election waits for (a wait or no-candidate reason), since when; null when nothing.
+   */
+  readonly controller: {
+    readonly id: string;
+    readonly waiting: { readonly reason: string; readonly since: string } | null;
+  } | null;
   /** Records that could not be parsed (shown, never fatal). */
   readonly problems: readonly string[];
 }
@@ -48,11 +64,16 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
   let leader: ClusterStatus['leader'] = null;
   const members: MemberStatus[] = [];
   let target: TargetRecord | null = null;
+  let controller: ClusterStatus['controller'] = null;
   for (const [key, value] of Object.entries(all)) {
     const parsed = keys.parse(key);
     try {
       if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
       else if (parsed?.kind === 'target') target = TargetRecord.decode(value);
+      else if (parsed?.kind === 'controller') {
+        const r = ControllerRecord.decode(value);
+        controller = { id: r.id, waiting: r.waiting ?? null };
+      }
       else if (parsed?.kind === 'leader') {
         const r = LeaderRecord.decode(value);
         leader = { member: r.member, host: r.host, port: r.port, writable: r.writable };
@@ -89,6 +110,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
       inProgress,
       target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason },
     },
+    controller,
     problems,
   };
 }
@@ -115,7 +137,10 @@ export function formatStatus(status: ClusterStatus): string {
   if (status.failover.inProgress) {
     const t = status.failover.target;
     out.push(`FAILOVER IN PROGRESS${t === null ? '' : `: ${t.reason} to ${t.member} for term ${t.term}`}`);
+    if (status.controller === null) out.push('no active controller: nothing elects a primary (is `pgha controller` running?)');
   }
+  const waiting = status.controller?.waiting ?? null;
+  if (waiting !== null) out.push(`ELECTION WAITING since ${waiting.since}: ${waiting.reason}`);
   out.push('', line(header), ...rows.map(line));
   if (status.members.length === 0) out.push('(no member reports: are the agents running?)');
   for (const p of status.problems) out.push(`! ${p}`);

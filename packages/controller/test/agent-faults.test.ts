@@ -135,6 +135,35 @@ function logShows(file: string, pattern: RegExp): Promise<true> {
   return waitFor(`${file} to match ${pattern}`, () => pattern.test(readFileSync(file, 'utf8')), 5_000, 50);
 }
 
+/**
+ * Waits until the logs say `name`'s postgres (postmaster `pgPid`) was fenced at the
+ * lease deadline: by the agent's own timer or by its watchdog, whichever checked first.
+ */
+function fencedAtDeadline(name: string, pgPid: number): Promise<true> {
+  const m = member(name);
+  return waitFor(
+    `${name} to be fenced at its lease deadline`,
+    () =>
+      /FENCING: lease deadline passed/.test(readFileSync(m.logFile, 'utf8')) ||
+      new RegExp(`killed process group ${pgPid} \\(lease deadline passed`).test(
+        readFileSync(join(m.memberDir, 'watchdog.log'), 'utf8'),
+      ),
+    5_000,
+    50,
+  );
+}
+
+/** Size of `name`'s watchdog log now (to read only what a test adds). */
+function watchdogLogSize(name: string): number {
+  return readFileSync(join(member(name).memberDir, 'watchdog.log'), 'utf8').length;
+}
+
+/** Process groups `name`'s watchdog killed since the log had `offset` characters. */
+function watchdogKills(name: string, offset: number): number[] {
+  const text = readFileSync(join(member(name).memberDir, 'watchdog.log'), 'utf8').slice(offset);
+  return [...text.matchAll(/killed process group (\d+)/g)].map((m) => Number(m[1]));
+}
+
 /** Writes `member` acknowledged at or after `since` (wall-clock ms). */
 function acksAfter(w: Writer, name: string, since: number) {
   return w.acks.filter((a) => a.member === name && a.at >= since);
@@ -173,7 +202,7 @@ async function failoverAfterUnhealthy(
   // Contract line 1: nothing acknowledged by the old primary once the new record exists.
   expect(acksAfter(pinned, old.member, Date.parse(next.since))).toEqual([]);
   await logShows(member(old.member).logFile, /no longer renewing our lease/);
-  await logShows(member(old.member).logFile, /FENCING: lease deadline passed/);
+  await fencedAtDeadline(old.member, pgPid);
   return next;
 }
 
@@ -222,6 +251,7 @@ describe('renewal tied to health', () => {
     const follower = writer('leader');
     await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
     const pgPid = postmasterPid(member(old.member).memberDir)!;
+    const wdLog = watchdogLogSize(old.member);
     const faultAt = Date.now();
     freeze(pgPid);
     try {
@@ -233,6 +263,9 @@ describe('renewal tied to health', () => {
     }
     await stopWriters();
     await healthy();
+    // The fence is the last word: the old member's watchdog killed nothing but the
+    // fenced postgres (not the standby it restarted as while releasing the record).
+    expect(watchdogKills(old.member, wdLog).filter((g) => g !== pgPid)).toEqual([]);
   });
 
   test('postgres alive but refusing connections (max_connections exhausted): a new primary within the bound', async () => {
@@ -241,6 +274,7 @@ describe('renewal tied to health', () => {
     const follower = writer('leader');
     await waitFor('writes flowing', () => pinned.acks.length > 20, 10_000);
     const pgPid = postmasterPid(member(old.member).memberDir)!;
+    const wdLog = watchdogLogSize(old.member);
     // Hold every slot (superuser slots included: these are superuser connections) and
     // keep taking any slot that frees up (the agent's probe is a transient one).
     const fillers: pg.Client[] = [];
@@ -270,6 +304,7 @@ describe('renewal tied to health', () => {
     }
     await stopWriters();
     await healthy();
+    expect(watchdogKills(old.member, wdLog).filter((g) => g !== pgPid)).toEqual([]);
   });
 
   test('a primary fenced while its keepalives still reach etcd does not keep its leader record', async () => {
@@ -308,7 +343,7 @@ describe('renewal tied to health', () => {
     console.log(
       `(fenced, keepalives reach etcd) fenced ${fencedIn} ms after freezing etcd; leader record gone ${goneIn} ms after resuming it (bound ${bound}); new leader ${next.member} term ${next.term}`,
     );
-    await logShows(m.logFile, /FENCING: lease deadline passed/);
+    await fencedAtDeadline(old.member, pgPid);
     // The old term's record is not back: the fenced member did not keep it.
     expect((await leader())?.term).toBeGreaterThan(old.term);
     await healthy();
@@ -350,8 +385,11 @@ describe('fence on facts', () => {
     await logShows(member(rogue).logFile, /FENCING: postgres is out of recovery but we hold no leader record/);
     const after = await healthy();
     await stopWriters();
-    // Nothing acknowledged by it after the fence; the real primary never changed.
-    expect(acksAfter(pinned, rogue, fencedAt)).toEqual([]);
+    // Nothing sent after the fence was acknowledged by it (an ack can arrive after we
+    // saw the kill only for the one write in flight at the kill, sent before it); the
+    // real primary never changed.
+    expect(pinned.acks.filter((a) => a.member === rogue && a.sentAt >= fencedAt)).toEqual([]);
+    expect(acksAfter(pinned, rogue, fencedAt).length).toBeLessThanOrEqual(1);
     expect(after.member).toBe(old.member);
     expect(after.term).toBe(old.term);
     expect((await members()).get(rogue)).toMatchObject({ role: 'replica', streaming: true, timeline: old.timeline });

@@ -12,7 +12,10 @@ import type { Logger } from '../log.js';
  * dies, its pipe closes and the watchdog kills an armed group at once.
  *
  * The protocol is one line per message on the watchdog's stdin:
- *   arm <pgid> <remainingMillis>   |   disarm
+ *   arm <pgid> <remainingMillis> <deadline>   |   disarm
+ * where `deadline` is the same moment on the host's monotonic clock (CLOCK_MONOTONIC,
+ * shared by every process: {@link monotonicMillis}), so a message read late (a
+ * watchdog still starting, a loaded host) does not push the kill later.
  */
 export class Watchdog {
   private child: ChildProcess | null = null;
@@ -76,7 +79,8 @@ export class Watchdog {
   /** The watchdog kills process group `pgid` unless re-armed within `remainingMillis`. */
   arm(pgid: number, remainingMillis: number): void {
     this.armed = { pgid, until: performance.now() + remainingMillis };
-    this.send(`arm ${pgid} ${Math.max(0, Math.floor(remainingMillis))}\n`);
+    const remaining = Math.max(0, Math.floor(remainingMillis));
+    this.send(`arm ${pgid} ${remaining} ${monotonicMillis() + remaining}\n`);
   }
 
   disarm(): void {
@@ -112,6 +116,14 @@ export class Watchdog {
 }
 
 /**
+ * Milliseconds on the host's monotonic clock (CLOCK_MONOTONIC through hrtime), the
+ * same in every process, unlike performance.now() (counted from each process's start).
+ */
+export function monotonicMillis(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
+
+/**
  * The watchdog process's main loop (`pgha watchdog`): reads arm/disarm lines from
  * stdin and kills the armed process group when its deadline passes or stdin closes.
  */
@@ -142,10 +154,13 @@ export function runWatchdog(): void {
     while (newline >= 0) {
       const line = buffer.slice(0, newline).trim();
       buffer = buffer.slice(newline + 1);
-      const [verb, a, b] = line.split(' ');
-      if (verb === 'arm' && a !== undefined && b !== undefined)
-        armed = { pgid: Number(a), deadline: performance.now() + Number(b), wallDeadline: Date.now() + Number(b) };
-      else if (verb === 'disarm') armed = null;
+      const [verb, a, b, c] = line.split(' ');
+      if (verb === 'arm' && a !== undefined && b !== undefined) {
+        // What is left of the deadline now, not when the message was written: it may
+        // have waited in the pipe while this process started.
+        const remaining = c === undefined ? Number(b) : Math.min(Number(b), Number(c) - monotonicMillis());
+        armed = { pgid: Number(a), deadline: performance.now() + remaining, wallDeadline: Date.now() + remaining };
+      } else if (verb === 'disarm') armed = null;
       newline = buffer.indexOf('\n');
     }
   });

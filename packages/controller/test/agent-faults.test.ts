@@ -363,6 +363,12 @@ describe('fence on facts', () => {
     // Pinned to the replica: its writes fail (read-only) until the out-of-band
     // promotion, and must stop for good at the fence.
     const pinned = writer(rogue);
+    await waitFor(
+      'the pinned writer to be refused by the standby',
+      () => [...pinned.errors.keys()].some((e) => /read-only transaction/.test(e)),
+      10_000,
+      20,
+    );
     const operator = new pg.Client({ connectionString: conn(rogue) });
     operator.on('error', () => undefined);
     await operator.connect();

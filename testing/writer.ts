@@ -13,6 +13,8 @@ export interface Ack {
   readonly member: string;
   /** Wall-clock ms when the acknowledgement arrived. */
   readonly at: number;
+  /** Wall-clock ms when the write was sent (an ack arriving after a fence was sent before it, or is a violation). */
+  readonly sentAt: number;
 }
 
 export interface WriterMember {
@@ -119,11 +121,12 @@ export function startWriter(options: WriterOptions): Writer {
         const id = nextId++;
         try {
           const c = await connection(name);
+          const sentAt = Date.now();
           const { rows } = await c.query(
             `INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member`,
             [id],
           );
-          acks.push({ id, member: rows[0].member, at: Date.now() });
+          acks.push({ id, member: rows[0].member, at: Date.now(), sentAt });
         } catch (error) {
           note(error);
           const c = conns.get(name);

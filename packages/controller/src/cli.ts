@@ -157,6 +157,14 @@ program
   .addOption(
     new Option('--report-interval-millis <ms>', 'member record interval').argParser(integer(100, 60_000)).default(1000),
   )
+  .addOption(
+    new Option(
+      '--health-timeout-millis <ms>',
+      'the primary renews its lease only while its postgres answered a fresh connection as writable within this bound',
+    )
+      .argParser(integer(100, 600_000))
+      .default(3000),
+  )
   .option('--shared-buffers <size>', 'postgres shared_buffers', '128MB')
   .addOption(
     new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100),
@@ -190,6 +198,7 @@ program
         fencingMarginMillis: opts.fencingMarginMillis,
       },
       reportIntervalMillis: opts.reportIntervalMillis,
+      healthTimeoutMillis: opts.healthTimeoutMillis,
       sharedBuffers: opts.sharedBuffers,
       maxConnections: opts.maxConnections,
       tags: opts.failover === false ? { noFailover: true } : {},

@@ -82,7 +82,7 @@ function member(name: string) {
 }
 
 function watchdogOf(agentPid: number): number | undefined {
-  return childPids(agentPid).find((p) => commandLine(p).includes(' watchdog'));
+  return childPids(agentPid).find((p) => /watchdog/.test(commandLine(p)));
 }
 
 /** Waits for a new writable leader of a newer term than `old`. */

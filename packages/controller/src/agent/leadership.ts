@@ -175,6 +175,9 @@ export class Leadership {
 
   private armWatchdog(): void {
     const pid = this.postgres.pid;
+    // Never after a fence while the leader record is still being released: a standby
+    // started meanwhile would be armed with a deadline already past and killed.
+    if (this.fencedWhileLeading) return;
     if (pid !== null && this.keeper !== null && (this.postgres.state === 'primary' || this.holdsLeader)) {
       this.watchdog?.arm(pid, this.keeper.deadline() - this.o.clock.now());
     }
@@ -188,6 +191,15 @@ export class Leadership {
 
   /** The fence on our own clock: runs every 50 ms, independent of etcd and the loop. */
   checkFence(): void {
+    if (this.holdsLeader && !this.fencedWhileLeading && this.keeper !== null && !this.keeper.isValid()) {
+      // Past our own deadline the claim is over, whoever acted first: this timer, or
+      // the watchdog (its 20 ms check often wins), after which postgres merely looks
+      // "exited" and renewal would resume (state no longer primary) and keep a dead
+      // primary's leader record alive. Fence (kills postgres if it still runs), renew
+      // no more, release.
+      this.fence('lease deadline passed');
+      return;
+    }
     if (this.postgres.state !== 'primary' || this.postgres.pid === null) return;
     if (!this.holdsLeader) this.fence('writable without holding the leader record');
     else if (!this.lease.isValid()) this.fence('lease deadline passed');

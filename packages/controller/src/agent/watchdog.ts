@@ -1,6 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { spawnOwned } from '../adapters/processes.js';
 import type { Logger } from '../log.js';
+import { monotonicMillis } from './watchdog-process.js';
+
+export { monotonicMillis, runWatchdog } from './watchdog-process.js';
 
 /**
  * The fence that works when the agent cannot: a separate small process with its
@@ -12,7 +17,10 @@ import type { Logger } from '../log.js';
  * dies, its pipe closes and the watchdog kills an armed group at once.
  *
  * The protocol is one line per message on the watchdog's stdin:
- *   arm <pgid> <remainingMillis>   |   disarm
+ *   arm <pgid> <remainingMillis> <deadline>   |   disarm
+ * where `deadline` is the same moment on the host's monotonic clock (CLOCK_MONOTONIC,
+ * shared by every process: {@link monotonicMillis}), so a message read late (a
+ * watchdog still starting, a loaded host) does not push the kill later.
  */
 export class Watchdog {
   private child: ChildProcess | null = null;
@@ -40,7 +48,10 @@ export class Watchdog {
     // host's group freezes it too (the honest model of a frozen host).
     let child: ChildProcess;
     try {
-      child = spawnOwned(process.execPath, [this.cli, 'watchdog'], { logFile: this.logFile, stdin: 'pipe' });
+      // The small entry beside the CLI starts much faster than `pgha watchdog`.
+      const main = join(dirname(this.cli), 'watchdog-main.js');
+      const args = existsSync(main) ? [main] : [this.cli, 'watchdog'];
+      child = spawnOwned(process.execPath, args, { logFile: this.logFile, stdin: 'pipe' });
     } catch (error) {
       this.log.error(`could not start the watchdog: ${(error as Error).message}`);
       this.onLost();
@@ -76,7 +87,8 @@ export class Watchdog {
   /** The watchdog kills process group `pgid` unless re-armed within `remainingMillis`. */
   arm(pgid: number, remainingMillis: number): void {
     this.armed = { pgid, until: performance.now() + remainingMillis };
-    this.send(`arm ${pgid} ${Math.max(0, Math.floor(remainingMillis))}\n`);
+    const remaining = Math.max(0, Math.floor(remainingMillis));
+    this.send(`arm ${pgid} ${remaining} ${monotonicMillis() + remaining}\n`);
   }
 
   disarm(): void {
@@ -109,53 +121,4 @@ export class Watchdog {
       child.kill('SIGTERM');
     }
   }
-}
-
-/**
- * The watchdog process's main loop (`pgha watchdog`): reads arm/disarm lines from
- * stdin and kills the armed process group when its deadline passes or stdin closes.
- */
-export function runWatchdog(): void {
-  // Two deadlines: the monotonic clock is immune to wall-clock steps but stands still
-  // while a VM is suspended; the wall clock keeps counting then. Either passing fires.
-  let armed: { pgid: number; deadline: number; wallDeadline: number } | null = null;
-  const fire = (why: string) => {
-    if (armed === null) return;
-    try {
-      process.kill(-armed.pgid, 'SIGKILL');
-      process.stderr.write(`${new Date().toISOString()} watchdog: killed process group ${armed.pgid} (${why})\n`);
-    } catch (error) {
-      process.stderr.write(`${new Date().toISOString()} watchdog: kill ${armed.pgid}: ${(error as Error).message}\n`);
-    }
-    armed = null;
-  };
-  // 20 ms checks: the fencing margin (default 500 ms) dwarfs this granularity.
-  const timer = setInterval(() => {
-    if (armed !== null && (performance.now() >= armed.deadline || Date.now() >= armed.wallDeadline))
-      fire('lease deadline passed without renewal');
-  }, 20);
-  let buffer = '';
-  process.stdin.setEncoding('utf8');
-  process.stdin.on('data', (chunk: string) => {
-    buffer += chunk;
-    let newline = buffer.indexOf('\n');
-    while (newline >= 0) {
-      const line = buffer.slice(0, newline).trim();
-      buffer = buffer.slice(newline + 1);
-      const [verb, a, b] = line.split(' ');
-      if (verb === 'arm' && a !== undefined && b !== undefined)
-        armed = { pgid: Number(a), deadline: performance.now() + Number(b), wallDeadline: Date.now() + Number(b) };
-      else if (verb === 'disarm') armed = null;
-      newline = buffer.indexOf('\n');
-    }
-  });
-  process.stdin.on('end', () => {
-    fire('agent gone');
-    clearInterval(timer);
-    process.exit(0);
-  });
-  process.on('SIGTERM', () => {
-    clearInterval(timer);
-    process.exit(0);
-  });
 }

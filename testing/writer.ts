@@ -155,7 +155,11 @@ export function startWriter(options: WriterOptions): Writer {
 }
 
 /** Ids of `acks` missing from `table` on the server at `connectionString`. */
-export async function missingAcks(connectionString: string, acks: readonly Ack[], table = 'acks'): Promise<number[]> {
+export async function missingAcks(
+  connectionString: string,
+  acks: ReadonlyArray<Pick<Ack, 'id'>>,
+  table = 'acks',
+): Promise<number[]> {
   const c = new pg.Client({ connectionString });
   await c.connect();
   try {

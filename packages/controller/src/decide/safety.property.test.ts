@@ -2055,6 +2055,21 @@ describe('the new faults, one at a time', () => {
     expect(writerOf(model)).toEqual(['demo-2@2']);
   });
 
+  it('an out-of-band promotion while holding the leader record past the deadline is fenced on the facts (found by this model)', () => {
+    // demo-0, cut off, fences itself at its deadline; it reaches etcd again while etcd
+    // still has its lease and restarts as a standby holding its writable record; an
+    // operator promotes it. Before the fix decideAgentAction answered 'none'.
+    const model = simulate([
+      { type: 'partition', m: 0 },
+      { type: 'advance', ticks: 31, auto: false },
+      { type: 'heal', m: 0 },
+      { type: 'agent-tick', m: 0 },
+      { type: 'promote-out-of-band', m: 0 },
+      { type: 'agent-tick', m: 0 },
+    ]);
+    expect(model.log.join('\n')).toContain('demo-0: FENCE (postgres is out of recovery but our lease deadline passed)');
+  });
+
   it('an out-of-band promotion is fenced by the next loop pass, on what postgres answers', () => {
     const model = simulate([
       { type: 'promote-out-of-band', m: 1 },

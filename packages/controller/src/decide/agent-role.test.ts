@@ -99,6 +99,20 @@ describe('decideAgentAction on facts and unfinished promotions', () => {
     });
   });
 
+  it('fences a standby out of recovery while it holds the leader record past its lease deadline (found by the model)', () => {
+    // The model's counterexample: the primary, cut off, fenced itself at its deadline;
+    // reconnected while etcd still had its lease, it restarted as a standby holding
+    // its writable record; an operator then promoted that standby.
+    const own = leader({ member: 'demo-1', writable: true });
+    const s = replica({ holdsLeader: true, leader: own, following: null, observedWritable: true, now: 11_550 });
+    expect(decideAgentAction(s)).toEqual({
+      type: 'fence',
+      reason: 'postgres is out of recovery but our lease deadline passed',
+    });
+    expect(decideAgentAction({ ...s, leaseDeadline: null }).type).toBe('fence');
+    expect(decideAgentAction({ ...s, now: 11_000 }).type).toBe('none');
+  });
+
   it('does not fence on the facts while it holds the leader record', () => {
     expect(decideAgentAction(primary()).type).toBe('none');
   });
@@ -151,14 +165,14 @@ describe('decideAgentAction after a postgres crash', () => {
   });
 
   it('restarts as a replica when it holds the leader record but its lease deadline has passed', () => {
-    expect(decideAgentAction(primary({ postgres: 'down', crashes: 1, now: 12_000 }))).toEqual({
+    expect(decideAgentAction(primary({ postgres: 'down', observedWritable: null, crashes: 1, now: 12_000 }))).toEqual({
       type: 'restart',
       as: 'replica',
     });
   });
 
   it('restarts as a replica when it holds the leader record but has no lease', () => {
-    expect(decideAgentAction(primary({ postgres: 'down', leaseDeadline: null }))).toEqual({
+    expect(decideAgentAction(primary({ postgres: 'down', observedWritable: null, leaseDeadline: null }))).toEqual({
       type: 'restart',
       as: 'replica',
     });

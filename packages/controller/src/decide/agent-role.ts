@@ -75,6 +75,12 @@ export function decideAgentAction(s: AgentSnapshot): AgentAction {
   // pg_promote) is writable whatever the agent thought it was.
   if (s.observedWritable === true && !s.holdsLeader)
     return { type: 'fence', reason: 'postgres is out of recovery but we hold no leader record' };
+  // Both halves of the claim, on the facts too: a postgres promoted behind our back
+  // while we hold a record whose deadline passed (restarted as a standby, say) has no
+  // claim either. Its label is not primary, so neither rule above nor the fence
+  // timer sees it.
+  if (s.observedWritable === true && !leaseValid)
+    return { type: 'fence', reason: 'postgres is out of recovery but our lease deadline passed' };
   if (s.holdsLeader && s.postgres === 'down' && s.crashes > s.maxRestarts) {
     return { type: 'release-leader', reason: `postgres failed ${s.crashes} times in a row` };
   }

@@ -259,9 +259,12 @@ export function registerOperations(
         .default(30_000),
     )
     .addOption(
-      new Option('--maximum-report-age-millis <ms>', 'switchover: skip replicas whose report is older')
+      new Option(
+        '--maximum-report-age-millis <ms>',
+        "switchover: skip replicas whose report is older (keep it above 2x the agents' report interval)",
+      )
         .argParser(integer(500, 600_000))
-        .default(3000),
+        .default(5000),
     )
     .action(
       async (

@@ -232,3 +232,66 @@ describe('rankCandidates rejections', () => {
     expect(ranking.rejected).toEqual([{ member: 'demo-1', reason: 'excluded (old primary or failed target)' }]);
   });
 });
+
+describe('rankCandidates with the last primary’s durable record and switchover checks', () => {
+  it('skips a member on a timeline older than the last primary’s, even when no member reports a newer one', () => {
+    const ranking = rankCandidates([member({ timeline: 2 })], policy({ minimumTimeline: 3 }));
+    expect(ranking.candidates).toEqual([]);
+    expect(ranking.rejected).toEqual([{ member: 'demo-1', reason: "on timeline 2, older than the last primary's 3" }]);
+  });
+
+  it('keeps a member on the last primary’s timeline', () => {
+    expect(names(rankCandidates([member({ timeline: 3 })], policy({ minimumTimeline: 3 })).candidates)).toEqual([
+      'demo-1',
+    ]);
+  });
+
+  it('skips a member short of the clean shutdown position and keeps one exactly at it', () => {
+    const ranking = rankCandidates(
+      [
+        member({ name: 'demo-1', receivedLsn: '0/4FFFFFF', replayedLsn: '0/4FFFFFF' }),
+        member({ name: 'demo-2', receivedLsn: '0/5000000', replayedLsn: '0/4000000' }),
+      ],
+      policy({ mustHold: '0/5000000' }),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-2']);
+    expect(ranking.rejected).toEqual([
+      { member: 'demo-1', reason: "holds 0/4FFFFFF, short of the last primary's clean shutdown position 0/5000000" },
+    ]);
+  });
+
+  it('counts the replayed position of a standby that has no WAL receiver against the clean shutdown position', () => {
+    const ranking = rankCandidates(
+      [member({ name: 'demo-0', receivedLsn: null, replayedLsn: '0/5000028', streaming: false })],
+      policy({ mustHold: '0/5000000' }),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-0']);
+  });
+
+  it('skips a replica that is not streaming when streaming is required', () => {
+    const ranking = rankCandidates(
+      [member({ name: 'demo-1', streaming: false }), member({ name: 'demo-2' })],
+      policy({ requireStreaming: true }),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-2']);
+    expect(ranking.rejected).toEqual([{ member: 'demo-1', reason: 'not streaming from the primary' }]);
+  });
+
+  it('keeps a replica that is not streaming when streaming is not required (failover)', () => {
+    expect(names(rankCandidates([member({ streaming: false })], policy()).candidates)).toEqual(['demo-1']);
+  });
+
+  it('skips a member whose report is older than reportedSince and keeps one reported exactly then', () => {
+    const ranking = rankCandidates(
+      [
+        member({ name: 'demo-1', updatedAt: '2024-05-01T12:00:06.999Z' }),
+        member({ name: 'demo-2', updatedAt: '2024-05-01T12:00:07.000Z' }),
+      ],
+      policy({ reportedSince: Date.parse('2024-05-01T12:00:07.000Z') }),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-2']);
+    expect(ranking.rejected).toEqual([
+      { member: 'demo-1', reason: 'report is stale (updated 2024-05-01T12:00:06.999Z)' },
+    ]);
+  });
+});

@@ -1,6 +1,6 @@
 import type { SwitchoverRecord, TargetRecord } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
-import { target as fixtureTarget, leader, member } from './__fixtures__/records.js';
+import { target as fixtureTarget, lastPrimaryRecord, leader, member } from './__fixtures__/records.js';
 import { type ControllerDecision, type ControllerSnapshot, decideController } from './controller.js';
 
 // Literal fixtures built with small override factories. Wall-clock times: the
@@ -233,7 +233,13 @@ describe('decideController switchover', () => {
     const decision = decideController(
       snapshot({
         members: [primary0, member({ ...replica1, state: 'starting' }), member({ ...replica2, receivedLsn: '0/100' })],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
+        policy: {
+          maximumLagOnFailoverBytes: 1024,
+          freshReportWaitMillis: 1000,
+          targetInstallTimeoutMillis: 5000,
+          lastPrimaryWaitMillis: 30_000,
+          maximumReportAgeMillis: 3000,
+        },
         switchover: switchover(),
       }),
     );
@@ -248,7 +254,13 @@ describe('decideController switchover', () => {
     const decision = decideController(
       snapshot({
         members: [member({ ...primary0, receivedLsn: '0/9000000' }), replica1],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
+        policy: {
+          maximumLagOnFailoverBytes: 1024,
+          freshReportWaitMillis: 1000,
+          targetInstallTimeoutMillis: 5000,
+          lastPrimaryWaitMillis: 30_000,
+          maximumReportAgeMillis: 3000,
+        },
         switchover: switchover(),
       }),
     );
@@ -338,7 +350,13 @@ describe('decideController failover', () => {
       leaderless({
         lastPrimary: member({ ...primary0, receivedLsn: '1/0' }),
         members: [member({ name: 'demo-0', role: 'unknown', receivedLsn: null, replayedLsn: null }), replica1],
-        policy: { maximumLagOnFailoverBytes: 1024, freshReportWaitMillis: 1000, targetInstallTimeoutMillis: 5000, lastPrimaryWaitMillis: 30_000, maximumReportAgeMillis: 3000 },
+        policy: {
+          maximumLagOnFailoverBytes: 1024,
+          freshReportWaitMillis: 1000,
+          targetInstallTimeoutMillis: 5000,
+          lastPrimaryWaitMillis: 30_000,
+          maximumReportAgeMillis: 3000,
+        },
       }),
     );
     expect(decision).toEqual({
@@ -486,5 +504,306 @@ describe('decideController manual failover', () => {
   it('treats a request without a member as an ordinary failover that leaves the request alone', () => {
     const decision = decideController(leaderless({ switchover: switchover() }));
     expect(decision).toMatchObject({ type: 'set-target', target: { reason: 'failover' }, consumeSwitchover: false });
+  });
+});
+
+/**
+ * A controller that started with no leader (a whole-cluster restart): it remembers no
+ * primary and first saw the cluster leaderless at 12:00:09.2; the durable record says
+ * demo-0 led term 3; demo-0 does not report yet.
+ */
+function restarted(overrides: Partial<ControllerSnapshot> = {}): ControllerSnapshot {
+  return leaderless({
+    lastPrimary: null,
+    members: [replica1, replica2],
+    lastPrimaryRecords: [lastPrimaryRecord()],
+    ...overrides,
+  });
+}
+
+const lostAt = at('2024-05-01T12:00:09.200Z');
+
+describe('decideController with a clean last-primary record', () => {
+  const clean = [lastPrimaryRecord({ clean: true })];
+
+  it('waits, promoting nobody, while no member holds the clean shutdown position, saying what it waits for', () => {
+    expect(decideController(restarted({ lastPrimaryRecords: clean }))).toEqual({
+      type: 'wait',
+      reason:
+        "waiting for a member holding 0/5000000, where demo-0 (primary of term 3) shut down cleanly: demo-0 back as a running replica or a replica that received its shutdown checkpoint (demo-1 holds 0/4F00000, short of the last primary's clean shutdown position 0/5000000; demo-2 holds 0/4E00000, short of the last primary's clean shutdown position 0/5000000); pgha failover --to MEMBER --accept-data-loss overrides",
+    });
+  });
+
+  it('keeps waiting an hour later: no bound, nobody else is lossless', () => {
+    expect(decideController(restarted({ lastPrimaryRecords: clean, now: lostAt + 3_600_000 })).type).toBe('wait');
+  });
+
+  it('waits even when it saw that primary lead (a clean stop without a switchover)', () => {
+    expect(decideController(leaderless({ lastPrimaryRecords: clean })).type).toBe('wait');
+  });
+
+  it('elects a replica that received the shutdown checkpoint, without waiting for the last primary', () => {
+    const caughtUp = member({ ...replica2, receivedLsn: '0/5000028' });
+    const decision = decideController(restarted({ lastPrimaryRecords: clean, members: [replica1, caughtUp] }));
+    expect(expectTarget(decision)).toMatchObject({ member: 'demo-2', reason: 'failover', from: 'demo-0' });
+  });
+
+  it('elects the last primary once it runs as a replica, holding its own shutdown position', () => {
+    const back = member({ name: 'demo-0', receivedLsn: null, replayedLsn: '0/5000028', streaming: false });
+    const decision = decideController(restarted({ lastPrimaryRecords: clean, members: [back, replica1, replica2] }));
+    expect(expectTarget(decision)).toMatchObject({ member: 'demo-0', from: 'demo-0' });
+  });
+
+  it('does not count the last primary while it is still starting', () => {
+    const starting = member({ name: 'demo-0', state: 'starting', receivedLsn: null, replayedLsn: '0/5000028' });
+    expect(decideController(restarted({ lastPrimaryRecords: clean, members: [starting, replica1] })).type).toBe('wait');
+  });
+});
+
+describe('decideController with a last-primary record that is not clean', () => {
+  it('waits for a last primary it did not see lead to report as a running replica, saying so', () => {
+    expect(decideController(restarted())).toEqual({
+      type: 'wait',
+      reason:
+        'waiting for demo-0 (primary of term 3, last known at 0/5000000, not shut down cleanly) to report as a running replica: it does not report; at most 30000 ms since 2024-05-01T12:00:09.200Z',
+    });
+  });
+
+  it('waits for a last primary that reports but is still starting', () => {
+    const starting = member({ name: 'demo-0', state: 'starting', receivedLsn: null, replayedLsn: null });
+    expect(decideController(restarted({ members: [starting, replica1, replica2] }))).toMatchObject({
+      type: 'wait',
+      reason: expect.stringContaining('it reports starting as replica (updated 2024-05-01T12:00:09.500Z)'),
+    });
+  });
+
+  it('waits for a fresh report from a last primary whose record predates the lost leader', () => {
+    const stale = member({ name: 'demo-0', updatedAt: '2024-05-01T12:00:05.000Z' });
+    const decision = decideController(restarted({ members: [stale, replica1, replica2], now: lostAt + 2000 }));
+    expect(decision.type).toBe('wait');
+  });
+
+  it('elects the last primary once it reports as a running replica holding the most WAL', () => {
+    const back = member({ name: 'demo-0', receivedLsn: null, replayedLsn: '0/5000000', streaming: false });
+    expect(expectTarget(decideController(restarted({ members: [back, replica1, replica2] }))).member).toBe('demo-0');
+  });
+
+  it('waits at most lastPrimaryWaitMillis, then elects within the lag bound', () => {
+    expect(decideController(restarted({ now: lostAt + 29_999 })).type).toBe('wait');
+    expect(expectTarget(decideController(restarted({ now: lostAt + 30_000 })))).toMatchObject({
+      member: 'demo-1',
+      from: 'demo-0',
+    });
+  });
+
+  it('stops waiting at once for a last primary that reports failed', () => {
+    const failed = member({ name: 'demo-0', state: 'failed', role: 'unknown', receivedLsn: null, replayedLsn: null });
+    expect(expectTarget(decideController(restarted({ members: [failed, replica1, replica2] }))).member).toBe('demo-1');
+  });
+
+  it('does not wait for a last primary it saw lead and lose (an ordinary failover stays as fast)', () => {
+    expect(expectTarget(decideController(leaderless({ lastPrimaryRecords: [lastPrimaryRecord()] }))).member).toBe(
+      'demo-1',
+    );
+  });
+
+  it('measures the lag bound against the record when it is ahead of the remembered position', () => {
+    const policy = { ...snapshot().policy, maximumLagOnFailoverBytes: 1024 };
+    const decision = decideController(
+      leaderless({
+        policy,
+        lastPrimary: member({ ...primary0, receivedLsn: '0/4F00000' }),
+        lastPrimaryRecords: [lastPrimaryRecord()],
+      }),
+    );
+    expect(decision).toMatchObject({
+      type: 'no-candidate',
+      rejected: [
+        { member: 'demo-0', reason: 'role is unknown, not replica' },
+        { member: 'demo-1', reason: `${0x100000} bytes behind, over maximumLagOnFailoverBytes 1024` },
+        { member: 'demo-2', reason: `${0x200000} bytes behind, over maximumLagOnFailoverBytes 1024` },
+      ],
+    });
+  });
+
+  it('measures the lag bound against the record after a restart, when it remembers no position', () => {
+    const policy = { ...snapshot().policy, maximumLagOnFailoverBytes: 0x80000 };
+    const decision = decideController(restarted({ policy, now: lostAt + 30_000 }));
+    expect(decision).toMatchObject({ type: 'no-candidate' });
+  });
+
+  it('never elects a member on a timeline older than the record’s, even when nobody reports a newer one', () => {
+    const decision = decideController(leaderless({ lastPrimaryRecords: [lastPrimaryRecord({ timeline: 3 })] }));
+    expect(decision).toMatchObject({
+      type: 'no-candidate',
+      rejected: [
+        { member: 'demo-0', reason: 'role is unknown, not replica' },
+        { member: 'demo-1', reason: "on timeline 2, older than the last primary's 3" },
+        { member: 'demo-2', reason: "on timeline 2, older than the last primary's 3" },
+      ],
+    });
+  });
+
+  it('ignores a record of an older term (a leftover): no wait, no position floor', () => {
+    const leftover = [lastPrimaryRecord({ term: 2, clean: true, lsn: '1/0', timeline: 9 })];
+    expect(expectTarget(decideController(restarted({ lastPrimaryRecords: leftover })))).toMatchObject({
+      member: 'demo-1',
+      from: null,
+    });
+  });
+});
+
+describe('decideController manual failover against the last-primary record', () => {
+  const clean = [lastPrimaryRecord({ clean: true })];
+
+  it('rejects a member behind the clean shutdown position, naming it and the override', () => {
+    expect(
+      decideController(restarted({ lastPrimaryRecords: clean, switchover: switchover({ to: 'demo-1' }) })),
+    ).toEqual({
+      type: 'reject-switchover',
+      reason:
+        "demo-1 cannot be promoted without risking acknowledged writes: demo-1 holds 0/4F00000, short of the last primary's clean shutdown position 0/5000000 (demo-0, primary of term 3, shut down cleanly at 0/5000000 on timeline 2); request it with acceptDataLoss (pgha failover --accept-data-loss) to promote it anyway",
+    });
+  });
+
+  it('promotes that member when the request accepts data loss, naming the old primary from the record', () => {
+    const decision = decideController(
+      restarted({ lastPrimaryRecords: clean, switchover: switchover({ to: 'demo-1', acceptDataLoss: true }) }),
+    );
+    expect(decision).toMatchObject({
+      type: 'set-target',
+      target: { member: 'demo-1', reason: 'manual-failover', from: 'demo-0' },
+      consumeSwitchover: true,
+    });
+  });
+
+  it('promotes a member that holds the clean shutdown position without the override', () => {
+    const caughtUp = member({ ...replica1, receivedLsn: '0/5000000' });
+    const decision = decideController(
+      restarted({ lastPrimaryRecords: clean, members: [caughtUp], switchover: switchover({ to: 'demo-1' }) }),
+    );
+    expect(expectTarget(decision)).toMatchObject({ member: 'demo-1', reason: 'manual-failover' });
+  });
+
+  it('rejects a member on a timeline older than the record’s', () => {
+    const decision = decideController(
+      restarted({ lastPrimaryRecords: [lastPrimaryRecord({ timeline: 3 })], switchover: switchover({ to: 'demo-1' }) }),
+    );
+    expect(decision).toMatchObject({
+      type: 'reject-switchover',
+      reason: expect.stringContaining("demo-1 on timeline 2, older than the last primary's 3"),
+    });
+  });
+
+  it('does not wait for an unreported last primary: the operator chose', () => {
+    expect(expectTarget(decideController(restarted({ switchover: switchover({ to: 'demo-1' }) }))).member).toBe(
+      'demo-1',
+    );
+  });
+});
+
+describe('decideController history with the last-primary record', () => {
+  const promotedAfterRestart = {
+    term: 4,
+    leader: leader({ term: 4, member: 'demo-1', port: 5433, timeline: 3, since: '2024-05-01T12:00:09.900Z' }),
+    target: target(),
+    members: [
+      member({ name: 'demo-1', role: 'primary', receivedLsn: '0/4F00100', replayedLsn: '0/4F00100' }),
+      replica2,
+    ],
+    lastPrimary: null,
+    lastPrimaryRecords: [lastPrimaryRecord({ clean: true }), lastPrimaryRecord({ term: 4, member: 'demo-1' })],
+    lastAsReplica: [replica1, replica2],
+  } satisfies Partial<ControllerSnapshot>;
+
+  it('names the old primary from the previous term’s record when it remembers none, with the loss', () => {
+    expect(decideController(snapshot(promotedAfterRestart))).toMatchObject({
+      type: 'record-history',
+      history: {
+        oldPrimary: 'demo-0',
+        newPrimary: 'demo-1',
+        lastKnownLsn: { 'demo-0': '0/5000000', 'demo-1': '0/4F00000', 'demo-2': '0/4E00000' },
+        lostBytes: 0x100000,
+      },
+    });
+  });
+
+  it('counts the new primary at its last position as a replica, not at its position after promotion', () => {
+    const promoted = member({ name: 'demo-1', role: 'primary', receivedLsn: '0/9000000', replayedLsn: '0/9000000' });
+    const decision = decideController(snapshot({ ...promotedAfterRestart, members: [promoted, replica2] }));
+    expect(decision).toMatchObject({ type: 'record-history', history: { lostBytes: 0x100000 } });
+  });
+
+  it('names the re-elected last primary as both old and new, with no loss', () => {
+    const decision = decideController(
+      snapshot({
+        ...promotedAfterRestart,
+        leader: leader({ term: 4, member: 'demo-0', timeline: 3 }),
+        members: [member({ ...primary0, receivedLsn: '0/5000100' }), replica1],
+        lastAsReplica: [member({ name: 'demo-0', receivedLsn: null, replayedLsn: '0/5000028' }), replica1],
+      }),
+    );
+    expect(decision).toMatchObject({
+      type: 'record-history',
+      history: { oldPrimary: 'demo-0', newPrimary: 'demo-0', lostBytes: 0 },
+    });
+  });
+
+  it('records no loss for a switchover whose target received the clean shutdown position', () => {
+    const decision = decideController(
+      snapshot({
+        ...promotedAfterRestart,
+        target: target({ reason: 'switchover' }),
+        lastPrimary: primary0,
+        lastAsReplica: [member({ ...replica1, receivedLsn: '0/5000028' })],
+      }),
+    );
+    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'switchover', lostBytes: 0 } });
+  });
+
+  it('takes the furthest of the record and the remembered position as the old primary’s', () => {
+    const decision = decideController(
+      snapshot({
+        ...promotedAfterRestart,
+        lastPrimary: member({ ...primary0, receivedLsn: '0/5100000' }),
+        lastPrimaryRecords: [lastPrimaryRecord()],
+      }),
+    );
+    expect(decision).toMatchObject({ type: 'record-history', history: { oldPrimary: 'demo-0', lostBytes: 0x200000 } });
+  });
+});
+
+describe('decideController switchover qualification', () => {
+  it('rejects a switchover to a replica that is not streaming from the primary', () => {
+    const decision = decideController(
+      snapshot({
+        members: [primary0, member({ ...replica1, streaming: false }), replica2],
+        switchover: switchover({ to: 'demo-1' }),
+      }),
+    );
+    expect(decision).toEqual({
+      type: 'reject-switchover',
+      reason: 'no eligible replica demo-1: demo-1 not streaming from the primary',
+    });
+  });
+
+  it('rejects a switchover to a replica whose report is older than maximumReportAgeMillis', () => {
+    const decision = decideController(
+      snapshot({
+        members: [primary0, member({ ...replica1, updatedAt: '2024-05-01T12:00:06.999Z' }), replica2],
+        switchover: switchover({ to: 'demo-1' }),
+      }),
+    );
+    expect(decision).toEqual({
+      type: 'reject-switchover',
+      reason: 'no eligible replica demo-1: demo-1 report is stale (updated 2024-05-01T12:00:06.999Z)',
+    });
+  });
+
+  it('passes over a replica that is not streaming when choosing the best', () => {
+    const decision = decideController(
+      snapshot({ members: [primary0, member({ ...replica1, streaming: false }), replica2], switchover: switchover() }),
+    );
+    expect(expectTarget(decision).member).toBe('demo-2');
   });
 });

@@ -73,8 +73,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
       else if (parsed?.kind === 'controller') {
         const r = ControllerRecord.decode(value);
         controller = { id: r.id, waiting: r.waiting ?? null };
-      }
-      else if (parsed?.kind === 'leader') {
+      } else if (parsed?.kind === 'leader') {
         const r = LeaderRecord.decode(value);
         leader = { member: r.member, host: r.host, port: r.port, writable: r.writable };
       } else if (parsed?.kind === 'member') {
@@ -137,7 +136,8 @@ export function formatStatus(status: ClusterStatus): string {
   if (status.failover.inProgress) {
     const t = status.failover.target;
     out.push(`FAILOVER IN PROGRESS${t === null ? '' : `: ${t.reason} to ${t.member} for term ${t.term}`}`);
-    if (status.controller === null) out.push('no active controller: nothing elects a primary (is `pgha controller` running?)');
+    if (status.controller === null)
+      out.push('no active controller: nothing elects a primary (is `pgha controller` running?)');
   }
   const waiting = status.controller?.waiting ?? null;
   if (waiting !== null) out.push(`ELECTION WAITING since ${waiting.since}: ${waiting.reason}`);

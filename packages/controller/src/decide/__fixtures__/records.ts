@@ -1,6 +1,6 @@
 // Test fixtures: literal records with small override factories, shared by the
 // decision tests. Not part of the package's build (nothing imports it but tests).
-import type { LeaderRecord, MemberRecord, TargetRecord } from '@pgha/core';
+import type { LastPrimaryRecord, LeaderRecord, MemberRecord, TargetRecord } from '@pgha/core';
 
 /** A running, streaming replica; every member reported at 12:00:09.5. */
 export function member(overrides: Partial<MemberRecord> = {}): MemberRecord {
@@ -52,6 +52,20 @@ export function target(overrides: Partial<TargetRecord> = {}): TargetRecord {
     reason: 'failover',
     from: 'demo-0',
     decidedAt: '2024-05-01T12:00:00.000Z',
+    ...overrides,
+  };
+}
+
+/** The durable last-primary record of demo-0, primary of term 3, published while it ran (not clean). */
+export function lastPrimaryRecord(overrides: Partial<LastPrimaryRecord> = {}): LastPrimaryRecord {
+  return {
+    v: 1,
+    term: 3,
+    member: 'demo-0',
+    timeline: 2,
+    lsn: '0/5000000',
+    clean: false,
+    at: '2024-05-01T12:00:09.000Z',
     ...overrides,
   };
 }

@@ -667,8 +667,19 @@ export class Agent {
         requestedAt: this.clock.date().toISOString(),
       }),
     );
+    let polls = 0;
     while (this.clock.now() < deadline) {
       if (!this.leadership.holdsLeader) return; // stepped down through the control loop
+      // A request the controller rejected (no replica streams, stale reports) is not
+      // waited out: say why and stop without a handover.
+      if (++polls % 5 === 0) {
+        const text = await this.client
+          .get(this.keys.switchover)
+          .string()
+          .catch(() => null);
+        const rejected = text === null ? null : SwitchoverRecord.decode(text).rejected;
+        if (rejected) throw new PghaError('conflict', `the controller rejected the handover: ${rejected}`);
+      }
       await delay(50);
     }
     throw new PghaError('timeout', `no switchover within ${timeoutMillis} ms`);

@@ -179,7 +179,12 @@ export class Leadership {
 
   /** Re-arms (or disarms) the watchdog after postgres started, stopped or changed role. */
   postgresChanged(): void {
-    if (this.holdsLeader && !this.fencedWhileLeading && this.postgres.pid === null && this.keeper?.isValid() === false) {
+    if (
+      this.holdsLeader &&
+      !this.fencedWhileLeading &&
+      this.postgres.pid === null &&
+      this.keeper?.isValid() === false
+    ) {
       // Postgres died past our deadline: the watchdog fenced it (its 20 ms check often
       // beats our 50 ms timer). Without this it merely "exited": renewal would resume
       // (state no longer primary) and keep a dead primary's leader record alive, and a

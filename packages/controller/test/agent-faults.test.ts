@@ -362,7 +362,7 @@ describe('renewal tied to health', () => {
 });
 
 describe('fence on facts', () => {
-  test("an operator's pg_promote on a replica: that postgres is fenced within two report intervals and rejoins as a replica", async () => {
+  test("an operator's pg_promote on a replica: that postgres is fenced within a few report intervals and rejoins as a replica", async () => {
     const old = await healthy();
     const rogue = c.members.map((m) => m.name).find((n) => n !== old.member)!;
     const pgPid = postmasterPid(member(rogue).memberDir)!;

@@ -14,7 +14,7 @@ export interface Ack {
   /** Wall-clock ms when the acknowledgement arrived. */
   readonly at: number;
   /** Wall-clock ms when the write was sent (an ack arriving after a fence was sent before it, or is a violation). */
-  readonly sentAt: number;
+  readonly sentAt?: number;
 }
 
 export interface WriterMember {

@@ -185,21 +185,27 @@ export class Leadership {
 
   /** Re-arms (or disarms) the watchdog after postgres started, stopped or changed role. */
   postgresChanged(): void {
+    if (
+      this.holdsLeader &&
+      !this.fencedWhileLeading &&
+      this.postgres.pid === null &&
+      this.keeper?.isValid() === false
+    ) {
+      // Postgres died past our deadline: the watchdog fenced it (its 20 ms check often
+      // beats our 50 ms timer). Without this it merely "exited": renewal would resume
+      // (state no longer primary) and keep a dead primary's leader record alive, and a
+      // standby restarted meanwhile would be armed with a past deadline and killed.
+      // (A transient lapse while postgres is not running, e.g. during initdb, is not
+      // a fence: nothing could be written.)
+      this.fence('lease deadline passed (postgres already killed)');
+      return;
+    }
     if (this.postgres.pid === null || (this.postgres.state !== 'primary' && !this.holdsLeader)) this.watchdog?.disarm();
     else this.armWatchdog();
   }
 
   /** The fence on our own clock: runs every 50 ms, independent of etcd and the loop. */
   checkFence(): void {
-    if (this.holdsLeader && !this.fencedWhileLeading && this.keeper !== null && !this.keeper.isValid()) {
-      // Past our own deadline the claim is over, whoever acted first: this timer, or
-      // the watchdog (its 20 ms check often wins), after which postgres merely looks
-      // "exited" and renewal would resume (state no longer primary) and keep a dead
-      // primary's leader record alive. Fence (kills postgres if it still runs), renew
-      // no more, release.
-      this.fence('lease deadline passed');
-      return;
-    }
     if (this.postgres.state !== 'primary' || this.postgres.pid === null) return;
     if (!this.holdsLeader) this.fence('writable without holding the leader record');
     else if (!this.lease.isValid()) this.fence('lease deadline passed');

@@ -34,7 +34,9 @@
  *   grant a new lease, republish the member record.
  * - Leadership.read is one Promise.all of four gets (leader, term, target,
  *   last-primary): a view may mix keys read at different times (`agent-read` with one
- *   key), and a decision may be taken on a view of any age (`agent-act`).
+ *   key), and a decision may be taken on a view of any age (`agent-act`), but, as in
+ *   Agent.tick, only once per whole read (read-backs do not count: the shell decides
+ *   only after the next tick's read).
  * - The agent's label of postgres (PostgresMember.state) is apart from the facts
  *   (running, writable). The label is `primary` before pg_promote is sent and before
  *   a primary start, so the fence timer covers both. An out-of-band promotion
@@ -272,7 +274,8 @@ interface LastPrimary {
   readonly wasWritable: boolean;
 }
 
-type ViewKey = 'leader' | 'term' | 'target' | 'last-primary';
+const viewKeys = ['leader', 'term', 'target', 'last-primary'] as const;
+type ViewKey = (typeof viewKeys)[number];
 
 /** The agent's leader-record transactions whose answer the model can lose. */
 type EtcdOp = 'install' | 'update' | 'release';
@@ -322,6 +325,11 @@ interface Member {
   standbySignal: boolean;
   /** An exit of postgres the agent has not handled yet (it was frozen or suspended). */
   exitPending: boolean;
+  /**
+   * Keys of Leadership.read's Promise.all not answered since the last decision: the
+   * shell decides only right after a whole read (Agent.tick), never twice on one.
+   */
+  unread: Set<ViewKey>;
   work: Work | null;
   /** The watchdog's armed deadlines (its monotonic and wall clocks), or null. */
   watchdog: { mono: number; wall: number } | null;
@@ -477,6 +485,7 @@ class Model {
       runningSince: 0,
       standbySignal: i !== 0,
       exitPending: false,
+      unread: new Set<ViewKey>(),
       work: null,
       watchdog: null,
       loseAnswer: null,
@@ -669,8 +678,10 @@ class Model {
   // ---- reading and publishing ------------------------------------------------------------
 
   /** Leadership.read; `only` reads one of its four gets (the others arrive at other times). */
-  private read(m: Member, only: ViewKey | null = null): boolean {
+  private read(m: Member, only: ViewKey | null = null, forTick = true): boolean {
     if (!this.reaches(m)) return false;
+    if (forTick && only === null) m.unread.clear();
+    else if (forTick && only !== null) m.unread.delete(only);
     if (only === null || only === 'leader') {
       const leader = this.etcd.get('leader');
       m.view.leader = leader === undefined ? null : (JSON.parse(leader.value) as LeaderRecord);
@@ -762,7 +773,7 @@ class Model {
 
   /** Leadership.readBack: true when it could read (a partition makes it give up after 20 tries: an error). */
   private readBack(m: Member): boolean {
-    if (this.read(m)) return true;
+    if (this.read(m, null, false)) return true;
     this.count('readBackFailed');
     return false;
   }
@@ -1135,6 +1146,8 @@ class Model {
       this.stepWork(m);
       return;
     }
+    if (m.unread.size > 0) return; // the tick's read has not completed: nothing to decide on
+    m.unread = new Set(viewKeys);
     const action = this.decideAgent({
       self: m.name,
       now: this.mono(m),
@@ -1268,8 +1281,9 @@ class Model {
       following: null,
       exitPending: false,
       loseAnswer: null,
+      unread: new Set(viewKeys),
     });
-    this.read(m);
+    this.read(m, null, false);
     if (m.view.leader?.member === m.name) {
       // Our previous run's record; its postgres died with it: remove it so the cluster elects at once.
       if (this.etcd.get('leader')?.lease === m.view.leaderLease) {
@@ -1277,7 +1291,7 @@ class Model {
         this.count('removedPreviousRunRecord');
         this.note(`${m.name}: removed the leader record of its previous run`);
       }
-      this.read(m);
+      this.read(m, null, false);
     }
     const decision = decideStartup({
       self: m.name,
@@ -1867,7 +1881,10 @@ const defaultRuns = 300;
 const runs = Number(process.env.PGHA_MODEL_RUNS ?? defaultRuns);
 const seed = Number(process.env.PGHA_MODEL_SEED ?? 20261201);
 
-describe('the agent and controller as built, under faults (model-based)', { timeout: 300_000 }, () => {
+// About 20–40 ms a run on an idle machine; longer runs get a matching timeout.
+describe('the agent and controller as built, under faults (model-based)', {
+  timeout: Math.max(120_000, runs * 100),
+}, () => {
   it('keeps one writer per term and at any instant, fences out-of-band writers, and elects exactly one writable leader after the faults heal', () => {
     const runsReaching = emptyCoverage();
     let slowest = 0;
@@ -2001,6 +2018,7 @@ describe('the install transaction', () => {
     { type: 'controller-pass' },
     { type: 'agent-read', m: 2, only: 'term' },
     { type: 'agent-read', m: 2, only: 'target' },
+    { type: 'agent-read', m: 2, only: 'last-primary' },
     { type: 'agent-act', m: 2 },
     { type: 'agent-act', m: 2 },
     { type: 'agent-act', m: 2 },

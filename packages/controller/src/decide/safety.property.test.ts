@@ -34,7 +34,9 @@
  *   grant a new lease, republish the member record.
  * - Leadership.read is one Promise.all of four gets (leader, term, target,
  *   last-primary): a view may mix keys read at different times (`agent-read` with one
- *   key), and a decision may be taken on a view of any age (`agent-act`).
+ *   key), and a decision may be taken on a view of any age (`agent-act`), but, as in
+ *   Agent.tick, only once per whole read (read-backs do not count: the shell decides
+ *   only after the next tick's read).
  * - The agent's label of postgres (PostgresMember.state) is apart from the facts
  *   (running, writable). The label is `primary` before pg_promote is sent and before
  *   a primary start, so the fence timer covers both. An out-of-band promotion
@@ -58,6 +60,7 @@
  *   `step-down` (clean stop, release with the exact clean position in the same
  *   transaction, start as a standby), `release-leader`, `follow`, `fence` as in
  *   Agent.apply.
+ * - Agent.stop lets the action in flight finish first (it waits for the loop).
  * - A restarted agent (Agent.start) removes the leader record of its previous run
  *   (guarded by that run's lease), decides with decideStartup, grants a new lease and
  *   starts its data as a standby. Agent.stop: clean postgres stop, release with the
@@ -107,14 +110,17 @@
  * 5. As built (shell): postgres crashing between the install and pg_promote leaves
  *    the label `primary` with no process (fenceKill returns early without resetting
  *    it): the agent decides `fence` on every pass and never restarts postgres.
- * 6. As built (shell, Leadership.releaseLeader): an agent that installed the leader
- *    record but was stopped before postgres was promoted publishes its standby's
- *    shutdown position as the *clean last primary* of that term. A member on a newer
- *    timeline (the real last primary) is then the only candidate and declines every
- *    election, lacking that position: no primary. (Found by the liveness property
- *    with PGHA_MODEL_RUNS=20000, seeds 1 and 2.)
- * Liveness is not asserted for runs that leave 4 or 6 behind at the heal (counted);
- * `PGHA_MODEL_STRICT=1` asserts it for them too, and then fails on them.
+ * 6. Latent (shell, Leadership.releaseLeader): it publishes a clean last-primary
+ *    position for any leader record it holds, without checking that postgres was
+ *    promoted in that term. Agent.stop waits for the action in flight, so this needs
+ *    its 5 s wait to expire mid-promotion (a slow pg_promote); then a member on a
+ *    newer timeline (the real last primary) is the only candidate and declines every
+ *    election, lacking that position: no primary. Found by the liveness property
+ *    before the model's stop waited for the action in flight (as the shell does);
+ *    the scenario keeps it with `stopWaitsForAction: false`.
+ * Liveness is not asserted for runs that leave 4 (or 6) behind at the heal (counted);
+ * `PGHA_MODEL_STRICT=4,6` asserts it for them too (either or both), and then fails on
+ * them (with the stop as built, 16 000 runs under `PGHA_MODEL_STRICT=6` passed).
  *
  * Not modelled: clock drift; a SIGSTOP of the agent's whole process group (agent and
  * watchdog frozen, postgres running: no fence would fire); a hung postgres (the
@@ -274,7 +280,8 @@ interface LastPrimary {
   readonly wasWritable: boolean;
 }
 
-type ViewKey = 'leader' | 'term' | 'target' | 'last-primary';
+const viewKeys = ['leader', 'term', 'target', 'last-primary'] as const;
+type ViewKey = (typeof viewKeys)[number];
 
 /** The agent's leader-record transactions whose answer the model can lose. */
 type EtcdOp = 'install' | 'update' | 'release';
@@ -324,6 +331,13 @@ interface Member {
   standbySignal: boolean;
   /** An exit of postgres the agent has not handled yet (it was frozen or suspended). */
   exitPending: boolean;
+  /**
+   * Keys of Leadership.read's Promise.all not answered since the last decision: the
+   * shell decides only right after a whole read (Agent.tick), never twice on one.
+   */
+  unread: Set<ViewKey>;
+  /** Model only: the term this member's postgres was last made writable for by its agent. */
+  promotedTerm: number | null;
   work: Work | null;
   /** The watchdog's armed deadlines (its monotonic and wall clocks), or null. */
   watchdog: { mono: number; wall: number } | null;
@@ -357,6 +371,8 @@ interface ModelOptions {
   readonly guardLeaderAbsent?: boolean;
   /** `isValid` and the watchdog also bound the deadline on the wall clock (true, as built). */
   readonly wallClockBound?: boolean;
+  /** Agent.stop lets the action in flight finish (true, as built: it waits up to 5 s for the loop). */
+  readonly stopWaitsForAction?: boolean;
 }
 
 const coverageKeys = [
@@ -453,12 +469,14 @@ class Model {
   private readonly decideAgent: (s: AgentSnapshot) => AgentAction;
   private readonly guardLeaderAbsent: boolean;
   private readonly wallClockBound: boolean;
+  private readonly stopWaitsForAction: boolean;
 
   /** A bootstrapped cluster: demo-0 is the writable primary of term 1, the others follow it. */
   constructor(options: ModelOptions = {}) {
     this.decideAgent = options.decideAgent ?? decideAgentAction;
     this.guardLeaderAbsent = options.guardLeaderAbsent ?? true;
     this.wallClockBound = options.wallClockBound ?? true;
+    this.stopWaitsForAction = options.stopWaitsForAction ?? true;
     this.members = names.map((name, i) => ({
       name,
       port: 5432 + i,
@@ -479,6 +497,8 @@ class Model {
       runningSince: 0,
       standbySignal: i !== 0,
       exitPending: false,
+      unread: new Set<ViewKey>(),
+      promotedTerm: i === 0 ? 1 : null,
       work: null,
       watchdog: null,
       loseAnswer: null,
@@ -671,8 +691,10 @@ class Model {
   // ---- reading and publishing ------------------------------------------------------------
 
   /** Leadership.read; `only` reads one of its four gets (the others arrive at other times). */
-  private read(m: Member, only: ViewKey | null = null): boolean {
+  private read(m: Member, only: ViewKey | null = null, forTick = true): boolean {
     if (!this.reaches(m)) return false;
+    if (forTick && only === null) m.unread.clear();
+    else if (forTick && only !== null) m.unread.delete(only);
     if (only === null || only === 'leader') {
       const leader = this.etcd.get('leader');
       m.view.leader = leader === undefined ? null : (JSON.parse(leader.value) as LeaderRecord);
@@ -764,7 +786,7 @@ class Model {
 
   /** Leadership.readBack: true when it could read (a partition makes it give up after 20 tries: an error). */
   private readBack(m: Member): boolean {
-    if (this.read(m)) return true;
+    if (this.read(m, null, false)) return true;
     this.count('readBackFailed');
     return false;
   }
@@ -854,10 +876,10 @@ class Model {
           member: m.name,
           lsn: cleanLsn,
           clean: true,
-          wasWritable: leader.writable,
+          wasWritable: m.promotedTerm === leader.term,
         };
         this.etcd.put('last-primary', JSON.stringify(last));
-        this.count(leader.writable ? 'cleanLastPrimary' : 'cleanLastPrimaryNeverWritable');
+        this.count(m.promotedTerm === leader.term ? 'cleanLastPrimary' : 'cleanLastPrimaryNeverWritable');
       }
       return true;
     });
@@ -985,6 +1007,7 @@ class Model {
     m.pg.writable = true;
     m.pg.rogueSince = null;
     m.pg.term = m.view.leader.term;
+    m.promotedTerm = m.pg.term;
     m.pg.timeline = ++this.timeline;
     m.pg.forked = false;
     m.following = null;
@@ -1110,6 +1133,7 @@ class Model {
           m.pg.writable = true;
           m.pg.rogueSince = null;
           m.pg.term = m.view.leader.term;
+          m.promotedTerm = m.pg.term;
           m.following = null;
           m.standbySignal = false;
           m.runningSince = this.mono(m);
@@ -1137,6 +1161,8 @@ class Model {
       this.stepWork(m);
       return;
     }
+    if (m.unread.size > 0) return; // the tick's read has not completed: nothing to decide on
+    m.unread = new Set(viewKeys);
     const action = this.decideAgent({
       self: m.name,
       now: this.mono(m),
@@ -1242,6 +1268,12 @@ class Model {
     if (!this.runs(m)) return;
     this.note(`${m.name}: agent stopping`);
     this.count('cleanStop');
+    // Agent.stop waits (up to 5 s) for the action in flight: a promotion completes; a
+    // catch-up wait cannot catch up with no time passing here, so it declines.
+    for (let i = 0; this.stopWaitsForAction && i < 4 && m.work !== null; i++) {
+      if (m.work.kind === 'pause' || m.work.kind === 'catch-up') m.work = null;
+      else this.stepWork(m);
+    }
     m.work = null;
     const held = m.holdsLeader;
     const cleanLsn = this.stopPostgresCleanly(m);
@@ -1270,8 +1302,9 @@ class Model {
       following: null,
       exitPending: false,
       loseAnswer: null,
+      unread: new Set(viewKeys),
     });
-    this.read(m);
+    this.read(m, null, false);
     if (m.view.leader?.member === m.name) {
       // Our previous run's record; its postgres died with it: remove it so the cluster elects at once.
       if (this.etcd.get('leader')?.lease === m.view.leaderLease) {
@@ -1279,7 +1312,7 @@ class Model {
         this.count('removedPreviousRunRecord');
         this.note(`${m.name}: removed the leader record of its previous run`);
       }
-      this.read(m);
+      this.read(m, null, false);
     }
     const decision = decideStartup({
       self: m.name,
@@ -1605,14 +1638,15 @@ class Model {
     const healed = this.t;
     // Findings 4 and 6 (see the header): liveness is not asserted for a run that left
     // at the heal a timeline forked out of band, or a clean last-primary position of a
-    // term whose leader never became writable — unless PGHA_MODEL_STRICT is set.
+    // term whose leader never became writable — unless PGHA_MODEL_STRICT names them.
     const forked = this.members.some((m) => m.pg.forked);
     if (forked) this.count('outOfBandForkLeftAtHeal');
     const lastText = this.etcd.get('last-primary')?.value;
     const last = lastText === undefined ? null : (JSON.parse(lastText) as LastPrimary);
     const neverWritable = last !== null && last.clean && !last.wasWritable;
     if (neverWritable) this.count('neverWritableCleanPositionLeftAtHeal');
-    const waived = (forked || neverWritable) && process.env.PGHA_MODEL_STRICT === undefined;
+    const strict = (process.env.PGHA_MODEL_STRICT ?? '').split(',');
+    const waived = (forked && !strict.includes('4')) || (neverWritable && !strict.includes('6'));
     let first: number | null = this.settled() ? 0 : null;
     while (this.t - healed < livenessBoundMillis) {
       this.tick(true);
@@ -1872,7 +1906,10 @@ const defaultRuns = 300;
 const runs = Number(process.env.PGHA_MODEL_RUNS ?? defaultRuns);
 const seed = Number(process.env.PGHA_MODEL_SEED ?? 20261201);
 
-describe('the agent and controller as built, under faults (model-based)', { timeout: 300_000 }, () => {
+// About 20–40 ms a run on an idle machine; longer runs get a matching timeout.
+describe('the agent and controller as built, under faults (model-based)', {
+  timeout: Math.max(120_000, runs * 100),
+}, () => {
   it('keeps one writer per term and at any instant, fences out-of-band writers, and elects exactly one writable leader after the faults heal', () => {
     const runsReaching = emptyCoverage();
     let slowest = 0;
@@ -2006,6 +2043,7 @@ describe('the install transaction', () => {
     { type: 'controller-pass' },
     { type: 'agent-read', m: 2, only: 'term' },
     { type: 'agent-read', m: 2, only: 'target' },
+    { type: 'agent-read', m: 2, only: 'last-primary' },
     { type: 'agent-act', m: 2 },
     { type: 'agent-act', m: 2 },
     { type: 'agent-act', m: 2 },
@@ -2186,8 +2224,9 @@ describe('the new faults, one at a time', () => {
     expect(model.coverage.declinedBehindCleanPrimary).toBeGreaterThanOrEqual(3);
   });
 
-  it('as built, a clean last-primary position published by a leader that never became writable can leave the cluster without a primary (liveness)', () => {
-    // Shrunk by fast-check (PGHA_MODEL_RUNS=20000, seed 2): demo-2 is elected for term
+  it('latent: a clean last-primary position published by a leader that never became writable can leave the cluster without a primary (liveness)', () => {
+    // Shrunk by fast-check (PGHA_MODEL_RUNS=20000, seed 2) with a stop that did not
+    // wait for the action in flight (Agent.stop's 5 s wait expiring): demo-2 is elected for term
     // 2 (timeline 2) and killed; demo-0 (timeline 1) is elected for term 3, installs
     // the record and is stopped with the cluster before pg_promote: it releases with
     // its standby's shutdown position as the clean last primary of term 3. After the
@@ -2207,7 +2246,8 @@ describe('the new faults, one at a time', () => {
       { type: 'cluster-stop', kill: false },
       { type: 'partition', m: 0 },
     ];
-    const model = simulate(events);
+    expect(violationOf(events, {}, true)).toBeNull(); // the stop as built finishes the promotion
+    const model = simulate(events, { stopWaitsForAction: false });
     expect(model.coverage.cleanLastPrimaryNeverWritable).toBe(1);
     model.heal();
     model.settle(); // not asserted for this finding

@@ -377,6 +377,17 @@ export class Agent {
       this.notStreamingSince ??= this.clock.now();
     } else this.notStreamingSince = null;
 
+    // Facts need no etcd: a postgres that answers as writable while we hold no valid
+    // claim is fenced even when etcd cannot be read (an out-of-band promotion of a
+    // member cut off from etcd).
+    if (
+      !etcdOk &&
+      observation !== null &&
+      !observation.inRecovery &&
+      (!this.leadership.holdsLeader || !this.leadership.lease.isValid())
+    ) {
+      this.leadership.fence('postgres is out of recovery but we hold no valid leader record');
+    }
     // Actions run only once start() has brought postgres up (state 'running').
     if (etcdOk && !this.busy && this.state === 'running') {
       const lead = this.leadership;

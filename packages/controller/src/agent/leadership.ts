@@ -408,7 +408,9 @@ export class Leadership {
     const leader = this.view.leader;
     const leaseId = this.keeper.id;
     const ops = [this.etcd.delete().key(this.o.keys.leader)] as unknown[];
-    if (cleanLsn !== null && leader !== null && leader.member === this.o.name) {
+    // Only a leadership that really was writable in this term has a final position to
+    // publish (a release in the middle of a promotion does not).
+    if (cleanLsn !== null && leader !== null && leader.member === this.o.name && leader.writable) {
       const position: LastPrimaryRecord = {
         v: recordVersion,
         term: leader.term,

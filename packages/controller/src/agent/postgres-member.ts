@@ -141,7 +141,11 @@ export class PostgresMember {
    */
   fenceKill(reason: string): void {
     const postgres = this.process;
-    if (postgres === null) return;
+    if (postgres === null) {
+      // Nothing runs: only the label can be wrong; it must not stay "primary".
+      this.pgState = 'down';
+      return;
+    }
     this.o.log.warn(`FENCING: ${reason}; killing postgres (process group ${postgres.pid})`);
     postgres.killGroup();
     this.process = null;
@@ -434,9 +438,16 @@ export class PostgresMember {
    */
   async promote(): Promise<PostgresObservation> {
     const started = this.o.clock.now();
+    // A postgres that died before the promotion cannot be labelled writable: the
+    // label must never name a process that does not exist.
+    if (this.process === null || this.connection === null)
+      throw new PghaError('postgres-failed', 'cannot promote: postgres is not running');
     this.pgState = 'primary';
     this.o.onChange();
-    await this.connection!.query('SELECT pg_promote(false)');
+    // Already out of recovery (a promotion whose "writable" update was lost is being
+    // finished): pg_promote would fail on a primary.
+    const { rows: before } = await this.connection.query('SELECT pg_is_in_recovery() AS r');
+    if (before[0]?.r === true) await this.connection.query('SELECT pg_promote(false)');
     for (;;) {
       const { rows } = await this.connection!.query('SELECT pg_is_in_recovery() AS r');
       if (rows[0]?.r === false) break;

@@ -21,6 +21,7 @@ import {
   type ServerSettings,
   superUser,
 } from '../agent/postgres-config.js';
+import { killPostmaster } from '../agent/watchdog-process.js';
 import type { OsUser } from './os-user.js';
 import type { PostgresBinaries } from './prerequisites.js';
 import { exited, runTool, spawnOwned, stopChild } from './processes.js';
@@ -190,8 +191,8 @@ export interface PostgresProcess {
    */
   stop(graceMillis?: number): Promise<boolean>;
   /**
-   * SIGKILLs postgres's whole process group — the postmaster and every backend in
-   * one kernel call, so no backend can acknowledge another commit. The fence.
+   * SIGKILLs the postmaster and every process it started (each backend is a process
+   * group of its own), so no backend can acknowledge another commit. The fence.
    */
   killGroup(): void;
 }
@@ -230,11 +231,7 @@ export function startPostgres(
       return fast && child.exitCode === 0;
     },
     killGroup() {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
+      killPostmaster(child.pid!);
     },
   };
 }

@@ -77,10 +77,16 @@ export function runTool(
   args: readonly string[],
   options: { user?: OsUser | null; env?: NodeJS.ProcessEnv; timeoutMillis?: number; cwd?: string } = {},
 ): Promise<ToolResult> {
+  // Through setpriv --pdeathsig like every long-running child: a pg_basebackup or
+  // pg_rewind must not outlive a killed agent and go on writing into a directory
+  // the restarted agent is replacing.
+  if (setprivPath === undefined) setprivPath = whichSync('setpriv');
+  const [file, argv] =
+    setprivPath === null ? [command, args] : [setprivPath, ['--pdeathsig', 'KILL', '--', command, ...args]];
   return new Promise((resolve, reject) => {
     execFile(
-      command,
-      args,
+      file,
+      argv,
       {
         env: options.env ?? process.env,
         cwd: options.cwd,

@@ -2,6 +2,61 @@
 // the whole CLI takes (seconds on a loaded host), which is time a restarted watchdog
 // cannot fence. Run through dist/watchdog-main.js (or `pgha watchdog`).
 
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** PIDs whose parent is `pid` (Linux /proc; the kernel's own list when it keeps one). */
+function childrenOf(pid: number): number[] {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return text === '' ? [] : text.split(/\s+/).map(Number);
+  } catch {
+    /* no children file: scan */
+  }
+  const out: number[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    /* already gone */
+  }
+}
+
+/**
+ * The fence's kill: SIGKILL for a postmaster and every process it started.
+ * PostgreSQL makes each child the leader of a process group of its own (setsid in
+ * InitPostmasterChild), so killing the postmaster's group reaches the postmaster
+ * alone, and a backend that has read a COMMIT would finish and acknowledge it. The
+ * postmaster is stopped first (it can fork no new child meanwhile and stays their
+ * parent, so the list is complete), then every child's group, then the postmaster.
+ */
+export function killPostmaster(pid: number): void {
+  signal(pid, 'SIGSTOP');
+  for (const child of childrenOf(pid)) {
+    signal(-child, 'SIGKILL');
+    signal(child, 'SIGKILL');
+  }
+  signal(-pid, 'SIGKILL');
+  signal(pid, 'SIGKILL');
+}
+
 /**
  * Milliseconds on the host's monotonic clock (CLOCK_MONOTONIC through hrtime), the
  * same in every process, unlike performance.now() (counted from each process's start).
@@ -21,7 +76,7 @@ export function runWatchdog(): void {
   const fire = (why: string) => {
     if (armed === null) return;
     try {
-      process.kill(-armed.pgid, 'SIGKILL');
+      killPostmaster(armed.pgid);
       process.stderr.write(`${new Date().toISOString()} watchdog: killed process group ${armed.pgid} (${why})\n`);
     } catch (error) {
       process.stderr.write(`${new Date().toISOString()} watchdog: kill ${armed.pgid}: ${(error as Error).message}\n`);

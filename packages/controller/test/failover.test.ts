@@ -225,7 +225,7 @@ afterAll(async () => {
   else rmSync(stateDir, { recursive: true, force: true });
 }, 120_000);
 
-const only = process.env.PGHA_FAULTS?.split(',');
+const only = process.env.PGHA_FAULTS ? process.env.PGHA_FAULTS.split(',') : undefined;
 const fault = (name: string, body: () => Promise<void>, timeout?: number) =>
   (only === undefined || only.some((o) => name.startsWith(`(${o})`)) ? test : test.skip)(name, body, timeout);
 

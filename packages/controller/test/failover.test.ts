@@ -3,7 +3,7 @@
 // cluster to be healthy first, is bounded in time, and leaves the cluster healthy
 // (or the next test's health wait fails it). Writers record every acknowledged
 // write and the member that acknowledged it.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clusterKeys, defaultConfig, HistoryRecord, LeaderRecord, MemberRecord, TermRecord } from '@pgha/core';
@@ -31,6 +31,7 @@ import {
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { livingGroupMembers } from '../src/adapters/postgres-server.js';
 import { createLogger } from '../src/log.js';
+import { type EtcdServer, startEtcdServer } from '../src/runtime/local/etcd-server.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
 const cluster = 'faults';
@@ -40,6 +41,8 @@ let c: LocalCluster;
 let etcd: Etcd3;
 const writers: Writer[] = [];
 const frozen = new Set<number>();
+/** etcd as restarted by (o) after its kill -9 (the local runtime does not restart it). */
+let restartedEtcd: EtcdServer | undefined;
 /** The local runtime's progress lines (supervisor restarts among them), with the time they were written. */
 const progressLines: Array<{ at: number; line: string }> = [];
 
@@ -173,6 +176,27 @@ function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at
     .filter((x) => x.at >= since);
 }
 
+/** The state letter of `pid` in /proc (R, S, D, T, Z…), or '' when it is gone. */
+function processState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]!;
+  } catch {
+    return '';
+  }
+}
+
+/** PIDs of living processes whose command line contains every one of `parts`. */
+function pidsRunning(...parts: string[]): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number)
+    .filter((pid) => {
+      const cmd = commandLine(pid);
+      return cmd !== '' && parts.every((p) => cmd.includes(p));
+    });
+}
+
 const watchdogKills = (memberDir: string, since: number) =>
   logLinesAfter(join(memberDir, 'watchdog.log'), /killed process group/, since);
 
@@ -221,6 +245,7 @@ afterAll(async () => {
   await stopWriters();
   etcd?.close();
   await c?.stop();
+  await restartedEtcd?.stop();
   if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
   else rmSync(stateDir, { recursive: true, force: true });
 }, 120_000);
@@ -301,7 +326,13 @@ describe('failover', () => {
         );
         const ttl = await etcd.leaseClient.leaseTimeToLive({ ID: oldLease, keys: false });
         expect(Number(ttl.TTL)).toBeGreaterThan(0); // the lease was alive when the record went
-        expect(logLinesAfter(m.logFile, /removed the leader record of our previous run/, faultAt)).toHaveLength(1);
+        // The agent logs after its delete commits: wait (bounded) for the line.
+        await waitFor(
+          'the restarted agent to log that it removed the record',
+          () => logLinesAfter(m.logFile, /removed the leader record of our previous run/, faultAt).length === 1,
+          5_000,
+          20,
+        );
         expect(m.agentPid()).not.toBe(agentPid);
         const next = await newLeader(old);
         console.log(
@@ -436,7 +467,13 @@ describe('failover', () => {
         const fencedAfter = Date.now() - stoppedAt;
         // The agent is frozen (no fence timer) and alive (no pdeathsig): the watchdog
         // is the only fence, and it says so.
-        expect(watchdogKills(m.memberDir, stoppedAt)).toHaveLength(1);
+        // (It logs right after its kill: wait, bounded, for the line.)
+        await waitFor(
+          'the watchdog to log its kill',
+          () => watchdogKills(m.memberDir, stoppedAt).length === 1,
+          5_000,
+          20,
+        );
         const next = await newLeader(old);
         await writingOn(next, follower, old.member);
         const late = acksAfter(pinned, old.member, Date.parse(next.since));
@@ -477,13 +514,24 @@ describe('failover', () => {
       const idleId = ids();
       await inTx.query('BEGIN');
       await inTx.query("INSERT INTO acks (id, member) VALUES ($1, current_setting('cluster_name'))", [txId]);
+      const backends = await Promise.all(
+        [idle, inTx].map(async (client) => Number((await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid)),
+      );
       const postgresPids = livingGroupMembers(pgPid);
+      expect(postgresPids).toEqual(expect.arrayContaining(backends));
       const others = [agentPid, watchdogOf(agentPid)].filter((p): p is number => p !== undefined);
       expect(others).toHaveLength(2);
       for (const pid of [...postgresPids, ...others]) {
         process.kill(pid, 'SIGSTOP');
         frozen.add(pid);
       }
+      // Only once the kernel shows every one of them stopped is the COMMIT sent.
+      await waitFor(
+        'the whole host to be stopped',
+        () => [...postgresPids, ...others].every((pid) => processState(pid) === 'T'),
+        5_000,
+        5,
+      );
       const settle = (p: Promise<unknown>) =>
         p.then(
           () => ({ acknowledged: true, at: Date.now(), error: '' }),
@@ -517,7 +565,8 @@ describe('failover', () => {
         console.log(
           `(c2) old primary fenced ${fencedIn} ms after SIGCONT; writes it acknowledged after resuming: ${late.length} (pinned writer)` +
             `; COMMIT sent while frozen: ${committed.acknowledged ? `ACKNOWLEDGED ${committed.at - resumedAt} ms after SIGCONT` : `failed (${committed.error})`}` +
-            `; write on the idle connection: ${idleResult.acknowledged ? `ACKNOWLEDGED ${idleResult.at - resumedAt} ms after SIGCONT` : `failed (${idleResult.error})`}`,
+            `; write on the idle connection: ${idleResult.acknowledged ? `ACKNOWLEDGED ${idleResult.at - resumedAt} ms after SIGCONT` : `failed (${idleResult.error})`}` +
+            `; late pinned acks: ${JSON.stringify(late)}; new leader since ${next.since} (${Date.parse(next.since) - resumedAt} ms from SIGCONT)`,
         );
         expect(late).toEqual([]);
         expect(committed).toMatchObject({ acknowledged: false });
@@ -799,6 +848,88 @@ describe('failover', () => {
     },
   );
 
+  fault(
+    "(m) a base backup interrupted by the agent's death never looks like data: the next start clones afresh",
+    async () => {
+      const old = await healthy();
+      const name = c.members.map((x) => x.name).find((n) => n !== old.member)!;
+      const m = member(name);
+      const dataDir = join(m.memberDir, 'data');
+      c.hold(name);
+      let backup: number | undefined;
+      try {
+        const pgPid = postmasterPid(m.memberDir)!;
+        process.kill(m.agentPid()!, 'SIGKILL');
+        await waitFor("the replica's postgres to die with its agent", () => alive([pgPid]).length === 0, 10_000, 20);
+        rmSync(dataDir, { recursive: true, force: true }); // a new, empty volume: the agent clones
+        const startedAt = Date.now();
+        c.startMember(name);
+        // Freeze pg_basebackup as soon as it runs, so the interruption is certain to
+        // fall in the middle of the copy, then kill the agent (pdeathsig takes the copy).
+        backup = await waitFor(
+          'pg_basebackup to run',
+          () => pidsRunning('pg_basebackup', `${dataDir}.partial`)[0],
+          60_000,
+          5,
+        );
+        process.kill(backup, 'SIGSTOP');
+        expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(false); // caught before it finished
+        c.hold(name);
+        process.kill(m.agentPid()!, 'SIGKILL');
+        await waitFor('pg_basebackup to die with its agent', () => alive([backup]).length === 0, 10_000, 20);
+        expect(logLinesAfter(m.logFile, /base backup from/, startedAt)).toHaveLength(1);
+        // What was copied stays staged: no data directory the next start could adopt.
+        expect(existsSync(`${dataDir}.partial`)).toBe(true);
+        expect(existsSync(dataDir) && readdirSync(dataDir).length > 0).toBe(false);
+        const restartedAt = Date.now();
+        c.startMember(name);
+        await healthy(90_000);
+        expect(logLinesAfter(m.logFile, /base backup from/, restartedAt)).toHaveLength(1);
+        expect(logLinesAfter(m.logFile, /start-up decision: clone/, restartedAt)).toHaveLength(1);
+        expect(existsSync(`${dataDir}.partial`)).toBe(false);
+      } finally {
+        if (backup !== undefined && alive([backup]).length > 0) process.kill(backup, 'SIGKILL');
+        c.startMember(name);
+      }
+    },
+  );
+
+  fault(
+    '(n) an old primary whose pg_rewind fails falls back to a fresh base backup, keeping the old data as data.old',
+    async () => {
+      const old = await healthy();
+      const { pinned, follower } = await pinnedAndFollower(old.member);
+      const m = member(old.member);
+      const dataDir = join(m.memberDir, 'data');
+      c.hold(old.member);
+      try {
+        const pgPid = postmasterPid(m.memberDir)!;
+        process.kill(m.agentPid()!, 'SIGKILL');
+        process.kill(pgPid, 'SIGKILL');
+        const next = await newLeader(old);
+        await writingOn(next, follower, old.member);
+        // A directory the postgres OS user cannot open (tests run as root, postgres as
+        // its own user): pg_rewind, which lists the whole target directory, fails on it.
+        mkdirSync(join(dataDir, 'pgha-test-unreadable'), { mode: 0o000 });
+        const startedAt = Date.now();
+        c.startMember(old.member);
+        await healthy(120_000);
+        expect(
+          logLinesAfter(m.logFile, /pg_rewind failed; taking a fresh base backup instead/, startedAt),
+        ).toHaveLength(1);
+        expect(logLinesAfter(m.logFile, /base backup from/, startedAt)).toHaveLength(1);
+        expect(existsSync(join(`${dataDir}.old`, 'pgha-test-unreadable'))).toBe(true);
+        expect(existsSync(join(dataDir, 'pgha-test-unreadable'))).toBe(false);
+        expect((await members()).get(old.member)).toMatchObject({ role: 'replica', streaming: true });
+        await stopWriters();
+        expect(acksAfter(pinned, old.member, Date.parse(next.since))).toEqual([]);
+      } finally {
+        c.startMember(old.member);
+        rmSync(`${dataDir}.old`, { recursive: true, force: true });
+      }
+    },
+  );
+
   fault('(j) a postgres crash under a live agent is restarted in place: same primary, same term', async () => {
     const old = await healthy();
     const { pinned, follower: w } = await pinnedAndFollower(old.member);
@@ -859,5 +990,49 @@ describe('failover', () => {
       await stopWriters();
       await healthy(90_000);
     },
+  );
+
+  fault(
+    '(o) kill -9 of the whole cluster, etcd included: everything comes back, one primary, nothing acknowledged lost',
+    async () => {
+      const old = await healthy();
+      const { pinned, follower } = await pinnedAndFollower(old.member);
+      const etcdPid = restartedEtcd?.pid ?? c.etcdPid!;
+      const postmasters = c.members.map((x) => postmasterPid(x.memberDir)).filter((p): p is number => p !== null);
+      const everything = [
+        etcdPid,
+        ...c.members.map((x) => x.agentPid()).filter((p): p is number => p !== undefined),
+        ...postmasters,
+        ...c.controllerPids().filter((p): p is number => p !== undefined),
+      ];
+      expect(everything).toHaveLength(1 + 3 + 3 + 2);
+      const faultAt = Date.now();
+      for (const pid of everything) process.kill(pid, 'SIGKILL');
+      await waitFor('every process to be gone', () => alive(everything).length === 0, 10_000, 20);
+      for (const pid of postmasters)
+        await waitFor('backends to exit', () => livingGroupMembers(pid).length === 0, 10_000, 20);
+      // The supervisor restarts agents and controllers (they fail while etcd is down
+      // and back off); etcd comes back on the same data and port, as after a reboot.
+      const port = Number(new URL(c.etcdEndpoint).port);
+      restartedEtcd = await startEtcdServer({
+        dataDir: join(stateDir, 'etcd'),
+        clientPort: port,
+        peerPort: port + 1,
+        name: `${cluster}-etcd`,
+        logFile: join(stateDir, 'logs', 'etcd.log'),
+        detached: true,
+      });
+      const back = await healthy(120_000);
+      console.log(
+        `(o) whole-cluster kill -9 -> healthy again after ${((Date.now() - faultAt) / 1000).toFixed(1)} s; primary ${old.member} (term ${old.term}) -> ${back.member} (term ${back.term})`,
+      );
+      expect(back.term).toBeGreaterThan(old.term);
+      await writingOn(back, follower, '');
+      await stopWriters();
+      // Every acknowledged write survived: each was committed (and flushed) on the
+      // primary before it was acknowledged, and the most advanced member is elected.
+      expect(await missingAcks(conn(back.member), [...pinned.acks, ...follower.acks])).toEqual([]);
+    },
+    240_000,
   );
 });

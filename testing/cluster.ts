@@ -86,3 +86,14 @@ export function commandLine(pid: number): string {
     return '';
   }
 }
+
+/**
+ * The postmaster `pid` and its living children. PostgreSQL makes every child (each
+ * backend, walsender, checkpointer…) the leader of its own process group (setsid()
+ * in InitPostmasterChild), so the postmaster's process group holds the postmaster
+ * alone: to see whether "postgres" is gone, take this set before the fault (the
+ * children are re-parented once the postmaster dies) and wait until none lives.
+ */
+export function postgresProcesses(pid: number): number[] {
+  return alive([pid, ...childPids(pid)]);
+}

@@ -13,7 +13,7 @@ import { type ClusterKeys, clusterKeys, defaultConfig, LeaderRecord, MemberRecor
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import {
   createNetnsNetwork,
   listNetns,
@@ -265,7 +265,8 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       const old = await h.healthy();
       const host = hostOf(old.member);
       const m = h.member(old.member);
-      const pgPid = postmasterPid(m.memberDir)!;
+      // The postmaster and its children: each child is its own process group.
+      const pgAll = postgresProcesses(postmasterPid(m.memberDir)!);
       // The writer inside the primary's namespace keeps reaching it after the cut.
       const inside = startWriterIn(host.netns, h.conn(old.member), h.ids());
       nsWriters.push(inside);
@@ -277,7 +278,7 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       net!.cut(host.index);
       const fenced = waitFor(
         'the old primary to be fenced',
-        () => (livingGroupMembers(pgPid).length === 0 ? Date.now() : undefined),
+        () => (alive(pgAll).length === 0 ? Date.now() : undefined),
         10_000,
         10,
       );

@@ -95,5 +95,22 @@ export function commandLine(pid: number): string {
  * children are re-parented once the postmaster dies) and wait until none lives.
  */
 export function postgresProcesses(pid: number): number[] {
-  return alive([pid, ...childPids(pid)]);
+  return living([pid, ...childPids(pid)]);
+}
+
+/**
+ * The PIDs among `pids` that are running: neither gone nor a zombie. (Children of
+ * a killed postmaster are re-parented to an init that may reap them late; a zombie
+ * answers `kill(pid, 0)` but runs no code.)
+ */
+export function living(pids: readonly number[]): number[] {
+  return pids.filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  });
 }

@@ -9,12 +9,13 @@ import { join } from 'node:path';
 import { clusterKeys, defaultConfig, HistoryRecord, LeaderRecord, MemberRecord, TermRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
   alive,
   childPids,
   commandLine,
   findFreePortRange,
+  living,
   postgresProcesses,
   postmasterPid,
   StopWaiting,
@@ -250,6 +251,11 @@ afterAll(async () => {
   else rmSync(stateDir, { recursive: true, force: true });
 }, 120_000);
 
+// A test that fails halfway leaves its writers running: stop them before the next.
+afterEach(async () => {
+  await stopWriters();
+});
+
 const only = process.env.PGHA_FAULTS ? process.env.PGHA_FAULTS.split(',') : undefined;
 const fault = (name: string, body: () => Promise<void>, timeout?: number) =>
   (only === undefined || only.some((o) => name.startsWith(`(${o})`)) ? test : test.skip)(name, body, timeout);
@@ -401,7 +407,7 @@ describe('failover', () => {
       process.kill(m.agentPid()!, 'SIGKILL');
       await waitFor(
         'postgres (postmaster and backends) to die with its agent',
-        () => alive(pgAll).length === 0,
+        () => living(pgAll).length === 0,
         5_000,
         10,
       );
@@ -436,7 +442,7 @@ describe('failover', () => {
         // when they see the postmaster gone).
         await waitFor(
           'postgres (postmaster and backends) to die with its agent',
-          () => alive(pgAll).length === 0,
+          () => living(pgAll).length === 0,
           5_000,
           10,
         );
@@ -458,7 +464,7 @@ describe('failover', () => {
           /* gone: the watchdog also dies with its agent (its own pdeathsig) */
         }
       }
-      await waitFor('the old watchdog to be gone', () => alive([watchdog]).length === 0, 5_000, 20);
+      await waitFor('the old watchdog to be gone', () => living([watchdog]).length === 0, 5_000, 20);
       await stopWriters();
       await healthy(60_000);
     },
@@ -479,7 +485,7 @@ describe('failover', () => {
       try {
         await waitFor(
           'the watchdog to kill postgres (postmaster and backends)',
-          () => alive(pgAll).length === 0,
+          () => living(pgAll).length === 0,
           5_000,
           10,
         );
@@ -583,7 +589,7 @@ describe('failover', () => {
         }
         await waitFor(
           'the old primary to be fenced (postmaster and backends)',
-          () => alive(postgresPids).length === 0,
+          () => living(postgresPids).length === 0,
           5_000,
           10,
         );
@@ -911,7 +917,7 @@ describe('failover', () => {
         const orphan = backup;
         const diedWithAgent = await waitFor(
           'pg_basebackup to die with its agent',
-          () => (alive([orphan]).length === 0 ? true : Date.now() - agentKilledAt > 3_000 ? 'no' : undefined),
+          () => (living([orphan]).length === 0 ? true : Date.now() - agentKilledAt > 3_000 ? 'no' : undefined),
           5_000,
           20,
         );
@@ -920,7 +926,7 @@ describe('failover', () => {
             `(m) pg_basebackup (PID ${orphan}: ${commandLine(orphan)}) outlived its agent by 3 s; killing it`,
           );
           process.kill(orphan, 'SIGKILL');
-          await waitFor('the orphaned pg_basebackup to be gone', () => alive([orphan]).length === 0, 5_000, 20);
+          await waitFor('the orphaned pg_basebackup to be gone', () => living([orphan]).length === 0, 5_000, 20);
         }
         expect(logLinesAfter(m.logFile, /base backup from/, startedAt)).toHaveLength(1);
         // What was copied stays staged: no data directory the next start could adopt.
@@ -934,7 +940,7 @@ describe('failover', () => {
         expect(existsSync(`${dataDir}.partial`)).toBe(false);
         expect(diedWithAgent).toBe(true);
       } finally {
-        if (backup !== undefined && alive([backup]).length > 0) process.kill(backup, 'SIGKILL');
+        if (backup !== undefined && living([backup]).length > 0) process.kill(backup, 'SIGKILL');
         c.startMember(name);
       }
     },
@@ -1062,7 +1068,7 @@ describe('failover', () => {
           /* a backend that ended on its own */
         }
       }
-      await waitFor('every process to be gone', () => alive([...everything, ...backends]).length === 0, 10_000, 20);
+      await waitFor('every process to be gone', () => living([...everything, ...backends]).length === 0, 10_000, 20);
       // The supervisor restarts agents and controllers (they fail while etcd is down
       // and back off); etcd comes back on the same data and port, as after a reboot.
       const port = Number(new URL(c.etcdEndpoint).port);

@@ -13,7 +13,14 @@ import { type ClusterKeys, clusterKeys, defaultConfig, LeaderRecord, MemberRecor
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import {
+  alive,
+  findFreePortRange,
+  living,
+  postgresProcesses,
+  postmasterPid,
+  waitFor,
+} from '../../../testing/cluster.js';
 import {
   createNetnsNetwork,
   listNetns,
@@ -278,7 +285,7 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       net!.cut(host.index);
       const fenced = waitFor(
         'the old primary to be fenced',
-        () => (alive(pgAll).length === 0 ? Date.now() : undefined),
+        () => (living(pgAll).length === 0 ? Date.now() : undefined),
         10_000,
         10,
       );

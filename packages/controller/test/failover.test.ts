@@ -894,7 +894,7 @@ describe('failover', () => {
       try {
         const pgPid = postmasterPid(m.memberDir)!;
         process.kill(m.agentPid()!, 'SIGKILL');
-        await waitFor("the replica's postgres to die with its agent", () => alive([pgPid]).length === 0, 10_000, 20);
+        await waitFor("the replica's postgres to die with its agent", () => living([pgPid]).length === 0, 10_000, 20);
         rmSync(dataDir, { recursive: true, force: true }); // a new, empty volume: the agent clones
         const startedAt = Date.now();
         c.startMember(name);

@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: pure unit tests next to the code (fast, parallel), and integration
-// tests that start real etcd and PostgreSQL processes (serial: the machine has two
-// cores and each test runs a whole cluster).
+// Three projects: pure unit tests next to the code (fast, parallel), the
+// benchmarks' own pure unit tests (statistics, reports), and integration tests that
+// start real etcd and PostgreSQL processes (serial: the machine has two cores and
+// each test runs a whole cluster).
 export default defineConfig({
   test: {
     reporters: ['default', './testing/summary-reporter.ts'],
@@ -11,6 +12,12 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'bench',
+          include: ['bench/**/*.test.ts'],
         },
       },
       {

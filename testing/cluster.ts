@@ -86,3 +86,31 @@ export function commandLine(pid: number): string {
     return '';
   }
 }
+
+/**
+ * The postmaster `pid` and its living children. PostgreSQL makes every child (each
+ * backend, walsender, checkpointer…) the leader of its own process group (setsid()
+ * in InitPostmasterChild), so the postmaster's process group holds the postmaster
+ * alone: to see whether "postgres" is gone, take this set before the fault (the
+ * children are re-parented once the postmaster dies) and wait until none lives.
+ */
+export function postgresProcesses(pid: number): number[] {
+  return living([pid, ...childPids(pid)]);
+}
+
+/**
+ * The PIDs among `pids` that are running: neither gone nor a zombie. (Children of
+ * a killed postmaster are re-parented to an init that may reap them late; a zombie
+ * answers `kill(pid, 0)` but runs no code.)
+ */
+export function living(pids: readonly number[]): number[] {
+  return pids.filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  });
+}

@@ -335,8 +335,4 @@ export function startWriterIn(
   };
 }
 
-/** Parses a `X/Y` LSN into a byte position. */
-export function lsnBytes(lsn: string): bigint {
-  const [hi, lo] = lsn.split('/');
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-}
+export { lsnBytes } from './writer.js';

@@ -15,6 +15,8 @@ export interface Ack {
   readonly at: number;
   /** Wall-clock ms when the write was sent (an ack arriving after a fence was sent before it, or is a violation). */
   readonly sentAt?: number;
+  /** WAL insert position right after the row (`pg_current_wal_insert_lsn()`), to measure lost bytes. */
+  readonly lsn: string;
 }
 
 export interface WriterMember {
@@ -123,10 +125,10 @@ export function startWriter(options: WriterOptions): Writer {
           const c = await connection(name);
           const sentAt = Date.now();
           const { rows } = await c.query(
-            `INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member`,
+            `INSERT INTO ${table} (id, member) VALUES ($1, current_setting('cluster_name')) RETURNING member, pg_current_wal_insert_lsn()::text AS lsn`,
             [id],
           );
-          acks.push({ id, member: rows[0].member, at: Date.now(), sentAt });
+          acks.push({ id, member: rows[0].member, at: Date.now(), sentAt, lsn: rows[0].lsn });
         } catch (error) {
           note(error);
           const c = conns.get(name);
@@ -169,4 +171,38 @@ export async function missingAcks(
   } finally {
     await c.end();
   }
+}
+
+/** Parses a `X/Y` LSN into a byte position. */
+export function lsnBytes(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+/**
+ * Where timeline `timeline` branched off its parent, read from its history file on
+ * the server at `connectionString` (the new primary after a promotion): WAL the old
+ * primary wrote past this point is not on the new timeline.
+ */
+export async function switchPoint(connectionString: string, timeline: number): Promise<bigint> {
+  const c = new pg.Client({ connectionString });
+  await c.connect();
+  try {
+    const file = `pg_wal/${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
+    const { rows } = await c.query('SELECT pg_read_file($1) AS text', [file]);
+    const lines = (rows[0].text as string).split('\n').filter((l) => /^\d+\s/.test(l));
+    return lsnBytes(lines.at(-1)!.split(/\s+/)[1]!);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * WAL bytes `member` acknowledged past `switchpoint`: from the furthest LSN of the
+ * writes it acknowledged in `acks` (0 when none is past it).
+ */
+export function bytesPast(acks: readonly Ack[], member: string, switchpoint: bigint): bigint {
+  let furthest = 0n;
+  for (const a of acks) if (a.member === member && lsnBytes(a.lsn) > furthest) furthest = lsnBytes(a.lsn);
+  return furthest > switchpoint ? furthest - switchpoint : 0n;
 }

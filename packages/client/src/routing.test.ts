@@ -290,8 +290,17 @@ describe('classifyQueryFailure', () => {
   it('passes other errors on a live connection through', () => {
     expect(classifyQueryFailure(failure({ connectionLost: false }))).toMatchObject({ kind: 'pass-through' });
   });
-  it('calls an unsent statement safe to retry', () => {
+  it('calls an unsent statement outside a transaction safe to retry', () => {
     expect(classifyQueryFailure(failure({ sent: false }))).toEqual({ kind: 'primary-changed', rolledBack: false });
+  });
+  it('reports an unsent statement inside a transaction (or with an unknown status) as rolled back', () => {
+    // BEGIN; INSERT a; (connection lost) INSERT b: retrying b alone would commit b without a.
+    for (const transactionStatus of ['T', 'E', null]) {
+      expect(classifyQueryFailure(failure({ sent: false, transactionStatus }))).toEqual({
+        kind: 'primary-changed',
+        rolledBack: true,
+      });
+    }
   });
   it('never calls a statement outside a transaction safe: its outcome is unknown', () => {
     expect(classifyQueryFailure(failure())).toEqual({ kind: 'outcome-unknown' });

@@ -346,7 +346,8 @@ export function mayCommit(text: string): boolean {
  *   the statement ran) are classified like a lost connection below, because the
  *   statement may have committed.
  * - Any other error on a live connection passes through untouched.
- * - On a lost connection: not sent → `primary-changed` (safe to retry); sent inside a
+ * - On a lost connection: not sent → `primary-changed`, `rolledBack` unless the
+ *   session was idle (outside a transaction; an unknown status counts as inside); sent inside a
  *   transaction and not a commit → `primary-changed` with `rolledBack` (retry the
  *   transaction); sent outside a transaction, or a commit → `outcome-unknown`.
  */
@@ -357,7 +358,10 @@ export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecisio
     return { kind: 'pass-through', discardConnection: notPrimary, reread: notPrimary };
   }
   if (!failure.connectionLost && !terminated) return { kind: 'pass-through', discardConnection: false, reread: false };
-  if (!failure.sent) return { kind: 'primary-changed', rolledBack: false };
+  // Never sent: nothing of this statement ran, but a transaction it belonged to died
+  // with the session. Inside one (or when the status is unknown), the work before it
+  // was rolled back: only the whole transaction may be retried.
+  if (!failure.sent) return { kind: 'primary-changed', rolledBack: failure.transactionStatus !== 'I' };
   // Opening or abandoning a transaction commits nothing, whatever became of it.
   if (/^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i.test(failure.text)) {
     return { kind: 'primary-changed', rolledBack: false };

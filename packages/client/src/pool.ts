@@ -190,7 +190,7 @@ type PendingCallback = (err: Error | undefined, client?: pg.PoolClient, done?: (
 interface PendingItem {
   callback: PendingCallback;
   timedOut?: boolean;
-  [retryState]?: { deadline: number; attempts: number };
+  [retryState]?: { deadline: number; attempts: number; notBefore: number };
 }
 
 const retryState: unique symbol = Symbol('pgha.retry');
@@ -253,6 +253,8 @@ export class Pool extends pg.Pool {
   private readonly ownsDiscovery: boolean;
   private readonly sideClients = new Set<pg.Client>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** The deadline of the checkout pg-pool is connecting a client for, while it does (see newClient). */
+  private connectDeadline: number | null = null;
   /** Stops listening to discovery; subclasses add their own detachers. */
   protected readonly detachers: Array<() => void> = [];
 
@@ -268,7 +270,9 @@ export class Pool extends pg.Pool {
 
     const internals = this as unknown as PoolInternals;
     const router: ClientRouter = {
-      waitTimeoutMillis: this.effectiveWaitMillis(),
+      // pg-pool calls client.connect() synchronously inside newClient: a pool
+      // connection gets its checkout's deadline, which does not restart per attempt.
+      connectDeadline: () => this.connectDeadline ?? Date.now() + this.effectiveWaitMillis(),
       // Read at connection time, after a subclass's constructor has run.
       get readOnly() {
         return pool.readOnlySessions;
@@ -533,49 +537,78 @@ export class Pool extends pg.Pool {
 
   /**
    * Opens a connection for a checkout, retrying (with backoff, until the wait
-   * deadline) when the leader's server refused, turned out not to be the primary, or
-   * the primary changed during the attempt: nothing was sent, so retrying is safe.
-   * Each retry goes back to the head of pg-pool's queue, so `max` is respected.
+   * deadline, which does not restart per attempt) when the leader's server refused,
+   * turned out not to be the primary, or the primary changed during the attempt:
+   * nothing was sent, so retrying is safe.
+   *
+   * The checkout stays pg-pool's own queue item (its callback untouched, so pg-pool's
+   * `connectionTimeoutMillis` timer can find and remove it): pg-pool connects through
+   * a proxy item whose callback decides on a retry. A retried checkout goes back to
+   * the head of the queue at once (it counts in `waitingCount`, and an idle client
+   * freed meanwhile serves it); it opens no new connection before its delay is over,
+   * so `max` is respected. Its caller is answered exactly once.
    * @internal pg-pool's method
    */
   newClient(pendingItem: PendingItem): void {
     const internals = this as unknown as PoolInternals;
-    if (pendingItem.timedOut && pendingItem[retryState] !== undefined) {
-      // pg-pool's checkout timeout already answered this caller, but could not take
-      // the item out of its queue (it looks for the callback we wrapped): skip it.
+    const retry = pendingItem[retryState];
+    if (pendingItem.timedOut) {
+      // pg-pool's checkout timeout already answered this caller.
       internals._pulseQueue();
       return;
     }
-    if (pendingItem[retryState] === undefined) {
-      pendingItem[retryState] = { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0 };
-      const original = pendingItem.callback;
-      pendingItem.callback = (err, client, done) => {
-        const retry = pendingItem[retryState]!;
+    if (retry !== undefined && retry.notBefore > Date.now()) {
+      // Still in its retry delay: keep its place; its timer pulses the queue.
+      internals._pendingQueue.unshift(pendingItem);
+      return;
+    }
+    const state = retry ?? { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0, notBefore: 0 };
+    pendingItem[retryState] = state;
+    const proxy: PendingItem = {
+      get timedOut() {
+        return pendingItem.timedOut;
+      },
+      callback: (err, client, done) => {
+        if (pendingItem.timedOut) {
+          // Answered by pg-pool's timeout meanwhile; a client connected too late goes back.
+          if (err === undefined || err === null) done?.();
+          return;
+        }
+        const delay = retryDelayMillis(state.attempts + 1);
         if (
           err !== undefined &&
           err !== null &&
           isRetryableConnectError(err) &&
           !this.ending &&
-          !pendingItem.timedOut &&
-          Date.now() + retryDelayMillis(retry.attempts + 1) < retry.deadline
+          Date.now() + delay < state.deadline
         ) {
-          retry.attempts += 1;
+          state.attempts += 1;
+          state.notBefore = Date.now() + delay;
           void this.discovery.refresh();
-          const timer = setTimeout(() => {
-            if (this.ending || pendingItem.timedOut) {
-              original(err, undefined, NOOP);
+          internals._pendingQueue.unshift(pendingItem);
+          // Ref'd: a checkout waiting out its delay is work that keeps the process alive.
+          setTimeout(() => {
+            if (this.ending) {
+              const index = internals._pendingQueue.indexOf(pendingItem);
+              if (index !== -1) {
+                internals._pendingQueue.splice(index, 1);
+                pendingItem.callback(err, undefined, NOOP);
+              }
               return;
             }
-            internals._pendingQueue.unshift(pendingItem);
             internals._pulseQueue();
-          }, retryDelayMillis(retry.attempts));
-          timer.unref?.();
+          }, delay);
           return;
         }
-        original(err, client, done);
-      };
+        pendingItem.callback(err, client, done);
+      },
+    };
+    this.connectDeadline = state.deadline;
+    try {
+      (pg.Pool.prototype as unknown as { newClient(item: PendingItem): void }).newClient.call(this, proxy);
+    } finally {
+      this.connectDeadline = null;
     }
-    (pg.Pool.prototype as unknown as { newClient(item: PendingItem): void }).newClient.call(this, pendingItem);
   }
 
   /** Adds a listener; typed for pgha's events, pg's events keep their signatures. */

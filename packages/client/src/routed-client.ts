@@ -13,8 +13,8 @@ import { classifyQueryFailure, decideRole, type RouteTarget } from './routing.js
 
 /** What a routed client needs from its pool. */
 export interface ClientRouter {
-  /** How long `connect()` waits for a route, in milliseconds. */
-  readonly waitTimeoutMillis: number;
+  /** When a `connect()` starting now stops waiting for a route (epoch milliseconds). */
+  connectDeadline(): number;
   /** Whether sessions must be read-only (replica pools: `default_transaction_read_only=on`). */
   readonly readOnly: boolean;
   /**
@@ -215,7 +215,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     private async connectRouted(): Promise<this> {
       const internals = this as unknown as ClientInternals;
       const stream = internals.connection.stream;
-      const deadline = Date.now() + router.waitTimeoutMillis;
+      const deadline = router.connectDeadline();
       // pg-pool's connectionTimeoutMillis destroys the socket: stop waiting then.
       let onClose: () => void = () => undefined;
       const cancelled = new Promise<never>((_, reject) => {

@@ -187,11 +187,17 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private membersFollowing: Promise<void> | null = null;
   private membersWatcher: Watcher | null = null;
   private membersWatchHealthy = false;
+  private membersWatchStarting: Promise<void> | null = null;
   /** The newest revision the members watch delivered. */
   private membersWatchRevision = 0;
   /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
   private target: TargetRecord | null = null;
   private targetWatcher: Watcher | null = null;
+  /** See {@link unref}: whether the watches stay open without a pool holding them. */
+  private refed = true;
+  /** How many pools have work (see {@link hold}). */
+  private holds = 0;
+  private suspendedFlag = false;
 
   /** @internal use {@link watchCluster} */
   constructor(options: WatchClusterOptions) {
@@ -271,6 +277,11 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     return this.membersFollowing;
   }
 
+  /** Whether the leader record (or its absence) has been read at least once. */
+  get observed(): boolean {
+    return this.state.observed;
+  }
+
   /** The newest term seen (0 before any leader). */
   get term(): number {
     return this.state.newestTerm;
@@ -334,8 +345,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         this.waiters.delete(done);
         resolve();
       };
+      // Ref'd: whoever waits for a primary is work that keeps the process alive (the
+      // watch stream may not, see unref()).
       const timer = setTimeout(done, timeoutMillis);
-      timer.unref?.();
       this.waiters.add(done);
     });
   }
@@ -354,6 +366,75 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       `no writable primary for cluster "${this.cluster}" within ${waitedMillis} ms: ${reason}; retry later, or raise primaryWaitTimeoutMillis to wait longer through failovers`,
       { term: this.state.newestTerm, cause: this.lastError ?? undefined },
     );
+  }
+
+  /**
+   * Lets the process exit while no pool has work (Node's `unref()` idea). A watcher
+   * keeps an etcd watch stream open, which keeps Node's event loop alive; after
+   * `unref()`, the watches are closed whenever no pool using this watcher has
+   * checked-out, pending or connecting clients, and re-opened (after a re-read, so
+   * nothing is missed) as soon as one has. Meanwhile the leader is still re-read every
+   * `rereadIntervalMillis` on timers that do not keep the process alive, so changes are
+   * seen within that interval instead of at once. A pool's own watcher is unref'd; a
+   * shared one (`watchCluster`) is ref'd until you call this. Returns the watcher.
+   */
+  unref(): this {
+    this.refed = false;
+    this.updateActivity();
+    return this;
+  }
+
+  /** Undoes {@link unref}: the watches stay open (and keep the process alive) until {@link close}. */
+  ref(): this {
+    this.refed = true;
+    this.updateActivity();
+    return this;
+  }
+
+  /**
+   * Whether the watches are closed for now (unref'd and no pool has work, see
+   * {@link unref}): changes are then seen by the periodic re-read only.
+   */
+  get suspended(): boolean {
+    return this.suspendedFlag;
+  }
+
+  /** @internal A pool has work: keep the watches open until the matching {@link release}. */
+  hold(): void {
+    this.holds += 1;
+    this.updateActivity();
+  }
+
+  /** @internal The pool that called {@link hold} has no work left. */
+  release(): void {
+    this.holds = Math.max(0, this.holds - 1);
+    this.updateActivity();
+  }
+
+  /** @internal Wakes everything waiting in {@link waitForChange}, so it decides again (a pool is ending). */
+  wakeWaiters(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private updateActivity(): void {
+    if (this.closedFlag) return;
+    const active = this.refed || this.holds > 0;
+    if (active && this.suspendedFlag) {
+      this.suspendedFlag = false;
+      // Re-read, then watch from the read's revision (readOnce re-creates the watches).
+      void this.refresh();
+    } else if (!active && !this.suspendedFlag) {
+      this.suspendedFlag = true;
+      // Closing the streams lets grpc unref its connection; not awaited (etcd3 waits for
+      // etcd to confirm a cancel, which never comes for a watch etcd already dropped).
+      const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
+      this.watcher = null;
+      this.membersWatcher = null;
+      this.targetWatcher = null;
+      this.watchHealthy = false;
+      this.membersWatchHealthy = false;
+      for (const watcher of watchers) void watcher?.cancel().catch(() => undefined);
+    }
   }
 
   /** Stops watching and closes the etcd client. Waiters reject with {@link NoPrimaryError}. */
@@ -389,12 +470,20 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       this.contact();
       const targetKv = targetResponse.kvs[0];
       if (targetKv !== undefined) this.noteTarget(targetKv.value);
-      if (this.targetWatcher === null) void this.startTargetWatch(Number(targetResponse.header.revision));
+      if (this.targetWatcher === null && !this.suspendedFlag) {
+        void this.startTargetWatch(Number(targetResponse.header.revision));
+      }
       const appliedBefore = this.state.revision;
       const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
-      if (!this.watchHealthy) await this.startWatch(revision);
-      else if (changed) this.expectWatchToDeliver('leader', appliedBefore + 1);
-      this.markReady();
+      if (!this.watchHealthy && !this.suspendedFlag) {
+        // Not awaited: etcd3's watch create() settles only once a stream connects (it
+        // retries a failed one with backoff), and re-reads must not wait on it. The
+        // watch starts after this read's revision, so nothing falls in between.
+        void this.startWatch(revision).finally(() => this.markReady());
+      } else {
+        if (changed && !this.suspendedFlag) this.expectWatchToDeliver('leader', appliedBefore + 1);
+        this.markReady();
+      }
       if (this.membersFollowing !== null) await this.readMembers();
     } catch (error) {
       // After an outage the watch stream may be gone without an error: re-create it at
@@ -448,7 +537,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .key(this.keys.leader)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag) {
+      if (this.closedFlag || this.suspendedFlag) {
         await watcher.cancel().catch(() => undefined);
         return;
       }
@@ -496,16 +585,27 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         this.membersMap = next;
         if (changed) this.emit('members-changed', this.membersMap);
       }
-      if (!this.membersWatchHealthy) await this.startMembersWatch(revision);
-      else if (changed) this.expectWatchToDeliver('members', knownRevision + 1);
+      if (!this.membersWatchHealthy && !this.suspendedFlag) void this.startMembersWatch(revision);
+      else if (changed && !this.suspendedFlag) this.expectWatchToDeliver('members', knownRevision + 1);
     } catch (error) {
       this.membersWatchHealthy = false;
       this.failed(castEtcdError(error, this.endpoints, `reading ${prefix}`));
     }
   }
 
-  private async startMembersWatch(afterRevision: number): Promise<void> {
-    if (this.closedFlag) return;
+  /** Starts (or re-creates) the members watch; concurrent calls share one creation. */
+  private startMembersWatch(afterRevision: number): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    // One creation at a time: two would deliver every event twice, and the one left
+    // unreferenced would keep retrying after close().
+    if (this.membersWatchStarting !== null) return this.membersWatchStarting;
+    this.membersWatchStarting = this.createMembersWatch(afterRevision).finally(() => {
+      this.membersWatchStarting = null;
+    });
+    return this.membersWatchStarting;
+  }
+
+  private async createMembersWatch(afterRevision: number): Promise<void> {
     const old = this.membersWatcher;
     this.membersWatcher = null;
     this.membersWatchHealthy = false;
@@ -516,7 +616,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .prefix(this.keys.membersPrefix)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag) {
+      if (this.closedFlag || this.suspendedFlag) {
         await watcher.cancel().catch(() => undefined);
         return;
       }
@@ -571,7 +671,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .key(this.keys.target)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag || this.targetWatcher !== null) {
+      if (this.closedFlag || this.suspendedFlag || this.targetWatcher !== null) {
         await watcher.cancel().catch(() => undefined);
         return;
       }

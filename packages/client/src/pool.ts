@@ -130,14 +130,8 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
     throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
   }
   const Client = (options as { Client?: unknown }).Client;
-  if (
-    Client !== undefined &&
-    typeof (Client as { prototype?: { _handleReadyForQuery?: unknown } } | null)?.prototype?._handleReadyForQuery !==
-      'function'
-  ) {
-    throw invalid(
-      `the Client option must be pg's JavaScript client (pg.Client or a subclass), got ${(Client as { name?: string } | null)?.name || String(Client)}; pg-native's client is not supported (pgha reads the protocol's ReadyForQuery and ParameterStatus messages). Remove the Client option, or pass a subclass of pg.Client`,
-    );
+  if (Client !== undefined && typeof Client !== 'function') {
+    throw invalid(`the Client option must be a client class or factory (like pg.Client), got ${String(Client)}`);
   }
   const preconnect = options.preconnect ?? true;
   if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
@@ -165,6 +159,8 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
       rereadIntervalMillis: options.rereadIntervalMillis,
       staleAfterMillis: options.staleAfterMillis,
     });
+    // The pool decides when its own watcher may let the process exit (see holdDiscovery).
+    watcher.unref();
     ownsWatcher = true;
   }
   return {
@@ -195,6 +191,14 @@ interface PendingItem {
 
 const retryState: unique symbol = Symbol('pgha.retry');
 const NOOP = () => undefined;
+
+/** Whether `Client` is pg's JavaScript client or a subclass (what pgha can route). */
+function isPgJsClient(Client: unknown): Client is typeof pg.Client {
+  return (
+    typeof Client === 'function' &&
+    typeof (Client as { prototype?: { _handleReadyForQuery?: unknown } }).prototype?._handleReadyForQuery === 'function'
+  );
+}
 
 function isRetryableConnectError(error: unknown): boolean {
   if (error instanceof NotPrimaryError || error instanceof PrimaryChangedError) return true;
@@ -251,8 +255,14 @@ export class Pool extends pg.Pool {
   readonly preconnect: boolean;
 
   private readonly ownsDiscovery: boolean;
+  /** Whether the Client is pg's JavaScript client, which pgha routes (see the constructor). */
+  private readonly routesClients: boolean;
   private readonly sideClients = new Set<pg.Client>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** Whether this pool holds its watcher's watches open (it has work; see holdDiscovery). */
+  private holdingDiscovery = false;
+  /** Checks every so often whether the pool still has work (unref'd: never keeps the process alive). */
+  private activityTimer: NodeJS.Timeout | null = null;
   /** The deadline of the checkout pg-pool is connecting a client for, while it does (see newClient). */
   private connectDeadline: number | null = null;
   /** Stops listening to discovery; subclasses add their own detachers. */
@@ -279,8 +289,10 @@ export class Pool extends pg.Pool {
       },
       // Only the pool's own connections connect early: they are retried by the pool
       // if the promotion goes elsewhere; a side connection (new pool.Client) waits.
-      route: (deadline, cancelled, client) =>
-        this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client)),
+      route: (deadline, cancelled, client) => {
+        this.holdDiscovery();
+        return this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client));
+      },
       awaitPromotion: (candidate, deadline, cancelled) => this.awaitPromotion(candidate, deadline, cancelled),
       checkRole: (target, inRecovery) => this.checkRole(target, inRecovery),
       isStale: (target) => this.isStaleTarget(target),
@@ -299,7 +311,12 @@ export class Pool extends pg.Pool {
       },
     };
     const pool = this;
-    internals.Client = createRoutedClientClass(internals.Client, router);
+    // Routing needs pg's JavaScript client (its ReadyForQuery and ParameterStatus
+    // handlers). Any other Client (pg-native, test doubles, factories, wrappers) is used
+    // as given, as pg-pool does: it is created with pool.options, which name the
+    // current primary, but is not role-checked, cut on a change or classified.
+    this.routesClients = isPgJsClient(internals.Client);
+    if (this.routesClients) internals.Client = createRoutedClientClass(internals.Client, router);
 
     const primary = this.discovery.primary;
     if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
@@ -327,6 +344,46 @@ export class Pool extends pg.Pool {
       this.discovery.off('discovery-stale', onStale);
       this.discovery.off('discovery-restored', onRestored);
     });
+  }
+
+  /**
+   * The pool has work: keep the watcher's watches open (they keep the process alive)
+   * until it has none. Returns whether the watches were closed until now (so what the
+   * pool knows may be up to one re-read interval old).
+   */
+  private holdDiscovery(): boolean {
+    if (this.holdingDiscovery) return false;
+    this.holdingDiscovery = true;
+    const wasSuspended = this.discovery.suspended;
+    this.discovery.hold();
+    if (this.activityTimer === null) {
+      this.activityTimer = setInterval(() => {
+        if (!this.hasWork()) this.releaseDiscovery();
+      }, 200);
+      this.activityTimer.unref();
+    }
+    return wasSuspended;
+  }
+
+  /** Lets the watcher close its watches if no other pool has work (see ClusterWatcher.unref). */
+  private releaseDiscovery(): void {
+    if (this.activityTimer !== null) clearInterval(this.activityTimer);
+    this.activityTimer = null;
+    if (!this.holdingDiscovery) return;
+    this.holdingDiscovery = false;
+    this.discovery.release();
+  }
+
+  /**
+   * Whether the pool has work: checked-out, connecting or pending clients, side
+   * connections, or idle clients that keep the process alive anyway (without
+   * `allowExitOnIdle`), which are then kept current by the watch.
+   */
+  private hasWork(): boolean {
+    const internals = this as unknown as PoolInternals;
+    if (internals._pendingQueue.length > 0 || this.sideClients.size > 0) return true;
+    if (internals._clients.length > internals._idle.length) return true;
+    return internals._idle.length > 0 && this.options.allowExitOnIdle !== true;
   }
 
   /** The writable primary new connections go to, or null while there is none. */
@@ -363,6 +420,8 @@ export class Pool extends pg.Pool {
         staleSinceMillis: watcher.staleSinceMillis,
         stalePolicy: this.stalePolicy,
         closed: watcher.closed,
+        ending: this.ending,
+        observed: watcher.observed,
         nowMillis: Date.now(),
         deadlineMillis,
         preconnect: preconnect && !this.ending,
@@ -380,7 +439,11 @@ export class Pool extends pg.Pool {
           if (decision.code === 'discovery-stale') throw this.staleError();
           throw watcher.noPrimaryError(
             this.effectiveWaitMillis(),
-            decision.code === 'closed' ? 'the pool or watcher was closed' : undefined,
+            decision.code === 'closed'
+              ? watcher.closed
+                ? 'the pool or watcher was closed'
+                : 'the pool is ending and there is no writable primary'
+              : undefined,
           );
         case 'wait':
           // Woken by any change of the leader record, or at the deadline: then loop once
@@ -508,6 +571,21 @@ export class Pool extends pg.Pool {
   ): void;
   // biome-ignore lint/suspicious/noExplicitAny: the implementation serves both overloads
   override connect(cb?: any): any {
+    if (!this.holdingDiscovery && !this.ending && this.holdDiscovery()) {
+      // The watches were closed while the pool had nothing to do: an idle client may
+      // belong to an old primary. Re-read first (one etcd round trip), then check out.
+      const internals = this as unknown as PoolInternals;
+      if (internals._idle.length > 0) {
+        const reread = this.discovery.refresh().then(() => this.connect());
+        if (typeof cb !== 'function') return reread;
+        // Called outside the promise chain: an exception in cb stays an uncaughtException.
+        reread.then(
+          (client: pg.PoolClient) => process.nextTick(cb, undefined, client, client.release),
+          (error: Error) => process.nextTick(cb, error, undefined, NOOP),
+        );
+        return undefined;
+      }
+    }
     if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
       const error = this.staleError();
       if (typeof cb === 'function') {
@@ -515,6 +593,18 @@ export class Pool extends pg.Pool {
         return undefined;
       }
       return (this as unknown as PoolInternals).Promise.reject(error);
+    }
+    if (!this.routesClients && this.discovery.primary === null && !this.ending) {
+      // An unrouted client connects where pool.options point: wait until they name a primary.
+      const waited = this.discovery.waitForPrimary(this.effectiveWaitMillis());
+      if (typeof cb === 'function') {
+        waited.then(
+          () => super.connect(cb),
+          (error) => process.nextTick(() => cb(error, undefined, NOOP)),
+        );
+        return undefined;
+      }
+      return waited.then(() => super.connect());
     }
     return super.connect(cb);
   }
@@ -642,25 +732,33 @@ export class Pool extends pg.Pool {
     return super.off(event, listener);
   }
 
-  /** pg-pool's `end`, which also stops following etcd (a shared watcher is left running). */
+  /**
+   * pg-pool's `end`: every checkout made before it and every checked-out client may
+   * finish (they keep following discovery meanwhile); then the pool stops following
+   * etcd and closes its own watcher (a shared watcher is left running).
+   */
   // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
   override end(cb?: any): any {
-    const wasEnding = this.ending;
-    if (wasEnding) return super.end(cb);
-    for (const detach of this.detachers) detach();
-    for (const timer of this.drainTimers) clearTimeout(timer);
-    this.drainTimers.clear();
-    const closing = this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
+    if (this.ending) return super.end(cb);
+    // Checkouts waiting for a primary re-decide now (ending: fail if there is none).
+    this.discovery.wakeWaiters();
+    const finish = (): Promise<void> => {
+      for (const detach of this.detachers) detach();
+      for (const timer of this.drainTimers) clearTimeout(timer);
+      this.drainTimers.clear();
+      this.releaseDiscovery();
+      return this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
+    };
     if (typeof cb === 'function') {
       super.end(() => {
-        closing.then(
+        finish().then(
           () => cb(),
           () => cb(),
         );
       });
       return undefined;
     }
-    return (super.end() as Promise<void>).then(() => closing);
+    return (super.end() as Promise<void>).then(finish);
   }
 }
 

@@ -203,13 +203,43 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     override connect(callback?: any): any {
       const connecting = this.connectRouted();
       if (typeof callback === 'function') {
+        // Called outside the promise chain, as pg calls it from its own event handlers:
+        // an exception thrown by the callback is an uncaughtException, not an
+        // unhandledRejection (pg-pool calls pool.connect(cb) callbacks from here).
         connecting.then(
-          () => callback(null, this),
-          (error) => callback(error),
+          () => process.nextTick(callback, null, this),
+          (error) => process.nextTick(callback, error),
         );
         return undefined;
       }
       return connecting;
+    }
+
+    /** pg's `connect`, always in its callback form (as pg-pool calls it): a subclass may implement only that. */
+    private connectBase(): Promise<void> {
+      return new Promise((resolve, reject) => {
+        super.connect((error: Error | null | undefined) => (error ? reject(error) : resolve()));
+      });
+    }
+
+    /** pg's `query` in its callback form (a subclass may implement only that). */
+    private queryBase(text: string): Promise<pg.QueryResult> {
+      return new Promise((resolve, reject) => {
+        super.query(text, (error: Error | null | undefined, result: pg.QueryResult) =>
+          error ? reject(error) : resolve(result),
+        );
+      });
+    }
+
+    /** pg's `end` in its callback form; never rejects. */
+    private endQuietly(): Promise<void> {
+      return new Promise((resolve) => {
+        try {
+          super.end(() => resolve());
+        } catch {
+          resolve();
+        }
+      });
     }
 
     private async connectRouted(): Promise<this> {
@@ -237,7 +267,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
           const options = internals.connectionParameters.options;
           internals.connectionParameters.options = `${options ? `${options} ` : ''}-c default_transaction_read_only=on`;
         }
-        await super.connect();
+        await this.connectBase();
         role = decideRole(this[routingState].parameters.get('in_hot_standby'));
         if (target.kind === 'candidate') {
           // Connected early to a leader being promoted: wait for its record to turn
@@ -250,17 +280,29 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       }
       const state = this[routingState];
       if (role === 'unknown') {
-        const result = await super.query('SELECT pg_is_in_recovery() AS in_recovery');
+        let result: pg.QueryResult;
+        try {
+          result = await this.queryBase('SELECT pg_is_in_recovery() AS in_recovery');
+        } catch (error) {
+          // pgha's own check failed: nothing of the caller's was sent, whatever the
+          // classification of the check itself says.
+          if (!(error instanceof OutcomeUnknownError || error instanceof PrimaryChangedError)) throw error;
+          await this.endQuietly();
+          throw new PrimaryChangedError(
+            `the connection to ${describe(target)} was lost while pgha checked the server's role (${(error.cause as Error | undefined)?.message ?? error.message}); nothing was sent. Retrying is safe.`,
+            { rolledBack: false, cause: error.cause ?? error },
+          );
+        }
         role = result.rows[0]?.in_recovery === true ? 'standby' : 'primary';
       }
       const refused = router.checkRole(target, role === 'standby');
       if (refused !== null) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         router.reread();
         throw refused;
       }
       if (router.isStale(target)) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         throw new PrimaryChangedError(
           `the route changed away from ${describe(target)} while connecting; closed the connection before any statement was sent. Retrying is safe.`,
           { rolledBack: false },
@@ -285,7 +327,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       try {
         promoted = await router.awaitPromotion(candidate, deadline, cancelled);
       } catch (error) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         if (!(error instanceof RouteCancelled)) throw error;
         throw new PrimaryChangedError(
           `the connection opened early to ${describe(candidate)} closed while it was being promoted; nothing was sent. Retrying is safe.`,
@@ -293,7 +335,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
         );
       }
       if (promoted === null) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         throw new PrimaryChangedError(
           `the leader moved away from ${describe(candidate)} before its promotion ended; closed the connection opened early before any statement was sent. Retrying is safe.`,
           { rolledBack: false },

@@ -158,6 +158,8 @@ describe('decideCheckout', () => {
     staleSinceMillis: null,
     stalePolicy: 'serve',
     closed: false,
+    ending: false,
+    observed: true,
     nowMillis: 1000,
     deadlineMillis: 2000,
     preconnect: false,
@@ -166,6 +168,15 @@ describe('decideCheckout', () => {
 
   it('connects to a writable leader', () => {
     expect(decideCheckout(snap())).toEqual({ action: 'connect', endpoint: endpoint() });
+  });
+  it('serves checkouts made before end() once the leader is read, and fails them at once when there is no primary', () => {
+    expect(decideCheckout(snap({ ending: true }))).toEqual({ action: 'connect', endpoint: endpoint() });
+    expect(decideCheckout(snap({ ending: true, leader: null, observed: false }))).toEqual({ action: 'wait' });
+    expect(decideCheckout(snap({ ending: true, leader: null }))).toEqual({ action: 'fail', code: 'closed' });
+    expect(decideCheckout(snap({ ending: true, leader: endpoint({ writable: false }) }))).toEqual({
+      action: 'fail',
+      code: 'closed',
+    });
   });
   it('waits for a leader that is not writable, then fails at the deadline', () => {
     expect(decideCheckout(snap({ leader: endpoint({ writable: false }) }))).toEqual({ action: 'wait' });

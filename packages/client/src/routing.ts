@@ -193,6 +193,14 @@ export interface CheckoutSnapshot {
   readonly stalePolicy: StalePolicy;
   /** Whether discovery has been closed (the pool ended). */
   readonly closed: boolean;
+  /**
+   * Whether the pool is ending: checkouts made before `end()` still get the primary,
+   * but once discovery has read the leader and found no writable one, they fail at
+   * once instead of holding `end()` for the whole wait.
+   */
+  readonly ending: boolean;
+  /** Whether discovery has read the leader record (or its absence) at least once. */
+  readonly observed: boolean;
   readonly nowMillis: number;
   /** When the caller stops waiting for a primary. */
   readonly deadlineMillis: number;
@@ -228,6 +236,7 @@ export function decideCheckout(snapshot: CheckoutSnapshot): CheckoutDecision {
   }
   if (snapshot.leader?.writable === true) return { action: 'connect', endpoint: snapshot.leader };
   if (snapshot.nowMillis >= snapshot.deadlineMillis) return { action: 'fail', code: 'no-primary' };
+  if (snapshot.ending && snapshot.observed) return { action: 'fail', code: 'closed' };
   if (snapshot.leader !== null && snapshot.preconnect && snapshot.staleSinceMillis === null) {
     return { action: 'preconnect', endpoint: snapshot.leader };
   }

@@ -552,7 +552,11 @@ export class Pool extends pg.Pool {
       for (const client of busy) {
         const ended = (client as unknown as { _ended?: boolean })._ended === true;
         const stillOurs = internals._clients.includes(client) || this.sideClients.has(client);
-        if (!ended && stillOurs) terminateClient(client);
+        // Re-checked now: a replica whose lag spike has passed qualifies again, and its
+        // statement runs on (the connection still closes on release).
+        const endpoint = routingOf(client)?.endpoint;
+        const stillStale = endpoint === null || endpoint === undefined || this.isStaleTarget(endpoint);
+        if (!ended && stillOurs && stillStale) terminateClient(client);
       }
     };
     const timer = setTimeout(cut, this.drainTimeoutMillis);

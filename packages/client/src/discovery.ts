@@ -754,7 +754,23 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     return routeChanged;
   }
 
+  /**
+   * Emits one event. A listener that throws must not break discovery (the exception
+   * would be taken for an etcd failure) nor keep other listeners, such as the other
+   * pools of a shared watcher, from hearing of the change: the exception is rethrown
+   * on the next tick, where it is an uncaughtException as any throwing listener's.
+   */
   private emitEvent(event: ClusterEvent): void {
+    try {
+      this.emitUnguarded(event);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  private emitUnguarded(event: ClusterEvent): void {
     switch (event.type) {
       case 'primary-changed':
         this.emit('primary-changed', event);

@@ -320,18 +320,29 @@ export class Pool extends pg.Pool {
 
     const primary = this.discovery.primary;
     if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
+    // A throwing listener on this pool must not keep the watcher from telling the
+    // other pools sharing it: rethrown on the next tick (an uncaughtException).
+    const emitGuarded = (name: keyof PoolEvents, event: unknown) => {
+      try {
+        this.emit(name, event);
+      } catch (error) {
+        process.nextTick(() => {
+          throw error;
+        });
+      }
+    };
     const onPrimary = (event: PrimaryChangedEvent) => {
       this.pointOptionsAt(event.current.host, event.current.port);
       this.drain();
-      this.emit('primary-changed', event);
+      emitGuarded('primary-changed', event);
     };
     const onNoPrimary = (event: NoPrimaryEvent) => {
       this.drain();
-      this.emit('no-primary', event);
+      emitGuarded('no-primary', event);
     };
-    const onError = (event: DiscoveryErrorEvent) => this.emit('discovery-error', event);
-    const onStale = (event: DiscoveryStaleEvent) => this.emit('discovery-stale', event);
-    const onRestored = (event: DiscoveryRestoredEvent) => this.emit('discovery-restored', event);
+    const onError = (event: DiscoveryErrorEvent) => emitGuarded('discovery-error', event);
+    const onStale = (event: DiscoveryStaleEvent) => emitGuarded('discovery-stale', event);
+    const onRestored = (event: DiscoveryRestoredEvent) => emitGuarded('discovery-restored', event);
     this.discovery.on('primary-changed', onPrimary);
     this.discovery.on('no-primary', onNoPrimary);
     this.discovery.on('discovery-error', onError);

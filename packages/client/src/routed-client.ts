@@ -420,12 +420,16 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
 
     /** @internal */
     classify(error: Error, sent: boolean, transactionStatus: string | null, text: string): Error {
+      const parameters = this[routingState].parameters;
       const decision = classifyQueryFailure({
         sqlState: isDatabaseError(error) ? error.code : null,
         connectionLost: (this as unknown as ClientInternals)._queryable === false,
         sent,
         transactionStatus,
         text,
+        readOnlyByChoice:
+          router.readOnly ||
+          (parameters.get('in_hot_standby') === 'off' && parameters.get('default_transaction_read_only') === 'off'),
       });
       const where = this[routingState].endpoint;
       const server = where === null ? 'the server' : describe(where);
@@ -455,9 +459,12 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       }
     }
 
-    // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
-    override emit(event: string | symbol, ...args: any[]): boolean {
-      if (event !== 'error') return super.emit(event, ...args);
+    // No rest parameter: pg emits after every statement, and this must not allocate.
+    override emit(event: string | symbol): boolean {
+      // biome-ignore lint/complexity/noArguments: forwards pg's arguments without building an array
+      if (event !== 'error') return Base.prototype.emit.apply(this, arguments as unknown as [string]);
+      // biome-ignore lint/complexity/noArguments: the error path may copy
+      let args: unknown[] = Array.prototype.slice.call(arguments, 1);
       // pg emits 'error' on a client whose connection dies between statements. On a
       // checked-out client with no 'error' listener (most application code, and every
       // failover terminates such sessions), Node would crash the process. pgha keeps

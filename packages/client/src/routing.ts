@@ -328,6 +328,13 @@ export interface QueryFailure {
   readonly transactionStatus: string | null;
   /** The statement text (empty for a prepared statement run by name only). */
   readonly text: string;
+  /**
+   * Whether the session is read-only on purpose, so a 25006 says nothing about the
+   * server: a replica pool's session, or a read-only transaction (BEGIN READ ONLY) on
+   * a server that reports itself writable (`in_hot_standby` and
+   * `default_transaction_read_only` both `off`, PostgreSQL 14+).
+   */
+  readonly readOnlyByChoice?: boolean;
 }
 
 /** What a failed query means. */
@@ -363,7 +370,8 @@ export function mayCommit(text: string): boolean {
 export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecision {
   const terminated = failure.sqlState !== null && terminatingSqlStates.has(failure.sqlState);
   if (failure.sqlState !== null && !terminated) {
-    const notPrimary = notPrimarySqlStates.has(failure.sqlState);
+    const notPrimary =
+      notPrimarySqlStates.has(failure.sqlState) && !(failure.sqlState === '25006' && failure.readOnlyByChoice === true);
     return { kind: 'pass-through', discardConnection: notPrimary, reread: notPrimary };
   }
   if (!failure.connectionLost && !terminated) return { kind: 'pass-through', discardConnection: false, reread: false };

@@ -220,6 +220,53 @@ describe('Pool keeps the pg.Pool contract', () => {
     again.release();
   });
 
+  it('keeps a connection whose 25006 comes from a read-only transaction the application began', async () => {
+    const p = pool({ max: 1 });
+    const client = await p.connect();
+    await client.query('BEGIN READ ONLY');
+    const error = await client.query('CREATE TABLE never_created (x int)').catch((e) => e);
+    expect(error).toBeInstanceOf(pg.DatabaseError);
+    expect(error.code).toBe('25006');
+    await client.query('ROLLBACK');
+    client.release();
+    expect([p.totalCount, p.idleCount]).toEqual([1, 1]);
+  });
+
+  it('keeps following the primary, on every pool of a shared watcher, when a primary-changed listener throws', async () => {
+    const watcher = watchCluster({ etcd: { endpoints: env.etcd.endpoint }, cluster: env.cluster, keyRoot: env.keyRoot });
+    const { etcd: _e, cluster: _c, keyRoot: _k, ...pgOnly } = env.poolOptions();
+    const a = new Pool({ ...pgOnly, discovery: watcher });
+    const b = new Pool({ ...pgOnly, discovery: watcher });
+    const thrown: unknown[] = [];
+    // The listener's exception must surface as an uncaughtException (as a throwing
+    // listener does anywhere in Node): catch it here instead of the test runner.
+    const runnerListeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    const onUncaught = (error: unknown) => thrown.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await watcher.ready;
+      a.on('primary-changed', () => {
+        throw new Error('listener bug');
+      });
+      const bSaw = nextEvent(b, 'primary-changed');
+      const errors: Error[] = [];
+      watcher.on('discovery-error', (e) => errors.push(e.error));
+      term += 1;
+      await env.publishLeader(env.pg.primary, term, { member: 'demo-renamed' });
+      expect((await bSaw).term).toBe(term);
+      await until('the throw to surface as an uncaught exception', () => thrown.length > 0);
+      expect((thrown[0] as Error).message).toBe('listener bug');
+      expect(errors.filter((e) => /etcd/.test(e.message))).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      for (const listener of runnerListeners) process.on('uncaughtException', listener);
+      await a.end();
+      await b.end();
+      await watcher.close();
+    }
+  });
+
   it('destroys a client released with an error and throws on a double release', async () => {
     const p = pool();
     const client = await p.connect();

@@ -7,6 +7,7 @@ import {
   type ClusterEvent,
   type ClusterKeys,
   clusterKeys,
+  InitializeRecord,
   LeaderRecord,
   MemberRecord,
   PghaError,
@@ -19,6 +20,7 @@ import { EventEmitter } from 'eventemitter3';
 import { NoPrimaryError } from './errors.js';
 import {
   type DiscoveryState,
+  decideIncarnation,
   decideLeaderObservation,
   initialDiscoveryState,
   type LeaderObservation,
@@ -70,6 +72,18 @@ export type DiscoveryStaleEvent = Extract<ClusterEvent, { type: 'discovery-stale
 /** The `discovery-restored` event: etcd answers again after `discovery-stale`. */
 export type DiscoveryRestoredEvent = Extract<ClusterEvent, { type: 'discovery-restored' }>;
 
+/**
+ * The `cluster-reset` event: the cluster is a new incarnation (its `initialize` record
+ * names another PostgreSQL system id: restored from an etcd backup, or bootstrapped
+ * again). Terms restart with it, so the watcher forgot the newest term it had seen and
+ * follows the new cluster's leader whatever its term.
+ */
+export interface ClusterResetEvent {
+  readonly type: 'cluster-reset';
+  readonly previousSystemId: string;
+  readonly systemId: string;
+}
+
 /** The events of a {@link ClusterWatcher}, each with one {@link ClusterEvent} argument. */
 export interface ClusterWatcherEvents {
   'primary-changed': (event: PrimaryChangedEvent) => void;
@@ -77,6 +91,7 @@ export interface ClusterWatcherEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+  'cluster-reset': (event: ClusterResetEvent) => void;
   /** The member records changed (only while following members, see {@link ClusterWatcher.followMembers}). */
   'members-changed': (members: ReadonlyMap<string, MemberRecord>) => void;
 }
@@ -196,6 +211,10 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
   private target: TargetRecord | null = null;
   private targetWatcher: Watcher | null = null;
+  /** The PostgreSQL system id of the cluster's incarnation (its `initialize` record), once read. */
+  private systemId: string | null = null;
+  /** The newest revision of an older-term leader record that triggered a re-read. */
+  private resetCheckedRevision = 0;
   /** See {@link unref}: whether the watches stay open without a pool holding them. */
   private refed = true;
   /** How many pools have work (see {@link hold}). */
@@ -485,10 +504,13 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private async readOnce(): Promise<void> {
     let revision: number;
     try {
-      const [response, targetResponse] = await Promise.all([
+      const [response, targetResponse, initializeResponse] = await Promise.all([
         this.client.get(this.keys.leader).exec(),
         this.client.get(this.keys.target).exec(),
+        this.client.get(this.keys.initialize).exec(),
       ]);
+      const initializeKv = initializeResponse.kvs[0];
+      if (initializeKv !== undefined) this.noteInitialize(initializeKv.value);
       revision = Number(response.header.revision);
       const kv = response.kvs[0];
       this.contact();
@@ -677,6 +699,36 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     }
   }
 
+  /**
+   * Checks the cluster's incarnation (its `initialize` record) against the known one:
+   * on another system id, forgets the newest term (see decideIncarnation) and emits
+   * `cluster-reset`; the leader read next is then accepted whatever its term.
+   */
+  private noteInitialize(value: Buffer): void {
+    let record: InitializeRecord;
+    try {
+      record = InitializeRecord.decode(value);
+    } catch (error) {
+      this.emitEvent({ type: 'discovery-error', error: error instanceof Error ? error : new Error(String(error)) });
+      return;
+    }
+    const decision = decideIncarnation(this.state, this.systemId, record.systemId);
+    this.systemId = record.systemId;
+    if (decision.action !== 'reset') return;
+    this.state = decision.next;
+    try {
+      this.emit('cluster-reset', {
+        type: 'cluster-reset',
+        previousSystemId: decision.previousSystemId,
+        systemId: record.systemId,
+      });
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
   /** Keeps the newest valid target record (the controller writes it before the leader is installed). */
   private noteTarget(value: Buffer): void {
     try {
@@ -748,6 +800,12 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     const before = this.state.leader;
     const decision = decideLeaderObservation(this.state, hinted);
     this.state = decision.next;
+    // A leader of an older term: stale, or a new incarnation of the cluster (its terms
+    // restart). Re-read now, with the initialize record, to tell which.
+    if (decision.ignored === 'older-term' && observation.revision > this.resetCheckedRevision) {
+      this.resetCheckedRevision = observation.revision;
+      setImmediate(() => void this.refresh());
+    }
     const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
     if (routeChanged || !sameEndpoint(before, this.state.leader)) for (const w of [...this.waiters]) w();
     for (const event of decision.events) this.emitEvent(event);

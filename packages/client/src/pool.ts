@@ -6,6 +6,7 @@
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
 import {
+  type ClusterResetEvent,
   type ClusterWatcher,
   type DiscoveryErrorEvent,
   type DiscoveryRestoredEvent,
@@ -343,17 +344,20 @@ export class Pool extends pg.Pool {
     const onError = (event: DiscoveryErrorEvent) => emitGuarded('discovery-error', event);
     const onStale = (event: DiscoveryStaleEvent) => emitGuarded('discovery-stale', event);
     const onRestored = (event: DiscoveryRestoredEvent) => emitGuarded('discovery-restored', event);
+    const onReset = (event: ClusterResetEvent) => emitGuarded('cluster-reset', event);
     this.discovery.on('primary-changed', onPrimary);
     this.discovery.on('no-primary', onNoPrimary);
     this.discovery.on('discovery-error', onError);
     this.discovery.on('discovery-stale', onStale);
     this.discovery.on('discovery-restored', onRestored);
+    this.discovery.on('cluster-reset', onReset);
     this.detachers.push(() => {
       this.discovery.off('primary-changed', onPrimary);
       this.discovery.off('no-primary', onNoPrimary);
       this.discovery.off('discovery-error', onError);
       this.discovery.off('discovery-stale', onStale);
       this.discovery.off('discovery-restored', onRestored);
+      this.discovery.off('cluster-reset', onReset);
     });
   }
 
@@ -701,6 +705,9 @@ export class Pool extends pg.Pool {
               }
               return;
             }
+            // The timer ends the delay, not the wall clock (a timer may fire a
+            // millisecond before Date.now() reaches notBefore).
+            state.notBefore = 0;
             internals._pulseQueue();
           }, delay);
           return;
@@ -784,4 +791,6 @@ export interface PoolEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+  /** The cluster is a new incarnation (restored or bootstrapped again); see {@link ClusterResetEvent}. */
+  'cluster-reset': (event: ClusterResetEvent) => void;
 }

@@ -5,6 +5,7 @@ import {
   classifyQueryFailure,
   type DiscoveryState,
   decideCheckout,
+  decideIncarnation,
   decideLeaderObservation,
   decidePromotion,
   decideReplica,
@@ -140,6 +141,21 @@ describe('decideLeaderObservation', () => {
     expect(same.events[1]).toMatchObject({ type: 'primary-changed', reason: 'restart' });
     const sw = run([put(leader(), 1), put(leader({ term: 2, member: 'demo-1' }), 2, 'switchover')]);
     expect(sw.events[1]).toMatchObject({ type: 'primary-changed', reason: 'switchover' });
+  });
+});
+
+describe('decideIncarnation', () => {
+  const state = { ...initialDiscoveryState, newestTerm: 7, observed: true, revision: 40 };
+  it('learns the first system id and keeps the same one', () => {
+    expect(decideIncarnation(state, null, '123')).toEqual({ action: 'first' });
+    expect(decideIncarnation(state, '123', '123')).toEqual({ action: 'same' });
+  });
+  it('forgets the newest term on another system id (a restored or re-bootstrapped cluster)', () => {
+    expect(decideIncarnation(state, '123', '456')).toEqual({
+      action: 'reset',
+      next: { ...state, newestTerm: 0 },
+      previousSystemId: '123',
+    });
   });
 });
 

@@ -163,6 +163,28 @@ export function decideLeaderObservation(state: DiscoveryState, observation: Lead
   }
 }
 
+/** What a read of the `initialize` record means for the newest term seen. */
+export type IncarnationDecision =
+  | { readonly action: 'first' | 'same' }
+  | { readonly action: 'reset'; readonly next: DiscoveryState; readonly previousSystemId: string };
+
+/**
+ * Decides whether the cluster is a new incarnation (restored from a backup of etcd, or
+ * bootstrapped again): its `initialize` record names another PostgreSQL system id than
+ * the one known. Terms restart with a new incarnation, so the newest term seen is
+ * forgotten (the next leader record is accepted whatever its term); the current
+ * leader stays routable until one arrives. The first system id seen is just learned.
+ */
+export function decideIncarnation(
+  state: DiscoveryState,
+  knownSystemId: string | null,
+  systemId: string,
+): IncarnationDecision {
+  if (knownSystemId === null) return { action: 'first' };
+  if (knownSystemId === systemId) return { action: 'same' };
+  return { action: 'reset', next: { ...state, newestTerm: 0 }, previousSystemId: knownSystemId };
+}
+
 /**
  * The `reason` of a primary change, from the controller's decision for that term
  * (its target record): failovers (automatic or manual), switchovers, or the bootstrap.

@@ -1,6 +1,6 @@
 // Conformance: every point of pg.Pool's contract (node-postgres packages/pg-pool),
 // through a pgha Pool, against a real etcd and a real primary + standby.
-import { PghaError } from '@pgha/core';
+import { clusterKeys, PghaError } from '@pgha/core';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import QueryStream from 'pg-query-stream';
@@ -265,6 +265,32 @@ describe('Pool keeps the pg.Pool contract', () => {
       await b.end();
       await watcher.close();
     }
+  });
+
+  it('follows a re-bootstrapped cluster (another initialize system id) down to its lower term, with cluster-reset', async () => {
+    const initializeKey = clusterKeys(env.cluster, env.keyRoot).initialize;
+    const initialize = (systemId: string) =>
+      JSON.stringify({ v: 1, member: 'demo-primary', systemId, at: new Date().toISOString() });
+    await env.admin.put(initializeKey).value(initialize('7000000000000000001'));
+    term += 1;
+    await env.publishLeader(env.pg.primary, term);
+    const p = pool();
+    await until('the long-lived pool to follow the current term', () => p.discovery.primary?.term === term);
+    expect(await serverPort(p)).toBe(env.pg.primary.port);
+    const reset = nextEvent(p, 'cluster-reset');
+    // Re-bootstrap, as the bootstrapping agent does it: a leader record of term 1 (not
+    // writable yet), the new initialize record, then the leader turns writable.
+    await env.publishLeader(env.pg.primary, 1, { member: 'demo-reborn', writable: false });
+    await env.admin.put(initializeKey).value(initialize('7000000000000000002'));
+    await env.publishLeader(env.pg.primary, 1, { member: 'demo-reborn', writable: true });
+    expect(await reset).toMatchObject({
+      type: 'cluster-reset',
+      previousSystemId: '7000000000000000001',
+      systemId: '7000000000000000002',
+    });
+    await until('the pool to follow the new cluster', () => p.discovery.primary?.member === 'demo-reborn');
+    expect(p.discovery.primary?.term).toBe(1);
+    expect(await serverPort(p)).toBe(env.pg.primary.port);
   });
 
   it('destroys a client released with an error and throws on a double release', async () => {

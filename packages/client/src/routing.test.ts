@@ -307,9 +307,9 @@ describe('classifyQueryFailure', () => {
     }
   });
   it('keeps a connection whose 25006 comes from a read-only session chosen by the application', () => {
-    expect(
-      classifyQueryFailure(failure({ sqlState: '25006', connectionLost: false, readOnlyByChoice: true })),
-    ).toEqual({ kind: 'pass-through', discardConnection: false, reread: false });
+    expect(classifyQueryFailure(failure({ sqlState: '25006', connectionLost: false, readOnlyByChoice: true }))).toEqual(
+      { kind: 'pass-through', discardConnection: false, reread: false },
+    );
   });
   it('classifies a session terminated by the server while the statement ran like a lost connection', () => {
     expect(classifyQueryFailure(failure({ sqlState: '57P01', connectionLost: false }))).toEqual({

@@ -28,12 +28,7 @@ interface ChildRun {
 }
 
 /** Runs child-pool.mjs with a scenario; rejects if it has not exited after `boundMillis`. */
-function runChild(
-  flavour: Flavour,
-  scenario: string,
-  extra: pg.PoolConfig,
-  boundMillis: number,
-): Promise<ChildRun> {
+function runChild(flavour: Flavour, scenario: string, extra: pg.PoolConfig, boundMillis: number): Promise<ChildRun> {
   return new Promise((resolve, reject) => {
     let firstLineAt = 0;
     let out = '';
@@ -70,7 +65,7 @@ class MockClient extends EventEmitter {
   connect(callback: (err: Error | null) => void): void {
     setImmediate(() => callback(null));
   }
-  query(text: string, values: unknown, callback: (err: Error | null, res: unknown) => void): void {
+  query(text: string, _values: unknown, callback: (err: Error | null, res: unknown) => void): void {
     setImmediate(() => callback(null, { rows: [{ mocked: text }] }));
   }
   end(callback?: () => void): void {
@@ -99,7 +94,8 @@ describe('pg.Pool contract, the same test against pg.Pool and @pgha/client Pool'
   });
   afterEach(async () => {
     await Promise.all(pools.splice(0).map((p) => (p.ending ? undefined : p.end().catch(() => undefined))));
-    await env.publishLeader(env.pg.primary, (term += 1));
+    term += 1;
+    await env.publishLeader(env.pg.primary, term);
   });
   afterAll(async () => {
     await env?.stop();
@@ -146,9 +142,9 @@ describe('pg.Pool contract, the same test against pg.Pool and @pgha/client Pool'
       const settled = Promise.allSettled(queries);
       await p.end();
       const results = await settled;
-      expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual(
-        [],
-      );
+      expect(
+        results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)),
+      ).toEqual([]);
       expect(results.map((r) => (r as PromiseFulfilledResult<pg.QueryResult>).value.rows[0].i)).toEqual(
         Array.from({ length: 20 }, (_, i) => i),
       );
@@ -194,7 +190,8 @@ describe('pg.Pool contract, the same test against pg.Pool and @pgha/client Pool'
       const held = await p.connect();
       // Only pgha routes by the leader record: its next connection attempts fail
       // (a standby) and are retried until pg-pool's checkout timer answers.
-      await env.publishLeader(env.pg.standbys[0]!, (term += 1));
+      term += 1;
+      await env.publishLeader(env.pg.standbys[0]!, term);
       if (flavour.kind === 'pgha') {
         await until('the standby to be the leader', () => (p as Pool).discovery.primary?.term === term);
       }

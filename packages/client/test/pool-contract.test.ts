@@ -233,7 +233,11 @@ describe('Pool keeps the pg.Pool contract', () => {
   });
 
   it('keeps following the primary, on every pool of a shared watcher, when a primary-changed listener throws', async () => {
-    const watcher = watchCluster({ etcd: { endpoints: env.etcd.endpoint }, cluster: env.cluster, keyRoot: env.keyRoot });
+    const watcher = watchCluster({
+      etcd: { endpoints: env.etcd.endpoint },
+      cluster: env.cluster,
+      keyRoot: env.keyRoot,
+    });
     const { etcd: _e, cluster: _c, keyRoot: _k, ...pgOnly } = env.poolOptions();
     const a = new Pool({ ...pgOnly, discovery: watcher });
     const b = new Pool({ ...pgOnly, discovery: watcher });

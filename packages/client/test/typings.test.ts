@@ -30,7 +30,10 @@ void main;
 function compile(dir: string, compilerOptions: Record<string, unknown>): Promise<string> {
   writeFileSync(
     join(dir, 'tsconfig.json'),
-    JSON.stringify({ compilerOptions: { strict: true, noEmit: true, skipLibCheck: true, types: [], ...compilerOptions }, files: ['index.ts'] }),
+    JSON.stringify({
+      compilerOptions: { strict: true, noEmit: true, skipLibCheck: true, types: [], ...compilerOptions },
+      files: ['index.ts'],
+    }),
   );
   return new Promise((resolve) => {
     execFile(process.execPath, [tsc, '-p', dir], (error, stdout, stderr) => resolve(error ? `${stdout}${stderr}` : ''));
@@ -43,8 +46,11 @@ describe('CommonJS typings', () => {
     { module: 'node16', moduleResolution: 'node16' },
     { module: 'nodenext', moduleResolution: 'nodenext' },
   ])('type-check pg.Pool usage without esModuleInterop (%o)', async (options) => {
-    // Inside packages/client, so pg and @types/pg resolve from its node_modules.
-    const dir = mkdtempSync(join(clientDir, 'test', '.typings-'));
+    // Inside packages/client/node_modules, so pg and @types/pg resolve from there (and
+    // linters and git leave it alone).
+    const cache = join(clientDir, 'node_modules', '.cache');
+    mkdirSync(cache, { recursive: true });
+    const dir = mkdtempSync(join(cache, 'typings-'));
     try {
       mkdirSync(join(dir, 'node_modules', '@pgha'), { recursive: true });
       symlinkSync(clientDir, join(dir, 'node_modules', '@pgha', 'client'), 'dir');

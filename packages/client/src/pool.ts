@@ -290,8 +290,9 @@ export class Pool extends pg.Pool {
       },
       // Only the pool's own connections connect early: they are retried by the pool
       // if the promotion goes elsewhere; a side connection (new pool.Client) waits.
-      route: (deadline, cancelled, client) => {
-        this.holdDiscovery();
+      route: async (deadline, cancelled, client) => {
+        // A side connection after a pause: re-read first, as connect() does.
+        if (this.holdDiscovery()) await Promise.race([this.discovery.refresh(), cancelled]);
         return this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client));
       },
       awaitPromotion: (candidate, deadline, cancelled) => this.awaitPromotion(candidate, deadline, cancelled),
@@ -591,19 +592,17 @@ export class Pool extends pg.Pool {
   // biome-ignore lint/suspicious/noExplicitAny: the implementation serves both overloads
   override connect(cb?: any): any {
     if (!this.holdingDiscovery && !this.ending && this.holdDiscovery()) {
-      // The watches were closed while the pool had nothing to do: an idle client may
-      // belong to an old primary. Re-read first (one etcd round trip), then check out.
-      const internals = this as unknown as PoolInternals;
-      if (internals._idle.length > 0) {
-        const reread = this.discovery.refresh().then(() => this.connect());
-        if (typeof cb !== 'function') return reread;
-        // Called outside the promise chain: an exception in cb stays an uncaughtException.
-        reread.then(
-          (client: pg.PoolClient) => process.nextTick(cb, undefined, client, client.release),
-          (error: Error) => process.nextTick(cb, error, undefined, NOOP),
-        );
-        return undefined;
-      }
+      // The watches were closed while the pool had nothing to do: what it knows may be
+      // one re-read interval old, and an idle client may belong to an old primary.
+      // Re-read first (one etcd round trip), then check out.
+      const reread = this.discovery.refresh().then(() => this.connect());
+      if (typeof cb !== 'function') return reread;
+      // Called outside the promise chain: an exception in cb stays an uncaughtException.
+      reread.then(
+        (client: pg.PoolClient) => process.nextTick(cb, undefined, client, client.release),
+        (error: Error) => process.nextTick(cb, error, undefined, NOOP),
+      );
+      return undefined;
     }
     if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
       const error = this.staleError();

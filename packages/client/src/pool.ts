@@ -260,6 +260,8 @@ export class Pool extends pg.Pool {
   private readonly routesClients: boolean;
   private readonly sideClients = new Set<pg.Client>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** The re-read a pool resuming after a pause routes by, while it runs (see connect()). */
+  private resumeRead: Promise<void> | null = null;
   /** Whether this pool holds its watcher's watches open (it has work; see holdDiscovery). */
   private holdingDiscovery = false;
   /** Checks every so often whether the pool still has work (unref'd: never keeps the process alive). */
@@ -291,8 +293,13 @@ export class Pool extends pg.Pool {
       // Only the pool's own connections connect early: they are retried by the pool
       // if the promotion goes elsewhere; a side connection (new pool.Client) waits.
       route: async (deadline, cancelled, client) => {
-        // A side connection after a pause: re-read first, as connect() does.
-        if (this.holdDiscovery()) await Promise.race([this.discovery.refresh(), cancelled]);
+        // After a pause (watches closed), route by a fresh read (see connect()).
+        if (this.holdDiscovery() && this.resumeRead === null) {
+          this.resumeRead = this.discovery.refresh().finally(() => {
+            this.resumeRead = null;
+          });
+        }
+        if (this.resumeRead !== null) await Promise.race([this.resumeRead, cancelled]);
         return this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client));
       },
       awaitPromotion: (candidate, deadline, cancelled) => this.awaitPromotion(candidate, deadline, cancelled),
@@ -593,9 +600,14 @@ export class Pool extends pg.Pool {
   override connect(cb?: any): any {
     if (!this.holdingDiscovery && !this.ending && this.holdDiscovery()) {
       // The watches were closed while the pool had nothing to do: what it knows may be
-      // one re-read interval old, and an idle client may belong to an old primary.
-      // Re-read first (one etcd round trip), then check out.
-      const reread = this.discovery.refresh().then(() => this.connect());
+      // one re-read interval old. New connections wait for a re-read in route(); an
+      // idle client (allowExitOnIdle pools only: otherwise idle clients keep the watch
+      // open) may belong to an old primary, so that checkout waits for it here.
+      this.resumeRead = this.discovery.refresh().finally(() => {
+        this.resumeRead = null;
+      });
+      if ((this as unknown as PoolInternals)._idle.length === 0) return this.connect(cb);
+      const reread = this.resumeRead.then(() => this.connect());
       if (typeof cb !== 'function') return reread;
       // Called outside the promise chain: an exception in cb stays an uncaughtException.
       reread.then(

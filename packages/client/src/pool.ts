@@ -380,8 +380,13 @@ export class Pool extends pg.Pool {
     const wasSuspended = this.discovery.suspended;
     this.discovery.hold();
     if (this.activityTimer === null) {
+      // Released after a second without work, not at once: a pool working in bursts
+      // (a query every few hundred ms) keeps its watch, and sees every change as it
+      // happens instead of coalesced by a re-read.
+      let lastWorkAt = Date.now();
       this.activityTimer = setInterval(() => {
-        if (!this.hasWork()) this.releaseDiscovery();
+        if (this.hasWork()) lastWorkAt = Date.now();
+        else if (Date.now() - lastWorkAt >= 1000) this.releaseDiscovery();
       }, 200);
       this.activityTimer.unref();
     }

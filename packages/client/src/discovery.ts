@@ -7,17 +7,20 @@ import {
   type ClusterEvent,
   type ClusterKeys,
   clusterKeys,
+  InitializeRecord,
   LeaderRecord,
   MemberRecord,
   PghaError,
   type PrimaryEndpoint,
   TargetRecord,
 } from '@pgha/core';
-import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, type IOptions, isRecoverableError, type Watcher } from 'etcd3';
 import { EventEmitter } from 'eventemitter3';
 import { NoPrimaryError } from './errors.js';
 import {
   type DiscoveryState,
+  decideIncarnation,
   decideLeaderObservation,
   initialDiscoveryState,
   type LeaderObservation,
@@ -69,6 +72,18 @@ export type DiscoveryStaleEvent = Extract<ClusterEvent, { type: 'discovery-stale
 /** The `discovery-restored` event: etcd answers again after `discovery-stale`. */
 export type DiscoveryRestoredEvent = Extract<ClusterEvent, { type: 'discovery-restored' }>;
 
+/**
+ * The `cluster-reset` event: the cluster is a new incarnation (its `initialize` record
+ * names another PostgreSQL system id: restored from an etcd backup, or bootstrapped
+ * again). Terms restart with it, so the watcher forgot the newest term it had seen and
+ * follows the new cluster's leader whatever its term.
+ */
+export interface ClusterResetEvent {
+  readonly type: 'cluster-reset';
+  readonly previousSystemId: string;
+  readonly systemId: string;
+}
+
 /** The events of a {@link ClusterWatcher}, each with one {@link ClusterEvent} argument. */
 export interface ClusterWatcherEvents {
   'primary-changed': (event: PrimaryChangedEvent) => void;
@@ -76,6 +91,7 @@ export interface ClusterWatcherEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+  'cluster-reset': (event: ClusterResetEvent) => void;
   /** The member records changed (only while following members, see {@link ClusterWatcher.followMembers}). */
   'members-changed': (members: ReadonlyMap<string, MemberRecord>) => void;
 }
@@ -175,6 +191,8 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** Pending checks that a watch delivers a change a read found (see expectWatchToDeliver). */
   private readonly watchChecks: Record<'leader' | 'members', NodeJS.Timeout | null> = { leader: null, members: null };
   private reading: Promise<void> | null = null;
+  /** The next read after a failure (see failed). */
+  private retryTimer: NodeJS.Timeout | null = null;
   private timers: NodeJS.Timeout[] = [];
   private lastContactMillis: number;
   private staleSince: number | null = null;
@@ -187,11 +205,21 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private membersFollowing: Promise<void> | null = null;
   private membersWatcher: Watcher | null = null;
   private membersWatchHealthy = false;
+  private membersWatchStarting: Promise<void> | null = null;
   /** The newest revision the members watch delivered. */
   private membersWatchRevision = 0;
   /** The newest controller decision seen: only a hint for the `reason` of primary changes. */
   private target: TargetRecord | null = null;
   private targetWatcher: Watcher | null = null;
+  /** The PostgreSQL system id of the cluster's incarnation (its `initialize` record), once read. */
+  private systemId: string | null = null;
+  /** The newest revision of an older-term leader record that triggered a re-read. */
+  private resetCheckedRevision = 0;
+  /** See {@link unref}: whether the watches stay open without a pool holding them. */
+  private refed = true;
+  /** How many pools have work (see {@link hold}). */
+  private holds = 0;
+  private suspendedFlag = false;
 
   /** @internal use {@link watchCluster} */
   constructor(options: WatchClusterOptions) {
@@ -223,6 +251,26 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       // ends the watch every few seconds, and etcd re-creates it unsynced, holding the
       // next event back up to ~100 ms (its unsynced-watcher sync period).
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMillis }),
+      // etcd3's defaults would keep discovery blind for seconds after etcd answers again
+      // (measured: 4.5 s after a 7 s freeze). Its breaker shuns a host for 5 s after 3
+      // failures; with one endpoint there is no other host to shun it for, and with
+      // several a short half-open (250 ms) lets the next re-read through. Its 3 global
+      // retries would make one call outlast the re-read interval: only the other
+      // endpoints are tried (the re-read is the retry). Its watch backoff grows to 30 s:
+      // capped at 250 ms so a watch is back within a fraction of a second of etcd.
+      faultHandling: {
+        host: () =>
+          this.endpoints.length === 1
+            ? noop
+            : circuitBreaker(handleWhen(isRecoverableError), {
+                halfOpenAfter: 250,
+                breaker: new ConsecutiveBreaker(3),
+              }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: this.endpoints.length - 1 }),
+        // etcd3 types this as a backoff but calls next() on it first, as it does with its
+        // own default (new ExponentialBackoff()): a cockatiel backoff factory.
+        watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 250 }) as never,
+      },
     };
     const { username, password, credentials } = options.etcd;
     if (username !== undefined || password !== undefined) {
@@ -269,6 +317,11 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   followMembers(): Promise<void> {
     if (this.membersFollowing === null) this.membersFollowing = this.readMembers();
     return this.membersFollowing;
+  }
+
+  /** Whether the leader record (or its absence) has been read at least once. */
+  get observed(): boolean {
+    return this.state.observed;
   }
 
   /** The newest term seen (0 before any leader). */
@@ -334,8 +387,9 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         this.waiters.delete(done);
         resolve();
       };
+      // Ref'd: whoever waits for a primary is work that keeps the process alive (the
+      // watch stream may not, see unref()).
       const timer = setTimeout(done, timeoutMillis);
-      timer.unref?.();
       this.waiters.add(done);
     });
   }
@@ -356,12 +410,82 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     );
   }
 
+  /**
+   * Lets the process exit while no pool has work (Node's `unref()` idea). A watcher
+   * keeps an etcd watch stream open, which keeps Node's event loop alive; after
+   * `unref()`, the watches are closed whenever no pool using this watcher has
+   * checked-out, pending or connecting clients, and re-opened (after a re-read, so
+   * nothing is missed) as soon as one has. Meanwhile the leader is still re-read every
+   * `rereadIntervalMillis` on timers that do not keep the process alive, so changes are
+   * seen within that interval instead of at once. A pool's own watcher is unref'd; a
+   * shared one (`watchCluster`) is ref'd until you call this. Returns the watcher.
+   */
+  unref(): this {
+    this.refed = false;
+    this.updateActivity();
+    return this;
+  }
+
+  /** Undoes {@link unref}: the watches stay open (and keep the process alive) until {@link close}. */
+  ref(): this {
+    this.refed = true;
+    this.updateActivity();
+    return this;
+  }
+
+  /**
+   * Whether the watches are closed for now (unref'd and no pool has work, see
+   * {@link unref}): changes are then seen by the periodic re-read only.
+   */
+  get suspended(): boolean {
+    return this.suspendedFlag;
+  }
+
+  /** @internal A pool has work: keep the watches open until the matching {@link release}. */
+  hold(): void {
+    this.holds += 1;
+    this.updateActivity();
+  }
+
+  /** @internal The pool that called {@link hold} has no work left. */
+  release(): void {
+    this.holds = Math.max(0, this.holds - 1);
+    this.updateActivity();
+  }
+
+  /** @internal Wakes everything waiting in {@link waitForChange}, so it decides again (a pool is ending). */
+  wakeWaiters(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private updateActivity(): void {
+    if (this.closedFlag) return;
+    const active = this.refed || this.holds > 0;
+    if (active && this.suspendedFlag) {
+      this.suspendedFlag = false;
+      // Re-read, then watch from the read's revision (readOnce re-creates the watches).
+      void this.refresh();
+    } else if (!active && !this.suspendedFlag) {
+      this.suspendedFlag = true;
+      // Closing the streams lets grpc unref its connection; not awaited (etcd3 waits for
+      // etcd to confirm a cancel, which never comes for a watch etcd already dropped).
+      const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
+      this.watcher = null;
+      this.membersWatcher = null;
+      this.targetWatcher = null;
+      this.watchHealthy = false;
+      this.membersWatchHealthy = false;
+      for (const watcher of watchers) void watcher?.cancel().catch(() => undefined);
+    }
+  }
+
   /** Stops watching and closes the etcd client. Waiters reject with {@link NoPrimaryError}. */
   async close(): Promise<void> {
     if (this.closedFlag) return;
     this.closedFlag = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const timer of Object.values(this.watchChecks)) if (timer !== null) clearTimeout(timer);
     for (const w of [...this.waiters]) w();
     const watchers = [this.watcher, this.membersWatcher, this.targetWatcher];
@@ -380,21 +504,32 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private async readOnce(): Promise<void> {
     let revision: number;
     try {
-      const [response, targetResponse] = await Promise.all([
+      const [response, targetResponse, initializeResponse] = await Promise.all([
         this.client.get(this.keys.leader).exec(),
         this.client.get(this.keys.target).exec(),
+        this.client.get(this.keys.initialize).exec(),
       ]);
+      const initializeKv = initializeResponse.kvs[0];
+      if (initializeKv !== undefined) this.noteInitialize(initializeKv.value);
       revision = Number(response.header.revision);
       const kv = response.kvs[0];
       this.contact();
       const targetKv = targetResponse.kvs[0];
       if (targetKv !== undefined) this.noteTarget(targetKv.value);
-      if (this.targetWatcher === null) void this.startTargetWatch(Number(targetResponse.header.revision));
+      if (this.targetWatcher === null && !this.suspendedFlag) {
+        void this.startTargetWatch(Number(targetResponse.header.revision));
+      }
       const appliedBefore = this.state.revision;
       const changed = this.apply(kv === undefined ? { kind: 'absent', revision } : this.observe(kv.value, revision));
-      if (!this.watchHealthy) await this.startWatch(revision);
-      else if (changed) this.expectWatchToDeliver('leader', appliedBefore + 1);
-      this.markReady();
+      if (!this.watchHealthy && !this.suspendedFlag) {
+        // Not awaited: etcd3's watch create() settles only once a stream connects (it
+        // retries a failed one with backoff), and re-reads must not wait on it. The
+        // watch starts after this read's revision, so nothing falls in between.
+        void this.startWatch(revision).finally(() => this.markReady());
+      } else {
+        if (changed && !this.suspendedFlag) this.expectWatchToDeliver('leader', appliedBefore + 1);
+        this.markReady();
+      }
       if (this.membersFollowing !== null) await this.readMembers();
     } catch (error) {
       // After an outage the watch stream may be gone without an error: re-create it at
@@ -448,7 +583,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .key(this.keys.leader)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag) {
+      if (this.closedFlag || this.suspendedFlag) {
         await watcher.cancel().catch(() => undefined);
         return;
       }
@@ -496,16 +631,27 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         this.membersMap = next;
         if (changed) this.emit('members-changed', this.membersMap);
       }
-      if (!this.membersWatchHealthy) await this.startMembersWatch(revision);
-      else if (changed) this.expectWatchToDeliver('members', knownRevision + 1);
+      if (!this.membersWatchHealthy && !this.suspendedFlag) void this.startMembersWatch(revision);
+      else if (changed && !this.suspendedFlag) this.expectWatchToDeliver('members', knownRevision + 1);
     } catch (error) {
       this.membersWatchHealthy = false;
       this.failed(castEtcdError(error, this.endpoints, `reading ${prefix}`));
     }
   }
 
-  private async startMembersWatch(afterRevision: number): Promise<void> {
-    if (this.closedFlag) return;
+  /** Starts (or re-creates) the members watch; concurrent calls share one creation. */
+  private startMembersWatch(afterRevision: number): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    // One creation at a time: two would deliver every event twice, and the one left
+    // unreferenced would keep retrying after close().
+    if (this.membersWatchStarting !== null) return this.membersWatchStarting;
+    this.membersWatchStarting = this.createMembersWatch(afterRevision).finally(() => {
+      this.membersWatchStarting = null;
+    });
+    return this.membersWatchStarting;
+  }
+
+  private async createMembersWatch(afterRevision: number): Promise<void> {
     const old = this.membersWatcher;
     this.membersWatcher = null;
     this.membersWatchHealthy = false;
@@ -516,7 +662,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .prefix(this.keys.membersPrefix)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag) {
+      if (this.closedFlag || this.suspendedFlag) {
         await watcher.cancel().catch(() => undefined);
         return;
       }
@@ -553,6 +699,36 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     }
   }
 
+  /**
+   * Checks the cluster's incarnation (its `initialize` record) against the known one:
+   * on another system id, forgets the newest term (see decideIncarnation) and emits
+   * `cluster-reset`; the leader read next is then accepted whatever its term.
+   */
+  private noteInitialize(value: Buffer): void {
+    let record: InitializeRecord;
+    try {
+      record = InitializeRecord.decode(value);
+    } catch (error) {
+      this.emitEvent({ type: 'discovery-error', error: error instanceof Error ? error : new Error(String(error)) });
+      return;
+    }
+    const decision = decideIncarnation(this.state, this.systemId, record.systemId);
+    this.systemId = record.systemId;
+    if (decision.action !== 'reset') return;
+    this.state = decision.next;
+    try {
+      this.emit('cluster-reset', {
+        type: 'cluster-reset',
+        previousSystemId: decision.previousSystemId,
+        systemId: record.systemId,
+      });
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
   /** Keeps the newest valid target record (the controller writes it before the leader is installed). */
   private noteTarget(value: Buffer): void {
     try {
@@ -571,7 +747,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
         .key(this.keys.target)
         .startRevision(String(afterRevision + 1))
         .create();
-      if (this.closedFlag || this.targetWatcher !== null) {
+      if (this.closedFlag || this.suspendedFlag || this.targetWatcher !== null) {
         await watcher.cancel().catch(() => undefined);
         return;
       }
@@ -624,13 +800,35 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     const before = this.state.leader;
     const decision = decideLeaderObservation(this.state, hinted);
     this.state = decision.next;
+    // A leader of an older term: stale, or a new incarnation of the cluster (its terms
+    // restart). Re-read now, with the initialize record, to tell which.
+    if (decision.ignored === 'older-term' && observation.revision > this.resetCheckedRevision) {
+      this.resetCheckedRevision = observation.revision;
+      setImmediate(() => void this.refresh());
+    }
     const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
     if (routeChanged || !sameEndpoint(before, this.state.leader)) for (const w of [...this.waiters]) w();
     for (const event of decision.events) this.emitEvent(event);
     return routeChanged;
   }
 
+  /**
+   * Emits one event. A listener that throws must not break discovery (the exception
+   * would be taken for an etcd failure) nor keep other listeners, such as the other
+   * pools of a shared watcher, from hearing of the change: the exception is rethrown
+   * on the next tick, where it is an uncaughtException as any throwing listener's.
+   */
   private emitEvent(event: ClusterEvent): void {
+    try {
+      this.emitUnguarded(event);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  private emitUnguarded(event: ClusterEvent): void {
     switch (event.type) {
       case 'primary-changed':
         this.emit('primary-changed', event);
@@ -666,6 +864,19 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private failed(error: PghaError): void {
     if (this.closedFlag) return;
     this.lastError = error;
+    // While etcd fails, read again soon instead of at the next re-read: a call sent to
+    // a paused etcd is answered as soon as it resumes, so discovery is back within
+    // about this delay of etcd answering, however long the outage was.
+    if (this.retryTimer === null) {
+      this.retryTimer = setTimeout(
+        () => {
+          this.retryTimer = null;
+          void this.refresh();
+        },
+        Math.min(200, this.rereadIntervalMillis),
+      );
+      this.retryTimer.unref();
+    }
     this.emitEvent({ type: 'discovery-error', error });
   }
 

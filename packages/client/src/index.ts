@@ -6,6 +6,7 @@
 export type { ClusterEvent, ErrorCode, PrimaryChangeReason, PrimaryEndpoint } from '@pgha/core';
 export { isPghaError, PghaError } from '@pgha/core';
 export type {
+  ClusterResetEvent,
   ClusterWatcherEvents,
   DiscoveryErrorEvent,
   DiscoveryRestoredEvent,

@@ -6,6 +6,7 @@
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
 import {
+  type ClusterResetEvent,
   type ClusterWatcher,
   type DiscoveryErrorEvent,
   type DiscoveryRestoredEvent,
@@ -130,14 +131,8 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
     throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
   }
   const Client = (options as { Client?: unknown }).Client;
-  if (
-    Client !== undefined &&
-    typeof (Client as { prototype?: { _handleReadyForQuery?: unknown } } | null)?.prototype?._handleReadyForQuery !==
-      'function'
-  ) {
-    throw invalid(
-      `the Client option must be pg's JavaScript client (pg.Client or a subclass), got ${(Client as { name?: string } | null)?.name || String(Client)}; pg-native's client is not supported (pgha reads the protocol's ReadyForQuery and ParameterStatus messages). Remove the Client option, or pass a subclass of pg.Client`,
-    );
+  if (Client !== undefined && typeof Client !== 'function') {
+    throw invalid(`the Client option must be a client class or factory (like pg.Client), got ${String(Client)}`);
   }
   const preconnect = options.preconnect ?? true;
   if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
@@ -165,6 +160,8 @@ function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolCon
       rereadIntervalMillis: options.rereadIntervalMillis,
       staleAfterMillis: options.staleAfterMillis,
     });
+    // The pool decides when its own watcher may let the process exit (see holdDiscovery).
+    watcher.unref();
     ownsWatcher = true;
   }
   return {
@@ -190,11 +187,19 @@ type PendingCallback = (err: Error | undefined, client?: pg.PoolClient, done?: (
 interface PendingItem {
   callback: PendingCallback;
   timedOut?: boolean;
-  [retryState]?: { deadline: number; attempts: number };
+  [retryState]?: { deadline: number; attempts: number; notBefore: number };
 }
 
 const retryState: unique symbol = Symbol('pgha.retry');
 const NOOP = () => undefined;
+
+/** Whether `Client` is pg's JavaScript client or a subclass (what pgha can route). */
+function isPgJsClient(Client: unknown): Client is typeof pg.Client {
+  return (
+    typeof Client === 'function' &&
+    typeof (Client as { prototype?: { _handleReadyForQuery?: unknown } }).prototype?._handleReadyForQuery === 'function'
+  );
+}
 
 function isRetryableConnectError(error: unknown): boolean {
   if (error instanceof NotPrimaryError || error instanceof PrimaryChangedError) return true;
@@ -251,8 +256,18 @@ export class Pool extends pg.Pool {
   readonly preconnect: boolean;
 
   private readonly ownsDiscovery: boolean;
+  /** Whether the Client is pg's JavaScript client, which pgha routes (see the constructor). */
+  private readonly routesClients: boolean;
   private readonly sideClients = new Set<pg.Client>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** The re-read a pool resuming after a pause routes by, while it runs (see connect()). */
+  private resumeRead: Promise<void> | null = null;
+  /** Whether this pool holds its watcher's watches open (it has work; see holdDiscovery). */
+  private holdingDiscovery = false;
+  /** Checks every so often whether the pool still has work (unref'd: never keeps the process alive). */
+  private activityTimer: NodeJS.Timeout | null = null;
+  /** The deadline of the checkout pg-pool is connecting a client for, while it does (see newClient). */
+  private connectDeadline: number | null = null;
   /** Stops listening to discovery; subclasses add their own detachers. */
   protected readonly detachers: Array<() => void> = [];
 
@@ -268,15 +283,25 @@ export class Pool extends pg.Pool {
 
     const internals = this as unknown as PoolInternals;
     const router: ClientRouter = {
-      waitTimeoutMillis: this.effectiveWaitMillis(),
+      // pg-pool calls client.connect() synchronously inside newClient: a pool
+      // connection gets its checkout's deadline, which does not restart per attempt.
+      connectDeadline: () => this.connectDeadline ?? Date.now() + this.effectiveWaitMillis(),
       // Read at connection time, after a subclass's constructor has run.
       get readOnly() {
         return pool.readOnlySessions;
       },
       // Only the pool's own connections connect early: they are retried by the pool
       // if the promotion goes elsewhere; a side connection (new pool.Client) waits.
-      route: (deadline, cancelled, client) =>
-        this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client)),
+      route: async (deadline, cancelled, client) => {
+        // After a pause (watches closed), route by a fresh read (see connect()).
+        if (this.holdDiscovery() && this.resumeRead === null) {
+          this.resumeRead = this.discovery.refresh().finally(() => {
+            this.resumeRead = null;
+          });
+        }
+        if (this.resumeRead !== null) await Promise.race([this.resumeRead, cancelled]);
+        return this.routeConnection(deadline, cancelled, this.preconnect && internals._clients.includes(client));
+      },
       awaitPromotion: (candidate, deadline, cancelled) => this.awaitPromotion(candidate, deadline, cancelled),
       checkRole: (target, inRecovery) => this.checkRole(target, inRecovery),
       isStale: (target) => this.isStaleTarget(target),
@@ -295,34 +320,98 @@ export class Pool extends pg.Pool {
       },
     };
     const pool = this;
-    internals.Client = createRoutedClientClass(internals.Client, router);
+    // Routing needs pg's JavaScript client (its ReadyForQuery and ParameterStatus
+    // handlers). Any other Client (pg-native, test doubles, factories, wrappers) is used
+    // as given, as pg-pool does: it is created with pool.options, which name the
+    // current primary, but is not role-checked, cut on a change or classified.
+    this.routesClients = isPgJsClient(internals.Client);
+    if (this.routesClients) internals.Client = createRoutedClientClass(internals.Client, router);
 
     const primary = this.discovery.primary;
     if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
+    // A throwing listener on this pool must not keep the watcher from telling the
+    // other pools sharing it: rethrown on the next tick (an uncaughtException).
+    const emitGuarded = (name: keyof PoolEvents, event: unknown) => {
+      try {
+        this.emit(name, event);
+      } catch (error) {
+        process.nextTick(() => {
+          throw error;
+        });
+      }
+    };
     const onPrimary = (event: PrimaryChangedEvent) => {
       this.pointOptionsAt(event.current.host, event.current.port);
       this.drain();
-      this.emit('primary-changed', event);
+      emitGuarded('primary-changed', event);
     };
     const onNoPrimary = (event: NoPrimaryEvent) => {
       this.drain();
-      this.emit('no-primary', event);
+      emitGuarded('no-primary', event);
     };
-    const onError = (event: DiscoveryErrorEvent) => this.emit('discovery-error', event);
-    const onStale = (event: DiscoveryStaleEvent) => this.emit('discovery-stale', event);
-    const onRestored = (event: DiscoveryRestoredEvent) => this.emit('discovery-restored', event);
+    const onError = (event: DiscoveryErrorEvent) => emitGuarded('discovery-error', event);
+    const onStale = (event: DiscoveryStaleEvent) => emitGuarded('discovery-stale', event);
+    const onRestored = (event: DiscoveryRestoredEvent) => emitGuarded('discovery-restored', event);
+    const onReset = (event: ClusterResetEvent) => emitGuarded('cluster-reset', event);
     this.discovery.on('primary-changed', onPrimary);
     this.discovery.on('no-primary', onNoPrimary);
     this.discovery.on('discovery-error', onError);
     this.discovery.on('discovery-stale', onStale);
     this.discovery.on('discovery-restored', onRestored);
+    this.discovery.on('cluster-reset', onReset);
     this.detachers.push(() => {
       this.discovery.off('primary-changed', onPrimary);
       this.discovery.off('no-primary', onNoPrimary);
       this.discovery.off('discovery-error', onError);
       this.discovery.off('discovery-stale', onStale);
       this.discovery.off('discovery-restored', onRestored);
+      this.discovery.off('cluster-reset', onReset);
     });
+  }
+
+  /**
+   * The pool has work: keep the watcher's watches open (they keep the process alive)
+   * until it has none. Returns whether the watches were closed until now (so what the
+   * pool knows may be up to one re-read interval old).
+   */
+  private holdDiscovery(): boolean {
+    if (this.holdingDiscovery) return false;
+    this.holdingDiscovery = true;
+    const wasSuspended = this.discovery.suspended;
+    this.discovery.hold();
+    if (this.activityTimer === null) {
+      // Released after a second without work, not at once: a pool working in bursts
+      // (a query every few hundred ms) keeps its watch, and sees every change as it
+      // happens instead of coalesced by a re-read.
+      let lastWorkAt = Date.now();
+      this.activityTimer = setInterval(() => {
+        if (this.hasWork()) lastWorkAt = Date.now();
+        else if (Date.now() - lastWorkAt >= 1000) this.releaseDiscovery();
+      }, 200);
+      this.activityTimer.unref();
+    }
+    return wasSuspended;
+  }
+
+  /** Lets the watcher close its watches if no other pool has work (see ClusterWatcher.unref). */
+  private releaseDiscovery(): void {
+    if (this.activityTimer !== null) clearInterval(this.activityTimer);
+    this.activityTimer = null;
+    if (!this.holdingDiscovery) return;
+    this.holdingDiscovery = false;
+    this.discovery.release();
+  }
+
+  /**
+   * Whether the pool has work: checked-out, connecting or pending clients, side
+   * connections, or idle clients that keep the process alive anyway (without
+   * `allowExitOnIdle`), which are then kept current by the watch.
+   */
+  private hasWork(): boolean {
+    const internals = this as unknown as PoolInternals;
+    if (internals._pendingQueue.length > 0 || this.sideClients.size > 0) return true;
+    if (internals._clients.length > internals._idle.length) return true;
+    return internals._idle.length > 0 && this.options.allowExitOnIdle !== true;
   }
 
   /** The writable primary new connections go to, or null while there is none. */
@@ -359,6 +448,8 @@ export class Pool extends pg.Pool {
         staleSinceMillis: watcher.staleSinceMillis,
         stalePolicy: this.stalePolicy,
         closed: watcher.closed,
+        ending: this.ending,
+        observed: watcher.observed,
         nowMillis: Date.now(),
         deadlineMillis,
         preconnect: preconnect && !this.ending,
@@ -376,7 +467,11 @@ export class Pool extends pg.Pool {
           if (decision.code === 'discovery-stale') throw this.staleError();
           throw watcher.noPrimaryError(
             this.effectiveWaitMillis(),
-            decision.code === 'closed' ? 'the pool or watcher was closed' : undefined,
+            decision.code === 'closed'
+              ? watcher.closed
+                ? 'the pool or watcher was closed'
+                : 'the pool is ending and there is no writable primary'
+              : undefined,
           );
         case 'wait':
           // Woken by any change of the leader record, or at the deadline: then loop once
@@ -485,7 +580,11 @@ export class Pool extends pg.Pool {
       for (const client of busy) {
         const ended = (client as unknown as { _ended?: boolean })._ended === true;
         const stillOurs = internals._clients.includes(client) || this.sideClients.has(client);
-        if (!ended && stillOurs) terminateClient(client);
+        // Re-checked now: a replica whose lag spike has passed qualifies again, and its
+        // statement runs on (the connection still closes on release).
+        const endpoint = routingOf(client)?.endpoint;
+        const stillStale = endpoint === null || endpoint === undefined || this.isStaleTarget(endpoint);
+        if (!ended && stillOurs && stillStale) terminateClient(client);
       }
     };
     const timer = setTimeout(cut, this.drainTimeoutMillis);
@@ -504,6 +603,24 @@ export class Pool extends pg.Pool {
   ): void;
   // biome-ignore lint/suspicious/noExplicitAny: the implementation serves both overloads
   override connect(cb?: any): any {
+    if (!this.holdingDiscovery && !this.ending && this.holdDiscovery()) {
+      // The watches were closed while the pool had nothing to do: what it knows may be
+      // one re-read interval old. New connections wait for a re-read in route(); an
+      // idle client (allowExitOnIdle pools only: otherwise idle clients keep the watch
+      // open) may belong to an old primary, so that checkout waits for it here.
+      this.resumeRead = this.discovery.refresh().finally(() => {
+        this.resumeRead = null;
+      });
+      if ((this as unknown as PoolInternals)._idle.length === 0) return this.connect(cb);
+      const reread = this.resumeRead.then(() => this.connect());
+      if (typeof cb !== 'function') return reread;
+      // Called outside the promise chain: an exception in cb stays an uncaughtException.
+      reread.then(
+        (client: pg.PoolClient) => process.nextTick(cb, undefined, client, client.release),
+        (error: Error) => process.nextTick(cb, error, undefined, NOOP),
+      );
+      return undefined;
+    }
     if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
       const error = this.staleError();
       if (typeof cb === 'function') {
@@ -511,6 +628,18 @@ export class Pool extends pg.Pool {
         return undefined;
       }
       return (this as unknown as PoolInternals).Promise.reject(error);
+    }
+    if (!this.routesClients && this.discovery.primary === null && !this.ending) {
+      // An unrouted client connects where pool.options point: wait until they name a primary.
+      const waited = this.discovery.waitForPrimary(this.effectiveWaitMillis());
+      if (typeof cb === 'function') {
+        waited.then(
+          () => super.connect(cb),
+          (error) => process.nextTick(() => cb(error, undefined, NOOP)),
+        );
+        return undefined;
+      }
+      return waited.then(() => super.connect());
     }
     return super.connect(cb);
   }
@@ -533,49 +662,81 @@ export class Pool extends pg.Pool {
 
   /**
    * Opens a connection for a checkout, retrying (with backoff, until the wait
-   * deadline) when the leader's server refused, turned out not to be the primary, or
-   * the primary changed during the attempt: nothing was sent, so retrying is safe.
-   * Each retry goes back to the head of pg-pool's queue, so `max` is respected.
+   * deadline, which does not restart per attempt) when the leader's server refused,
+   * turned out not to be the primary, or the primary changed during the attempt:
+   * nothing was sent, so retrying is safe.
+   *
+   * The checkout stays pg-pool's own queue item (its callback untouched, so pg-pool's
+   * `connectionTimeoutMillis` timer can find and remove it): pg-pool connects through
+   * a proxy item whose callback decides on a retry. A retried checkout goes back to
+   * the head of the queue at once (it counts in `waitingCount`, and an idle client
+   * freed meanwhile serves it); it opens no new connection before its delay is over,
+   * so `max` is respected. Its caller is answered exactly once.
    * @internal pg-pool's method
    */
   newClient(pendingItem: PendingItem): void {
     const internals = this as unknown as PoolInternals;
-    if (pendingItem.timedOut && pendingItem[retryState] !== undefined) {
-      // pg-pool's checkout timeout already answered this caller, but could not take
-      // the item out of its queue (it looks for the callback we wrapped): skip it.
+    const retry = pendingItem[retryState];
+    if (pendingItem.timedOut) {
+      // pg-pool's checkout timeout already answered this caller.
       internals._pulseQueue();
       return;
     }
-    if (pendingItem[retryState] === undefined) {
-      pendingItem[retryState] = { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0 };
-      const original = pendingItem.callback;
-      pendingItem.callback = (err, client, done) => {
-        const retry = pendingItem[retryState]!;
+    if (retry !== undefined && retry.notBefore > Date.now()) {
+      // Still in its retry delay: keep its place; its timer pulses the queue.
+      internals._pendingQueue.unshift(pendingItem);
+      return;
+    }
+    const state = retry ?? { deadline: Date.now() + this.effectiveWaitMillis(), attempts: 0, notBefore: 0 };
+    pendingItem[retryState] = state;
+    const proxy: PendingItem = {
+      get timedOut() {
+        return pendingItem.timedOut;
+      },
+      callback: (err, client, done) => {
+        if (pendingItem.timedOut) {
+          // Answered by pg-pool's timeout meanwhile; a client connected too late goes back.
+          if (err === undefined || err === null) done?.();
+          return;
+        }
+        const delay = retryDelayMillis(state.attempts + 1);
         if (
           err !== undefined &&
           err !== null &&
           isRetryableConnectError(err) &&
           !this.ending &&
-          !pendingItem.timedOut &&
-          Date.now() + retryDelayMillis(retry.attempts + 1) < retry.deadline
+          Date.now() + delay < state.deadline
         ) {
-          retry.attempts += 1;
+          state.attempts += 1;
+          state.notBefore = Date.now() + delay;
           void this.discovery.refresh();
-          const timer = setTimeout(() => {
-            if (this.ending || pendingItem.timedOut) {
-              original(err, undefined, NOOP);
+          internals._pendingQueue.unshift(pendingItem);
+          // Ref'd: a checkout waiting out its delay is work that keeps the process alive.
+          setTimeout(() => {
+            if (this.ending) {
+              const index = internals._pendingQueue.indexOf(pendingItem);
+              if (index !== -1) {
+                internals._pendingQueue.splice(index, 1);
+                pendingItem.callback(err, undefined, NOOP);
+              }
               return;
             }
-            internals._pendingQueue.unshift(pendingItem);
+            // The timer ends the delay, not the wall clock (a timer may fire a
+            // millisecond before Date.now() reaches notBefore).
+            state.notBefore = 0;
             internals._pulseQueue();
-          }, retryDelayMillis(retry.attempts));
-          timer.unref?.();
+          }, delay);
           return;
         }
-        original(err, client, done);
-      };
+        pendingItem.callback(err, client, done);
+      },
+    };
+    this.connectDeadline = state.deadline;
+    try {
+      (pg.Pool.prototype as unknown as { newClient(item: PendingItem): void }).newClient.call(this, proxy);
+    } finally {
+      this.connectDeadline = null;
     }
-    (pg.Pool.prototype as unknown as { newClient(item: PendingItem): void }).newClient.call(this, pendingItem);
   }
 
   /** Adds a listener; typed for pgha's events, pg's events keep their signatures. */
@@ -609,25 +770,33 @@ export class Pool extends pg.Pool {
     return super.off(event, listener);
   }
 
-  /** pg-pool's `end`, which also stops following etcd (a shared watcher is left running). */
+  /**
+   * pg-pool's `end`: every checkout made before it and every checked-out client may
+   * finish (they keep following discovery meanwhile); then the pool stops following
+   * etcd and closes its own watcher (a shared watcher is left running).
+   */
   // biome-ignore lint/suspicious/noExplicitAny: matches pg's overloads
   override end(cb?: any): any {
-    const wasEnding = this.ending;
-    if (wasEnding) return super.end(cb);
-    for (const detach of this.detachers) detach();
-    for (const timer of this.drainTimers) clearTimeout(timer);
-    this.drainTimers.clear();
-    const closing = this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
+    if (this.ending) return super.end(cb);
+    // Checkouts waiting for a primary re-decide now (ending: fail if there is none).
+    this.discovery.wakeWaiters();
+    const finish = (): Promise<void> => {
+      for (const detach of this.detachers) detach();
+      for (const timer of this.drainTimers) clearTimeout(timer);
+      this.drainTimers.clear();
+      this.releaseDiscovery();
+      return this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
+    };
     if (typeof cb === 'function') {
       super.end(() => {
-        closing.then(
+        finish().then(
           () => cb(),
           () => cb(),
         );
       });
       return undefined;
     }
-    return (super.end() as Promise<void>).then(() => closing);
+    return (super.end() as Promise<void>).then(finish);
   }
 }
 
@@ -638,4 +807,6 @@ export interface PoolEvents {
   'discovery-error': (event: DiscoveryErrorEvent) => void;
   'discovery-stale': (event: DiscoveryStaleEvent) => void;
   'discovery-restored': (event: DiscoveryRestoredEvent) => void;
+  /** The cluster is a new incarnation (restored or bootstrapped again); see {@link ClusterResetEvent}. */
+  'cluster-reset': (event: ClusterResetEvent) => void;
 }

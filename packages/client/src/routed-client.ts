@@ -13,8 +13,8 @@ import { classifyQueryFailure, decideRole, type RouteTarget } from './routing.js
 
 /** What a routed client needs from its pool. */
 export interface ClientRouter {
-  /** How long `connect()` waits for a route, in milliseconds. */
-  readonly waitTimeoutMillis: number;
+  /** When a `connect()` starting now stops waiting for a route (epoch milliseconds). */
+  connectDeadline(): number;
   /** Whether sessions must be read-only (replica pools: `default_transaction_read_only=on`). */
   readonly readOnly: boolean;
   /**
@@ -203,19 +203,49 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
     override connect(callback?: any): any {
       const connecting = this.connectRouted();
       if (typeof callback === 'function') {
+        // Called outside the promise chain, as pg calls it from its own event handlers:
+        // an exception thrown by the callback is an uncaughtException, not an
+        // unhandledRejection (pg-pool calls pool.connect(cb) callbacks from here).
         connecting.then(
-          () => callback(null, this),
-          (error) => callback(error),
+          () => process.nextTick(callback, null, this),
+          (error) => process.nextTick(callback, error),
         );
         return undefined;
       }
       return connecting;
     }
 
+    /** pg's `connect`, always in its callback form (as pg-pool calls it): a subclass may implement only that. */
+    private connectBase(): Promise<void> {
+      return new Promise((resolve, reject) => {
+        super.connect((error: Error | null | undefined) => (error ? reject(error) : resolve()));
+      });
+    }
+
+    /** pg's `query` in its callback form (a subclass may implement only that). */
+    private queryBase(text: string): Promise<pg.QueryResult> {
+      return new Promise((resolve, reject) => {
+        super.query(text, (error: Error | null | undefined, result: pg.QueryResult) =>
+          error ? reject(error) : resolve(result),
+        );
+      });
+    }
+
+    /** pg's `end` in its callback form; never rejects. */
+    private endQuietly(): Promise<void> {
+      return new Promise((resolve) => {
+        try {
+          super.end(() => resolve());
+        } catch {
+          resolve();
+        }
+      });
+    }
+
     private async connectRouted(): Promise<this> {
       const internals = this as unknown as ClientInternals;
       const stream = internals.connection.stream;
-      const deadline = Date.now() + router.waitTimeoutMillis;
+      const deadline = router.connectDeadline();
       // pg-pool's connectionTimeoutMillis destroys the socket: stop waiting then.
       let onClose: () => void = () => undefined;
       const cancelled = new Promise<never>((_, reject) => {
@@ -237,7 +267,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
           const options = internals.connectionParameters.options;
           internals.connectionParameters.options = `${options ? `${options} ` : ''}-c default_transaction_read_only=on`;
         }
-        await super.connect();
+        await this.connectBase();
         role = decideRole(this[routingState].parameters.get('in_hot_standby'));
         if (target.kind === 'candidate') {
           // Connected early to a leader being promoted: wait for its record to turn
@@ -250,17 +280,29 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       }
       const state = this[routingState];
       if (role === 'unknown') {
-        const result = await super.query('SELECT pg_is_in_recovery() AS in_recovery');
+        let result: pg.QueryResult;
+        try {
+          result = await this.queryBase('SELECT pg_is_in_recovery() AS in_recovery');
+        } catch (error) {
+          // pgha's own check failed: nothing of the caller's was sent, whatever the
+          // classification of the check itself says.
+          if (!(error instanceof OutcomeUnknownError || error instanceof PrimaryChangedError)) throw error;
+          await this.endQuietly();
+          throw new PrimaryChangedError(
+            `the connection to ${describe(target)} was lost while pgha checked the server's role (${(error.cause as Error | undefined)?.message ?? error.message}); nothing was sent. Retrying is safe.`,
+            { rolledBack: false, cause: error.cause ?? error },
+          );
+        }
         role = result.rows[0]?.in_recovery === true ? 'standby' : 'primary';
       }
       const refused = router.checkRole(target, role === 'standby');
       if (refused !== null) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         router.reread();
         throw refused;
       }
       if (router.isStale(target)) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         throw new PrimaryChangedError(
           `the route changed away from ${describe(target)} while connecting; closed the connection before any statement was sent. Retrying is safe.`,
           { rolledBack: false },
@@ -285,7 +327,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       try {
         promoted = await router.awaitPromotion(candidate, deadline, cancelled);
       } catch (error) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         if (!(error instanceof RouteCancelled)) throw error;
         throw new PrimaryChangedError(
           `the connection opened early to ${describe(candidate)} closed while it was being promoted; nothing was sent. Retrying is safe.`,
@@ -293,7 +335,7 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
         );
       }
       if (promoted === null) {
-        await this.end().catch(() => undefined);
+        await this.endQuietly();
         throw new PrimaryChangedError(
           `the leader moved away from ${describe(candidate)} before its promotion ended; closed the connection opened early before any statement was sent. Retrying is safe.`,
           { rolledBack: false },
@@ -378,12 +420,16 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
 
     /** @internal */
     classify(error: Error, sent: boolean, transactionStatus: string | null, text: string): Error {
+      const parameters = this[routingState].parameters;
       const decision = classifyQueryFailure({
         sqlState: isDatabaseError(error) ? error.code : null,
         connectionLost: (this as unknown as ClientInternals)._queryable === false,
         sent,
         transactionStatus,
         text,
+        readOnlyByChoice:
+          router.readOnly ||
+          (parameters.get('in_hot_standby') === 'off' && parameters.get('default_transaction_read_only') === 'off'),
       });
       const where = this[routingState].endpoint;
       const server = where === null ? 'the server' : describe(where);
@@ -413,9 +459,12 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       }
     }
 
-    // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's signature
-    override emit(event: string | symbol, ...args: any[]): boolean {
-      if (event !== 'error') return super.emit(event, ...args);
+    // No rest parameter: pg emits after every statement, and this must not allocate.
+    override emit(event: string | symbol): boolean {
+      // biome-ignore lint/complexity/noArguments: forwards pg's arguments without building an array
+      if (event !== 'error') return Base.prototype.emit.apply(this, arguments as unknown as [string]);
+      // biome-ignore lint/complexity/noArguments: the error path may copy
+      let args: unknown[] = Array.prototype.slice.call(arguments, 1);
       // pg emits 'error' on a client whose connection dies between statements. On a
       // checked-out client with no 'error' listener (most application code, and every
       // failover terminates such sessions), Node would crash the process. pgha keeps

@@ -5,6 +5,7 @@ import {
   classifyQueryFailure,
   type DiscoveryState,
   decideCheckout,
+  decideIncarnation,
   decideLeaderObservation,
   decidePromotion,
   decideReplica,
@@ -143,6 +144,21 @@ describe('decideLeaderObservation', () => {
   });
 });
 
+describe('decideIncarnation', () => {
+  const state = { ...initialDiscoveryState, newestTerm: 7, observed: true, revision: 40 };
+  it('learns the first system id and keeps the same one', () => {
+    expect(decideIncarnation(state, null, '123')).toEqual({ action: 'first' });
+    expect(decideIncarnation(state, '123', '123')).toEqual({ action: 'same' });
+  });
+  it('forgets the newest term on another system id (a restored or re-bootstrapped cluster)', () => {
+    expect(decideIncarnation(state, '123', '456')).toEqual({
+      action: 'reset',
+      next: { ...state, newestTerm: 0 },
+      previousSystemId: '123',
+    });
+  });
+});
+
 describe('reasonFromTarget', () => {
   it("maps the controller's decision to the event reason", () => {
     expect(reasonFromTarget('failover')).toBe('failover');
@@ -158,6 +174,8 @@ describe('decideCheckout', () => {
     staleSinceMillis: null,
     stalePolicy: 'serve',
     closed: false,
+    ending: false,
+    observed: true,
     nowMillis: 1000,
     deadlineMillis: 2000,
     preconnect: false,
@@ -166,6 +184,15 @@ describe('decideCheckout', () => {
 
   it('connects to a writable leader', () => {
     expect(decideCheckout(snap())).toEqual({ action: 'connect', endpoint: endpoint() });
+  });
+  it('serves checkouts made before end() once the leader is read, and fails them at once when there is no primary', () => {
+    expect(decideCheckout(snap({ ending: true }))).toEqual({ action: 'connect', endpoint: endpoint() });
+    expect(decideCheckout(snap({ ending: true, leader: null, observed: false }))).toEqual({ action: 'wait' });
+    expect(decideCheckout(snap({ ending: true, leader: null }))).toEqual({ action: 'fail', code: 'closed' });
+    expect(decideCheckout(snap({ ending: true, leader: endpoint({ writable: false }) }))).toEqual({
+      action: 'fail',
+      code: 'closed',
+    });
   });
   it('waits for a leader that is not writable, then fails at the deadline', () => {
     expect(decideCheckout(snap({ leader: endpoint({ writable: false }) }))).toEqual({ action: 'wait' });
@@ -279,6 +306,11 @@ describe('classifyQueryFailure', () => {
       });
     }
   });
+  it('keeps a connection whose 25006 comes from a read-only session chosen by the application', () => {
+    expect(classifyQueryFailure(failure({ sqlState: '25006', connectionLost: false, readOnlyByChoice: true }))).toEqual(
+      { kind: 'pass-through', discardConnection: false, reread: false },
+    );
+  });
   it('classifies a session terminated by the server while the statement ran like a lost connection', () => {
     expect(classifyQueryFailure(failure({ sqlState: '57P01', connectionLost: false }))).toEqual({
       kind: 'outcome-unknown',
@@ -290,8 +322,17 @@ describe('classifyQueryFailure', () => {
   it('passes other errors on a live connection through', () => {
     expect(classifyQueryFailure(failure({ connectionLost: false }))).toMatchObject({ kind: 'pass-through' });
   });
-  it('calls an unsent statement safe to retry', () => {
+  it('calls an unsent statement outside a transaction safe to retry', () => {
     expect(classifyQueryFailure(failure({ sent: false }))).toEqual({ kind: 'primary-changed', rolledBack: false });
+  });
+  it('reports an unsent statement inside a transaction (or with an unknown status) as rolled back', () => {
+    // BEGIN; INSERT a; (connection lost) INSERT b: retrying b alone would commit b without a.
+    for (const transactionStatus of ['T', 'E', null]) {
+      expect(classifyQueryFailure(failure({ sent: false, transactionStatus }))).toEqual({
+        kind: 'primary-changed',
+        rolledBack: true,
+      });
+    }
   });
   it('never calls a statement outside a transaction safe: its outcome is unknown', () => {
     expect(classifyQueryFailure(failure())).toEqual({ kind: 'outcome-unknown' });

@@ -163,6 +163,28 @@ export function decideLeaderObservation(state: DiscoveryState, observation: Lead
   }
 }
 
+/** What a read of the `initialize` record means for the newest term seen. */
+export type IncarnationDecision =
+  | { readonly action: 'first' | 'same' }
+  | { readonly action: 'reset'; readonly next: DiscoveryState; readonly previousSystemId: string };
+
+/**
+ * Decides whether the cluster is a new incarnation (restored from a backup of etcd, or
+ * bootstrapped again): its `initialize` record names another PostgreSQL system id than
+ * the one known. Terms restart with a new incarnation, so the newest term seen is
+ * forgotten (the next leader record is accepted whatever its term); the current
+ * leader stays routable until one arrives. The first system id seen is just learned.
+ */
+export function decideIncarnation(
+  state: DiscoveryState,
+  knownSystemId: string | null,
+  systemId: string,
+): IncarnationDecision {
+  if (knownSystemId === null) return { action: 'first' };
+  if (knownSystemId === systemId) return { action: 'same' };
+  return { action: 'reset', next: { ...state, newestTerm: 0 }, previousSystemId: knownSystemId };
+}
+
 /**
  * The `reason` of a primary change, from the controller's decision for that term
  * (its target record): failovers (automatic or manual), switchovers, or the bootstrap.
@@ -193,6 +215,14 @@ export interface CheckoutSnapshot {
   readonly stalePolicy: StalePolicy;
   /** Whether discovery has been closed (the pool ended). */
   readonly closed: boolean;
+  /**
+   * Whether the pool is ending: checkouts made before `end()` still get the primary,
+   * but once discovery has read the leader and found no writable one, they fail at
+   * once instead of holding `end()` for the whole wait.
+   */
+  readonly ending: boolean;
+  /** Whether discovery has read the leader record (or its absence) at least once. */
+  readonly observed: boolean;
   readonly nowMillis: number;
   /** When the caller stops waiting for a primary. */
   readonly deadlineMillis: number;
@@ -228,6 +258,7 @@ export function decideCheckout(snapshot: CheckoutSnapshot): CheckoutDecision {
   }
   if (snapshot.leader?.writable === true) return { action: 'connect', endpoint: snapshot.leader };
   if (snapshot.nowMillis >= snapshot.deadlineMillis) return { action: 'fail', code: 'no-primary' };
+  if (snapshot.ending && snapshot.observed) return { action: 'fail', code: 'closed' };
   if (snapshot.leader !== null && snapshot.preconnect && snapshot.staleSinceMillis === null) {
     return { action: 'preconnect', endpoint: snapshot.leader };
   }
@@ -319,6 +350,13 @@ export interface QueryFailure {
   readonly transactionStatus: string | null;
   /** The statement text (empty for a prepared statement run by name only). */
   readonly text: string;
+  /**
+   * Whether the session is read-only on purpose, so a 25006 says nothing about the
+   * server: a replica pool's session, or a read-only transaction (BEGIN READ ONLY) on
+   * a server that reports itself writable (`in_hot_standby` and
+   * `default_transaction_read_only` both `off`, PostgreSQL 14+).
+   */
+  readonly readOnlyByChoice?: boolean;
 }
 
 /** What a failed query means. */
@@ -346,18 +384,23 @@ export function mayCommit(text: string): boolean {
  *   the statement ran) are classified like a lost connection below, because the
  *   statement may have committed.
  * - Any other error on a live connection passes through untouched.
- * - On a lost connection: not sent → `primary-changed` (safe to retry); sent inside a
+ * - On a lost connection: not sent → `primary-changed`, `rolledBack` unless the
+ *   session was idle (outside a transaction; an unknown status counts as inside); sent inside a
  *   transaction and not a commit → `primary-changed` with `rolledBack` (retry the
  *   transaction); sent outside a transaction, or a commit → `outcome-unknown`.
  */
 export function classifyQueryFailure(failure: QueryFailure): QueryFailureDecision {
   const terminated = failure.sqlState !== null && terminatingSqlStates.has(failure.sqlState);
   if (failure.sqlState !== null && !terminated) {
-    const notPrimary = notPrimarySqlStates.has(failure.sqlState);
+    const notPrimary =
+      notPrimarySqlStates.has(failure.sqlState) && !(failure.sqlState === '25006' && failure.readOnlyByChoice === true);
     return { kind: 'pass-through', discardConnection: notPrimary, reread: notPrimary };
   }
   if (!failure.connectionLost && !terminated) return { kind: 'pass-through', discardConnection: false, reread: false };
-  if (!failure.sent) return { kind: 'primary-changed', rolledBack: false };
+  // Never sent: nothing of this statement ran, but a transaction it belonged to died
+  // with the session. Inside one (or when the status is unknown), the work before it
+  // was rolled back: only the whole transaction may be retried.
+  if (!failure.sent) return { kind: 'primary-changed', rolledBack: failure.transactionStatus !== 'I' };
   // Opening or abandoning a transaction commits nothing, whatever became of it.
   if (/^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i.test(failure.text)) {
     return { kind: 'primary-changed', rolledBack: false };

@@ -180,7 +180,8 @@ describe('watchCluster', () => {
       membersWatcher: { cancel(): Promise<void> } | null;
       membersWatchRevision: number;
     };
-    const dead = internals.membersWatcher!;
+    // The watch is created after the first read, without holding re-reads up.
+    const dead = await until('the members watch', () => internals.membersWatcher ?? undefined);
     await dead.cancel();
     await admin.put(keys.member('demo-1')).value(member('demo-1', 6001));
     await until('the re-read to find demo-1', () => watcher.members.get('demo-1')?.port === 6001, 3000);

@@ -47,6 +47,24 @@ describe('ReplicaPool', () => {
   const portOf = async (p: pg.Pool | pg.PoolClient) =>
     (await p.query<{ port: number }>('SELECT inet_server_port() AS port')).rows[0]!.port;
 
+  it('lets a long read run on when the replica qualifies again before the drain cut', async () => {
+    const [s1] = env.pg.standbys as [TestServer, TestServer];
+    await Promise.all([report(env.pg.primary), report(s1)]);
+    const p = pool({ drainTimeoutMillis: 800 });
+    const client = await p.connect();
+    expect(await portOf(client)).toBe(s1.port);
+    const long = client.query('SELECT pg_sleep(1.5), 1 AS ok').catch((e) => e);
+    const name = `demo-${s1.name}`;
+    await report(s1, { lagBytes: 10_000 }); // a lag spike past the 1024-byte limit...
+    await until('the spike to be seen', () => p.discovery.members.get(name)?.lagBytes === 10_000);
+    await report(s1, { lagBytes: 0 }); // ...that passes before drainTimeoutMillis
+    await until('the recovery to be seen', () => p.discovery.members.get(name)?.lagBytes === 0);
+    const result = await long;
+    expect(result).not.toBeInstanceOf(Error);
+    expect(result.rows[0].ok).toBe(1);
+    client.release();
+  });
+
   it('spreads reads over the replicas within the lag limits, read-only', async () => {
     const [s1, s2] = env.pg.standbys as [TestServer, TestServer];
     await Promise.all([report(env.pg.primary), report(s1), report(s2)]);

@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: pure unit tests next to the code (fast, parallel), and integration
-// tests that start real etcd and PostgreSQL processes (serial: the machine has two
+// Three projects: pure unit tests next to the code (fast, parallel), and integration
+// tests that start real etcd and PostgreSQL processes, and the Kubernetes test API server's (serial: the machine has two
 // cores and each test runs a whole cluster).
 export default defineConfig({
   test: {
@@ -11,6 +11,14 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
+        },
+      },
+      {
+        // The Kubernetes test API server, driven by the real kubectl (seconds).
+        test: {
+          name: 'kubernetes',
+          include: ['testing/**/*.test.ts'],
+          testTimeout: 30_000,
         },
       },
       {

@@ -148,10 +148,10 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
               name: 'postgres',
               image: spec.image,
               imagePullPolicy: spec.imagePullPolicy,
-              // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
               command: [
                 '/bin/sh',
                 '-c',
+                // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
                 'if [ "${POD_NAME##*-}" = 0 ]; then set -- "$@" --bootstrap; fi; exec pgha agent "$@"',
                 'pgha-agent',
               ],

@@ -99,13 +99,30 @@ export class KubeApiServer {
     const config = {
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'test', cluster: { server: this.url } }],
+      // @kubernetes/client-node refuses plain HTTP unless TLS verification is skipped
+      clusters: [{ name: 'test', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
       users: [{ name: 'test', user: { token: 'test' } }],
       contexts: [{ name: 'test', context: { cluster: 'test', user: 'test', namespace } }],
       'current-context': 'test',
     };
     writeFileSync(path, JSON.stringify(config, null, 2));
     return path;
+  }
+
+  private readonly failures: { method: string; path: RegExp; code: number; times: number }[] = [];
+
+  /**
+   * Makes the next `times` requests matching method and path fail with `code` (and
+   * a Status body) before they touch anything: a 409 as if someone wrote first, a
+   * 500, a 410.
+   */
+  injectFailure(failure: { method: string; path: RegExp; code: number; times?: number }): void {
+    this.failures.push({ times: 1, ...failure });
+  }
+
+  /** Ends every open watch stream (as an API server restart or a load balancer would). */
+  endWatches(): void {
+    for (const res of this.streams) res.end();
   }
 
   /** Sends a BOOKMARK now on every watch that allows them. */
@@ -188,6 +205,12 @@ export class KubeApiServer {
     this.requests.push(record);
     try {
       const body = await readBody(req);
+      const failure = this.failures.find((f) => f.times > 0 && f.method === record.method && f.path.test(url.pathname));
+      if (failure) {
+        failure.times--;
+        const reason = failure.code === 409 ? 'Conflict' : failure.code === 410 ? 'Expired' : 'BadRequest';
+        throw new ApiError(failure.code, reason, `injected failure ${failure.code}`);
+      }
       const result = this.route(req, res, url, body);
       if (result === undefined) return; // a stream
       record.status = result.code;
@@ -501,6 +524,7 @@ export class KubeApiServer {
     const from = rvParam === null || rvParam === '' || rvParam === '0' ? undefined : Number(rvParam);
     const table = wantsTable(ctx.accept);
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders(); // a client's watch call returns once the headers arrive, events or not
     this.streams.add(res);
     const write = (type: string, object: unknown) => res.write(`${JSON.stringify({ type, object })}\n`);
     let stop = () => undefined as unknown;

@@ -156,6 +156,13 @@ describe('decideReconcile', () => {
     expect(statusOf(actions)!.conditions).toContainEqual(
       expect.objectContaining({ type: 'SpecApplied', status: 'False', reason: 'ImmutableFieldChanged' }),
     );
+    // once the mutable rest is applied, later rounds neither update again nor drop the condition
+    const applied = objects.map((o) => (o.kind === 'StatefulSet' ? sts : o));
+    const again = decideReconcile(snapshot({ cluster: cluster({ storage: { size: '20Gi' } }), objects: applied }));
+    expect(kinds(again).filter((k) => k.startsWith('update '))).toEqual([]);
+    expect(statusOf(again)!.conditions).toContainEqual(
+      expect.objectContaining({ type: 'SpecApplied', status: 'False' }),
+    );
   });
 
   describe('bad input: a condition, an event, no change to any object', () => {

@@ -25,6 +25,8 @@ import {
   desiredServiceAccount,
   desiredServices,
   desiredStatefulSet,
+  immutableHashAnnotation,
+  immutableStatefulSetFields,
   type KubeObject,
   roleLabel,
   selectorString,
@@ -81,17 +83,6 @@ export type ReconcileAction =
     };
 
 export const requiredSecretKeys = ['superuser-password', 'replication-password'] as const;
-
-/** StatefulSet spec fields the API server lets an update change. */
-const mutableStatefulSetFields = new Set([
-  'replicas',
-  'template',
-  'updateStrategy',
-  'persistentVolumeClaimRetentionPolicy',
-  'minReadySeconds',
-  'ordinals',
-  'revisionHistoryLimit',
-]);
 
 const ordinalOf = (member: string, cluster: string): number | undefined => {
   const m = new RegExp(`^${cluster.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)$`).exec(member);
@@ -210,26 +201,29 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     if (have.metadata.annotations?.[desiredHashAnnotation] === want.metadata.annotations?.[desiredHashAnnotation])
       continue;
     if (want.kind === 'StatefulSet') {
-      const haveSpec = (have.spec ?? {}) as Record<string, unknown>;
-      const wantSpec = want.spec as Record<string, unknown>;
-      const immutable = Object.keys(wantSpec).filter(
-        (k) => !mutableStatefulSetFields.has(k) && JSON.stringify(haveSpec[k]) !== JSON.stringify(wantSpec[k]),
-      );
-      if (immutable.length > 0) {
+      const haveImmutable = have.metadata.annotations?.[immutableHashAnnotation];
+      const wantImmutable = want.metadata.annotations?.[immutableHashAnnotation];
+      if (haveImmutable !== undefined && haveImmutable !== wantImmutable) {
         condition(
           'SpecApplied',
           false,
           'ImmutableFieldChanged',
-          `the StatefulSet's ${immutable.join(', ')} cannot change in place (storage and service name are fixed at creation); the rest is applied`,
+          `the StatefulSet's ${immutableStatefulSetFields.join(', ')} cannot change in place (storage is fixed at creation); the rest is applied`,
         );
-        const spec2 = { ...haveSpec };
-        for (const k of Object.keys(wantSpec)) if (mutableStatefulSetFields.has(k)) spec2[k] = wantSpec[k];
+        // Apply the mutable rest once, keeping the observed immutable fields and their
+        // hash: the condition stays until the spec goes back, with no update loop.
+        const keptHash = `kept-${want.metadata.annotations?.[desiredHashAnnotation]}`;
+        if (have.metadata.annotations?.[desiredHashAnnotation] === keptHash) continue;
+        const haveSpec = (have.spec ?? {}) as Record<string, unknown>;
+        const spec2: Record<string, unknown> = { ...(want.spec as Record<string, unknown>) };
+        for (const k of immutableStatefulSetFields) spec2[k] = haveSpec[k];
+        const annotations = { [desiredHashAnnotation]: keptHash, [immutableHashAnnotation]: haveImmutable };
         actions.push({
           type: 'update',
           object: {
             ...want,
             spec: spec2,
-            metadata: { ...want.metadata, resourceVersion: have.metadata.resourceVersion },
+            metadata: { ...want.metadata, annotations, resourceVersion: have.metadata.resourceVersion },
           },
         });
         continue;

@@ -30,6 +30,20 @@ export const clusterLabel = 'pgha.dev/cluster';
 export const roleLabel = 'pgha.dev/role';
 /** The hash of what the operator last wanted, so a server's defaults never look like drift. */
 export const desiredHashAnnotation = 'pgha.dev/desired-hash';
+/**
+ * The hash of the StatefulSet fields the API server never lets change (service name,
+ * selector, pod management, volume claim templates), so a change to them is found by
+ * comparing what was wanted, not the server's defaulted copy.
+ */
+export const immutableHashAnnotation = 'pgha.dev/immutable-hash';
+export const immutableStatefulSetFields = [
+  'serviceName',
+  'selector',
+  'podManagementPolicy',
+  'volumeClaimTemplates',
+] as const;
+
+const hashOf = (value: unknown) => createHash('sha256').update(JSON.stringify(value)).digest('hex').slice(0, 16);
 export const postgresPort = 5432;
 const dataDir = '/var/lib/pgha';
 
@@ -68,8 +82,12 @@ function owned(
     ],
   };
   const object = { apiVersion, kind, metadata, ...body };
-  const hash = createHash('sha256').update(JSON.stringify(object)).digest('hex').slice(0, 16);
-  return { ...object, metadata: { ...metadata, annotations: { [desiredHashAnnotation]: hash } } };
+  const annotations: Record<string, string> = { [desiredHashAnnotation]: hashOf(object) };
+  if (kind === 'StatefulSet') {
+    const spec = body.spec as Record<string, unknown>;
+    annotations[immutableHashAnnotation] = hashOf(immutableStatefulSetFields.map((k) => spec[k]));
+  }
+  return { ...object, metadata: { ...metadata, annotations } };
 }
 
 /**

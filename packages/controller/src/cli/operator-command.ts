@@ -9,7 +9,6 @@ import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../adapters/etcd.js';
 import { createLogger } from '../log.js';
-import { Operator } from '../runtime/kubernetes/operator.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
 
 interface EtcdSpec {
@@ -31,6 +30,9 @@ export function registerOperator(program: Command, integer: (min: number, max: n
     )
     .action(async (opts: { kubeconfig?: string; namespace?: string; resyncIntervalMillis: number }) => {
       const log = createLogger('operator');
+      // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
+      // and every other command (the agent above all) must not pay for it.
+      const { Operator } = await import('../runtime/kubernetes/operator.js');
       const clients = new Map<string, Etcd3>();
       const etcdOf = (cluster: PgHaClusterObject) => {
         const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;

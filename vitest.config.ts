@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: pure unit tests next to the code (fast, parallel), the
-// benchmarks' own pure unit tests (statistics, reports), and integration tests that
+// Four projects: pure unit tests next to the code (fast, parallel), the
+// benchmarks' own pure unit tests (statistics, reports), the Kubernetes test API
+// server's tests (the real kubectl against it, seconds), and integration tests that
 // start real etcd and PostgreSQL processes (serial: the machine has two cores and
 // each test runs a whole cluster).
 export default defineConfig({
@@ -12,6 +13,14 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
+        },
+      },
+      {
+        // The Kubernetes test API server, driven by the real kubectl (seconds).
+        test: {
+          name: 'kubernetes',
+          include: ['testing/**/*.test.ts'],
+          testTimeout: 30_000,
         },
       },
       {

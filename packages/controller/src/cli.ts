@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
- * `controller`, `status`, `switchover`, `failover`, `history`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * `controller`, `operator` (Kubernetes), `status`, `switchover`, `failover`, `history`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
  * PGHA_CLUSTER.
  */
 import { resolve } from 'node:path';
@@ -12,6 +12,7 @@ import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { assertNetworks } from './agent/postgres-config.js';
 import { registerOperations } from './cli/operations.js';
+import { registerOperator } from './cli/operator-command.js';
 import { createLogger } from './log.js';
 import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
@@ -245,6 +246,7 @@ program
   });
 
 registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' }, integer);
+registerOperator(program, integer);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof PghaError) {

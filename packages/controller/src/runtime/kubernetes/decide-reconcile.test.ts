@@ -1,0 +1,346 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decideReconcile,
+  decideRoleLabels,
+  type ObservedPod,
+  type ReconcileAction,
+  type ReconcileSnapshot,
+} from './decide-reconcile.js';
+import { desiredHashAnnotation, type KubeObject, roleLabel } from './desired-objects.js';
+import type { PgHaClusterObject } from './pgha-cluster.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: generated objects are read by path in assertions
+type Json = Record<string, any>;
+const now = '2026-12-01T10:00:00Z';
+
+const cluster = (spec: Record<string, unknown> = {}, extra: Partial<PgHaClusterObject> = {}): PgHaClusterObject => ({
+  apiVersion: 'pgha.dev/v1alpha1',
+  kind: 'PgHaCluster',
+  metadata: { name: 'demo', namespace: 'db', uid: 'uid-1', generation: 1 },
+  spec: { instances: 3, etcd: { endpoints: ['http://etcd:2379'] }, ...spec },
+  ...extra,
+});
+
+const pod = (ordinal: number, role?: 'primary' | 'replica', extra: Partial<ObservedPod> = {}): ObservedPod => ({
+  name: `demo-${ordinal}`,
+  labels: role ? { [roleLabel]: role } : {},
+  ready: true,
+  deleting: false,
+  ...extra,
+});
+
+const snapshot = (overrides: Partial<ReconcileSnapshot> = {}): ReconcileSnapshot => ({
+  cluster: cluster(),
+  objects: [],
+  credentialsSecretKeys: ['superuser-password', 'replication-password'],
+  pods: [],
+  leader: null,
+  now,
+  ...overrides,
+});
+
+/** The objects as the API server would hold them after the creates of a first round. */
+function created(s: ReconcileSnapshot): KubeObject[] {
+  return decideReconcile(s)
+    .filter((a): a is Extract<ReconcileAction, { type: 'create' }> => a.type === 'create')
+    .map((a) => ({ ...a.object, metadata: { ...a.object.metadata, resourceVersion: '7' } }));
+}
+
+const kinds = (actions: ReconcileAction[]) =>
+  actions.map((a) =>
+    a.type === 'create' || a.type === 'update' ? `${a.type} ${a.object.kind}/${a.object.metadata.name}` : a.type,
+  );
+const statusOf = (actions: ReconcileAction[]) =>
+  (actions.find((a) => a.type === 'update-status') as Extract<ReconcileAction, { type: 'update-status' }> | undefined)
+    ?.status;
+const stsOf = (actions: ReconcileAction[]) =>
+  (
+    actions.find((a) => (a.type === 'create' || a.type === 'update') && a.object.kind === 'StatefulSet') as
+      | Extract<ReconcileAction, { type: 'create' }>
+      | undefined
+  )?.object as (KubeObject & { spec: Json }) | undefined;
+
+describe('decideReconcile', () => {
+  it('creates the ServiceAccount, the three Services, the PDB and the StatefulSet of a new cluster', () => {
+    const actions = decideReconcile(snapshot());
+    expect(kinds(actions)).toEqual([
+      'create ServiceAccount/demo',
+      'create Service/demo',
+      'create Service/demo-rw',
+      'create Service/demo-ro',
+      'create PodDisruptionBudget/demo',
+      'create StatefulSet/demo',
+      'update-status',
+    ]);
+    expect(statusOf(actions)).toMatchObject({
+      phase: 'Creating',
+      ready: '0/3',
+      selector: 'pgha.dev/cluster=demo',
+      observedGeneration: 1,
+    });
+  });
+
+  it('builds a StatefulSet that runs the agent per pod, named after the pod, with a PVC and Secret credentials', () => {
+    const sts = stsOf(decideReconcile(snapshot()))!;
+    expect(sts.metadata.ownerReferences).toEqual([
+      expect.objectContaining({ kind: 'PgHaCluster', uid: 'uid-1', controller: true }),
+    ]);
+    expect(sts.spec).toMatchObject({
+      replicas: 3,
+      podManagementPolicy: 'Parallel',
+      updateStrategy: { type: 'OnDelete' },
+      serviceName: 'demo',
+    });
+    const podSpec = sts.spec.template.spec;
+    expect(podSpec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(20);
+    expect(
+      podSpec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey,
+    ).toBe('kubernetes.io/hostname');
+    const [container] = podSpec.containers;
+    expect(container.command.at(-2)).toContain('exec pgha agent "$@"');
+    expect(container.args).toContain('--name=$(POD_NAME)');
+    expect(container.args).toContain('--etcd=http://etcd:2379');
+    expect(container.env).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+    expect(container.env).toContainEqual({
+      name: 'PGHA_SUPERUSER_PASSWORD',
+      valueFrom: { secretKeyRef: { name: 'demo-credentials', key: 'superuser-password' } },
+    });
+    expect(sts.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe('10Gi');
+    expect(sts.spec.persistentVolumeClaimRetentionPolicy).toEqual({ whenDeleted: 'Retain', whenScaled: 'Retain' });
+  });
+
+  it('does nothing to objects that match, and reports a healthy cluster once', () => {
+    const objects = created(snapshot());
+    const pods = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica')];
+    const leader = { member: 'demo-0', term: 4 };
+    const first = decideReconcile(snapshot({ objects, pods, leader }));
+    expect(kinds(first)).toEqual(['update-status']);
+    const status = statusOf(first)!;
+    expect(status).toMatchObject({ phase: 'Healthy', primary: 'demo-0', term: 4, ready: '3/3', readyInstances: 3 });
+    // the status written is observed: the next round has nothing to do
+    expect(decideReconcile(snapshot({ objects, pods, leader, cluster: cluster({}, { status }) }))).toEqual([]);
+  });
+
+  it('updates a changed spec in place with the observed resourceVersion, keeping the Service clusterIP', () => {
+    const objects = created(snapshot()).map((o) =>
+      o.kind === 'Service' ? { ...o, spec: { ...(o.spec as object), clusterIP: '10.96.0.9' } } : o,
+    );
+    const changed = cluster(
+      { image: 'ghcr.io/pgha/member:17.1' },
+      { metadata: { ...cluster().metadata, generation: 2 } },
+    );
+    const actions = decideReconcile(snapshot({ cluster: changed, objects }));
+    expect(kinds(actions).filter((k) => k.startsWith('update '))).toEqual(['update StatefulSet/demo']);
+    const sts = stsOf(actions)!;
+    expect(sts.metadata.resourceVersion).toBe('7');
+    expect(sts.spec.template.spec.containers[0].image).toBe('ghcr.io/pgha/member:17.1');
+    // a drifted Service (hash differs) is restored, its clusterIP kept
+    const drifted = objects.map((o) =>
+      o.metadata.name === 'demo-rw'
+        ? { ...o, metadata: { ...o.metadata, annotations: { [desiredHashAnnotation]: 'x' } } }
+        : o,
+    );
+    const svc = decideReconcile(snapshot({ objects: drifted })).find((a) => a.type === 'update') as Extract<
+      ReconcileAction,
+      { type: 'update' }
+    >;
+    expect(svc.object.metadata.name).toBe('demo-rw');
+    expect((svc.object.spec as { clusterIP: string }).clusterIP).toBe('10.96.0.9');
+  });
+
+  it('reports a storage change as a condition instead of an update the API server would reject', () => {
+    const objects = created(snapshot());
+    const actions = decideReconcile(snapshot({ cluster: cluster({ storage: { size: '20Gi' } }), objects }));
+    const sts = stsOf(actions)!;
+    expect(sts.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe('10Gi');
+    expect(statusOf(actions)!.conditions).toContainEqual(
+      expect.objectContaining({ type: 'SpecApplied', status: 'False', reason: 'ImmutableFieldChanged' }),
+    );
+    // once the mutable rest is applied, later rounds neither update again nor drop the condition
+    const applied = objects.map((o) => (o.kind === 'StatefulSet' ? sts : o));
+    const again = decideReconcile(snapshot({ cluster: cluster({ storage: { size: '20Gi' } }), objects: applied }));
+    expect(kinds(again).filter((k) => k.startsWith('update '))).toEqual([]);
+    expect(statusOf(again)!.conditions).toContainEqual(
+      expect.objectContaining({ type: 'SpecApplied', status: 'False' }),
+    );
+  });
+
+  describe('bad input: a condition, an event, no change to any object', () => {
+    const onlyStatus = (s: ReconcileSnapshot, reason: string, phase: string) => {
+      const actions = decideReconcile(s);
+      expect(kinds(actions)).toEqual(['update-status', 'event']);
+      expect(statusOf(actions)).toMatchObject({ phase });
+      expect(statusOf(actions)!.conditions).toContainEqual(expect.objectContaining({ status: 'False', reason }));
+      expect(actions.at(-1)).toMatchObject({ type: 'event', eventType: 'Warning', reason });
+      return actions;
+    };
+    const objects = () => created(snapshot());
+
+    it('negative instances', () => {
+      const a = onlyStatus(
+        snapshot({ cluster: cluster({ instances: -1 }), objects: objects() }),
+        'InvalidSpec',
+        'Failed',
+      );
+      expect(JSON.stringify(a)).toContain('spec.instances must be a whole number from 1 to 9, not -1');
+    });
+    it('an unknown PostgreSQL version', () => {
+      const a = onlyStatus(snapshot({ cluster: cluster({ postgresVersion: 12 }) }), 'InvalidSpec', 'Failed');
+      expect(JSON.stringify(a)).toContain('spec.postgresVersion 12 is not supported');
+    });
+    it('an unknown API version', () => {
+      onlyStatus(
+        snapshot({ cluster: { ...cluster(), apiVersion: 'pgha.dev/v2' }, objects: objects() }),
+        'InvalidSpec',
+        'Failed',
+      );
+    });
+    it('garbage where the spec should be', () => {
+      onlyStatus(
+        snapshot({ cluster: cluster({ etcd: 'nope', storage: { size: 'big' }, terminationGracePeriodSeconds: 5 }) }),
+        'InvalidSpec',
+        'Failed',
+      );
+    });
+    it('a missing credentials Secret', () => {
+      const a = onlyStatus(snapshot({ credentialsSecretKeys: null, objects: objects() }), 'SecretMissing', 'Pending');
+      expect(JSON.stringify(a)).toContain('Secret demo-credentials does not exist');
+    });
+    it('a Secret without the replication password', () => {
+      onlyStatus(snapshot({ credentialsSecretKeys: ['superuser-password'] }), 'SecretKeysMissing', 'Pending');
+    });
+    it('repeats neither the event nor the status once reported', () => {
+      const s = snapshot({ credentialsSecretKeys: null });
+      const status = statusOf(decideReconcile(s))!;
+      expect(decideReconcile({ ...s, cluster: cluster({}, { status }) })).toEqual([]);
+    });
+  });
+
+  it('leaves a cluster being deleted to the garbage collector', () => {
+    expect(
+      decideReconcile(
+        snapshot({ cluster: cluster({}, { metadata: { ...cluster().metadata, deletionTimestamp: now } }) }),
+      ),
+    ).toEqual([]);
+  });
+
+  describe('scaling down never removes the primary', () => {
+    const at5 = () => created(snapshot({ cluster: cluster({ instances: 5 }) }));
+    const pods5 = [pod(0, 'replica'), pod(1, 'replica'), pod(2, 'replica'), pod(3, 'replica'), pod(4, 'primary')];
+
+    it('keeps the primary ordinal + 1 replicas and requests a switchover to a member that stays', () => {
+      const actions = decideReconcile(
+        snapshot({
+          cluster: cluster({ instances: 3 }),
+          objects: at5(),
+          pods: pods5,
+          leader: { member: 'demo-4', term: 2 },
+        }),
+      );
+      expect(stsOf(actions)).toBeUndefined(); // the StatefulSet keeps its 5 replicas
+      expect(actions).toContainEqual({
+        type: 'request-switchover',
+        from: 'demo-4',
+        candidates: ['demo-0', 'demo-1', 'demo-2'],
+        reason: 'scale down to 3 instances',
+      });
+    });
+    it('scales to the primary ordinal + 1 when that is below the current size', () => {
+      const pods = pods5.map((p) =>
+        p.name === 'demo-3' ? pod(3, 'primary') : p.name === 'demo-4' ? pod(4, 'replica') : p,
+      );
+      const actions = decideReconcile(
+        snapshot({ cluster: cluster({ instances: 1 }), objects: at5(), pods, leader: { member: 'demo-3', term: 2 } }),
+      );
+      expect(stsOf(actions)!.spec.replicas).toBe(4);
+    });
+    it('scales down once the primary is below the new size', () => {
+      const pods = pods5.map((p) =>
+        p.name === 'demo-0' ? pod(0, 'primary') : p.name === 'demo-4' ? pod(4, 'replica') : p,
+      );
+      const actions = decideReconcile(
+        snapshot({ cluster: cluster({ instances: 3 }), objects: at5(), pods, leader: { member: 'demo-0', term: 3 } }),
+      );
+      expect(stsOf(actions)!.spec.replicas).toBe(3);
+      expect(kinds(actions)).not.toContain('request-switchover');
+    });
+    it('does not scale down while no primary is known', () => {
+      const actions = decideReconcile(
+        snapshot({ cluster: cluster({ instances: 3 }), objects: at5(), pods: pods5, leader: null }),
+      );
+      expect(stsOf(actions)).toBeUndefined(); // the StatefulSet keeps its 5 replicas
+      expect(statusOf(actions)!.conditions).toContainEqual(
+        expect.objectContaining({ type: 'ScaledDown', reason: 'WaitingForPrimary' }),
+      );
+    });
+    it('scales up at once', () => {
+      const actions = decideReconcile(
+        snapshot({
+          cluster: cluster({ instances: 7 }),
+          objects: at5(),
+          pods: pods5,
+          leader: { member: 'demo-4', term: 2 },
+        }),
+      );
+      expect(stsOf(actions)!.spec.replicas).toBe(7);
+    });
+  });
+
+  it('never produces a delete action, whatever it observes', () => {
+    const objects = created(snapshot());
+    for (const s of [
+      snapshot({
+        objects,
+        cluster: cluster({ instances: 1 }),
+        leader: { member: 'demo-0', term: 1 },
+        pods: [pod(0), pod(1), pod(2)],
+      }),
+      snapshot({ objects, credentialsSecretKeys: null }),
+      snapshot({ objects, cluster: cluster({ instances: 0 }) }),
+    ])
+      for (const a of decideReconcile(s))
+        expect(['create', 'update', 'label-pod', 'request-switchover', 'update-status', 'event']).toContain(a.type);
+  });
+});
+
+describe('decideRoleLabels', () => {
+  it('labels the primary and the replicas of a fresh cluster', () => {
+    expect(decideRoleLabels([pod(0), pod(1)], 'demo-0')).toEqual([
+      { type: 'label-pod', pod: 'demo-0', role: 'primary' },
+      { type: 'label-pod', pod: 'demo-1', role: 'replica' },
+    ]);
+  });
+
+  it('moves the primary label old-primary-first: the new primary is labelled only after the old label is gone', () => {
+    const first = decideRoleLabels([pod(0, 'primary'), pod(1, 'replica')], 'demo-1');
+    expect(first).toEqual([{ type: 'label-pod', pod: 'demo-0', role: 'replica' }]);
+    const second = decideRoleLabels([pod(0, 'replica'), pod(1, 'replica')], 'demo-1');
+    expect(second).toEqual([{ type: 'label-pod', pod: 'demo-1', role: 'primary' }]);
+  });
+
+  it('takes the label off every pod when there is no primary', () => {
+    expect(decideRoleLabels([pod(0, 'primary'), pod(1, 'replica')], null)).toEqual([
+      { type: 'label-pod', pod: 'demo-0', role: 'replica' },
+    ]);
+  });
+
+  it('never lets -rw select two pods over any sequence of leaders (applying each round)', () => {
+    let pods = [pod(0), pod(1), pod(2)];
+    const leaders = ['demo-0', 'demo-2', null, 'demo-1', 'demo-1', 'demo-0', 'demo-2', 'demo-2'];
+    for (const leader of leaders) {
+      for (const a of decideRoleLabels(pods, leader)) {
+        if (a.type !== 'label-pod') continue;
+        pods = pods.map((p) => (p.name === a.pod ? { ...p, labels: { ...p.labels, [roleLabel]: a.role } } : p));
+        expect(pods.filter((p) => p.labels[roleLabel] === 'primary').length).toBeLessThanOrEqual(1);
+      }
+    }
+    // after two quiet rounds with the same leader, it alone is labelled primary
+    expect(pods.filter((p) => p.labels[roleLabel] === 'primary').map((p) => p.name)).toEqual(['demo-2']);
+  });
+
+  it('leaves pods being deleted alone', () => {
+    expect(decideRoleLabels([pod(0, 'primary', { deleting: true }), pod(1)], 'demo-1')).toEqual([
+      { type: 'label-pod', pod: 'demo-1', role: 'primary' },
+    ]);
+  });
+});

@@ -1,0 +1,318 @@
+/**
+ * The operator's decision for one PgHaCluster: from the cluster, what the shell
+ * observed in the Kubernetes API and the leader record in etcd, the list of actions
+ * that moves the objects toward what the cluster asks for. Pure: no clock, no I/O.
+ *
+ * Safety rules, each tested in decide-reconcile.test.ts:
+ * - Nothing is ever deleted: there is no delete action. What a PgHaCluster owns goes
+ *   with it through owner references; PVCs are retained even then.
+ * - Bad input (invalid spec, unknown API or PostgreSQL version, missing credentials
+ *   Secret) produces a condition and an event, never a change to running objects.
+ * - `-rw` never selects two pods: the `primary` role label is removed from the old
+ *   primary first; the new primary gets it in a later round, after the removal is
+ *   observed. A round that still sees two labelled pods only removes labels.
+ * - Scaling down never removes the primary: a StatefulSet removes its highest
+ *   ordinals, so while the primary's ordinal is at or above the new size the
+ *   StatefulSet keeps `primary ordinal + 1` replicas and a switchover to a member
+ *   that stays is requested; with no known primary, replicas never go down.
+ * - Immutable StatefulSet fields (storage, service name) are not "updated" into a
+ *   request the API server would reject: the change is reported in a condition.
+ */
+
+import {
+  desiredHashAnnotation,
+  desiredPodDisruptionBudget,
+  desiredServiceAccount,
+  desiredServices,
+  desiredStatefulSet,
+  immutableHashAnnotation,
+  immutableStatefulSetFields,
+  type KubeObject,
+  roleLabel,
+  selectorString,
+} from './desired-objects.js';
+import {
+  type Condition,
+  type PgHaClusterObject,
+  type PgHaClusterSpec,
+  type PgHaClusterStatus,
+  type Phase,
+  parsePgHaCluster,
+} from './pgha-cluster.js';
+
+/** A pod as the operator sees it. */
+export interface ObservedPod {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly ready: boolean;
+  readonly deleting: boolean;
+}
+
+/** Everything one reconcile round reads, as plain data. */
+export interface ReconcileSnapshot {
+  readonly cluster: PgHaClusterObject;
+  /** Objects of the cluster that exist, by kind and name (StatefulSet, Service, PodDisruptionBudget, ServiceAccount). */
+  readonly objects: readonly KubeObject[];
+  /** The credentials Secret's keys, or null when the Secret does not exist. */
+  readonly credentialsSecretKeys: readonly string[] | null;
+  readonly pods: readonly ObservedPod[];
+  /** The writable leader record from etcd, or null (no primary, failover in progress, etcd unreachable). */
+  readonly leader: { readonly member: string; readonly term: number } | null;
+  /** ISO time, for condition transition times. */
+  readonly now: string;
+}
+
+export type ReconcileAction =
+  | { readonly type: 'create'; readonly object: KubeObject }
+  /** Replace the object's spec with the desired one; `object` carries the observed resourceVersion (a 409 means re-read). */
+  | { readonly type: 'update'; readonly object: KubeObject }
+  | { readonly type: 'label-pod'; readonly pod: string; readonly role: 'primary' | 'replica' }
+  /** Ask the pgha controller (through etcd) for a switchover away from `from` to one of `candidates`. */
+  | {
+      readonly type: 'request-switchover';
+      readonly from: string;
+      readonly candidates: readonly string[];
+      readonly reason: string;
+    }
+  | { readonly type: 'update-status'; readonly status: PgHaClusterStatus }
+  | {
+      readonly type: 'event';
+      readonly eventType: 'Normal' | 'Warning';
+      readonly reason: string;
+      readonly message: string;
+    };
+
+export const requiredSecretKeys = ['superuser-password', 'replication-password'] as const;
+
+const ordinalOf = (member: string, cluster: string): number | undefined => {
+  const m = new RegExp(`^${cluster.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)$`).exec(member);
+  return m ? Number(m[1]) : undefined;
+};
+
+export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
+  const { cluster } = s;
+  const name = cluster.metadata.name;
+  const generation = cluster.metadata.generation;
+  const conditions: Condition[] = [];
+  const events: ReconcileAction[] = [];
+  const condition = (type: string, ok: boolean, reason: string, message: string, warn = true) => {
+    const previous = cluster.status?.conditions?.find((c) => c.type === type);
+    const status = ok ? 'True' : 'False';
+    conditions.push({
+      type,
+      status,
+      reason,
+      message,
+      ...(generation !== undefined ? { observedGeneration: generation } : {}),
+      lastTransitionTime: previous && previous.status === status ? previous.lastTransitionTime : s.now,
+    });
+    if (warn && !ok && (previous?.status !== 'False' || previous.reason !== reason))
+      events.push({ type: 'event', eventType: 'Warning', reason, message });
+  };
+  const statusAction = (phase: Phase, extra: Partial<PgHaClusterStatus>): ReconcileAction[] => {
+    const status: PgHaClusterStatus = {
+      phase,
+      ...extra,
+      selector: selectorString(name),
+      ...(generation !== undefined ? { observedGeneration: generation } : {}),
+      conditions,
+    };
+    return sameStatus(cluster.status, status) ? [] : [{ type: 'update-status', status }];
+  };
+
+  // A cluster being deleted is left to the garbage collector.
+  if (cluster.metadata.deletionTimestamp) return [];
+
+  const parsed = parsePgHaCluster(cluster);
+  if (!parsed.ok) {
+    condition('SpecValid', false, 'InvalidSpec', parsed.problems.join('; '));
+    return [...statusAction('Failed', {}), ...events];
+  }
+  const spec = parsed.spec;
+  condition('SpecValid', true, 'Valid', 'the spec is valid');
+
+  const missing =
+    s.credentialsSecretKeys === null
+      ? [...requiredSecretKeys]
+      : requiredSecretKeys.filter((k) => !s.credentialsSecretKeys!.includes(k));
+  if (missing.length > 0) {
+    condition(
+      'CredentialsReady',
+      false,
+      s.credentialsSecretKeys === null ? 'SecretMissing' : 'SecretKeysMissing',
+      s.credentialsSecretKeys === null
+        ? `Secret ${spec.credentialsSecret} does not exist: create it with keys ${requiredSecretKeys.join(' and ')}`
+        : `Secret ${spec.credentialsSecret} lacks ${missing.join(', ')}`,
+    );
+    return [...statusAction('Pending', statusCounts(s, spec)), ...events];
+  }
+  condition('CredentialsReady', true, 'SecretFound', `Secret ${spec.credentialsSecret} has the passwords`);
+
+  const actions: ReconcileAction[] = [];
+  const find = (kind: string, objectName: string) =>
+    s.objects.find((o) => o.kind === kind && o.metadata.name === objectName);
+
+  // Replicas: never below the primary's ordinal + 1 (see the header).
+  const observedSts = find('StatefulSet', name);
+  const currentReplicas = (observedSts?.spec as { replicas?: number } | undefined)?.replicas;
+  let replicas = spec.instances;
+  const primaryOrdinal = s.leader ? ordinalOf(s.leader.member, name) : undefined;
+  if (currentReplicas !== undefined && spec.instances < currentReplicas) {
+    if (!s.leader || primaryOrdinal === undefined) {
+      replicas = currentReplicas;
+      condition(
+        'ScaledDown',
+        false,
+        'WaitingForPrimary',
+        `scaling to ${spec.instances} waits until a primary is known`,
+      );
+    } else if (primaryOrdinal !== undefined && primaryOrdinal >= spec.instances) {
+      replicas = Math.min(currentReplicas, primaryOrdinal + 1);
+      const candidates = s.pods
+        .filter((p) => (ordinalOf(p.name, name) ?? Number.POSITIVE_INFINITY) < spec.instances && p.ready && !p.deleting)
+        .map((p) => p.name);
+      condition(
+        'ScaledDown',
+        false,
+        'WaitingForSwitchover',
+        `the primary ${s.leader.member} would be removed by scaling to ${spec.instances}: switching over first`,
+      );
+      actions.push({
+        type: 'request-switchover',
+        from: s.leader.member,
+        candidates,
+        reason: `scale down to ${spec.instances} instances`,
+      });
+    }
+  }
+
+  const desired: KubeObject[] = [
+    desiredServiceAccount(cluster),
+    ...desiredServices(cluster),
+    desiredPodDisruptionBudget(cluster),
+    desiredStatefulSet(cluster, spec, replicas),
+  ];
+  for (const want of desired) {
+    const have = find(want.kind, want.metadata.name);
+    if (!have) {
+      actions.push({ type: 'create', object: want });
+      continue;
+    }
+    if (have.metadata.annotations?.[desiredHashAnnotation] === want.metadata.annotations?.[desiredHashAnnotation])
+      continue;
+    if (want.kind === 'StatefulSet') {
+      const haveImmutable = have.metadata.annotations?.[immutableHashAnnotation];
+      const wantImmutable = want.metadata.annotations?.[immutableHashAnnotation];
+      if (haveImmutable !== undefined && haveImmutable !== wantImmutable) {
+        condition(
+          'SpecApplied',
+          false,
+          'ImmutableFieldChanged',
+          `the StatefulSet's ${immutableStatefulSetFields.join(', ')} cannot change in place (storage is fixed at creation); the rest is applied`,
+        );
+        // Apply the mutable rest once, keeping the observed immutable fields and their
+        // hash: the condition stays until the spec goes back, with no update loop.
+        const keptHash = `kept-${want.metadata.annotations?.[desiredHashAnnotation]}`;
+        if (have.metadata.annotations?.[desiredHashAnnotation] === keptHash) continue;
+        const haveSpec = (have.spec ?? {}) as Record<string, unknown>;
+        const spec2: Record<string, unknown> = { ...(want.spec as Record<string, unknown>) };
+        for (const k of immutableStatefulSetFields) spec2[k] = haveSpec[k];
+        const annotations = { [desiredHashAnnotation]: keptHash, [immutableHashAnnotation]: haveImmutable };
+        actions.push({
+          type: 'update',
+          object: {
+            ...want,
+            spec: spec2,
+            metadata: { ...want.metadata, annotations, resourceVersion: have.metadata.resourceVersion },
+          },
+        });
+        continue;
+      }
+    }
+    let object: KubeObject = {
+      ...want,
+      metadata: { ...want.metadata, resourceVersion: have.metadata.resourceVersion },
+    };
+    if (want.kind === 'Service') {
+      // clusterIP is the server's and immutable: keep what it assigned.
+      const haveSpec = have.spec as { clusterIP?: string; clusterIPs?: string[] };
+      object = {
+        ...object,
+        spec: {
+          ...(want.spec as object),
+          ...(haveSpec.clusterIP !== undefined ? { clusterIP: haveSpec.clusterIP } : {}),
+          ...(haveSpec.clusterIPs !== undefined ? { clusterIPs: haveSpec.clusterIPs } : {}),
+        },
+      };
+    }
+    actions.push({ type: 'update', object });
+  }
+  if (!conditions.some((c) => c.type === 'SpecApplied'))
+    condition('SpecApplied', true, 'Applied', 'every object matches the spec');
+
+  actions.push(...decideRoleLabels(s.pods, s.leader?.member ?? null));
+
+  const counts = statusCounts(s, spec);
+  const primaryReady = s.leader !== null && s.pods.some((p) => p.name === s.leader!.member && p.ready);
+  const phase: Phase =
+    !observedSts || (s.leader === null && cluster.status?.primary === undefined)
+      ? 'Creating'
+      : primaryReady && counts.readyInstances === spec.instances
+        ? 'Healthy'
+        : 'Degraded';
+  condition(
+    'Ready',
+    phase === 'Healthy',
+    phase === 'Healthy' ? 'AllMembersReady' : s.leader === null ? 'NoPrimary' : 'MembersNotReady',
+    `${counts.ready} members ready${s.leader ? `, primary ${s.leader.member} (term ${s.leader.term})` : ', no primary'}`,
+    false, // a state, not a problem: no event
+  );
+  return [
+    ...actions,
+    ...statusAction(phase, {
+      ...counts,
+      ...(s.leader ? { primary: s.leader.member, term: s.leader.term } : {}),
+    }),
+    ...events,
+  ];
+}
+
+/**
+ * Role labels. At most one pod may carry `primary` at any observed moment, so the
+ * round that sees the label on any pod other than the leader only takes it away
+ * (and labels nothing primary); the leader is labelled in a later round. Pods being
+ * deleted are left alone.
+ */
+export function decideRoleLabels(pods: readonly ObservedPod[], leader: string | null): ReconcileAction[] {
+  const live = pods.filter((p) => !p.deleting);
+  const wrongPrimaries = live.filter((p) => p.labels[roleLabel] === 'primary' && p.name !== leader);
+  const actions: ReconcileAction[] = wrongPrimaries.map((p) => ({ type: 'label-pod', pod: p.name, role: 'replica' }));
+  for (const p of live) {
+    if (p.name === leader) {
+      if (wrongPrimaries.length === 0 && p.labels[roleLabel] !== 'primary')
+        actions.push({ type: 'label-pod', pod: p.name, role: 'primary' });
+    } else if (p.labels[roleLabel] === undefined) actions.push({ type: 'label-pod', pod: p.name, role: 'replica' });
+  }
+  return actions;
+}
+
+function statusCounts(s: ReconcileSnapshot, spec: PgHaClusterSpec) {
+  const readyInstances = s.pods.filter((p) => p.ready && !p.deleting).length;
+  return { instances: spec.instances, readyInstances, ready: `${readyInstances}/${spec.instances}` };
+}
+
+function sameStatus(a: PgHaClusterStatus | undefined, b: PgHaClusterStatus): boolean {
+  return JSON.stringify(normalize(a ?? {})) === JSON.stringify(normalize(b));
+}
+
+function normalize(status: PgHaClusterStatus): unknown {
+  const sorted = (o: object): unknown =>
+    Array.isArray(o)
+      ? o.map((x) => (x && typeof x === 'object' ? sorted(x) : x))
+      : Object.fromEntries(
+          Object.entries(o)
+            .sort(([a], [b]) => a.localeCompare(b))
+            .map(([k, v]) => [k, v && typeof v === 'object' ? sorted(v) : v]),
+        );
+  return sorted(status);
+}

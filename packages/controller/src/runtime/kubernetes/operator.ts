@@ -1,0 +1,368 @@
+/**
+ * The operator's shell: lists and watches PgHaClusters (resuming from the last
+ * resourceVersion, re-listing on 410 Gone or a closed watch), keeps a work queue of
+ * cluster keys (one reconcile per key at a time, retries with a growing delay),
+ * reads what `decideReconcile` needs, applies the actions it returns and logs them.
+ * A 409 (someone wrote first) is never retried blindly: the key is requeued and the
+ * next attempt reads everything again. A periodic resync re-enqueues every cluster
+ * so pods, Secrets and the leader record (not watched here) are looked at too.
+ *
+ * May import: @kubernetes/client-node, the pure decision, the logger. Not yet: its
+ * own leader election between operator replicas (a Lease), and the etcd side of
+ * `request-switchover` (the caller injects both readers and writers of etcd).
+ */
+import {
+  ApiException,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  Watch,
+} from '@kubernetes/client-node';
+import { decideReconcile, type ObservedPod, type ReconcileAction } from './decide-reconcile.js';
+import { clusterLabel, type KubeObject } from './desired-objects.js';
+import { type PgHaClusterObject, pghaApiVersion, pghaGroup, pghaVersion } from './pgha-cluster.js';
+
+export interface OperatorLog {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface OperatorOptions {
+  /** A loaded KubeConfig, or the path of a kubeconfig file; default: in-cluster or $KUBECONFIG (loadFromDefault). */
+  kubeConfig?: KubeConfig | string;
+  /** Watch one namespace, or all when undefined. */
+  namespace?: string;
+  /** The writable leader record of a cluster (from etcd), or null. */
+  readLeader(cluster: PgHaClusterObject): Promise<{ member: string; term: number } | null>;
+  /** Writes a switchover request for the cluster's controller (to etcd). */
+  requestSwitchover(cluster: PgHaClusterObject, from: string, candidates: readonly string[]): Promise<void>;
+  log: OperatorLog;
+  /** Every cluster is reconciled at least this often. Default 5000 ms. */
+  resyncIntervalMillis?: number;
+  /** First retry delay after a failed reconcile, doubling up to maxRetryDelayMillis. Default 100 ms. */
+  retryDelayMillis?: number;
+  maxRetryDelayMillis?: number;
+  now?: () => Date;
+}
+
+const fieldManager = 'pgha-operator';
+const keyOf = (namespace: string, name: string) => `${namespace}/${name}`;
+const statusCode = (error: unknown): number | undefined => (error instanceof ApiException ? error.code : undefined);
+
+/** Objects the decision compares with what it wants, by kind and API version. */
+const ownedKinds = [
+  { apiVersion: 'apps/v1', kind: 'StatefulSet', suffixes: [''] },
+  { apiVersion: 'v1', kind: 'Service', suffixes: ['', '-rw', '-ro'] },
+  { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', suffixes: [''] },
+  { apiVersion: 'v1', kind: 'ServiceAccount', suffixes: [''] },
+] as const;
+
+export class Operator {
+  private readonly api: KubernetesObjectApi;
+  private readonly queue = new Set<string>();
+  private readonly busy = new Set<string>();
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private watchAbort: AbortController | undefined;
+  private stopped = false;
+  private wake: () => void = () => undefined;
+  /** Reconciles done (for tests and logs). */
+  reconciles = 0;
+  /** Times the watch started over from a fresh list (410, closed stream). */
+  relists = 0;
+
+  private readonly kubeConfig: KubeConfig;
+
+  constructor(private readonly options: OperatorOptions) {
+    if (options.kubeConfig instanceof KubeConfig) this.kubeConfig = options.kubeConfig;
+    else {
+      this.kubeConfig = new KubeConfig();
+      if (options.kubeConfig === undefined) this.kubeConfig.loadFromDefault();
+      else this.kubeConfig.loadFromFile(options.kubeConfig);
+    }
+    this.api = KubernetesObjectApi.makeApiClient(this.kubeConfig);
+    this.customObjects = this.kubeConfig.makeApiClient(CustomObjectsApi);
+  }
+  private readonly customObjects: CustomObjectsApi;
+
+  /** Lists, starts watching and runs the work queue until `stop()`. */
+  async start(): Promise<void> {
+    await this.listAndWatch();
+    const resync = setInterval(() => this.enqueueAll(), this.options.resyncIntervalMillis ?? 5000);
+    this.timers.add(resync as unknown as NodeJS.Timeout);
+    void this.work();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watchAbort?.abort();
+    for (const t of this.timers) clearTimeout(t);
+    this.wake();
+  }
+
+  private clusterPath(): string {
+    const ns = this.options.namespace;
+    return `/apis/${pghaGroup}/${pghaVersion}${ns ? `/namespaces/${ns}` : ''}/pghaclusters`;
+  }
+
+  private known = new Set<string>();
+
+  private async listAndWatch(): Promise<void> {
+    if (this.stopped) return;
+    let list: { metadata?: { resourceVersion?: string }; items: PgHaClusterObject[] };
+    try {
+      list = (await this.api.list(pghaApiVersion, 'PgHaCluster', this.options.namespace)) as unknown as typeof list;
+    } catch (error) {
+      this.options.log.warn(`listing PgHaClusters failed (${(error as Error).message}); retrying`);
+      this.later(() => void this.listAndWatch(), this.options.maxRetryDelayMillis ?? 5000);
+      return;
+    }
+    this.known = new Set(list.items.map((c) => keyOf(c.metadata.namespace, c.metadata.name)));
+    for (const key of this.known) this.enqueue(key);
+    await this.watchFrom(list.metadata?.resourceVersion);
+  }
+
+  /**
+   * Watches from a resourceVersion. A stream that closes is resumed from the newest
+   * version seen (bookmarks keep it fresh); an ERROR event (410 Gone: that version
+   * was compacted) or a failed request starts over with a list.
+   */
+  private async watchFrom(from: string | undefined): Promise<void> {
+    if (this.stopped) return;
+    let resourceVersion = from;
+    let ended = false;
+    const end = (relist: boolean, why: string) => {
+      if (ended || this.stopped) return;
+      ended = true;
+      this.watchAbort?.abort();
+      if (relist) {
+        this.relists++;
+        this.options.log.info(`watch ended (${why}): listing again`);
+        this.later(() => void this.listAndWatch(), 50);
+      } else this.later(() => void this.watchFrom(resourceVersion), 50);
+    };
+    try {
+      this.watchAbort = await this.startWatch(resourceVersion, end, (rv) => {
+        resourceVersion = rv;
+      });
+    } catch (error) {
+      end(true, `watch request failed: ${(error as Error).message}`);
+    }
+  }
+
+  private startWatch(
+    from: string | undefined,
+    end: (relist: boolean, why: string) => void,
+    seen: (resourceVersion: string) => void,
+  ): Promise<AbortController> {
+    let resourceVersion = from;
+    return new Watch(this.kubeConfig).watch(
+      this.clusterPath(),
+      { resourceVersion, allowWatchBookmarks: true },
+      (type, object: PgHaClusterObject & { code?: number; metadata: { resourceVersion?: string } }) => {
+        if (type === 'ERROR') {
+          end(true, `error ${object.code ?? ''}`);
+          return;
+        }
+        resourceVersion = object.metadata?.resourceVersion ?? resourceVersion;
+        if (resourceVersion !== undefined) seen(resourceVersion);
+        if (type === 'BOOKMARK') return;
+        const key = keyOf(object.metadata.namespace, object.metadata.name);
+        if (type === 'DELETED') this.known.delete(key);
+        else this.known.add(key);
+        this.enqueue(key);
+      },
+      (error) =>
+        end(error !== null && error !== undefined, error ? String((error as Error).message ?? error) : 'closed'),
+    );
+  }
+
+  private enqueueAll(): void {
+    for (const key of this.known) this.enqueue(key);
+  }
+
+  private enqueue(key: string): void {
+    this.queue.add(key);
+    this.wake();
+  }
+
+  private later(fn: () => void, millis: number): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, millis);
+    this.timers.add(t);
+  }
+
+  /** One worker: takes a key that is not being reconciled, reconciles it, retries failures with backoff. */
+  private async work(): Promise<void> {
+    while (!this.stopped) {
+      const key = [...this.queue].find((k) => !this.busy.has(k));
+      if (key === undefined) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+        continue;
+      }
+      this.queue.delete(key);
+      this.busy.add(key);
+      try {
+        await this.reconcile(key);
+        this.failures.delete(key);
+      } catch (error) {
+        const n = (this.failures.get(key) ?? 0) + 1;
+        this.failures.set(key, n);
+        const delay = Math.min(
+          (this.options.retryDelayMillis ?? 100) * 2 ** (n - 1),
+          this.options.maxRetryDelayMillis ?? 5000,
+        );
+        const conflict = statusCode(error) === 409;
+        this.options.log.warn(
+          `${key}: ${conflict ? 'conflict (someone wrote first): reading again' : `reconcile failed: ${(error as Error).message}`}; retry ${n} in ${delay} ms`,
+        );
+        this.later(() => this.enqueue(key), delay);
+      } finally {
+        this.busy.delete(key);
+        this.reconciles++;
+      }
+    }
+  }
+
+  private async readOrNull<T>(read: () => Promise<T>): Promise<T | null> {
+    try {
+      return await read();
+    } catch (error) {
+      if (statusCode(error) === 404) return null;
+      throw error;
+    }
+  }
+
+  /** Reads everything one decision needs, decides, applies in order. */
+  async reconcile(key: string): Promise<ReconcileAction[]> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const cluster = (await this.readOrNull(() =>
+      this.api.read({ apiVersion: pghaApiVersion, kind: 'PgHaCluster', metadata: { name, namespace } }),
+    )) as unknown as PgHaClusterObject | null;
+    if (!cluster) return [];
+    const objects: KubeObject[] = [];
+    for (const { apiVersion, kind, suffixes } of ownedKinds)
+      for (const suffix of suffixes) {
+        const o = await this.readOrNull(() =>
+          this.api.read({ apiVersion, kind, metadata: { name: `${name}${suffix}`, namespace } }),
+        );
+        if (o) objects.push(o as unknown as KubeObject);
+      }
+    const secretName =
+      ((cluster.spec as { credentialsSecret?: unknown } | undefined)?.credentialsSecret as string | undefined) ??
+      `${name}-credentials`;
+    const secret = (await this.readOrNull(() =>
+      this.api.read({ apiVersion: 'v1', kind: 'Secret', metadata: { name: secretName, namespace } }),
+    )) as { data?: Record<string, string> } | null;
+    const podList = (await this.api.list(
+      'v1',
+      'Pod',
+      namespace,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      `${clusterLabel}=${name}`,
+    )) as unknown as {
+      items: {
+        metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+        status?: { conditions?: { type: string; status: string }[] };
+      }[];
+    };
+    const pods: ObservedPod[] = podList.items.map((p) => ({
+      name: p.metadata.name,
+      labels: p.metadata.labels ?? {},
+      ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
+      deleting: p.metadata.deletionTimestamp !== undefined,
+    }));
+    const leader = await this.options.readLeader(cluster);
+    const actions = decideReconcile({
+      cluster,
+      objects,
+      credentialsSecretKeys: secret ? Object.keys(secret.data ?? {}) : null,
+      pods,
+      leader,
+      now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
+    });
+    for (const action of actions) await this.apply(cluster, action);
+    return actions;
+  }
+
+  private async apply(cluster: PgHaClusterObject, action: ReconcileAction): Promise<void> {
+    const { name, namespace } = cluster.metadata;
+    const log = (message: string) => this.options.log.info(`${namespace}/${name}: ${message}`);
+    switch (action.type) {
+      case 'create':
+        log(`create ${action.object.kind}/${action.object.metadata.name}`);
+        await this.api.create(action.object as never, undefined, undefined, fieldManager);
+        return;
+      case 'update':
+        log(`update ${action.object.kind}/${action.object.metadata.name}`);
+        await this.api.replace(action.object as never, undefined, undefined, fieldManager);
+        return;
+      case 'label-pod':
+        log(`label pod ${action.pod} ${action.role}`);
+        await this.api.patch(
+          {
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name: action.pod, namespace, labels: { 'pgha.dev/role': action.role } },
+          },
+          undefined,
+          undefined,
+          fieldManager,
+          undefined,
+          PatchStrategy.MergePatch,
+        );
+        return;
+      case 'request-switchover':
+        log(`request switchover from ${action.from} (${action.reason})`);
+        await this.options.requestSwitchover(cluster, action.from, action.candidates);
+        return;
+      case 'update-status': {
+        log(`status ${action.status.phase} ${action.status.ready ?? ''}`);
+        // PUT to the status subresource with the resourceVersion read: a 409 means re-read.
+        await this.customObjects.replaceNamespacedCustomObjectStatus({
+          group: pghaGroup,
+          version: pghaVersion,
+          namespace,
+          plural: 'pghaclusters',
+          name,
+          body: { ...cluster, status: action.status },
+          fieldManager,
+        });
+        return;
+      }
+      case 'event':
+        log(`event ${action.eventType} ${action.reason}: ${action.message}`);
+        await this.api
+          .create({
+            apiVersion: 'v1',
+            kind: 'Event',
+            metadata: { generateName: `${name}.`, namespace },
+            involvedObject: {
+              apiVersion: pghaApiVersion,
+              kind: 'PgHaCluster',
+              name,
+              namespace,
+              uid: cluster.metadata.uid,
+            },
+            type: action.eventType,
+            reason: action.reason,
+            message: action.message,
+            source: { component: 'pgha-operator' },
+          } as never)
+          .catch((error) => this.options.log.warn(`event not recorded: ${(error as Error).message}`)); // events are best effort
+        return;
+      default: {
+        const never: never = action;
+        throw new Error(`unknown action ${JSON.stringify(never)}`);
+      }
+    }
+  }
+}

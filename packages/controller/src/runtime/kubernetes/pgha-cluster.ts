@@ -1,0 +1,177 @@
+/**
+ * The PgHaCluster custom resource (pgha.dev/v1alpha1) as the operator reads it:
+ * its spec with the CRD's defaults, and `parsePgHaCluster`, which accepts only what
+ * the operator can act on and otherwise says why (the operator then reports the
+ * reasons in a condition and changes nothing). Pure; no I/O.
+ */
+
+export const pghaGroup = 'pgha.dev';
+export const pghaVersion = 'v1alpha1';
+export const pghaApiVersion = `${pghaGroup}/${pghaVersion}`;
+export const supportedPostgresVersions = [15, 16, 17] as const;
+export type PostgresVersion = (typeof supportedPostgresVersions)[number];
+
+/**
+ * The smallest termination grace period that covers an agent's handover: a stopping
+ * primary requests a switchover and waits up to 10 s for it, then stops within 5 s
+ * (docs/architecture.md, "Switchover").
+ */
+export const minimumTerminationGracePeriodSeconds = 20;
+/** StatefulSet names longer than 52 leave no room for the pods' controller-revision-hash label. */
+export const maximumClusterNameLength = 52;
+
+/** What a PgHaCluster asks for, defaults applied. */
+export interface PgHaClusterSpec {
+  readonly instances: number;
+  readonly postgresVersion: PostgresVersion;
+  readonly image: string;
+  readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  readonly etcd: { readonly endpoints: readonly string[]; readonly keyRoot: string };
+  readonly storage: { readonly size: string; readonly storageClassName?: string };
+  readonly credentialsSecret: string;
+  readonly resources?: Readonly<Record<string, unknown>>;
+  readonly leaseTtlMillis: number;
+  readonly maximumLagOnFailoverBytes: number;
+  readonly terminationGracePeriodSeconds: number;
+}
+
+/** A PgHaCluster object as listed from the API (only what the operator reads). */
+export interface PgHaClusterObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: {
+    readonly name: string;
+    readonly namespace: string;
+    readonly uid: string;
+    readonly generation?: number;
+    readonly deletionTimestamp?: string;
+  };
+  readonly spec?: unknown;
+  readonly status?: PgHaClusterStatus;
+}
+
+export interface Condition {
+  readonly type: string;
+  readonly status: 'True' | 'False' | 'Unknown';
+  readonly reason: string;
+  readonly message: string;
+  readonly observedGeneration?: number;
+  readonly lastTransitionTime: string;
+}
+
+export const phases = ['Pending', 'Creating', 'Healthy', 'Degraded', 'Failed'] as const;
+export type Phase = (typeof phases)[number];
+
+export interface PgHaClusterStatus {
+  readonly phase?: Phase;
+  readonly primary?: string;
+  readonly term?: number;
+  readonly ready?: string;
+  readonly instances?: number;
+  readonly readyInstances?: number;
+  readonly selector?: string;
+  readonly observedGeneration?: number;
+  readonly conditions?: readonly Condition[];
+}
+
+export type ParseResult = { ok: true; spec: PgHaClusterSpec } | { ok: false; problems: string[] };
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const QUANTITY = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$/;
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Reads a PgHaCluster: the API version must be one this operator knows, the name
+ * must leave room for pod and Service names, and the spec must hold what the CRD's
+ * schema allows (the API server enforces that schema too; this guards against an
+ * older CRD, a schema edited by hand, or a spec written before a default existed).
+ */
+export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
+  const problems: string[] = [];
+  if (cluster.apiVersion !== pghaApiVersion)
+    problems.push(
+      `apiVersion ${JSON.stringify(cluster.apiVersion)} is not supported: this operator reads ${pghaApiVersion}`,
+    );
+  const name = cluster.metadata.name;
+  if (!DNS_LABEL.test(name) || name.length > maximumClusterNameLength)
+    problems.push(
+      `metadata.name ${JSON.stringify(name)} must be a DNS label of at most ${maximumClusterNameLength} characters`,
+    );
+  const spec = isObject(cluster.spec) ? cluster.spec : {};
+  if (!isObject(cluster.spec)) problems.push('spec is missing');
+
+  const integer = (key: string, fallback: number, min: number, max: number): number => {
+    const v = spec[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      problems.push(`spec.${key} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)}`);
+      return fallback;
+    }
+    return v;
+  };
+  const instances = integer('instances', 3, 1, 9);
+  const postgresVersion = spec.postgresVersion ?? 17;
+  if (!supportedPostgresVersions.includes(postgresVersion as PostgresVersion))
+    problems.push(
+      `spec.postgresVersion ${JSON.stringify(postgresVersion)} is not supported (supported: ${supportedPostgresVersions.join(', ')})`,
+    );
+  const image = spec.image ?? `ghcr.io/pgha/member:${String(postgresVersion)}`;
+  if (typeof image !== 'string' || image === '') problems.push('spec.image must be a non-empty string');
+  const imagePullPolicy = spec.imagePullPolicy ?? 'IfNotPresent';
+  if (!['Always', 'IfNotPresent', 'Never'].includes(imagePullPolicy as string))
+    problems.push(`spec.imagePullPolicy ${JSON.stringify(imagePullPolicy)} is not one of Always, IfNotPresent, Never`);
+
+  const etcd = isObject(spec.etcd) ? spec.etcd : {};
+  const endpoints = etcd.endpoints;
+  if (
+    !Array.isArray(endpoints) ||
+    endpoints.length === 0 ||
+    !endpoints.every((e) => typeof e === 'string' && /^https?:\/\/\S+$/.test(e))
+  )
+    problems.push('spec.etcd.endpoints must list at least one http(s) URL');
+  const keyRoot = etcd.keyRoot ?? '/pgha/';
+  if (typeof keyRoot !== 'string' || !/^\/.*\/$/.test(keyRoot))
+    problems.push('spec.etcd.keyRoot must start and end with /');
+
+  const storage = isObject(spec.storage) ? spec.storage : {};
+  const size = storage.size ?? '10Gi';
+  if (typeof size !== 'string' || !QUANTITY.test(size))
+    problems.push(`spec.storage.size ${JSON.stringify(size)} is not a quantity such as 10Gi`);
+  const storageClassName = storage.storageClassName;
+  if (storageClassName !== undefined && typeof storageClassName !== 'string')
+    problems.push('spec.storage.storageClassName must be a string');
+
+  const credentialsSecret = spec.credentialsSecret ?? `${name}-credentials`;
+  if (typeof credentialsSecret !== 'string' || credentialsSecret === '')
+    problems.push('spec.credentialsSecret must be a Secret name');
+  if (spec.resources !== undefined && !isObject(spec.resources)) problems.push('spec.resources must be an object');
+
+  const leaseTtlMillis = integer('leaseTtlMillis', 2000, 2000, 600_000);
+  const maximumLagOnFailoverBytes = integer('maximumLagOnFailoverBytes', 16 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER);
+  const terminationGracePeriodSeconds = integer(
+    'terminationGracePeriodSeconds',
+    30,
+    minimumTerminationGracePeriodSeconds,
+    3600,
+  );
+
+  if (problems.length > 0) return { ok: false, problems };
+  return {
+    ok: true,
+    spec: {
+      instances,
+      postgresVersion: postgresVersion as PostgresVersion,
+      image: image as string,
+      imagePullPolicy: imagePullPolicy as PgHaClusterSpec['imagePullPolicy'],
+      etcd: { endpoints: endpoints as string[], keyRoot: keyRoot as string },
+      storage: {
+        size: size as string,
+        ...(storageClassName !== undefined ? { storageClassName: storageClassName as string } : {}),
+      },
+      credentialsSecret: credentialsSecret as string,
+      ...(spec.resources !== undefined ? { resources: spec.resources as Record<string, unknown> } : {}),
+      leaseTtlMillis,
+      maximumLagOnFailoverBytes,
+      terminationGracePeriodSeconds,
+    },
+  };
+}

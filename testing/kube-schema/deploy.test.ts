@@ -1,0 +1,128 @@
+/**
+ * deploy/ builds with kustomize and every object in it (and the example
+ * PgHaCluster) is valid before it ever meets a cluster.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { type Manifest, validateObjects } from './validate-objects.js';
+
+const repo = resolve(import.meta.dirname, '../..');
+const parse = (text: string) =>
+  parseAllDocuments(text)
+    .map((d) => d.toJS() as Manifest)
+    .filter((o) => o !== null);
+const kustomize = (dir: string) => parse(execFileSync('kubectl', ['kustomize', join(repo, dir)], { encoding: 'utf8' }));
+
+describe('deploy/', () => {
+  const operator = kustomize('deploy');
+  const etcd = kustomize('deploy/etcd');
+  const example = parse(readFileSync(join(repo, 'deploy/examples/pghacluster.yaml'), 'utf8'));
+
+  it('builds with kubectl kustomize into the operator and the optional etcd', () => {
+    expect(operator.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
+      'ClusterRole/pgha-operator',
+      'ClusterRoleBinding/pgha-operator',
+      'CustomResourceDefinition/pghaclusters.pgha.dev',
+      'Deployment/pgha-operator',
+      'Namespace/pgha-system',
+      'Role/pgha-operator-election',
+      'RoleBinding/pgha-operator-election',
+      'ServiceAccount/pgha-operator',
+    ]);
+    expect(etcd.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
+      'PodDisruptionBudget/etcd',
+      'Service/etcd',
+      'StatefulSet/etcd',
+    ]);
+    for (const o of [...operator, ...etcd])
+      if (o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster'))
+        expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('pgha-system');
+  });
+
+  it('validates every object against the Kubernetes schemas and the CRD, with selectors, names and bindings consistent', () => {
+    expect(validateObjects([...operator, ...etcd, ...example])).toEqual([]);
+  });
+
+  it('runs the operator with 2 replicas and etcd with heartbeat 50 ms and election timeout 300 ms', () => {
+    const deployment = operator.find((o) => o.kind === 'Deployment') as Manifest & { spec: { replicas: number } };
+    expect(deployment.spec.replicas).toBe(2);
+    const args = JSON.stringify(etcd.find((o) => o.kind === 'StatefulSet'));
+    expect(args).toContain('--heartbeat-interval=50');
+    expect(args).toContain('--election-timeout=300');
+  });
+
+  it('gives the operator no delete verb and only read access to Secrets', () => {
+    const rules = operator
+      .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
+      .flatMap((o) => o.rules as { resources: string[]; verbs: string[] }[]);
+    expect(rules.flatMap((r) => r.verbs)).not.toContain('delete');
+    expect(rules.flatMap((r) => r.verbs)).not.toContain('*');
+    expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual([
+      'get',
+      'list',
+      'watch',
+    ]);
+  });
+
+  it('reports what is wrong with bad objects', () => {
+    const crd = operator.find((o) => o.kind === 'CustomResourceDefinition')!;
+    const problems = validateObjects([
+      crd,
+      {
+        apiVersion: 'pgha.dev/v1alpha1',
+        kind: 'PgHaCluster',
+        metadata: { name: 'x' },
+        spec: { instances: -1, etcd: { endpoints: [] }, colour: 1 },
+      },
+      {
+        apiVersion: 'apps/v1',
+        kind: 'StatefulSet',
+        metadata: { name: 'Bad_Name' },
+        spec: {
+          serviceName: 's',
+          replicas: 'three',
+          selector: { matchLabels: { app: 'a' } },
+          template: { metadata: { labels: { app: 'b' } }, spec: { containers: [{ name: 'c', image: 'i' }] } },
+        },
+      },
+      {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'svc' },
+        spec: { selector: { app: 'zzz' }, ports: [{ port: 1 }] },
+      },
+      { apiVersion: 'example.com/v1', kind: 'Thing', metadata: { name: 'thing' } },
+    ]).map((p) => `${p.object}: ${p.message}`);
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^PgHaCluster\/x: spec.instances: .*greater than or equal to 1/),
+        expect.stringMatching(/^PgHaCluster\/x: spec.etcd.endpoints: .*at least 1 items/),
+        'PgHaCluster/x: spec.colour: unknown field (the API server would drop it)',
+        'StatefulSet/Bad_Name: name "Bad_Name" is not a DNS-1123 label',
+        'StatefulSet/Bad_Name: /spec/replicas: must be integer',
+        expect.stringMatching(/^StatefulSet\/Bad_Name: spec.selector does not match/),
+        'Service/svc: its selector matches no pod template in the set',
+        'Thing/thing: no schema known for example.com/v1 Thing',
+      ]),
+    );
+  });
+
+  it('finds a CRD that is not structural or whose default breaks its own schema', () => {
+    const crd = structuredClone(operator.find((o) => o.kind === 'CustomResourceDefinition')!) as Manifest & {
+      spec: { versions: { schema: { openAPIV3Schema: { properties: Record<string, Record<string, unknown>> } } }[] };
+    };
+    const props = crd.spec.versions[0]!.schema.openAPIV3Schema.properties;
+    props.spec!.properties = {
+      ...(props.spec!.properties as object),
+      instances: { type: 'integer', minimum: 1, default: 0 },
+      loose: {},
+    };
+    expect(validateObjects([crd]).map((p) => p.message)).toEqual([
+      expect.stringMatching(/not structural: .*properties\[loose\]\.type: Required value/),
+      expect.stringMatching(/default 0 is invalid/),
+    ]);
+  });
+});

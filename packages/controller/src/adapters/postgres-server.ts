@@ -331,6 +331,23 @@ export async function readCheckpointLocation(
   dataDir: string,
   user: OsUser | null,
 ): Promise<string | null> {
+  // The control file's head has kept one layout since PostgreSQL 9.x: system
+  // identifier (8 bytes), pg_control_version (4), catalog version (4), state (4),
+  // padding (4), time (8), then the latest checkpoint's location (8). Reading it
+  // directly takes microseconds where running pg_controldata takes ~50 ms — time a
+  // switchover's write pause pays for. pg_controldata remains the fallback.
+  try {
+    const head = readFileSync(join(dataDir, 'global', 'pg_control')).subarray(0, 40);
+    const version = head.readUInt32LE(8);
+    if (head.length === 40 && version >= 900 && version < 10_000) {
+      const shutDown = head.readUInt32LE(16) === 1; // DB_SHUTDOWNED
+      if (!shutDown) return null;
+      const lsn = head.readBigUInt64LE(32);
+      return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+    }
+  } catch {
+    /* fall back to pg_controldata */
+  }
   const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
     user,
     env: { ...process.env, LC_ALL: 'C' },

@@ -562,6 +562,15 @@ export class Agent {
     await this.leadership.releaseLeader(`switchover to ${target.member}`, cleanLsn);
     this.log.info(`stepped down in ${Math.round(this.clock.now() - started)} ms`);
     this.setState('starting');
+    // Not at once: starting postgres competes for the CPU with the target's promotion,
+    // which is the write pause. Wait (bounded) for the new primary to be writable, so
+    // this start follows it directly; if the target fails to take over, start as a
+    // standby of nobody, electable again.
+    const deadline = this.clock.now() + 2000;
+    while (this.writableLeaderOtherThanUs() === null && this.clock.now() < deadline && !this.stopping) {
+      await delay(25);
+      await this.readView().catch(() => undefined);
+    }
     await this.postgres.startStandby(this.writableLeaderOtherThanUs(), () => this.setState('cloning'));
     this.setState('running');
   }

@@ -321,6 +321,15 @@ export async function connectLocal(
   return client;
 }
 
+/** The control file as pg_controldata prints it (C locale). */
+export async function controlData(bins: PostgresBinaries, dataDir: string, user: OsUser | null): Promise<string> {
+  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
+    user,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
+  return stdout;
+}
+
 /**
  * The location of the shutdown checkpoint of a data directory that a primary left
  * cleanly ("Database cluster state: shut down"), or null when its last stop was
@@ -348,10 +357,7 @@ export async function readCheckpointLocation(
   } catch {
     /* fall back to pg_controldata */
   }
-  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
-    user,
-    env: { ...process.env, LC_ALL: 'C' },
-  });
+  const stdout = await controlData(bins, dataDir, user);
   if (!/^Database cluster state:\s+shut down$/m.test(stdout)) return null;
   return /^Latest checkpoint location:\s+([0-9A-F]+\/[0-9A-F]+)$/m.exec(stdout)?.[1] ?? null;
 }

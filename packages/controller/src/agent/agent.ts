@@ -426,7 +426,7 @@ export class Agent {
         this.poke();
       }
     }
-    await this.publish(observation === null || this.busy ? await pg.observe() : observation);
+    await this.publish(observation === null ? await pg.observe() : observation);
   }
 
   private shouldResync(): boolean {

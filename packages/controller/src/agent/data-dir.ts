@@ -1,9 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OsUser } from '../adapters/os-user.js';
-import { writeOwnedFile } from '../adapters/postgres-server.js';
+import { controlData, writeOwnedFile } from '../adapters/postgres-server.js';
 import type { PostgresBinaries } from '../adapters/prerequisites.js';
-import { runTool } from '../adapters/processes.js';
 import type { DataDirKind } from '../decide/startup.js';
 
 /** The file that marks a data directory as one member's of one cluster. */
@@ -56,10 +55,7 @@ export async function readSystemId(
   dataDir: string,
   user: OsUser | null,
 ): Promise<string | null> {
-  const { stdout } = await runTool(bins.path('pg_controldata'), ['-D', dataDir], {
-    user,
-    env: { ...process.env, LC_ALL: 'C' },
-  });
+  const stdout = await controlData(bins, dataDir, user);
   const match = /Database system identifier:\s+(\d+)/.exec(stdout);
   return match?.[1] ?? null;
 }

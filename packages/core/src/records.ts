@@ -103,6 +103,12 @@ const leaderSchema = z.object({
   since: timestamp,
   /** False between installing the record and postgres accepting writes. */
   writable: z.boolean(),
+  /**
+   * The WAL position this member had received when it took the record (the end of
+   * what it promotes), when known: history measures what a failover lost from it.
+   * Absent in records of earlier versions and when installing on a fresh bootstrap.
+   */
+  fromLsn: lsn.nullable().optional(),
 });
 
 const lastPrimarySchema = z.object({

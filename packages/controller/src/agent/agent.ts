@@ -482,20 +482,26 @@ export class Agent {
    * When the previous primary shut down cleanly (a switchover, a stopped cluster),
    * waits (bounded) until this standby has received its shutdown checkpoint; false
    * when it has not, so the election is declined and nothing acknowledged is lost.
+   * `position` is what this standby has received (the end of what it promotes).
    */
-  private async caughtUpWithCleanPrimary(target: TargetRecord): Promise<boolean> {
+  private async caughtUpWithCleanPrimary(
+    target: TargetRecord,
+    now: PostgresObservation,
+  ): Promise<{ ok: boolean; position: string | null }> {
     const last = this.leadership.view.lastPrimary;
-    if (last === null || !last.clean || last.member === this.options.name || last.term !== target.term - 1) return true;
+    const mustHold =
+      last !== null && last.clean && last.member !== this.options.name && last.term === target.term - 1 ? last : null;
+    if (mustHold === null) return { ok: true, position: now.receivedLsn ?? now.replayedLsn };
     const deadline = this.clock.now() + (this.options.catchUpTimeoutMillis ?? 3000);
     for (;;) {
       const o = await this.postgres.observe();
       const position = o === null ? null : (o.receivedLsn ?? o.replayedLsn);
-      if (position !== null && compareLsn(position, last.lsn) >= 0) return true;
+      if (position !== null && compareLsn(position, mustHold.lsn) >= 0) return { ok: true, position };
       if (this.clock.now() > deadline) {
         this.log.warn(
-          `declining term ${target.term}: ${last.member} shut down cleanly at ${last.lsn} and we have only ${position ?? 'nothing'}`,
+          `declining term ${target.term}: ${mustHold.member} shut down cleanly at ${mustHold.lsn} and we have only ${position ?? 'nothing'}`,
         );
-        return false;
+        return { ok: false, position };
       }
       await delay(20);
     }
@@ -507,9 +513,10 @@ export class Agent {
     const observation = await this.postgres.observe();
     if (observation === null || !observation.inRecovery)
       throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
-    if (!(await this.caughtUpWithCleanPrimary(target))) return;
+    const caughtUp = await this.caughtUpWithCleanPrimary(target, observation);
+    if (!caughtUp.ok) return;
     const lead = this.leadership;
-    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod))) {
+    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod, caughtUp.position))) {
       this.log.info(
         `could not take the leader record for term ${target.term} (someone else did, or the target changed)`,
       );

@@ -88,9 +88,13 @@ describe('decideHealth: /primary', () => {
   });
 
   it('answers 503 when the leader record names someone else, whatever postgres says (an out-of-band promotion)', () => {
-    const rogue = primary({ holdsLeader: false });
+    const rogue = primary({ holdsLeader: false, leader: leader({ member: 'demo-2' }) });
     expect(status(rogue, 'primary')).toBe(503);
     expect(status(rogue, 'replica')).toBe(503);
+  });
+
+  it('answers 503 when the leader record names this member under a lease it does not hold (its previous run)', () => {
+    expect(ask(primary({ holdsLeader: false }), 'primary').body.reason).toMatch(/not held under our lease/);
   });
 
   it('answers 503 everywhere when there is no leader', () => {

@@ -186,7 +186,12 @@ function postgresAnswers(s: HealthSnapshot, o: HealthObservation | null): string
 }
 
 function primary(s: HealthSnapshot, o: HealthObservation | null): string | null {
-  if (!s.holdsLeader) return s.leader === null ? 'there is no leader' : `${s.leader.member} holds the leader record`;
+  if (!s.holdsLeader) {
+    if (s.leader === null) return 'there is no leader';
+    return s.leader.member === s.member
+      ? 'the leader record names this member but is not held under our lease (a previous run, or being released)'
+      : `${s.leader.member} holds the leader record`;
+  }
   if (s.leader === null || s.leader.member !== s.member) return 'the leader record is not ours';
   if (!s.leader.writable) return 'the leader record is not writable yet (promotion in progress)';
   if (!s.leaseValid) return 'our lease deadline has passed';

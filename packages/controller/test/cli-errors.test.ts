@@ -266,7 +266,7 @@ describe('pgha up when a postgres port is already in use', () => {
     expectFailure(run);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(`already in use on 127.0.0.1: ${busy} (for postgres of pgha-0)`);
-    expect(run.stderr).toContain('stop what uses it or choose others (--port BASE, --etcd-port PORT)');
+    expect(run.stderr).toContain('stop what uses it or choose others (--port BASE, --etcd-port PORT, --api-port BASE)');
     expect(readdirSync(stateDir)).toEqual([]);
     expect(listeners[0]!.listening).toBe(true);
     expect(await isPortFree(etcdPort)).toBe(true);

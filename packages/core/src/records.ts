@@ -90,6 +90,16 @@ const memberSchema = z.object({
   problem: shortText.nullable(),
   tags: tagsSchema,
   updatedAt: timestamp,
+  /**
+   * The agent's health API (`http://host:port`: /primary, /replica, /readiness…),
+   * absent when it runs none. Optional so records of older agents still parse (and
+   * older readers, which strip unknown fields, accept newer records).
+   */
+  api: z
+    .string()
+    .max(300)
+    .regex(/^https?:\/\/[^\s/?#]+$/, 'must be http://host:port')
+    .optional(),
 });
 
 const leaderSchema = z.object({

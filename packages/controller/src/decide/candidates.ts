@@ -72,11 +72,7 @@ export function rankCandidates(members: readonly MemberRecord[], policy: Ranking
   return onLine.candidates.length > 0 ? onLine : rank(members, policy, () => false);
 }
 
-function rank(
-  members: readonly MemberRecord[],
-  policy: RankingPolicy,
-  forked: (m: MemberRecord) => boolean,
-): Ranking {
+function rank(members: readonly MemberRecord[], policy: RankingPolicy, forked: (m: MemberRecord) => boolean): Ranking {
   const rejected: Rejection[] = [];
   const lastTimeline = policy.minimumTimeline ?? null;
   const newestTimeline = Math.max(0, ...members.filter((m) => !forked(m)).map((m) => m.timeline ?? 0));

@@ -2313,4 +2313,3 @@ describe('the new faults, one at a time', () => {
     expect(writerOf(model)).toHaveLength(1);
   });
 });
-

@@ -361,6 +361,16 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   }
 
   /**
+   * A read that starts now: a read in flight began before whatever prompted this (a
+   * new `initialize` record written after it), so a new one follows it.
+   */
+  private refreshAfterCurrent(): void {
+    const inFlight = this.reading;
+    if (inFlight === null) void this.refresh();
+    else void inFlight.then(() => this.refresh());
+  }
+
+  /**
    * Resolves with the writable primary as soon as there is one, or rejects with
    * {@link NoPrimaryError} after `timeoutMillis` (or when the watcher closes).
    */
@@ -819,7 +829,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     // restart). Re-read now, with the initialize record, to tell which.
     if (decision.ignored === 'older-term' && observation.revision > this.resetCheckedRevision) {
       this.resetCheckedRevision = observation.revision;
-      setImmediate(() => void this.refresh());
+      setImmediate(() => this.refreshAfterCurrent());
     }
     const routeChanged = decision.events.some((e) => e.type === 'primary-changed' || e.type === 'no-primary');
     if (routeChanged || !sameEndpoint(before, this.state.leader)) for (const w of [...this.waiters]) w();

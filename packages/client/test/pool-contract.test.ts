@@ -278,7 +278,9 @@ describe('Pool keeps the pg.Pool contract', () => {
     await env.admin.put(initializeKey).value(initialize('7000000000000000001'));
     term += 1;
     await env.publishLeader(env.pg.primary, term);
-    const p = pool();
+    // No periodic re-read within the test: the reset must be found from the watch
+    // events themselves (each older-term leader triggers a fresh read).
+    const p = pool({ rereadIntervalMillis: 600_000 });
     await until('the long-lived pool to follow the current term', () => p.discovery.primary?.term === term);
     expect(await serverPort(p)).toBe(env.pg.primary.port);
     const reset = nextEvent(p, 'cluster-reset');

@@ -1,7 +1,6 @@
 import {
   type ClusterKeys,
   clusterKeys,
-  compareLsn,
   InitializeRecord,
   type LeaderRecord,
   MemberRecord,
@@ -10,8 +9,6 @@ import {
   PghaError,
   recordVersion,
   SwitchoverRecord,
-  slotNameFor,
-  type TargetRecord,
 } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
@@ -20,7 +17,7 @@ import type { PostgresObservation } from '../adapters/postgres-observe.js';
 import { clearStaleLock, isStandby, makeOwnedDir, writeOwnedFile } from '../adapters/postgres-server.js';
 import { findPostgresBinaries } from '../adapters/prerequisites.js';
 import { type Clock, systemClock } from '../clock.js';
-import { type AgentAction, decideAgentAction } from '../decide/agent-role.js';
+import { type AgentAction, decideAgentAction, decideWithoutEtcd } from '../decide/agent-role.js';
 import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
@@ -31,6 +28,7 @@ import { Leadership, withTimeout } from './leadership.js';
 import type { LeaseTiming } from './lease-keeper.js';
 import { replicationUser, superUser } from './postgres-config.js';
 import { PostgresMember } from './postgres-member.js';
+import { RoleChanges } from './role-changes.js';
 
 /** Everything an agent needs to run one member. */
 export interface AgentOptions {
@@ -108,6 +106,7 @@ export class Agent {
   private etcd: Etcd3 | null = null;
   private pg: PostgresMember | null = null;
   private lead: Leadership | null = null;
+  private roleChanges: RoleChanges | null = null;
   private state: MemberState = 'starting';
   private notStreamingSince: number | null = null;
   private stopping = false;
@@ -144,6 +143,11 @@ export class Agent {
   private get postgres(): PostgresMember {
     if (this.pg === null) throw new PghaError('conflict', 'the agent has not started');
     return this.pg;
+  }
+
+  private get roles(): RoleChanges {
+    if (this.roleChanges === null) throw new Error('the agent has not started');
+    return this.roleChanges;
   }
 
   private get leadership(): Leadership {
@@ -216,6 +220,20 @@ export class Agent {
       clock: this.clock,
       poke: () => this.poke(),
       onRegranted: async () => this.publish(await this.postgres.observe()),
+    });
+    this.roleChanges = new RoleChanges({
+      name: o.name,
+      keys: this.keys,
+      etcd: this.etcd,
+      postgres: this.pg,
+      leadership: this.lead,
+      clock: this.clock,
+      log: this.log,
+      catchUpTimeoutMillis: o.catchUpTimeoutMillis,
+      setState: (state) => this.setState(state),
+      noteObservation: (observation) => void this.noteObservation(observation),
+      writableLeaderOtherThanUs: () => this.writableLeaderOtherThanUs(),
+      isStopping: () => this.stopping,
     });
 
     const dataDir = this.pg.dataDir;
@@ -421,16 +439,13 @@ export class Agent {
       this.notStreamingSince ??= this.clock.now();
     } else this.notStreamingSince = null;
 
-    // Facts need no etcd: a postgres that answers as writable while we hold no valid
-    // claim is fenced even when etcd cannot be read (an out-of-band promotion of a
-    // member cut off from etcd).
-    if (
-      !etcdOk &&
-      observation !== null &&
-      !observation.inRecovery &&
-      (!this.leadership.holdsLeader || !this.leadership.lease.isValid())
-    ) {
-      this.leadership.fence('postgres is out of recovery but we hold no valid leader record');
+    if (!etcdOk) {
+      const fence = decideWithoutEtcd({
+        observedWritable: observation === null ? null : !observation.inRecovery,
+        holdsLeader: this.leadership.holdsLeader,
+        leaseValid: this.leadership.lease.isValid(),
+      });
+      if (fence !== null) this.leadership.fence(fence.reason);
     }
     // Actions run only once start() has brought postgres up (state 'running').
     if (etcdOk && !this.busy && this.state === 'running') {
@@ -548,13 +563,13 @@ export class Agent {
         this.postgres.setNeedsRewind(true);
         return;
       case 'step-down':
-        await this.stepDown(action.target);
+        await this.roles.stepDown(action.target);
         return;
       case 'promote':
-        await this.promote(action.target);
+        await this.roles.promote(action.target);
         return;
       case 'finish-promotion':
-        await this.finishPromotion(this.clock.now());
+        await this.roles.finishPromotion(this.clock.now());
         return;
       case 'restart':
         this.setState('starting');
@@ -570,110 +585,6 @@ export class Agent {
         throw new Error(`unhandled action ${JSON.stringify(unreachable)}`);
       }
     }
-  }
-
-  /**
-   * When the previous primary shut down cleanly (a switchover, a stopped cluster),
-   * waits (bounded) until this standby has received its shutdown checkpoint; false
-   * when it has not, so the election is declined and nothing acknowledged is lost.
-   * `position` is what this standby has received (the end of what it promotes).
-   */
-  private async caughtUpWithCleanPrimary(
-    target: TargetRecord,
-    now: PostgresObservation,
-  ): Promise<{ ok: boolean; position: string | null }> {
-    const last = this.leadership.view.lastPrimary;
-    const mustHold =
-      last !== null && last.clean && last.member !== this.options.name && last.term === target.term - 1 ? last : null;
-    if (mustHold === null) return { ok: true, position: now.receivedLsn ?? now.replayedLsn };
-    const deadline = this.clock.now() + (this.options.catchUpTimeoutMillis ?? 3000);
-    for (;;) {
-      const o = await this.postgres.observe();
-      const position = o === null ? null : (o.receivedLsn ?? o.replayedLsn);
-      if (position !== null && compareLsn(position, mustHold.lsn) >= 0) return { ok: true, position };
-      if (this.clock.now() > deadline) {
-        this.log.warn(
-          `declining term ${target.term}: ${mustHold.member} shut down cleanly at ${mustHold.lsn} and we have only ${position ?? 'nothing'}`,
-        );
-        return { ok: false, position };
-      }
-      await delay(20);
-    }
-  }
-
-  /** Takes the leader record for the target's term, then promotes postgres. */
-  private async promote(target: TargetRecord): Promise<void> {
-    const started = this.clock.now();
-    const observation = await this.postgres.observe();
-    if (observation === null || !observation.inRecovery)
-      throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
-    const caughtUp = await this.caughtUpWithCleanPrimary(target, observation);
-    if (!caughtUp.ok) return;
-    const lead = this.leadership;
-    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod, caughtUp.position))) {
-      this.log.info(
-        `could not take the leader record for term ${target.term} (someone else did, or the target changed)`,
-      );
-      return;
-    }
-    await this.finishPromotion(started);
-  }
-
-  /** Promotes postgres (unless it already left recovery) and marks our leader record writable. */
-  private async finishPromotion(started: number): Promise<void> {
-    const lead = this.leadership;
-    const term = lead.view.leader?.term ?? lead.view.term;
-    try {
-      if (!lead.holdsLeader || !lead.lease.isValid()) {
-        throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
-      }
-      const after = this.noteObservation(await this.postgres.promote())!;
-      lead.postgresChanged();
-      // Slots before announcing: replicas re-pointed by the announcement find theirs.
-      await this.ensureSlots().catch((error) => this.log.warn(`slots: ${(error as Error).message}`));
-      await lead.update({ writable: true, timeline: after.timeline ?? lead.view.leader?.timeline ?? 1 });
-      this.log.info(
-        `promoted in ${Math.round(this.clock.now() - started)} ms: primary of term ${term} on timeline ${after.timeline}`,
-      );
-      if (after.currentLsn !== null)
-        await lead.recordPosition(after.currentLsn, after.timeline ?? 1).catch(() => undefined);
-      // A checkpoint records the new timeline in the control file, which pg_rewind
-      // on the old primary reads. After announcing: it takes a moment.
-      void this.postgres.conn?.query('CHECKPOINT').catch(() => undefined);
-    } catch (error) {
-      this.log.warn(`promotion failed: ${(error as Error).message}; releasing the leader record`);
-      if (this.postgres.state === 'primary') lead.fence('promotion failed');
-      await lead.releaseLeader('promotion failed').catch(() => undefined);
-      throw error;
-    }
-  }
-
-  /**
-   * Planned switchover: clean shutdown (connected standbys receive every WAL record
-   * up to the shutdown checkpoint), release the leader record together with that
-   * exact position, and start again as a standby of nobody yet. The loop then keeps
-   * reporting (so this member can be elected again if the target fails) and follows
-   * the new primary once it is writable.
-   */
-  private async stepDown(target: TargetRecord): Promise<void> {
-    this.log.info(`switchover to ${target.member}: shutting down cleanly`);
-    const started = this.clock.now();
-    this.setState('stopping');
-    const cleanLsn = await this.postgres.stop();
-    await this.leadership.releaseLeader(`switchover to ${target.member}`, cleanLsn);
-    this.log.info(`stepped down in ${Math.round(this.clock.now() - started)} ms`);
-    this.setState('starting');
-    // Not at once: starting postgres competes for the CPU with the target's promotion,
-    // which is the write pause. Wait (bounded) for the new primary to be writable, so
-    // this start follows it directly; if the target fails to take over, start as a
-    // standby of nobody, electable again.
-    const deadline = this.clock.now() + 2000;
-    while (this.writableLeaderOtherThanUs() === null && this.clock.now() < deadline && !this.stopping) {
-      await delay(25);
-      await this.readView().catch(() => undefined);
-    }
-    await this.postgres.startStandby(this.writableLeaderOtherThanUs(), () => this.setState('cloning'));
-    this.setState('running');
   }
 
   /** Points the standby at `leader`: a reload when nothing else is needed, a rewind first when the data was writable. */
@@ -703,7 +614,7 @@ export class Agent {
       if (text !== null) primaryLsn = MemberRecord.decode(text).receivedLsn;
     }
     if (observation !== null && !observation.inRecovery && lead.holdsLeader) {
-      await this.ensureSlots();
+      await this.roles.ensureSlots();
       if (observation.currentLsn !== null) await lead.recordPosition(observation.currentLsn, observation.timeline ?? 1);
     }
     const pg = this.postgres;
@@ -723,17 +634,6 @@ export class Agent {
     });
     this.lastReport = record;
     await this.client.put(this.keys.member(this.options.name)).value(MemberRecord.encode(record)).lease(lead.lease.id);
-  }
-
-  /** Keeps a physical slot on the primary for every other member that reports. */
-  private async ensureSlots(): Promise<void> {
-    const members = await this.client.getAll().prefix(this.keys.membersPrefix).keys();
-    const wanted = members
-      .map((key) => this.keys.parse(key))
-      .flatMap((parsed) =>
-        parsed?.kind === 'member' && parsed.name !== this.options.name ? [slotNameFor(parsed.name)] : [],
-      );
-    await this.postgres.ensureSlots(wanted);
   }
 
   // ---- stopping --------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { leader, target } from './__fixtures__/records.js';
-import { type AgentSnapshot, decideAgentAction, postgresStates } from './agent-role.js';
+import { type AgentSnapshot, decideAgentAction, decideWithoutEtcd, postgresStates } from './agent-role.js';
 
 // Literal fixtures built with small override factories. Monotonic time: now is
 // 10 000 ms, the lease deadline 11 500 ms unless a test says otherwise.
@@ -326,5 +326,33 @@ describe('decideAgentAction steady states', () => {
 
   it('does nothing while postgres is starting', () => {
     expect(decideAgentAction(replica({ postgres: 'starting' }))).toEqual({ type: 'none' });
+  });
+});
+
+describe('decideWithoutEtcd (a tick whose etcd read failed)', () => {
+  const reason = 'postgres is out of recovery but we hold no valid leader record';
+
+  it('fences a writable postgres when we hold no leader record', () => {
+    expect(decideWithoutEtcd({ observedWritable: true, holdsLeader: false, leaseValid: true })).toEqual({
+      type: 'fence',
+      reason,
+    });
+  });
+
+  it('fences a writable postgres past our lease deadline even while we hold the record', () => {
+    expect(decideWithoutEtcd({ observedWritable: true, holdsLeader: true, leaseValid: false })).toEqual({
+      type: 'fence',
+      reason,
+    });
+  });
+
+  it('leaves a writable primary alone while its claim is valid', () => {
+    expect(decideWithoutEtcd({ observedWritable: true, holdsLeader: true, leaseValid: true })).toBeNull();
+  });
+
+  it('decides nothing for a standby or a postgres that did not answer', () => {
+    for (const observedWritable of [false, null]) {
+      expect(decideWithoutEtcd({ observedWritable, holdsLeader: false, leaseValid: false })).toBeNull();
+    }
   });
 });

@@ -133,3 +133,25 @@ export function decideAgentAction(s: AgentSnapshot): AgentAction {
   }
   return { type: 'none' };
 }
+
+/** What the agent knows on a tick whose etcd read failed. */
+export interface UnreadSnapshot {
+  /** As {@link AgentSnapshot.observedWritable}: what postgres itself answered. */
+  readonly observedWritable: boolean | null;
+  readonly holdsLeader: boolean;
+  /** Whether our lease deadline is still ahead (LeaseKeeper.isValid). */
+  readonly leaseValid: boolean;
+}
+
+/**
+ * The one decision a tick makes without etcd: facts need no etcd. A postgres that
+ * answers as writable while we hold no valid claim is fenced even when etcd cannot
+ * be read (an out-of-band promotion of a member cut off from etcd). Returns the
+ * fence's reason, or null. Pure.
+ */
+export function decideWithoutEtcd(s: UnreadSnapshot): { type: 'fence'; reason: string } | null {
+  if (s.observedWritable === true && (!s.holdsLeader || !s.leaseValid)) {
+    return { type: 'fence', reason: 'postgres is out of recovery but we hold no valid leader record' };
+  }
+  return null;
+}

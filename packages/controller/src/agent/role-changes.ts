@@ -1,0 +1,158 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  type ClusterKeys,
+  compareLsn,
+  type LeaderRecord,
+  type MemberState,
+  PghaError,
+  slotNameFor,
+  type TargetRecord,
+} from '@pgha/core';
+import type { Etcd3 } from 'etcd3';
+import type { PostgresObservation } from '../adapters/postgres-observe.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { Leadership } from './leadership.js';
+import type { PostgresMember } from './postgres-member.js';
+
+/** What the role changes need from the agent around them. */
+export interface RoleChangeContext {
+  readonly name: string;
+  readonly keys: ClusterKeys;
+  readonly etcd: Etcd3;
+  readonly postgres: PostgresMember;
+  readonly leadership: Leadership;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** How long a candidate waits to receive a clean last primary's shutdown checkpoint (default 3000). */
+  readonly catchUpTimeoutMillis?: number;
+  setState(state: MemberState): void;
+  /** Remembers postgres's latest answer for the health API. */
+  noteObservation(observation: PostgresObservation): void;
+  /** The writable leader record of another member, from the last read. */
+  writableLeaderOtherThanUs(): LeaderRecord | null;
+  isStopping(): boolean;
+}
+
+/**
+ * The agent's role changes, each an action of the control loop decided in
+ * decide/agent-role.ts: taking the leader record and promoting (`promote`,
+ * `finish-promotion`) and the planned step-down of a switchover (`step-down`).
+ */
+export class RoleChanges {
+  constructor(private readonly c: RoleChangeContext) {}
+
+  /** Takes the leader record for the target's term, then promotes postgres. */
+  async promote(target: TargetRecord): Promise<void> {
+    const { clock, postgres, leadership: lead, log } = this.c;
+    const started = clock.now();
+    const observation = await postgres.observe();
+    if (observation === null || !observation.inRecovery)
+      throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
+    const caughtUp = await this.caughtUpWithCleanPrimary(target, observation);
+    if (!caughtUp.ok) return;
+    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod, caughtUp.position))) {
+      log.info(`could not take the leader record for term ${target.term} (someone else did, or the target changed)`);
+      return;
+    }
+    await this.finishPromotion(started);
+  }
+
+  /** Promotes postgres (unless it already left recovery) and marks our leader record writable. */
+  async finishPromotion(started: number): Promise<void> {
+    const { clock, postgres, leadership: lead, log } = this.c;
+    const term = lead.view.leader?.term ?? lead.view.term;
+    try {
+      if (!lead.holdsLeader || !lead.lease.isValid()) {
+        throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
+      }
+      const after = await postgres.promote();
+      this.c.noteObservation(after);
+      lead.postgresChanged();
+      // Slots before announcing: replicas re-pointed by the announcement find theirs.
+      await this.ensureSlots().catch((error) => log.warn(`slots: ${(error as Error).message}`));
+      await lead.update({ writable: true, timeline: after.timeline ?? lead.view.leader?.timeline ?? 1 });
+      log.info(
+        `promoted in ${Math.round(clock.now() - started)} ms: primary of term ${term} on timeline ${after.timeline}`,
+      );
+      if (after.currentLsn !== null)
+        await lead.recordPosition(after.currentLsn, after.timeline ?? 1).catch(() => undefined);
+      // A checkpoint records the new timeline in the control file, which pg_rewind
+      // on the old primary reads. After announcing: it takes a moment.
+      void postgres.conn?.query('CHECKPOINT').catch(() => undefined);
+    } catch (error) {
+      log.warn(`promotion failed: ${(error as Error).message}; releasing the leader record`);
+      if (postgres.state === 'primary') lead.fence('promotion failed');
+      await lead.releaseLeader('promotion failed').catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * Planned switchover: clean shutdown (connected standbys receive every WAL record
+   * up to the shutdown checkpoint), release the leader record together with that
+   * exact position, and start again as a standby of nobody yet. The loop then keeps
+   * reporting (so this member can be elected again if the target fails) and follows
+   * the new primary once it is writable.
+   */
+  async stepDown(target: TargetRecord): Promise<void> {
+    const { clock, postgres, leadership: lead, log } = this.c;
+    log.info(`switchover to ${target.member}: shutting down cleanly`);
+    const started = clock.now();
+    this.c.setState('stopping');
+    const cleanLsn = await postgres.stop();
+    await lead.releaseLeader(`switchover to ${target.member}`, cleanLsn);
+    log.info(`stepped down in ${Math.round(clock.now() - started)} ms`);
+    this.c.setState('starting');
+    // Not at once: starting postgres competes for the CPU with the target's promotion,
+    // which is the write pause. Wait (bounded) for the new primary to be writable, so
+    // this start follows it directly; if the target fails to take over, start as a
+    // standby of nobody, electable again.
+    const deadline = clock.now() + 2000;
+    while (this.c.writableLeaderOtherThanUs() === null && clock.now() < deadline && !this.c.isStopping()) {
+      await delay(25);
+      await lead.read().catch(() => undefined);
+    }
+    await postgres.startStandby(this.c.writableLeaderOtherThanUs(), () => this.c.setState('cloning'));
+    this.c.setState('running');
+  }
+
+  /** Keeps a physical slot on the primary for every other member that reports. */
+  async ensureSlots(): Promise<void> {
+    const { etcd, keys, name, postgres } = this.c;
+    const members = await etcd.getAll().prefix(keys.membersPrefix).keys();
+    const wanted = members
+      .map((key) => keys.parse(key))
+      .flatMap((parsed) => (parsed?.kind === 'member' && parsed.name !== name ? [slotNameFor(parsed.name)] : []));
+    await postgres.ensureSlots(wanted);
+  }
+
+  /**
+   * When the previous primary shut down cleanly (a switchover, a stopped cluster),
+   * waits (bounded) until this standby has received its shutdown checkpoint; not ok
+   * when it has not, so the election is declined and nothing acknowledged is lost.
+   * `position` is what this standby has received (the end of what it promotes).
+   */
+  private async caughtUpWithCleanPrimary(
+    target: TargetRecord,
+    now: PostgresObservation,
+  ): Promise<{ ok: boolean; position: string | null }> {
+    const { clock, postgres, leadership: lead, log, name } = this.c;
+    const last = lead.view.lastPrimary;
+    const mustHold = last !== null && last.clean && last.member !== name && last.term === target.term - 1 ? last : null;
+    if (mustHold === null) return { ok: true, position: now.receivedLsn ?? now.replayedLsn };
+    const deadline = clock.now() + (this.c.catchUpTimeoutMillis ?? 3000);
+    for (;;) {
+      const o = await postgres.observe();
+      const position = o === null ? null : (o.receivedLsn ?? o.replayedLsn);
+      if (position !== null && compareLsn(position, mustHold.lsn) >= 0) return { ok: true, position };
+      if (clock.now() > deadline) {
+        log.warn(
+          `declining term ${target.term}: ${mustHold.member} shut down cleanly at ${mustHold.lsn} and we have only ${position ?? 'nothing'}`,
+        );
+        return { ok: false, position };
+      }
+      await delay(20);
+    }
+  }
+}

@@ -290,6 +290,37 @@ describe('operator leader election', () => {
     expect((await lease()).body.spec).toMatchObject({ holderIdentity: 'op-b', leaseTransitions: 1 });
   });
 
+  it('refuses every write once mayWrite says the leadership is over, even before the operator is stopped', async () => {
+    await cluster('five');
+    const operator = new Operator({
+      kubeConfig,
+      namespace: 'five',
+      mayWrite: () => false, // as after the renew deadline, with the timer that stops the operator not yet run
+      readLeader: async () => null,
+      requestSwitchover: async () => undefined,
+      log: { info: (m) => logs.push(`late ${m}`), warn: (m) => logs.push(`late WARN ${m}`) },
+      resyncIntervalMillis: 150,
+      retryDelayMillis: 20,
+    });
+    await operator.start();
+    try {
+      await until(
+        'three reconciles',
+        () => operator.reconciles,
+        (n) => n >= 3,
+      );
+    } finally {
+      await operator.stop();
+    }
+    expect((await statefulSet('five')).status).toBe(404);
+    expect(logs).toContainEqual(
+      expect.stringMatching(
+        /^late WARN five\/demo: reconcile failed: not writing [a-z-]+: this operator no longer leads/,
+      ),
+    );
+    expect(logs.filter((l) => l.startsWith('late five/demo:'))).toEqual([]);
+  });
+
   it('lets only one of two candidates take the same expired Lease', async () => {
     // A Lease left by a replica that is gone, never renewed again.
     await call('POST', '/apis/coordination.k8s.io/v1/namespaces/pgha-system/leases', {

@@ -9,11 +9,12 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { clusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
+import { clusterKeys, LeaderRecord, PghaError, recordVersion, SwitchoverRecord } from '@pgha/core';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../adapters/etcd.js';
 import { createLogger } from '../log.js';
+import { leaderElectionTimingProblem } from '../runtime/kubernetes/decide-leader-election.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
 
 /** Where a pod's namespace is when neither a flag nor POD_NAMESPACE names it. */
@@ -87,6 +88,8 @@ export function registerOperator(program: Command, integer: (min: number, max: n
     )
     .option('--retry-period-millis <ms>', 'how often the Lease is renewed or tried', integer(10, 3_600_000), 2000)
     .action(async (opts: OperatorFlags) => {
+      const timing = leaderElectionTimingProblem(opts);
+      if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
       const log = createLogger('operator');
       // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
       // and every other command (the agent above all) must not pay for it.

@@ -38,7 +38,6 @@ export class ElectedOperator {
   private readonly elector: LeaseElector;
   private readonly clock: Clock;
   private readonly startedMillis: number;
-  private starting: Promise<void> | undefined;
   /** The Operator of the current leadership, if any. */
   operator: Operator | undefined;
   /** Leaderships this replica has had (for tests and logs). */
@@ -104,16 +103,23 @@ export class ElectedOperator {
     this.leaderships++;
     const operator = this.options.createOperator(() => this.elector.mayAct());
     this.operator = operator;
-    this.starting = operator.start().then(
-      () => this.options.onStartedLeading?.(),
+    void operator.start().then(
+      () => {
+        if (this.operator === operator) this.options.onStartedLeading?.(); // not if the leadership already ended
+      },
       (error) => this.options.log.warn(`the operator did not start: ${(error as Error).message}`),
     );
   }
 
+  /**
+   * Resolves once the Operator has stopped: no write of it can still be sent. If a
+   * request of it hangs, so does this (and the Lease is then never released, only
+   * left to expire): the safe way round. Its writes are refused anyway once the
+   * renew deadline has passed (`mayWrite`).
+   */
   private async follow(): Promise<void> {
     const operator = this.operator;
     this.operator = undefined;
     await operator?.stop();
-    await this.starting;
   }
 }

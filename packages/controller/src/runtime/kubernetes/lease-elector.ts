@@ -186,9 +186,8 @@ export class LeaseElector {
     clearTimeout(this.sleepTimer);
     this.wake();
     await this.loop;
-    const wasLeading = this.deadline !== null;
     await this.stepDown('stopping');
-    if (!wasLeading) return;
+    // Also when not leading: a take that succeeded while stopping left the Lease ours.
     try {
       const lease = await this.withTimeout(this.options.api.read(this.options.namespace, this.options.name));
       const release = decideRelease(lease, this.options.identity, microTime(this.clock.date()));
@@ -271,11 +270,11 @@ export class LeaseElector {
       void written;
     } catch (error) {
       const conflict = statusCode(error) === 409;
-      if (action.type !== 'renew' || !conflict || this.deadline !== null)
-        log.warn(
-          `${action.type} of ${where} failed: ${conflict ? 'another candidate wrote first' : (error as Error).message}`,
-        );
-      if (conflict) this.lastApiSuccessMillis = this.clock.now();
+      if (conflict) {
+        // The API server answered; someone else wrote first (normal contention between candidates).
+        this.lastApiSuccessMillis = this.clock.now();
+        log.info(`${action.type} of ${where}: another candidate wrote first; reading again`);
+      } else log.warn(`${action.type} of ${where} failed: ${(error as Error).message}`);
       this.checkDeadline();
       return;
     }
@@ -291,7 +290,7 @@ export class LeaseElector {
           ? `acquired ${where} (${action.reason}${action.from ? ` from ${action.from}` : ''}); leading as ${identity}`
           : action.type === 'create'
             ? `created ${where}; leading as ${identity}`
-            : `renewed ${where} still held by ${identity} (a previous process of this pod); leading`,
+            : `renewed ${where}, still held by ${identity} (after a gap, or left by a previous process of this pod); leading`,
       );
       this.options.onStartedLeading();
     }

@@ -54,16 +54,20 @@ const lease = () => call('GET', '/apis/coordination.k8s.io/v1/namespaces/pgha-sy
 const statefulSet = (ns: string) => call('GET', `/apis/apps/v1/namespaces/${ns}/statefulsets/demo`);
 
 /** The Lease requests of one replica, which a test can make fail (as if its API server connection broke). */
-function breakableLeaseApi(): LeaseApi & { broken: boolean } {
+function breakableLeaseApi(): LeaseApi & { broken: boolean; hung: boolean } {
   const real = kubernetesLeaseApi(kubeConfig);
+  const gate = <T>(request: () => Promise<T>): Promise<T> =>
+    wrapped.hung
+      ? new Promise<T>(() => undefined) // no answer, ever (a black-holed connection)
+      : wrapped.broken
+        ? Promise.reject(new Error('connection refused (test)'))
+        : request();
   const wrapped = {
     broken: false,
-    read: (ns: string, name: string) =>
-      wrapped.broken ? Promise.reject(new Error('connection refused (test)')) : real.read(ns, name),
-    create: (...a: Parameters<LeaseApi['create']>) =>
-      wrapped.broken ? Promise.reject(new Error('connection refused (test)')) : real.create(...a),
-    replace: (...a: Parameters<LeaseApi['replace']>) =>
-      wrapped.broken ? Promise.reject(new Error('connection refused (test)')) : real.replace(...a),
+    hung: false,
+    read: (...a: Parameters<LeaseApi['read']>) => gate(() => real.read(...a)),
+    create: (...a: Parameters<LeaseApi['create']>) => gate(() => real.create(...a)),
+    replace: (...a: Parameters<LeaseApi['replace']>) => gate(() => real.replace(...a)),
   };
   return wrapped;
 }
@@ -288,6 +292,31 @@ describe('operator leader election', () => {
     );
     expect(a.health().readyz.ok).toBe(false); // it cannot reach the API server (for the Lease)
     expect((await lease()).body.spec).toMatchObject({ holderIdentity: 'op-b', leaseTransitions: 1 });
+  });
+
+  it('stops at its renew deadline when its Lease requests hang (a timer ends it, not an answer)', async () => {
+    await cluster('six');
+    const aApi = breakableLeaseApi();
+    const a = replica('op-a', 'six', aApi);
+    a.start();
+    await until(
+      'the StatefulSet',
+      () => statefulSet('six'),
+      (r) => r.status === 200,
+    );
+    aApi.hung = true;
+    const hung = Date.now();
+    await until(
+      'a to stop leading',
+      () => a.leading || a.operator !== undefined,
+      (l) => !l,
+      renewDeadlineMillis + 2000,
+    );
+    // not at once: it led until the deadline of its last renewal, sent about a retry period before the hang
+    expect(Date.now() - hung).toBeGreaterThanOrEqual(renewDeadlineMillis / 2);
+    expect(logs).toContainEqual(
+      expect.stringMatching(/^op-a WARN stopped leading: no successful renewal within 2000 ms/),
+    );
   });
 
   it('refuses every write once mayWrite says the leadership is over, even before the operator is stopped', async () => {

@@ -51,6 +51,7 @@ export interface LeaseObservation {
   atMillis: number;
 }
 
+/** What one round of the election decides from: the Lease just read, this candidate's identity and clock. */
 export interface LeaderElectionSnapshot {
   identity: string;
   /** What this candidate writes as `leaseDurationSeconds`. */
@@ -65,6 +66,7 @@ export interface LeaderElectionSnapshot {
   nowTime: string;
 }
 
+/** The one write (or wait) a round leads to; every update carries the resourceVersion read. */
 export type LeaderElectionAction =
   /** No Lease yet: create it holding it (a 409 AlreadyExists means someone else did first). */
   | { type: 'create'; spec: Required<LeaseSpec> }
@@ -81,6 +83,7 @@ export type LeaderElectionAction =
   /** Another candidate holds a Lease that has not expired by our clock. */
   | { type: 'wait'; holder: string; expiresAtMillis: number };
 
+/** A round's action and the observation to keep for the next round. */
 export interface LeaderElectionDecision {
   action: LeaderElectionAction;
   /** Keep for the next round. */
@@ -171,6 +174,7 @@ export function leadershipDeadline(sentAtMillis: number, renewDeadlineMillis: nu
   return sentAtMillis + renewDeadlineMillis;
 }
 
+/** The three durations of the election (client-go's LeaseDuration, RenewDeadline, RetryPeriod). */
 export interface LeaderElectionTiming {
   leaseDurationSeconds: number;
   renewDeadlineMillis: number;

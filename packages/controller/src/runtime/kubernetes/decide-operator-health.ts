@@ -16,6 +16,7 @@
  * May import: nothing.
  */
 
+/** What the probes are decided from: the election loop's last round and last API success, on the monotonic clock. */
 export interface OperatorHealthSnapshot {
   nowMillis: number;
   /** Monotonic time the election loop last started a round (null: never yet). */
@@ -31,16 +32,19 @@ export interface OperatorHealthSnapshot {
   apiStaleMillis: number;
 }
 
+/** One probe's answer: 200 when ok, else 503; the message is the response body. */
 export interface ProbeAnswer {
   ok: boolean;
   message: string;
 }
 
+/** The answers of both probes. */
 export interface OperatorHealth {
   healthz: ProbeAnswer;
   readyz: ProbeAnswer;
 }
 
+/** Decides `/healthz` and `/readyz` (see the header for what each means). */
 export function decideOperatorHealth(s: OperatorHealthSnapshot): OperatorHealth {
   const since = (t: number | null) => (t === null ? null : Math.round(s.nowMillis - t));
   const role = s.leading ? 'leader' : `standby (leader: ${s.holder ?? 'none'})`;

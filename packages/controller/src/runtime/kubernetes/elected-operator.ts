@@ -18,6 +18,7 @@ import { decideOperatorHealth, type OperatorHealth } from './decide-operator-hea
 import { type LeaseApi, LeaseElector, type LeaseElectorLog } from './lease-elector.js';
 import type { Operator } from './operator.js';
 
+/** Options of {@link ElectedOperator}: the Lease, the identity and timing, and how to build one leadership's Operator. */
 export interface ElectedOperatorOptions {
   api: LeaseApi;
   leaseNamespace: string;
@@ -34,6 +35,7 @@ export interface ElectedOperatorOptions {
   onStartedLeading?(): void;
 }
 
+/** One operator replica: a Lease candidate that runs an Operator while it leads (see the file header). */
 export class ElectedOperator {
   private readonly elector: LeaseElector;
   private readonly clock: Clock;

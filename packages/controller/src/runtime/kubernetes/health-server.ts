@@ -9,12 +9,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { OperatorHealth } from './decide-operator-health.js';
 
+/** A running probe server. */
 export interface HealthServer {
   /** The port it listens on (the one asked for, or the one the kernel chose for 0). */
   port: number;
   close(): Promise<void>;
 }
 
+/** Listens on `port` (0: any free port) and answers the probes from `health()` at each request. */
 export async function startHealthServer(options: {
   port: number;
   host?: string;

@@ -92,11 +92,13 @@ export function kubernetesLeaseApi(kubeConfig: KubeConfig | string, fieldManager
   };
 }
 
+/** Where the elector reports acquisitions, step-downs and failed requests. */
 export interface LeaseElectorLog {
   info(message: string): void;
   warn(message: string): void;
 }
 
+/** Options of {@link LeaseElector}; the timing must pass `leaderElectionTimingProblem` (the constructor throws otherwise). */
 export interface LeaseElectorOptions {
   api: LeaseApi;
   namespace: string;
@@ -125,6 +127,7 @@ export interface LeaseElectorStatus {
   lastApiSuccessMillis: number | null;
 }
 
+/** One candidate for the Lease: `start()` runs its rounds, `mayAct()` says whether it may act as leader now, `stop()` steps down and releases. */
 export class LeaseElector {
   private readonly clock: Clock;
   private readonly leaseDurationSeconds: number;
@@ -259,7 +262,7 @@ export class LeaseElector {
     }
     const sentAt = this.clock.now();
     try {
-      const written = await this.withTimeout(
+      await this.withTimeout(
         action.type === 'create'
           ? api.create(namespace, name, action.spec)
           : api.replace(namespace, name, action.resourceVersion, action.spec),
@@ -267,7 +270,6 @@ export class LeaseElector {
       this.lastApiSuccessMillis = this.clock.now();
       this.holder = identity;
       this.observation = null; // our own record; a later reader starts its observation afresh
-      void written;
     } catch (error) {
       const conflict = statusCode(error) === 409;
       if (conflict) {
@@ -279,6 +281,11 @@ export class LeaseElector {
       return;
     }
     if (this.stopped) return; // stop() steps down and releases
+    // A renewal that succeeds after the deadline passed (its timer not run yet) starts a
+    // new leadership: the old one's Operator is stopped first, not carried across the gap.
+    if (this.deadline !== null && this.clock.now() >= this.deadline)
+      await this.stepDown(`no successful renewal within ${this.renewDeadlineMillis} ms`);
+    if (this.stopped) return;
     const wasLeading = this.deadline !== null;
     this.deadline = leadershipDeadline(sentAt, this.renewDeadlineMillis);
     clearTimeout(this.deadlineTimer);

@@ -220,6 +220,8 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** How many pools have work (see {@link hold}). */
   private holds = 0;
   private suspendedFlag = false;
+  /** Told of each new primary before `primary-changed` is emitted (see {@link followPrimary}). */
+  private readonly primaryFollowers = new Set<(primary: PrimaryEndpoint) => void>();
 
   /** @internal use {@link watchCluster} */
   constructor(options: WatchClusterOptions) {
@@ -451,6 +453,19 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   release(): void {
     this.holds = Math.max(0, this.holds - 1);
     this.updateActivity();
+  }
+
+  /**
+   * @internal Calls `follower` with each new writable primary before `primary-changed`
+   * reaches any listener, so what a pool derives from it (its `options.host/port`) is
+   * current in every listener: also in those registered on this watcher before the
+   * pool, and in another pool's. `follower` must not throw. Returns the detacher.
+   */
+  followPrimary(follower: (primary: PrimaryEndpoint) => void): () => void {
+    this.primaryFollowers.add(follower);
+    return () => {
+      this.primaryFollowers.delete(follower);
+    };
   }
 
   /** @internal Wakes everything waiting in {@link waitForChange}, so it decides again (a pool is ending). */
@@ -831,6 +846,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private emitUnguarded(event: ClusterEvent): void {
     switch (event.type) {
       case 'primary-changed':
+        for (const follow of [...this.primaryFollowers]) follow(event.current);
         this.emit('primary-changed', event);
         return;
       case 'no-primary':

@@ -25,8 +25,9 @@ export {
   OutcomeUnknownError,
   PrimaryChangedError,
 } from './errors.js';
-export type { PghaPoolOptions, PoolEvents, PoolOptions } from './pool.js';
+export type { PoolEvents } from './pool.js';
 export { Pool } from './pool.js';
+export type { PghaPoolOptions, PoolOptions } from './pool-options.js';
 export type { ReplicaPoolOptions } from './replica-pool.js';
 export { ReplicaPool } from './replica-pool.js';
 export type { ReplicaFallback, RouteTarget, StalePolicy } from './routing.js';

@@ -3,20 +3,18 @@
  * pg-pool's whole contract (node-postgres packages/pg-pool/index.js) and adds
  * routing, draining and typed failover errors under new option and event names.
  */
-import { PghaError } from '@pgha/core';
 import pg from 'pg';
-import {
-  type ClusterResetEvent,
-  type ClusterWatcher,
-  type DiscoveryErrorEvent,
-  type DiscoveryRestoredEvent,
-  type DiscoveryStaleEvent,
-  type EtcdOptions,
-  type NoPrimaryEvent,
-  type PrimaryChangedEvent,
-  watchCluster,
+import type {
+  ClusterResetEvent,
+  ClusterWatcher,
+  DiscoveryErrorEvent,
+  DiscoveryRestoredEvent,
+  DiscoveryStaleEvent,
+  NoPrimaryEvent,
+  PrimaryChangedEvent,
 } from './discovery.js';
 import { DiscoveryStaleError, NotPrimaryError, PrimaryChangedError } from './errors.js';
+import { type PoolOptions, pointOptionsAtPrimary, splitOptions } from './pool-options.js';
 import { type ClientRouter, createRoutedClientClass, routingOf, terminateClient } from './routed-client.js';
 import {
   decideCheckout,
@@ -25,150 +23,7 @@ import {
   retryDelayMillis,
   type StalePolicy,
   shouldDrain,
-  stalePolicies,
 } from './routing.js';
-
-/** The options pgha adds to `pg.PoolConfig`. */
-export interface PghaPoolOptions {
-  /** How to reach etcd. Required unless `discovery` is given. */
-  readonly etcd?: EtcdOptions;
-  /** The pgha cluster name. Required unless `discovery` is given. */
-  readonly cluster?: string;
-  /** The etcd key root; default `/pgha/`. */
-  readonly keyRoot?: string;
-  /**
-   * A watcher to share (from `watchCluster`), instead of `etcd`/`cluster`: many pools
-   * then follow one etcd watch. The pool does not close a watcher it was given.
-   */
-  readonly discovery?: ClusterWatcher;
-  /** Safety re-read interval of the leader record (own watcher only). Default 5000. */
-  readonly rereadIntervalMillis?: number;
-  /** etcd silence after which the pool emits `discovery-stale` (own watcher only). Default 15000. */
-  readonly staleAfterMillis?: number;
-  /**
-   * How long a checkout waits for a writable primary (during a failover, or while the
-   * leader's server refuses connections) before failing with `NoPrimaryError`.
-   * Default 30000. When `connectionTimeoutMillis` is set and shorter, it wins.
-   */
-  readonly primaryWaitTimeoutMillis?: number;
-  /**
-   * After a primary change, how long checked-out connections to the old primary may
-   * keep running before pgha cuts them (their statement fails with a typed error).
-   * Idle ones are closed at once; busy ones are closed when released. Default 5000.
-   */
-  readonly drainTimeoutMillis?: number;
-  /** What to do while etcd is unreachable beyond `staleAfterMillis`: `serve` (default) or `refuse`. */
-  readonly stalePolicy?: StalePolicy;
-  /**
-   * During a failover, the new leader's record appears (not writable) before its
-   * promotion ends. With `preconnect` (default true), checkouts waiting then open their
-   * connection to it at once, and get it as soon as the record turns writable and the
-   * server confirms it left recovery (one round trip), instead of starting to connect
-   * only then. Nothing is sent on such a connection before that check.
-   */
-  readonly preconnect?: boolean;
-}
-
-/** `new Pool(options)`: every `pg.PoolConfig` option plus {@link PghaPoolOptions}. */
-export type PoolOptions = pg.PoolConfig & PghaPoolOptions;
-
-const pghaOptionNames = [
-  'etcd',
-  'cluster',
-  'keyRoot',
-  'discovery',
-  'rereadIntervalMillis',
-  'staleAfterMillis',
-  'primaryWaitTimeoutMillis',
-  'drainTimeoutMillis',
-  'stalePolicy',
-  'preconnect',
-  // ReplicaPool's (kept out of pool.options for every pool).
-  'maxReplicaLagBytes',
-  'maxReplicaLagMillis',
-  'replicaFallback',
-] as const;
-
-interface ResolvedOptions {
-  readonly watcher: ClusterWatcher;
-  readonly ownsWatcher: boolean;
-  readonly primaryWaitTimeoutMillis: number;
-  readonly drainTimeoutMillis: number;
-  readonly stalePolicy: StalePolicy;
-  readonly preconnect: boolean;
-}
-
-function invalid(message: string): PghaError {
-  return new PghaError('invalid-option', message);
-}
-
-function millis(name: string, value: unknown, fallback: number, allowZero = false): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-    throw invalid(
-      `${name} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${String(value)}`,
-    );
-  }
-  return value;
-}
-
-/** Splits pg's options from pgha's and validates pgha's. */
-function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.PoolConfig; pgha: ResolvedOptions } {
-  if (options === null || typeof options !== 'object') {
-    throw invalid('new Pool() from @pgha/client needs options with etcd and cluster (or discovery)');
-  }
-  const pgOptions: Record<string, unknown> = {};
-  for (const key of Object.keys(options)) {
-    if (!(pghaOptionNames as readonly string[]).includes(key))
-      pgOptions[key] = (options as Record<string, unknown>)[key];
-  }
-  // A password given as non-enumerable (pg-pool hides it that way) is still copied.
-  if ('password' in options && !('password' in pgOptions)) pgOptions.password = options.password;
-  const primaryWaitTimeoutMillis = millis('primaryWaitTimeoutMillis', options.primaryWaitTimeoutMillis, 30_000);
-  const drainTimeoutMillis = millis('drainTimeoutMillis', options.drainTimeoutMillis, 5000, true);
-  const stalePolicy = options.stalePolicy ?? 'serve';
-  if (!stalePolicies.includes(stalePolicy)) {
-    throw invalid(`stalePolicy must be one of ${stalePolicies.join(', ')}, got ${String(stalePolicy)}`);
-  }
-  const Client = (options as { Client?: unknown }).Client;
-  if (Client !== undefined && typeof Client !== 'function') {
-    throw invalid(`the Client option must be a client class or factory (like pg.Client), got ${String(Client)}`);
-  }
-  const preconnect = options.preconnect ?? true;
-  if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
-  let watcher: ClusterWatcher;
-  let ownsWatcher: boolean;
-  if (options.discovery !== undefined) {
-    if (options.etcd !== undefined || options.cluster !== undefined) {
-      throw invalid('pass either discovery (a shared watcher) or etcd and cluster, not both');
-    }
-    if (typeof options.discovery?.waitForPrimary !== 'function') {
-      throw invalid('discovery must be a watcher returned by watchCluster()');
-    }
-    watcher = options.discovery;
-    ownsWatcher = false;
-  } else {
-    if (options.etcd === undefined || options.cluster === undefined) {
-      throw invalid(
-        'etcd and cluster are required: new Pool({ etcd: { endpoints: ["http://HOST:2379"] }, cluster: "NAME", ...pgOptions })',
-      );
-    }
-    watcher = watchCluster({
-      etcd: options.etcd,
-      cluster: options.cluster,
-      keyRoot: options.keyRoot,
-      rereadIntervalMillis: options.rereadIntervalMillis,
-      staleAfterMillis: options.staleAfterMillis,
-    });
-    // The pool decides when its own watcher may let the process exit (see holdDiscovery).
-    watcher.unref();
-    ownsWatcher = true;
-  }
-  return {
-    pgOptions: pgOptions as pg.PoolConfig,
-    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy, preconnect },
-  };
-}
 
 /** pg-pool's internals pgha works with (stable across pg-pool 3.x). */
 interface PoolInternals {
@@ -220,8 +75,13 @@ function isRetryableConnectError(error: unknown): boolean {
  * `ending`/`ended`, `release(err)`). In addition:
  *
  * - every new connection goes to the writable primary named by the leader record and
- *   is checked to be out of recovery before use; `pool.options` host/port and
- *   `pool.Client` always point at the current primary;
+ *   is checked to be out of recovery before use (`pool.Client` is routed the same way);
+ * - `pool.options.host`/`port` name the primary: the watcher's writable primary when
+ *   the pool is created, then each new one, set before any `primary-changed` listener
+ *   runs (on this pool, another pool or the watcher), so they match the event being
+ *   handled. Before the first they are what was passed (pg-pool adds no default);
+ *   while there is none (a failover) they keep the last one. Routed clients connect to
+ *   the route whatever their config says; an unrouted `Client` is created with them;
  * - on a new term, idle connections close at once, busy ones on release, and those
  *   still checked out after `drainTimeoutMillis` are cut;
  * - while there is no primary, checkouts wait up to `primaryWaitTimeoutMillis`, then
@@ -252,7 +112,7 @@ export class Pool extends pg.Pool {
   readonly drainTimeoutMillis: number;
   /** What new checkouts do while etcd is unreachable beyond the stale window. */
   readonly stalePolicy: StalePolicy;
-  /** Whether waiting checkouts connect early to a leader being promoted (see {@link PghaPoolOptions.preconnect}). */
+  /** Whether waiting checkouts connect early to a leader being promoted (the `preconnect` option). */
   readonly preconnect: boolean;
 
   private readonly ownsDiscovery: boolean;
@@ -327,8 +187,9 @@ export class Pool extends pg.Pool {
     this.routesClients = isPgJsClient(internals.Client);
     if (this.routesClients) internals.Client = createRoutedClientClass(internals.Client, router);
 
-    const primary = this.discovery.primary;
-    if (primary !== null) this.pointOptionsAt(primary.host, primary.port);
+    // pool.options name each new primary before any listener hears of it, this pool's
+    // and those on a shared watcher alike (see pointOptionsAtPrimary).
+    this.detachers.push(pointOptionsAtPrimary(this, this.discovery));
     // A throwing listener on this pool must not keep the watcher from telling the
     // other pools sharing it: rethrown on the next tick (an uncaughtException).
     const emitGuarded = (name: keyof PoolEvents, event: unknown) => {
@@ -341,7 +202,6 @@ export class Pool extends pg.Pool {
       }
     };
     const onPrimary = (event: PrimaryChangedEvent) => {
-      this.pointOptionsAt(event.current.host, event.current.port);
       this.drain();
       emitGuarded('primary-changed', event);
     };
@@ -542,11 +402,6 @@ export class Pool extends pg.Pool {
       `etcd has not answered since ${new Date(since).toISOString()} and stalePolicy is "refuse", so no connection is handed out until it answers; retry later, or use stalePolicy "serve" to keep using the last known primary`,
       { staleForMillis: Date.now() - since, cause: this.discovery.lastEtcdError ?? undefined },
     );
-  }
-
-  private pointOptionsAt(host: string, port: number): void {
-    this.options.host = host;
-    this.options.port = port;
   }
 
   /**

@@ -4,7 +4,8 @@
  */
 import { PghaError } from '@pgha/core';
 import { NoReplicaError, NotPrimaryError } from './errors.js';
-import { Pool, type PoolOptions } from './pool.js';
+import { Pool } from './pool.js';
+import type { PoolOptions } from './pool-options.js';
 import {
   decideReplica,
   type ReplicaFallback,
@@ -64,6 +65,10 @@ function checked(options: ReplicaPoolOptions): ReplicaPoolOptions {
  * sent here fails with SQLSTATE 25006 instead of landing anywhere. Connections to a
  * replica that stops qualifying (lag, health, its record gone) are drained like
  * connections to an old primary.
+ *
+ * `pool.options.host`/`port` name the current primary, as in {@link Pool} (where the
+ * `primary` fallback goes), not a replica: connections are spread over several
+ * replicas, so no one host/port names them. Use `discovery.members` to see replicas.
  *
  * @example
  * const reads = new ReplicaPool({ etcd, cluster: 'demo', maxReplicaLagMillis: 2000, ...pgOptions });

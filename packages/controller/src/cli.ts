@@ -61,6 +61,12 @@ program
   .option('--etcd <url>', 'use this etcd instead of starting one')
   .addOption(
     new Option(
+      '--api-port <base>',
+      "first health API port (curl http://127.0.0.1:<port>/primary); member i uses base+i; 0: none (default 8008, Patroni's)",
+    ).argParser(integer(0, 65535)),
+  )
+  .addOption(
+    new Option(
       '--etcd-port <port>',
       'client port of the etcd pgha starts; peer port is the next (default 2379)',
     ).argParser(integer(1024, 65534)),
@@ -73,6 +79,7 @@ program
       port?: number;
       etcd?: string;
       etcdPort?: number;
+      apiPort?: number;
     }) => {
       const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
       let stateDir: string;
@@ -101,6 +108,7 @@ program
         basePort: opts.port,
         etcd: opts.etcd,
         etcdPort: opts.etcdPort,
+        apiBasePort: (opts.apiPort ?? 8008) === 0 ? undefined : (opts.apiPort ?? 8008),
         log,
         signal: abort.signal,
         progress: (line) => process.stderr.write(`  ${line}\n`),
@@ -114,6 +122,11 @@ program
           `  primary:  ${c.connectionString(c.primaryAtStart)}`,
           `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
           `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+          ...(c.members[0]?.api
+            ? [
+                `  health:   curl ${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
+              ]
+            : []),
           `  logs:     ${c.stateDir}/logs/`,
           '',
           'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
@@ -171,6 +184,21 @@ program
     new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100),
   )
   .option('--no-failover', 'never promote this member (tag)')
+  .addOption(
+    new Option(
+      '--api-port <port>',
+      'serve the health API (/primary, /replica, /readiness, /liveness, /health) on this port (default: none)',
+    ).argParser(integer(0, 65535)),
+  )
+  .option('--api-listen <address>', 'address the health API binds (default: --host; 0.0.0.0 for every interface)')
+  .addOption(
+    new Option(
+      '--liveness-timeout-millis <ms>',
+      '/liveness fails when the control loop has not finished a pass (outside an action) for this long',
+    )
+      .argParser(integer(1000, 3_600_000))
+      .default(15_000),
+  )
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
     const log = createLogger(opts.name);
@@ -203,6 +231,8 @@ program
       sharedBuffers: opts.sharedBuffers,
       maxConnections: opts.maxConnections,
       tags: opts.failover === false ? { noFailover: true } : {},
+      api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
+      livenessTimeoutMillis: opts.livenessTimeoutMillis,
       cliPath: cliPath(),
       log,
     });

@@ -260,13 +260,16 @@ describe('pgha up when a postgres port is already in use', () => {
     const stateDir = tempDir();
     const busy = await holdPort();
     const etcdPort = await findFreePortPair();
-    const run = await runCli(['up', '--state-dir', stateDir, '--port', String(busy), '--etcd-port', String(etcdPort)], {
-      cwd: stateDir,
-    });
+    const run = await runCli(
+      ['up', '--state-dir', stateDir, '--port', String(busy), '--etcd-port', String(etcdPort), '--api-port', '0'],
+      {
+        cwd: stateDir,
+      },
+    );
     expectFailure(run);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(`already in use on 127.0.0.1: ${busy} (for postgres of pgha-0)`);
-    expect(run.stderr).toContain('stop what uses it or choose others (--port BASE, --etcd-port PORT)');
+    expect(run.stderr).toContain('stop what uses it or choose others (--port BASE, --etcd-port PORT, --api-port BASE)');
     expect(readdirSync(stateDir)).toEqual([]);
     expect(listeners[0]!.listening).toBe(true);
     expect(await isPortFree(etcdPort)).toBe(true);
@@ -280,10 +283,13 @@ describe('pgha up with missing binaries', () => {
     const stateDir = tempDir();
     const port = await findFreePort();
     const etcdPort = await findFreePortPair();
-    const run = await runCli(['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort)], {
-      cwd: stateDir,
-      env: { PGHA_PG_BIN: '/nonexistent' },
-    });
+    const run = await runCli(
+      ['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort), '--api-port', '0'],
+      {
+        cwd: stateDir,
+        env: { PGHA_PG_BIN: '/nonexistent' },
+      },
+    );
     expectFailure(run);
     expect(run.stderr).toContain(
       'postgres, initdb, pg_basebackup, pg_controldata not found in /nonexistent (from PGHA_PG_BIN)',
@@ -299,10 +305,13 @@ describe('pgha up with missing binaries', () => {
     const stateDir = tempDir();
     const port = await findFreePort();
     const etcdPort = await findFreePortPair();
-    const run = await runCli(['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort)], {
-      cwd: stateDir,
-      env: { PGHA_ETCD_BIN: '/nonexistent' },
-    });
+    const run = await runCli(
+      ['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort), '--api-port', '0'],
+      {
+        cwd: stateDir,
+        env: { PGHA_ETCD_BIN: '/nonexistent' },
+      },
+    );
     expectFailure(run);
     expect(run.stderr).toContain(
       'PGHA_ETCD_BIN=/nonexistent is not an executable file: point it at the etcd server binary',
@@ -342,10 +351,13 @@ describe('pgha when etcd is unreachable', () => {
     const stateDir = tempDir();
     const port = await findFreePort();
     const endpoint = `http://127.0.0.1:${await refusingPort()}`;
-    const run = await runCli(['up', '--etcd', endpoint, '--state-dir', stateDir, '--port', String(port)], {
-      cwd: stateDir,
-      deadlineMillis: bound,
-    });
+    const run = await runCli(
+      ['up', '--etcd', endpoint, '--state-dir', stateDir, '--port', String(port), '--api-port', '0'],
+      {
+        cwd: stateDir,
+        deadlineMillis: bound,
+      },
+    );
     expectFailure(run);
     expect(run.stderr).toContain(`cannot reach etcd at ${endpoint} while checking that etcd answers`);
     expect(run.stderr).toContain('check that etcd runs there, or omit --etcd to let `pgha up` start its own');
@@ -358,10 +370,13 @@ describe('pgha when etcd is unreachable', () => {
     const stateDir = tempDir();
     const port = await findFreePort();
     const endpoint = `http://127.0.0.1:${await holdPort()}`;
-    const run = await runCli(['up', '--etcd', endpoint, '--state-dir', stateDir, '--port', String(port)], {
-      cwd: stateDir,
-      deadlineMillis: bound,
-    });
+    const run = await runCli(
+      ['up', '--etcd', endpoint, '--state-dir', stateDir, '--port', String(port), '--api-port', '0'],
+      {
+        cwd: stateDir,
+        deadlineMillis: bound,
+      },
+    );
     expectFailure(run);
     expect(run.millis).toBeLessThan(bound);
     expect(run.stderr).toContain(`cannot reach etcd at ${endpoint}`);
@@ -390,7 +405,19 @@ describe('pgha up with a state directory that is not its own', () => {
     const port = await findFreePort();
     const etcdPort = await findFreePortPair();
     const run = await runCli(
-      ['up', '--cluster', 'mine', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort)],
+      [
+        'up',
+        '--cluster',
+        'mine',
+        '--state-dir',
+        stateDir,
+        '--port',
+        String(port),
+        '--etcd-port',
+        String(etcdPort),
+        '--api-port',
+        '0',
+      ],
       { cwd: stateDir },
     );
     expectFailure(run);
@@ -410,9 +437,12 @@ describe('pgha up with a state directory that is not its own', () => {
     const before = snapshotTree(stateDir);
     const port = await findFreePort();
     const etcdPort = await findFreePortPair();
-    const run = await runCli(['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort)], {
-      cwd: stateDir,
-    });
+    const run = await runCli(
+      ['up', '--state-dir', stateDir, '--port', String(port), '--etcd-port', String(etcdPort), '--api-port', '0'],
+      {
+        cwd: stateDir,
+      },
+    );
     expectFailure(run);
     expect(run.stderr).toContain(
       `state directory ${stateDir} is not empty and has no cluster.json: it is not a pgha state directory; choose another --state-dir`,

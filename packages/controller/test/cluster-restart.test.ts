@@ -45,6 +45,8 @@ async function startUp(base: number, etcdPort: number): Promise<string> {
       String(base),
       '--etcd-port',
       String(etcdPort),
+      '--api-port',
+      '0',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

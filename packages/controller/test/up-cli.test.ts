@@ -22,6 +22,8 @@ afterAll(() => {
 
 /** Runs `pgha up` in the foreground on `stateDir`; resolves with the printed primary URL once it is up. */
 async function startUp(base: number, etcdPort: number): Promise<{ connection: string; stderr: () => string }> {
+  // Not the default 8008: another cluster on this host may hold it.
+  const apiBase = await findFreePortRange(3);
   const child = spawn(
     process.execPath,
     [
@@ -35,6 +37,8 @@ async function startUp(base: number, etcdPort: number): Promise<{ connection: st
       String(base),
       '--etcd-port',
       String(etcdPort),
+      '--api-port',
+      String(apiBase),
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -315,6 +315,19 @@ describe('MemberRecord', () => {
     expect(MemberRecord.decode(MemberRecord.encode(record as MemberRecord))).toEqual(record);
   });
 
+  it('accepts a record without an api address (older agents) and one with it', () => {
+    expect(MemberRecord.parse(memberRecord()).api).toBeUndefined();
+    expect(MemberRecord.parse(memberRecord({ api: 'http://10.0.0.1:8008' })).api).toBe('http://10.0.0.1:8008');
+    expect(MemberRecord.parse(memberRecord({ api: 'http://[::1]:8008' })).api).toBe('http://[::1]:8008');
+  });
+
+  it.each(['10.0.0.1:8008', 'ftp://10.0.0.1:8008', 'http://10.0.0.1:8008/primary', 'http:// x', ''])(
+    'rejects the api address %j',
+    (api) => {
+      rejectsRecord(MemberRecord, memberRecord({ api }), /api/);
+    },
+  );
+
   it.each(['db.example.com', '10.0.0.1', '::1', '[fe80::1%eth0]', 'pod-0.svc_name.local'])(
     'accepts the host %j',
     (host) => {

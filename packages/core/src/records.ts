@@ -90,6 +90,16 @@ const memberSchema = z.object({
   problem: shortText.nullable(),
   tags: tagsSchema,
   updatedAt: timestamp,
+  /**
+   * The agent's health API (`http://host:port`: /primary, /replica, /readiness…),
+   * absent when it runs none. Optional so records of older agents still parse (and
+   * older readers, which strip unknown fields, accept newer records).
+   */
+  api: z
+    .string()
+    .max(300)
+    .regex(/^https?:\/\/[^\s/?#]+$/, 'must be http://host:port')
+    .optional(),
 });
 
 const leaderSchema = z.object({
@@ -103,6 +113,12 @@ const leaderSchema = z.object({
   since: timestamp,
   /** False between installing the record and postgres accepting writes. */
   writable: z.boolean(),
+  /**
+   * The WAL position this member had received when it took the record (the end of
+   * what it promotes), when known: history measures what a failover lost from it.
+   * Absent in records of earlier versions and when installing on a fresh bootstrap.
+   */
+  fromLsn: lsn.nullable().optional(),
 });
 
 const lastPrimarySchema = z.object({

@@ -25,7 +25,7 @@ export async function assertPortsFree(
   if (busy.length > 0) {
     throw new PghaError(
       'invalid-option',
-      `port${busy.length > 1 ? 's' : ''} already in use on ${host}: ${busy.join(', ')}; stop what uses ${busy.length > 1 ? 'them' : 'it'} or choose others (--port BASE, --etcd-port PORT)`,
+      `port${busy.length > 1 ? 's' : ''} already in use on ${host}: ${busy.join(', ')}; stop what uses ${busy.length > 1 ? 'them' : 'it'} or choose others (--port BASE, --etcd-port PORT, --api-port BASE)`,
     );
   }
 }

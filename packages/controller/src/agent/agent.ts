@@ -21,10 +21,12 @@ import { clearStaleLock, isStandby, makeOwnedDir, writeOwnedFile } from '../adap
 import { findPostgresBinaries } from '../adapters/prerequisites.js';
 import { type Clock, systemClock } from '../clock.js';
 import { type AgentAction, decideAgentAction } from '../decide/agent-role.js';
+import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
+import { apiUrl, type HealthServer, startHealthServer } from './health-server.js';
 import { Leadership, withTimeout } from './leadership.js';
 import type { LeaseTiming } from './lease-keeper.js';
 import { replicationUser, superUser } from './postgres-config.js';
@@ -67,6 +69,17 @@ export interface AgentOptions {
    * shutdown position before it declines the election. Default 3000 ms.
    */
   readonly catchUpTimeoutMillis?: number;
+  /**
+   * The health API (`/primary`, `/replica`, `/readiness`, `/liveness`, `/health`):
+   * the address to bind and the port (0: the OS chooses). Null or absent: none. Its
+   * address, `http://<host>:<port>`, is published in the member record.
+   */
+  readonly api?: { readonly listen: string; readonly port: number } | null;
+  /**
+   * `/liveness` fails when the control loop has not finished a pass (and is not inside
+   * an action) for this long. Default 15 000 ms.
+   */
+  readonly livenessTimeoutMillis?: number;
   /** The pgha CLI (for the watchdog process). */
   readonly cliPath: string;
   readonly log: Logger;
@@ -102,11 +115,25 @@ export class Agent {
   private wake: (() => void) | null = null;
   private wakePending = false;
   private busy = false;
+  // What the health API answers from: the loop's heartbeat and its last facts.
+  private healthServer: HealthServer | null = null;
+  private apiAddress: string | null = null;
+  private lastTickAt: number;
+  private actingSince: number | null = null;
+  private observation: PostgresObservation | null = null;
+  private observedAt: number | null = null;
+  private lastReport: MemberRecord | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
     this.clock = options.clock ?? systemClock;
     this.log = options.log;
+    this.lastTickAt = this.clock.now();
+  }
+
+  /** The health API's address (`http://host:port`), null when it runs none. */
+  get api(): string | null {
+    return this.apiAddress;
   }
 
   private get client(): Etcd3 {
@@ -135,6 +162,17 @@ export class Agent {
    */
   async start(): Promise<void> {
     const o = this.options;
+    // First: a port in use is a configuration error, found before anything is touched.
+    if (o.api != null) {
+      this.lastTickAt = this.clock.now();
+      this.healthServer = await startHealthServer({
+        host: o.api.listen,
+        port: o.api.port,
+        snapshot: () => this.healthSnapshot(),
+        log: this.log,
+      });
+      this.apiAddress = apiUrl(o.host, this.healthServer.port);
+    }
     const bins = await findPostgresBinaries();
     const user = postgresOsUser();
     // Calls shorter than the fencing budget: a tick must not hang past a deadline.
@@ -158,6 +196,9 @@ export class Agent {
       log: this.log,
       clock: this.clock,
       onChange: () => {
+        // The last answer no longer describes this postgres: the health API fails
+        // closed until the next status query (the poke makes that at once).
+        this.noteObservation(null);
         this.lead?.postgresChanged();
         this.poke();
       },
@@ -352,6 +393,9 @@ export class Agent {
       } catch (error) {
         this.log.warn(`tick failed: ${(error as Error).message}`);
       }
+      // A failed pass still proves the loop runs (etcd down is not a reason to be
+      // restarted: the fences work without the loop, and a restart cannot fix etcd).
+      this.lastTickAt = this.clock.now();
       if (this.wakePending || this.stopping) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.options.reportIntervalMillis);
@@ -366,7 +410,7 @@ export class Agent {
 
   private async tick(): Promise<void> {
     const pg = this.postgres;
-    const observation = await pg.observe();
+    const observation = this.noteObservation(await pg.observe());
     let etcdOk = true;
     try {
       await this.readView();
@@ -407,6 +451,7 @@ export class Agent {
       });
       if (action.type !== 'none') {
         this.busy = true;
+        this.actingSince = this.clock.now();
         try {
           await this.apply(action);
         } catch (error) {
@@ -417,6 +462,8 @@ export class Agent {
           await delay(1000);
         } finally {
           this.busy = false;
+          this.actingSince = null;
+          this.lastTickAt = this.clock.now();
         }
         this.poke();
       } else if (this.shouldResync()) {
@@ -426,7 +473,54 @@ export class Agent {
         this.poke();
       }
     }
-    await this.publish(observation === null ? await pg.observe() : observation);
+    await this.publish(observation === null ? this.noteObservation(await pg.observe()) : observation);
+  }
+
+  /** Remembers postgres's last answer (null: none) for the health API. */
+  private noteObservation(observation: PostgresObservation | null): PostgresObservation | null {
+    this.observation = observation;
+    this.observedAt = observation === null ? null : this.clock.now();
+    return observation;
+  }
+
+  /** What the health API decides from: live facts plus the loop's last observation and report. */
+  private healthSnapshot(): HealthSnapshot {
+    const o = this.observation;
+    const pg = this.pg;
+    const lead = this.lead;
+    const observation: HealthObservation | null =
+      o === null
+        ? null
+        : {
+            inRecovery: o.inRecovery,
+            receiverStatus: o.receiverStatus,
+            timeline: o.timeline,
+            lsn: o.inRecovery ? o.receivedLsn : o.currentLsn,
+            replayedLsn: o.inRecovery ? o.replayedLsn : o.currentLsn,
+          };
+    const problem = pg?.problem ?? null;
+    return {
+      member: this.options.name,
+      now: this.clock.now(),
+      lastTickAt: this.lastTickAt,
+      actingSince: this.actingSince,
+      livenessTimeoutMillis: this.options.livenessTimeoutMillis ?? 15_000,
+      state: this.state,
+      postgres: pg?.state ?? 'down',
+      postgresRunning: pg?.pid != null,
+      observation,
+      observedAt: this.observedAt,
+      // The loop queries postgres at least every report interval; three missed passes
+      // (or 3 s) and its last answer is not trusted.
+      observationMaxAgeMillis: Math.max(3000, 3 * this.options.reportIntervalMillis),
+      holdsLeader: lead?.holdsLeader ?? false,
+      leaseValid: lead !== null && lead.hasLease && lead.lease.isValid(),
+      leader: lead?.view.leader ?? null,
+      term: lead?.view.term ?? 0,
+      fenced: problem?.startsWith('fenced: ') ? problem.slice('fenced: '.length) : null,
+      lagBytes: this.lastReport?.lagBytes ?? null,
+      lagSeconds: this.lastReport?.lagSeconds ?? null,
+    };
   }
 
   private shouldResync(): boolean {
@@ -482,20 +576,26 @@ export class Agent {
    * When the previous primary shut down cleanly (a switchover, a stopped cluster),
    * waits (bounded) until this standby has received its shutdown checkpoint; false
    * when it has not, so the election is declined and nothing acknowledged is lost.
+   * `position` is what this standby has received (the end of what it promotes).
    */
-  private async caughtUpWithCleanPrimary(target: TargetRecord): Promise<boolean> {
+  private async caughtUpWithCleanPrimary(
+    target: TargetRecord,
+    now: PostgresObservation,
+  ): Promise<{ ok: boolean; position: string | null }> {
     const last = this.leadership.view.lastPrimary;
-    if (last === null || !last.clean || last.member === this.options.name || last.term !== target.term - 1) return true;
+    const mustHold =
+      last !== null && last.clean && last.member !== this.options.name && last.term === target.term - 1 ? last : null;
+    if (mustHold === null) return { ok: true, position: now.receivedLsn ?? now.replayedLsn };
     const deadline = this.clock.now() + (this.options.catchUpTimeoutMillis ?? 3000);
     for (;;) {
       const o = await this.postgres.observe();
       const position = o === null ? null : (o.receivedLsn ?? o.replayedLsn);
-      if (position !== null && compareLsn(position, last.lsn) >= 0) return true;
+      if (position !== null && compareLsn(position, mustHold.lsn) >= 0) return { ok: true, position };
       if (this.clock.now() > deadline) {
         this.log.warn(
-          `declining term ${target.term}: ${last.member} shut down cleanly at ${last.lsn} and we have only ${position ?? 'nothing'}`,
+          `declining term ${target.term}: ${mustHold.member} shut down cleanly at ${mustHold.lsn} and we have only ${position ?? 'nothing'}`,
         );
-        return false;
+        return { ok: false, position };
       }
       await delay(20);
     }
@@ -507,9 +607,10 @@ export class Agent {
     const observation = await this.postgres.observe();
     if (observation === null || !observation.inRecovery)
       throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
-    if (!(await this.caughtUpWithCleanPrimary(target))) return;
+    const caughtUp = await this.caughtUpWithCleanPrimary(target, observation);
+    if (!caughtUp.ok) return;
     const lead = this.leadership;
-    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod))) {
+    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod, caughtUp.position))) {
       this.log.info(
         `could not take the leader record for term ${target.term} (someone else did, or the target changed)`,
       );
@@ -526,7 +627,7 @@ export class Agent {
       if (!lead.holdsLeader || !lead.lease.isValid()) {
         throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
       }
-      const after = await this.postgres.promote();
+      const after = this.noteObservation(await this.postgres.promote())!;
       lead.postgresChanged();
       // Slots before announcing: replicas re-pointed by the announcement find theirs.
       await this.ensureSlots().catch((error) => this.log.warn(`slots: ${(error as Error).message}`));
@@ -617,8 +718,10 @@ export class Agent {
       problem: observation === null && this.state === 'running' ? (pg.problem ?? 'postgres is not running') : null,
       primaryLsn,
       isLeader: lead.holdsLeader,
+      api: this.apiAddress,
       now: this.clock.date(),
     });
+    this.lastReport = record;
     await this.client.put(this.keys.member(this.options.name)).value(MemberRecord.encode(record)).lease(lead.lease.id);
   }
 
@@ -667,6 +770,8 @@ export class Agent {
     await lead?.stop();
     this.etcd?.close();
     this.etcd = null;
+    await this.healthServer?.close();
+    this.healthServer = null;
     this.log.info('stopped');
   }
 

@@ -296,7 +296,12 @@ export class Leadership {
    * lines 2 and 3). An error from etcd does not mean the transaction failed (it may
    * have been applied and its answer lost): the record is read back to find out.
    */
-  async install(term: number, timeline: number, targetMod: string | null): Promise<boolean> {
+  async install(
+    term: number,
+    timeline: number,
+    targetMod: string | null,
+    fromLsn: string | null = null,
+  ): Promise<boolean> {
     const k = this.o.keys;
     const termRes = await this.etcd.get(k.term).exec();
     const kv = termRes.kvs[0];
@@ -311,6 +316,7 @@ export class Leadership {
       timeline,
       since: this.o.clock.date().toISOString(),
       writable: false,
+      ...(fromLsn === null ? {} : { fromLsn }),
     };
     let guard = this.etcd.if(k.leader, 'Create', '==', 0);
     guard = kv === undefined ? guard.and(k.term, 'Create', '==', 0) : guard.and(k.term, 'Mod', '==', kv.mod_revision);

@@ -246,6 +246,40 @@ describe('rankCandidates with the last primary’s durable record and switchover
     ]);
   });
 
+  it('skips a member on a timeline forked out of band, and the last primary’s timeline stays the newest', () => {
+    // demo-2 was promoted by hand (timeline 4) after the last primary of this term
+    // wrote its record on timeline 3: it must not make demo-1 look old.
+    const ranking = rankCandidates(
+      [member({ name: 'demo-1', timeline: 3 }), member({ name: 'demo-2', timeline: 4, receivedLsn: '0/9000000' })],
+      policy({ minimumTimeline: 3 }),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-1']);
+    expect(ranking.rejected).toEqual([
+      {
+        member: 'demo-2',
+        reason:
+          "on timeline 4, newer than the last primary's 3: promoted outside pgha, it follows the elected primary after a rewind",
+      },
+    ]);
+  });
+
+  it('ranks the fork as usual when every member followed it', () => {
+    const ranking = rankCandidates(
+      [member({ name: 'demo-1', timeline: 4 }), member({ name: 'demo-2', timeline: 4 })],
+      policy({ minimumTimeline: 3 }),
+    );
+    expect(names(ranking.candidates).sort()).toEqual(['demo-1', 'demo-2']);
+    expect(ranking.rejected).toEqual([]);
+  });
+
+  it('without a durable record, the newest reported timeline still wins', () => {
+    const ranking = rankCandidates(
+      [member({ name: 'demo-1', timeline: 3 }), member({ name: 'demo-2', timeline: 4 })],
+      policy({}),
+    );
+    expect(names(ranking.candidates)).toEqual(['demo-2']);
+  });
+
   it('skips a member short of the clean shutdown position and keeps one exactly at it', () => {
     const ranking = rankCandidates(
       [

@@ -9,8 +9,12 @@ export interface RankingPolicy {
   /** Members that must not be chosen (the old primary, a failed target). */
   readonly exclude: ReadonlySet<string>;
   /**
-   * The last primary's timeline (from its durable `last-primary` record): members on
-   * an older one are never candidates, even when no member reports that timeline.
+   * The last primary's timeline, from its durable `last-primary` record of the
+   * current term: members on an older one are never candidates, even when no member
+   * reports that timeline. Members on a newer one forked out of band (pgha promotes
+   * only in a new term, and that primary's record names its timeline): they are
+   * candidates only when no member on the last primary's timeline qualifies, and do
+   * not make that timeline look old.
    */
   readonly minimumTimeline?: number | null;
   /**
@@ -50,14 +54,28 @@ function lagBehind(ahead: LsnText, behind: LsnText | null): number {
  *
  * Skipped, each with its reason: members excluded by the caller, not running as a
  * healthy-enough replica, tagged noFailover, on an older timeline than the newest
- * any member reports or than `minimumTimeline`, not streaming (`requireStreaming`),
+ * any member reports or than `minimumTimeline`, on a timeline forked out of band
+ * (newer than `minimumTimeline`), not streaming (`requireStreaming`),
  * reported before `reportedSince`, short of `mustHold`, or lagging more than
  * `maximumLagOnFailoverBytes` behind the most advanced position known (the old
  * primary's last known one, or the best replica's).
  */
 export function rankCandidates(members: readonly MemberRecord[], policy: RankingPolicy): Ranking {
+  // A timeline newer than the last primary's was forked out of band. Members on the
+  // last primary's line are preferred; only when none qualifies (every member that
+  // could lead followed the fork: standbys follow their upstream's promotion) is the
+  // fork ranked as the cluster's line, as it was before forks were told apart.
+  const lastTimeline = policy.minimumTimeline ?? null;
+  const onFork = (m: MemberRecord) => lastTimeline !== null && m.timeline !== null && m.timeline > lastTimeline;
+  if (!members.some(onFork)) return rank(members, policy, () => false);
+  const onLine = rank(members, policy, onFork);
+  return onLine.candidates.length > 0 ? onLine : rank(members, policy, () => false);
+}
+
+function rank(members: readonly MemberRecord[], policy: RankingPolicy, forked: (m: MemberRecord) => boolean): Ranking {
   const rejected: Rejection[] = [];
-  const newestTimeline = Math.max(0, ...members.map((m) => m.timeline ?? 0));
+  const lastTimeline = policy.minimumTimeline ?? null;
+  const newestTimeline = Math.max(0, ...members.filter((m) => !forked(m)).map((m) => m.timeline ?? 0));
   const eligible = members.filter((m) => {
     const reject = (reason: string) => {
       rejected.push({ member: m.name, reason });
@@ -68,6 +86,11 @@ export function rankCandidates(members: readonly MemberRecord[], policy: Ranking
     if (m.role !== 'replica') return reject(`role is ${m.role}, not replica`);
     if (m.state !== 'running') return reject(`state is ${m.state}`);
     if (m.receivedLsn === null && m.replayedLsn === null) return reject('reports no WAL position');
+    if (forked(m)) {
+      return reject(
+        `on timeline ${m.timeline}, newer than the last primary's ${lastTimeline}: promoted outside pgha, it follows the elected primary after a rewind`,
+      );
+    }
     if (m.timeline === null || m.timeline < newestTimeline) {
       return reject(`on timeline ${m.timeline ?? 'unknown'}, older than ${newestTimeline}`);
     }

@@ -761,6 +761,20 @@ describe('decideController history with the last-primary record', () => {
     expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'switchover', lostBytes: 0 } });
   });
 
+  it('measures the loss from the position the new primary took the record with, not its older report', () => {
+    // The target's last report as a replica (0/4F00000) predates the old primary's
+    // clean shutdown at 0/5000000; it received that position before installing.
+    const decision = decideController(
+      snapshot({
+        ...promotedAfterRestart,
+        target: target({ reason: 'switchover' }),
+        leader: leader({ term: 4, member: 'demo-1', port: 5433, timeline: 3, fromLsn: '0/5000028' }),
+      }),
+    );
+    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'switchover', lostBytes: 0 } });
+    expect(decision).toMatchObject({ history: { lastKnownLsn: { 'demo-1': '0/5000028' } } });
+  });
+
   it('takes the furthest of the record and the remembered position as the old primary’s', () => {
     const decision = decideController(
       snapshot({

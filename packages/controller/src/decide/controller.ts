@@ -260,8 +260,9 @@ function describeRecord(r: LastPrimaryRecord | null): string {
  * The history record of `leader`'s promotion. The old primary is the one of the
  * durable record of the previous term (the same member when it was re-elected after
  * a restart), else the one this controller saw lead. `lostBytes` is, for every
- * reason, how far the old primary's furthest known position was ahead of the new
- * primary's last position as a replica: max(0, old − new), null when either is unknown.
+ * reason, how far the old primary's furthest known position was ahead of what the
+ * new primary held when it took the record (`fromLsn`; failing that its last report
+ * as a replica): max(0, old − new), null when either is unknown.
  */
 function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerDecision {
   const byTarget = s.target !== null && s.target.term === leader.term ? s.target : null;
@@ -273,7 +274,10 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
     s.lastPrimary !== null && s.lastPrimary.name === oldPrimary ? positionOf(s.lastPrimary) : null,
   );
   const newPrimary = s.members.find((m) => m.name === leader.member) ?? null;
-  const newLsn = positionOf(s.lastAsReplica.find((m) => m.name === leader.member) ?? null) ?? positionOf(newPrimary);
+  const newLsn =
+    leader.fromLsn ??
+    positionOf(s.lastAsReplica.find((m) => m.name === leader.member) ?? null) ??
+    positionOf(newPrimary);
   const lastKnownLsn: Record<string, string | null> = {};
   for (const m of s.members) lastKnownLsn[m.name] = positionOf(m);
   lastKnownLsn[leader.member] = newLsn;

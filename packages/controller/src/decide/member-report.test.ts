@@ -92,6 +92,11 @@ describe('buildMemberRecord for a primary', () => {
     expect(record.healthy).toBe(false);
   });
 
+  it('publishes the health API address when the agent runs one, and no field at all otherwise', () => {
+    expect(build({ api: 'http://127.0.0.1:8009' }).api).toBe('http://127.0.0.1:8009');
+    expect('api' in build({ api: null })).toBe(false);
+  });
+
   it('ignores any published primary position for its own lag', () => {
     expect(build({ observation: primaryObservation(), isLeader: true, primaryLsn: '0/9000000' }).lagBytes).toBe(0);
   });

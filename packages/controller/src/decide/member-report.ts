@@ -17,6 +17,8 @@ export interface MemberReportSnapshot {
   readonly primaryLsn: string | null;
   /** Whether this member is the one the leader record names. */
   readonly isLeader: boolean;
+  /** The agent's health API address (`http://host:port`), null when it runs none. */
+  readonly api?: string | null;
   readonly now: Date;
 }
 
@@ -73,5 +75,6 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
     problem,
     tags: s.tags,
     updatedAt: s.now.toISOString(),
+    ...(s.api ? { api: s.api } : {}),
   };
 }

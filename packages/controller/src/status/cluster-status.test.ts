@@ -16,6 +16,7 @@ function member(overrides: Partial<MemberStatus> = {}): MemberStatus {
     healthy: true,
     problem: null,
     updatedAt: '2024-05-01T12:00:00.000Z',
+    api: null,
     ...overrides,
   };
 }
@@ -55,6 +56,22 @@ describe('formatStatus', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('adds an API column when some member serves a health API, a dash for one that does not', () => {
+    const text = formatStatus(
+      status({
+        members: [
+          member({ api: 'http://127.0.0.1:8008' }),
+          member({ name: 'demo-1', role: 'replica', port: 5433, streaming: true }),
+        ],
+      }),
+    );
+    expect(text.split('\n').slice(2, 5)).toEqual([
+      'MEMBER    ROLE     STATE    HOST:PORT       TL  LAG  API                    HEALTH',
+      'demo-0 *  primary  running  127.0.0.1:5432  1   0 B  http://127.0.0.1:8008  ok',
+      'demo-1    replica  running  127.0.0.1:5433  1   0 B  -                      ok',
+    ]);
   });
 
   it('widens columns to the longest value', () => {

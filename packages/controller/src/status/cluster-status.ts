@@ -23,6 +23,8 @@ export interface MemberStatus {
   readonly healthy: boolean;
   readonly problem: string | null;
   readonly updatedAt: string;
+  /** Its agent's health API (`http://host:port`), null when it serves none (or is older). */
+  readonly api: string | null;
 }
 
 /** What `pgha status --json` prints: a stable shape scripts can rely on. */
@@ -91,6 +93,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
           healthy: r.healthy,
           problem: r.problem,
           updatedAt: r.updatedAt,
+          api: r.api ?? null,
         });
       }
     } catch (error) {
@@ -114,9 +117,10 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
   };
 }
 
-/** A human-readable table of a status. Pure. */
+/** A human-readable table of a status; an API column only when some member serves one. Pure. */
 export function formatStatus(status: ClusterStatus): string {
-  const header = ['MEMBER', 'ROLE', 'STATE', 'HOST:PORT', 'TL', 'LAG', 'HEALTH'];
+  const withApi = status.members.some((m) => m.api !== null);
+  const header = ['MEMBER', 'ROLE', 'STATE', 'HOST:PORT', 'TL', 'LAG', ...(withApi ? ['API'] : []), 'HEALTH'];
   const rows = status.members.map((m) => [
     `${m.name}${status.leader?.member === m.name ? ' *' : ''}`,
     m.role,
@@ -124,6 +128,7 @@ export function formatStatus(status: ClusterStatus): string {
     `${m.host}:${m.port}`,
     m.timeline === null ? '-' : String(m.timeline),
     m.lagBytes === null ? '-' : `${formatBytes(m.lagBytes)}${m.lagSeconds ? ` / ${m.lagSeconds}s` : ''}`,
+    ...(withApi ? [m.api ?? '-'] : []),
     m.healthy ? 'ok' : (m.problem ?? 'unhealthy'),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

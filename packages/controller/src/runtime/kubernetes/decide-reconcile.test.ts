@@ -109,6 +109,17 @@ describe('decideReconcile', () => {
     expect(sts.spec.persistentVolumeClaimRetentionPolicy).toEqual({ whenDeleted: 'Retain', whenScaled: 'Retain' });
   });
 
+  it("probes the agent's health API: liveness on the loop's heartbeat, readiness on the member's role", () => {
+    const [container] = stsOf(decideReconcile(snapshot()))!.spec.template.spec.containers;
+    expect(container.args).toEqual(expect.arrayContaining(['--api-port=8008', '--api-listen=0.0.0.0']));
+    expect(container.ports).toContainEqual({ name: 'api', containerPort: 8008 });
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/liveness', port: 'api' });
+    expect(container.readinessProbe.httpGet).toEqual({ path: '/readiness', port: 'api' });
+    expect(container.startupProbe.httpGet).toEqual({ path: '/liveness', port: 'api' });
+    // Liveness must outlast a slow loop pass (etcd and postgres calls of several seconds).
+    expect(container.livenessProbe.periodSeconds * container.livenessProbe.failureThreshold).toBeGreaterThanOrEqual(30);
+  });
+
   it('does nothing to objects that match, and reports a healthy cluster once', () => {
     const objects = created(snapshot());
     const pods = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica')];

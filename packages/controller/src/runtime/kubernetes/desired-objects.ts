@@ -45,6 +45,8 @@ export const immutableStatefulSetFields = [
 
 const hashOf = (value: unknown) => createHash('sha256').update(JSON.stringify(value)).digest('hex').slice(0, 16);
 export const postgresPort = 5432;
+/** The agent's health API in the pod (Patroni's port): the probes' target. */
+export const apiPort = 8008;
 const dataDir = '/var/lib/pgha';
 
 export function commonLabels(name: string): Record<string, string> {
@@ -110,6 +112,10 @@ export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): st
     '--listen=*',
     '--allow-cidr=0.0.0.0/0', // pod networks differ per cluster; pg_hba stays SCRAM-only
     `--lease-ttl-millis=${spec.leaseTtlMillis}`,
+    // The kubelet probes the pod IP: bind every interface, not the advertised DNS name
+    // (which may not resolve yet when the agent starts).
+    `--api-port=${apiPort}`,
+    '--api-listen=0.0.0.0',
   ];
 }
 
@@ -180,8 +186,34 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
                 { name: 'PGHA_SUPERUSER_PASSWORD', valueFrom: secret('superuser-password') },
                 { name: 'PGHA_REPLICATION_PASSWORD', valueFrom: secret('replication-password') },
               ],
-              ports: [{ name: 'postgres', containerPort: postgresPort }],
-              readinessProbe: { tcpSocket: { port: postgresPort }, periodSeconds: 2, failureThreshold: 2 },
+              ports: [
+                { name: 'postgres', containerPort: postgresPort },
+                { name: 'api', containerPort: apiPort },
+              ],
+              // /liveness is the control loop's heartbeat: it never depends on postgres,
+              // so initdb, a long base backup or a rewind (the loop keeps ticking around
+              // them, or counts as busy inside one) never gets the pod restarted. The
+              // startup probe only gives the agent's own start (etcd, lease, watchdog)
+              // up to 5 min before liveness counts, and lets readiness start at once.
+              startupProbe: {
+                httpGet: { path: '/liveness', port: 'api' },
+                periodSeconds: 2,
+                timeoutSeconds: 2,
+                failureThreshold: 150,
+              },
+              livenessProbe: {
+                httpGet: { path: '/liveness', port: 'api' },
+                periodSeconds: 10,
+                timeoutSeconds: 5,
+                failureThreshold: 3,
+              },
+              // Ready: the writable primary holding the leader record, or a running replica.
+              readinessProbe: {
+                httpGet: { path: '/readiness', port: 'api' },
+                periodSeconds: 2,
+                timeoutSeconds: 2,
+                failureThreshold: 2,
+              },
               ...(spec.resources ? { resources: spec.resources } : {}),
               securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
               volumeMounts: [{ name: 'data', mountPath: dataDir }],

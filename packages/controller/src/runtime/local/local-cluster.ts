@@ -9,6 +9,7 @@ import { assertPortsFree } from '../../adapters/ports.js';
 import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
+import { apiUrl } from '../../agent/health-server.js';
 import type { Logger } from '../../log.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
@@ -26,6 +27,11 @@ export interface LocalClusterOptions {
   readonly etcd?: string;
   /** Client port of the etcd pgha starts (peer port is the next one). Default 2379. */
   readonly etcdPort?: number;
+  /**
+   * First health API port: member i serves it on apiBasePort + i, at its host. Default:
+   * none (`pgha up` passes 8008).
+   */
+  readonly apiBasePort?: number;
   readonly keyRoot?: string;
   /** Lease TTL handed to the agents and controllers. */
   readonly leaseTtlMillis?: number;
@@ -61,6 +67,8 @@ export interface LocalMember {
   readonly host: string;
   readonly port: number;
   readonly memberDir: string;
+  /** Its health API (`http://host:port`), null when it serves none. */
+  readonly api: string | null;
   /** The agent's PID (it changes when the agent is restarted). */
   readonly agentPid: () => number | undefined;
   readonly logFile: string;
@@ -142,6 +150,16 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       `--port must leave room for ${members} ports between 1024 and 65535, got ${basePort}`,
     );
   }
+  const apiBasePort = options.apiBasePort;
+  if (
+    apiBasePort !== undefined &&
+    (!Number.isInteger(apiBasePort) || apiBasePort < 1024 || apiBasePort + members - 1 > 65535)
+  ) {
+    throw new PghaError(
+      'invalid-option',
+      `--api-port must leave room for ${members} ports between 1024 and 65535 (or be 0: none), got ${apiBasePort}`,
+    );
+  }
   const ownEtcd = options.etcd === undefined;
   const etcdPort = ownEtcd ? (options.etcdPort ?? previous?.etcdPort ?? 2379) : null;
 
@@ -153,6 +171,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const names = Array.from({ length: members }, (_, i) => memberName(cluster, i));
   await assertPortsFree([
     ...names.map((name, i) => ({ port: basePort + i, use: `postgres of ${name}` })),
+    ...(apiBasePort === undefined
+      ? []
+      : names.map((name, i) => ({ port: apiBasePort + i, use: `the health API of ${name} (--api-port)` }))),
     ...(etcdPort === null
       ? []
       : [
@@ -203,6 +224,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     host: options.placement?.(name)?.host ?? '127.0.0.1',
     port: basePort + i,
     memberDir: join(stateDir, name),
+    api: apiBasePort === undefined ? null : apiUrl(options.placement?.(name)?.host ?? '127.0.0.1', apiBasePort + i),
     agentPid: () => agents.get(name)?.pid,
     logFile: join(logDir, `${name}.log`),
   }));
@@ -259,6 +281,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       etcdEndpoint,
     ];
     if (index === 0) args.push('--bootstrap');
+    if (apiBasePort !== undefined) args.push('--api-port', String(apiBasePort + index));
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
     if (options.keepaliveIntervalMillis !== undefined)

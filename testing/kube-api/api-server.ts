@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { applySchema, type Cause, type Schema, structuralViolations } from './crd-schema.js';
+import { validateLease } from './lease.js';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.js';
 import { builtinResources, type PrinterColumn, type ResourceType, readPath, writePath } from './resources.js';
 import { type KubeObject, parseFieldSelector, parseLabelSelector } from './selectors.js';
@@ -634,6 +635,7 @@ export class KubeApiServer {
         );
     }
     if (t.group === 'apiextensions.k8s.io') this.validateCrd(o, causes);
+    if (t.group === 'coordination.k8s.io') validateLease(o, causes);
     if (t.group === 'apps' && t.plural === 'statefulsets' && previous) {
       const changed = Object.keys({ ...(o.spec as object), ...(previous.spec as object) }).filter(
         (k) =>

@@ -67,6 +67,52 @@ describe('deploy/', () => {
     ]);
   });
 
+  it('lets the operator create Leases and get or update only its own, in its namespace, named as its --lease-name', () => {
+    const role = operator.find((o) => o.kind === 'Role' && o.metadata.name === 'pgha-operator-election') as Manifest & {
+      rules: { apiGroups: string[]; resources: string[]; resourceNames?: string[]; verbs: string[] }[];
+    };
+    expect(role.metadata.namespace).toBe('pgha-system');
+    expect(role.rules).toEqual([
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      {
+        apiGroups: ['coordination.k8s.io'],
+        resources: ['leases'],
+        resourceNames: ['pgha-operator'],
+        verbs: ['get', 'update'],
+      },
+    ]);
+    const clusterRules = operator
+      .filter((o) => o.kind === 'ClusterRole')
+      .flatMap((o) => o.rules as { resources: string[] }[]);
+    expect(clusterRules.filter((r) => r.resources.includes('leases'))).toEqual([]);
+    const container = (
+      operator.find((o) => o.kind === 'Deployment') as Manifest & {
+        spec: { template: { spec: { containers: { args: string[]; env: { name: string }[] }[] } } };
+      }
+    ).spec.template.spec.containers[0]!;
+    expect(container.args).toContain('--lease-name=pgha-operator');
+    expect(container.env.map((e) => e.name)).toEqual(expect.arrayContaining(['POD_NAME', 'POD_NAMESPACE']));
+  });
+
+  it('probes the operator on its --health-port: startup and liveness /healthz, readiness /readyz', () => {
+    const container = (
+      operator.find((o) => o.kind === 'Deployment') as Manifest & {
+        spec: { template: { spec: { containers: Record<string, unknown>[] } } };
+      }
+    ).spec.template.spec.containers[0]! as {
+      args: string[];
+      ports: { name: string; containerPort: number }[];
+      startupProbe: { httpGet: { path: string; port: string } };
+      livenessProbe: { httpGet: { path: string; port: string } };
+      readinessProbe: { httpGet: { path: string; port: string } };
+    };
+    const port = Number(container.args.find((a) => a.startsWith('--health-port='))!.split('=')[1]);
+    expect(container.ports).toContainEqual({ name: 'health', containerPort: port });
+    expect(container.startupProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
+    expect(container.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
+  });
+
   it('reports what is wrong with bad objects', () => {
     const crd = operator.find((o) => o.kind === 'CustomResourceDefinition')!;
     const problems = validateObjects([

@@ -74,6 +74,9 @@ beforeAll(async () => {
       api.writeKubeconfig(dir),
       '--resync-interval-millis',
       '200',
+      // any free port for /healthz and /readyz: 8081 may be taken on a shared machine
+      '--health-port',
+      '0',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -2,18 +2,48 @@
  * `pgha operator`: runs the Kubernetes operator (runtime/kubernetes/operator.ts)
  * with etcd as each cluster's source of the leader record and the place its
  * switchover requests go. Kubernetes credentials: in-cluster, else $KUBECONFIG or
- * ~/.kube/config, else --kubeconfig.
+ * ~/.kube/config, else --kubeconfig. Replicas elect one leader with a Lease
+ * (runtime/kubernetes/elected-operator.ts); only the leader reconciles. `GET
+ * /healthz` and `/readyz` are served on --health-port.
  */
-import { clusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { clusterKeys, LeaderRecord, PghaError, recordVersion, SwitchoverRecord } from '@pgha/core';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../adapters/etcd.js';
 import { createLogger } from '../log.js';
+import { leaderElectionTimingProblem } from '../runtime/kubernetes/decide-leader-election.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
+
+/** Where a pod's namespace is when neither a flag nor POD_NAMESPACE names it. */
+const serviceAccountNamespaceFile = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
+function readServiceAccountNamespace(): string | undefined {
+  try {
+    return readFileSync(serviceAccountNamespaceFile, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 interface EtcdSpec {
   endpoints?: string[];
   keyRoot?: string;
+}
+
+interface OperatorFlags {
+  kubeconfig?: string;
+  namespace?: string;
+  resyncIntervalMillis: number;
+  healthPort: number;
+  leaseName: string;
+  leaseNamespace?: string;
+  identity?: string;
+  leaseDurationSeconds: number;
+  renewDeadlineMillis: number;
+  retryPeriodMillis: number;
 }
 
 export function registerOperator(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
@@ -28,11 +58,60 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       integer(100, 3_600_000),
       5000,
     )
-    .action(async (opts: { kubeconfig?: string; namespace?: string; resyncIntervalMillis: number }) => {
+    .option(
+      '--health-port <port>',
+      'serve GET /healthz and /readyz on this port (0: any free port, logged)',
+      integer(0, 65535),
+      8081,
+    )
+    .option(
+      '--lease-name <name>',
+      'the coordination.k8s.io/v1 Lease the replicas elect their leader with',
+      'pgha-operator',
+    )
+    .option(
+      '--lease-namespace <ns>',
+      "the Lease's namespace (default: $POD_NAMESPACE, else the service account's, else the kubeconfig context's, else default)",
+    )
+    .option('--identity <id>', "this replica's holderIdentity (default: $POD_NAME, else <hostname>_<random>)")
+    .option(
+      '--lease-duration-seconds <s>',
+      'a standby takes the Lease this long after it last saw it change',
+      integer(1, 3600),
+      15,
+    )
+    .option(
+      '--renew-deadline-millis <ms>',
+      'the leader stops reconciling this long after sending its last successful renewal (< the lease duration)',
+      integer(100, 3_600_000),
+      10_000,
+    )
+    .option('--retry-period-millis <ms>', 'how often the Lease is renewed or tried', integer(10, 3_600_000), 2000)
+    .action(async (opts: OperatorFlags) => {
+      const timing = leaderElectionTimingProblem(opts);
+      if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
       const log = createLogger('operator');
       // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
       // and every other command (the agent above all) must not pay for it.
+      const { KubeConfig } = await import('@kubernetes/client-node');
       const { Operator } = await import('../runtime/kubernetes/operator.js');
+      const { ElectedOperator } = await import('../runtime/kubernetes/elected-operator.js');
+      const { kubernetesLeaseApi } = await import('../runtime/kubernetes/lease-elector.js');
+      const { startHealthServer } = await import('../runtime/kubernetes/health-server.js');
+      const kubeConfig = new KubeConfig();
+      if (opts.kubeconfig === undefined) kubeConfig.loadFromDefault();
+      else kubeConfig.loadFromFile(opts.kubeconfig);
+      const leaseNamespace =
+        opts.leaseNamespace ??
+        (process.env.POD_NAMESPACE || undefined) ??
+        readServiceAccountNamespace() ??
+        kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ??
+        'default';
+      // The pod name is unique among live pods and kept across container restarts, so a
+      // restarted container resumes its own pod's leadership at once; outside a pod, a
+      // random suffix keeps two processes on one host apart.
+      const identity = opts.identity ?? (process.env.POD_NAME || `${hostname()}_${randomUUID().slice(0, 8)}`);
+
       const clients = new Map<string, Etcd3>();
       const etcdOf = (cluster: PgHaClusterObject) => {
         const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;
@@ -44,46 +123,70 @@ export function registerOperator(program: Command, integer: (min: number, max: n
         }
         return { client, keys: clusterKeys(cluster.metadata.name, spec.keyRoot ?? '/pgha/') };
       };
-      const operator = new Operator({
-        kubeConfig: opts.kubeconfig,
-        namespace: opts.namespace,
-        resyncIntervalMillis: opts.resyncIntervalMillis,
-        log,
-        readLeader: async (cluster) => {
-          const { client, keys } = etcdOf(cluster);
-          const text = await client.get(keys.leader).string();
-          if (text === null) return null;
-          const leader = LeaderRecord.decode(text);
-          return leader.writable ? { member: leader.member, term: leader.term } : null;
-        },
-        requestSwitchover: async (cluster, from, candidates) => {
-          const { client, keys } = etcdOf(cluster);
-          const pending = await client.get(keys.switchover).string();
-          // A request the controller rejected is cleared so the next round can ask again.
-          if (pending !== null && SwitchoverRecord.decode(pending).rejected) await client.delete().key(keys.switchover);
-          const request: SwitchoverRecord = {
-            v: recordVersion,
-            from,
-            to: candidates[0] ?? null,
-            at: null,
-            requestedAt: new Date().toISOString(),
-          };
-          await client
-            .if(keys.switchover, 'Create', '==', 0)
-            .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
-            .commit();
-        },
-      });
-      const stop = () => {
-        void operator.stop().then(() => {
-          for (const c of clients.values()) c.close();
-          process.exit(0);
+      const createOperator = (mayWrite: () => boolean) =>
+        new Operator({
+          kubeConfig,
+          namespace: opts.namespace,
+          resyncIntervalMillis: opts.resyncIntervalMillis,
+          log,
+          mayWrite,
+          readLeader: async (cluster) => {
+            const { client, keys } = etcdOf(cluster);
+            const text = await client.get(keys.leader).string();
+            if (text === null) return null;
+            const leader = LeaderRecord.decode(text);
+            return leader.writable ? { member: leader.member, term: leader.term } : null;
+          },
+          requestSwitchover: async (cluster, from, candidates) => {
+            const { client, keys } = etcdOf(cluster);
+            const pending = await client.get(keys.switchover).string();
+            // A request the controller rejected is cleared so the next round can ask again.
+            if (pending !== null && SwitchoverRecord.decode(pending).rejected)
+              await client.delete().key(keys.switchover);
+            const request: SwitchoverRecord = {
+              v: recordVersion,
+              from,
+              to: candidates[0] ?? null,
+              at: null,
+              requestedAt: new Date().toISOString(),
+            };
+            await client
+              .if(keys.switchover, 'Create', '==', 0)
+              .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
+              .commit();
+          },
         });
+      const elected = new ElectedOperator({
+        api: kubernetesLeaseApi(kubeConfig),
+        leaseNamespace,
+        leaseName: opts.leaseName,
+        identity,
+        leaseDurationSeconds: opts.leaseDurationSeconds,
+        renewDeadlineMillis: opts.renewDeadlineMillis,
+        retryPeriodMillis: opts.retryPeriodMillis,
+        log,
+        createOperator,
+        onStartedLeading: () => log.info(`watching PgHaClusters in ${opts.namespace ?? 'every namespace'}`),
+      });
+      const health = await startHealthServer({ port: opts.healthPort, health: () => elected.health() });
+      log.info(`health endpoints on port ${health.port}: GET /healthz, /readyz`);
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        // Stop reconciling first, then release the Lease (a standby takes over at its next try).
+        void elected
+          .stop()
+          .then(() => health.close())
+          .finally(() => {
+            for (const c of clients.values()) c.close();
+            process.exit(0);
+          });
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
-      await operator.start();
-      log.info(`watching PgHaClusters in ${opts.namespace ?? 'every namespace'}`);
+      elected.start();
+      log.info(`candidate ${identity} for Lease ${leaseNamespace}/${opts.leaseName}`);
       await new Promise(() => undefined); // run until a signal stops us
     });
 }

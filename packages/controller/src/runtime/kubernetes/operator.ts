@@ -7,9 +7,12 @@
  * next attempt reads everything again. A periodic resync re-enqueues every cluster
  * so pods, Secrets and the leader record (not watched here) are looked at too.
  *
- * May import: @kubernetes/client-node, the pure decision, the logger. Not yet: its
- * own leader election between operator replicas (a Lease), and the etcd side of
- * `request-switchover` (the caller injects both readers and writers of etcd).
+ * Leader election between operator replicas is not in here: `ElectedOperator`
+ * (elected-operator.ts) starts one Operator per leadership and stops it when the
+ * leadership ends; `mayWrite` lets it veto each write at the last moment.
+ *
+ * May import: @kubernetes/client-node, the pure decision, the logger. Not the etcd
+ * side of `request-switchover` (the caller injects both readers and writers of etcd).
  */
 import {
   ApiException,
@@ -44,6 +47,13 @@ export interface OperatorOptions {
   retryDelayMillis?: number;
   maxRetryDelayMillis?: number;
   now?: () => Date;
+  /**
+   * Asked right before every write to the API server or etcd; false refuses the
+   * write (the reconcile fails and nothing more is written). The leader election
+   * passes "my renew deadline has not passed", checked on the clock, so a write
+   * never starts after it even when the timer that stops the operator runs late.
+   */
+  mayWrite?: () => boolean;
 }
 
 const fieldManager = 'pgha-operator';
@@ -67,6 +77,8 @@ export class Operator {
   private watchAbort: AbortController | undefined;
   private stopped = false;
   private wake: () => void = () => undefined;
+  /** The reconcile in progress, awaited by stop(). */
+  private current: Promise<unknown> | undefined;
   /** Reconciles done (for tests and logs). */
   reconciles = 0;
   /** Times the watch started over from a fresh list (410, closed stream). */
@@ -89,16 +101,24 @@ export class Operator {
   /** Lists, starts watching and runs the work queue until `stop()`. */
   async start(): Promise<void> {
     await this.listAndWatch();
+    if (this.stopped) return; // stopped while listing: start no timers stop() would miss
     const resync = setInterval(() => this.enqueueAll(), this.options.resyncIntervalMillis ?? 5000);
     this.timers.add(resync as unknown as NodeJS.Timeout);
     void this.work();
   }
 
+  /**
+   * Stops watching and working. `stopped` is set before anything is awaited, so no
+   * write starts after this call; the promise resolves once the reconcile in
+   * progress (if any) has given up, i.e. once no write of this operator can still
+   * be sent.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.watchAbort?.abort();
     for (const t of this.timers) clearTimeout(t);
     this.wake();
+    await this.current?.catch(() => undefined);
   }
 
   private clusterPath(): string {
@@ -208,9 +228,11 @@ export class Operator {
       this.queue.delete(key);
       this.busy.add(key);
       try {
-        await this.reconcile(key);
+        this.current = this.reconcile(key);
+        await this.current;
         this.failures.delete(key);
       } catch (error) {
+        if (this.stopped) break; // refused writes after stop() are not failures to retry
         const n = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, n);
         const delay = Math.min(
@@ -223,6 +245,7 @@ export class Operator {
         );
         this.later(() => this.enqueue(key), delay);
       } finally {
+        this.current = undefined;
         this.busy.delete(key);
         this.reconciles++;
       }
@@ -295,6 +318,8 @@ export class Operator {
 
   private async apply(cluster: PgHaClusterObject, action: ReconcileAction): Promise<void> {
     const { name, namespace } = cluster.metadata;
+    if (this.stopped || (this.options.mayWrite !== undefined && !this.options.mayWrite()))
+      throw new Error(`not writing ${action.type}: this operator ${this.stopped ? 'is stopped' : 'no longer leads'}`);
     const log = (message: string) => this.options.log.info(`${namespace}/${name}: ${message}`);
     switch (action.type) {
       case 'create':

@@ -355,3 +355,45 @@ describe('decideRoleLabels', () => {
     ]);
   });
 });
+
+describe('the failover controller condition', () => {
+  const unreachable = {
+    phase: 'unreachable',
+    endpoints: ['http://etcd:2379'],
+    error: 'cannot reach etcd at http://etcd:2379',
+    retryInMillis: 1000,
+  } as const;
+  const conditionOf = (actions: ReconcileAction[]) =>
+    statusOf(actions)?.conditions?.find((c) => c.type === 'FailoverControllerReady');
+
+  it('reports an unreachable etcd as FailoverControllerReady False / EtcdUnreachable with a Warning event', () => {
+    const actions = decideReconcile(snapshot({ failoverController: unreachable }));
+    expect(conditionOf(actions)).toMatchObject({
+      status: 'False',
+      reason: 'EtcdUnreachable',
+      message: expect.stringContaining('cannot reach etcd at http://etcd:2379'),
+    });
+    expect(actions).toContainEqual(
+      expect.objectContaining({ type: 'event', eventType: 'Warning', reason: 'EtcdUnreachable' }),
+    );
+  });
+
+  it('sends the event once, and reports the controller ready once it runs', () => {
+    const first = decideReconcile(snapshot({ failoverController: unreachable }));
+    const reported = cluster({}, { status: statusOf(first) });
+    const again = decideReconcile(snapshot({ cluster: reported, failoverController: unreachable }));
+    expect(again.filter((a) => a.type === 'event')).toEqual([]);
+    const running = decideReconcile(
+      snapshot({
+        cluster: reported,
+        failoverController: { phase: 'running', endpoints: ['http://etcd:2379'], active: true, problem: null },
+      }),
+    );
+    expect(conditionOf(running)).toMatchObject({ status: 'True', reason: 'Active' });
+    expect(running.filter((a) => a.type === 'event')).toEqual([]);
+  });
+
+  it('has no such condition when the operator runs no controllers', () => {
+    expect(conditionOf(decideReconcile(snapshot()))).toBeUndefined();
+  });
+});

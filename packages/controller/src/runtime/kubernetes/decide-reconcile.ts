@@ -20,6 +20,11 @@
  */
 
 import {
+  type FailoverControllerState,
+  failoverControllerCondition,
+  failoverControllerConditionType,
+} from './decide-failover-controller.js';
+import {
   desiredHashAnnotation,
   desiredPodDisruptionBudget,
   desiredServiceAccount,
@@ -58,6 +63,11 @@ export interface ReconcileSnapshot {
   readonly pods: readonly ObservedPod[];
   /** The writable leader record from etcd, or null (no primary, failover in progress, etcd unreachable). */
   readonly leader: { readonly member: string; readonly term: number } | null;
+  /**
+   * The cluster's failover controller run by the operator (null: none runs yet);
+   * absent when the operator runs none, and then no condition reports it.
+   */
+  readonly failoverController?: FailoverControllerState | null;
   /** ISO time, for condition transition times. */
   readonly now: string;
 }
@@ -130,6 +140,10 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   }
   const spec = parsed.spec;
   condition('SpecValid', true, 'Valid', 'the spec is valid');
+  if (s.failoverController) {
+    const c = failoverControllerCondition(s.failoverController);
+    condition(failoverControllerConditionType, c.ok, c.reason, c.message, c.warn);
+  }
 
   const missing =
     s.credentialsSecretKeys === null

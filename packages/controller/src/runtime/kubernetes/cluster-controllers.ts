@@ -16,7 +16,7 @@
  *
  * May import: the controller (for the default factory), the pure decisions.
  */
-import { defaultConfig } from '@pgha/core';
+import { defaultConfig, PghaError } from '@pgha/core';
 import { Controller } from '../../controller/controller.js';
 import { defaultControllerPolicy } from '../../decide/controller.js';
 import type { Logger } from '../../log.js';
@@ -197,7 +197,7 @@ export class ClusterControllers implements FailoverControllerSet {
         if (entry.retired) return;
         entry.failures++;
         entry.phase = 'unreachable';
-        entry.error = (error as Error).message;
+        entry.error = startFailure(error, entry.config.endpoints);
         entry.retryInMillis = startRetryDelayMillis(
           entry.failures,
           this.options.retryDelayMillis ?? 1000,
@@ -227,6 +227,20 @@ export class ClusterControllers implements FailoverControllerSet {
     void stopped.finally(() => this.stopping.delete(stopped));
     return stopped;
   }
+}
+
+/**
+ * A failed start in words for the status: for an unreachable etcd, what the
+ * connection said (the error's own advice is about `pgha up`'s --etcd flag, which
+ * means nothing on Kubernetes).
+ */
+export function startFailure(error: unknown, endpoints: readonly string[]): string {
+  if (error instanceof PghaError && error.code === 'etcd-unavailable' && error.cause !== undefined) {
+    const cause = error.cause instanceof Error ? error.cause.message : String(error.cause);
+    const detail = cause.split('\n')[0]!.replace(/\s*Resolution note:\s*$/, '');
+    return `cannot reach etcd at ${endpoints.join(',')}: ${detail}`;
+  }
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -397,3 +397,27 @@ describe('the failover controller condition', () => {
     expect(conditionOf(decideReconcile(snapshot()))).toBeUndefined();
   });
 });
+
+describe('an unreadable leader record (etcd unreachable)', () => {
+  it('keeps the role labels and the last known primary, and reports Ready False / LeaderUnknown', () => {
+    const first = snapshot();
+    const objects = created(first);
+    const reported = cluster({}, { status: { phase: 'Healthy', primary: 'demo-1', term: 4 } });
+    const actions = decideReconcile(
+      snapshot({
+        cluster: reported,
+        objects,
+        pods: [pod(0, 'replica'), pod(1, 'primary'), pod(2)],
+        leader: null,
+        leaderReadError: 'cannot reach etcd',
+      }),
+    );
+    expect(actions.filter((a) => a.type === 'label-pod')).toEqual([]); // -rw keeps its pod
+    const status = statusOf(actions);
+    expect(status).toMatchObject({ phase: 'Degraded', primary: 'demo-1', term: 4 });
+    expect(status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'LeaderUnknown',
+    });
+  });
+});

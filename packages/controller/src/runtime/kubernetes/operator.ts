@@ -325,13 +325,23 @@ export class Operator {
       ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
       deleting: p.metadata.deletionTimestamp !== undefined,
     }));
-    const leader = await this.options.readLeader(cluster);
+    // An unreadable etcd is reported (the decision keeps the role labels as they are),
+    // not a failed reconcile: the status is how users learn of it.
+    let leader: { member: string; term: number } | null = null;
+    let leaderReadError: string | undefined;
+    try {
+      leader = await this.options.readLeader(cluster);
+    } catch (error) {
+      leaderReadError = (error as Error).message;
+      this.options.log.warn(`${key}: cannot read the leader record (${leaderReadError}); role labels stay as they are`);
+    }
     const actions = decideReconcile({
       cluster,
       objects,
       credentialsSecretKeys: secret ? Object.keys(secret.data ?? {}) : null,
       pods,
       leader,
+      ...(leaderReadError !== undefined ? { leaderReadError } : {}),
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
     });

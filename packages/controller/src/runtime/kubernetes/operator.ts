@@ -159,8 +159,12 @@ export class Operator {
       this.later(() => void this.listAndWatch(), this.options.maxRetryDelayMillis ?? 5000);
       return;
     }
+    const before = this.known;
     this.known = new Set(list.items.map((c) => keyOf(c.metadata.namespace, c.metadata.name)));
     for (const key of this.known) this.enqueue(key);
+    // A cluster deleted while the watch was down (no DELETED event seen) is reconciled
+    // once more: reading it finds it gone, which stops its failover controller.
+    for (const key of before) if (!this.known.has(key)) this.enqueue(key);
     await this.watchFrom(list.metadata?.resourceVersion);
   }
 

@@ -18,9 +18,12 @@ interface Fake extends FailoverControllerHandle {
 }
 
 /** Fake controllers: start fails while `reachable` is false for the endpoint; `stopMillis` delays stop. */
-function harness(options: { unreachable?: Set<string>; stopMillis?: number } = {}) {
+function harness(options: { unreachable?: Set<string>; stopMillis?: number; hangingStarts?: number } = {}) {
+  let hanging = options.hangingStarts ?? 0;
   const made: Fake[] = [];
   const changes: string[] = [];
+  /** `started|stopped <key> <endpoints>`, in order. */
+  const events: string[] = [];
   const set = new ClusterControllers({
     create: (key, config) => {
       const fake: Fake = {
@@ -31,13 +34,19 @@ function harness(options: { unreachable?: Set<string>; stopMillis?: number } = {
         isActive: true,
         problem: null,
         start: async () => {
+          if (hanging > 0) {
+            hanging--;
+            await new Promise(() => undefined); // never answers
+          }
           if (config.endpoints.some((e) => options.unreachable?.has(e)))
             throw new Error(`cannot reach etcd at ${config.endpoints.join(',')}`);
           fake.started = true;
+          events.push(`started ${key} ${config.endpoints}`);
         },
         stop: async () => {
           if (options.stopMillis) await new Promise((r) => setTimeout(r, options.stopMillis));
           fake.stopped = true;
+          if (fake.started) events.push(`stopped ${key} ${config.endpoints}`);
         },
       };
       made.push(fake);
@@ -48,9 +57,10 @@ function harness(options: { unreachable?: Set<string>; stopMillis?: number } = {
     retryDelayMillis: 10,
     maxRetryDelayMillis: 40,
     stopTimeoutMillis: 200,
+    startTimeoutMillis: 100,
   });
   const running = () => made.filter((f) => f.started && !f.stopped).map((f) => `${f.key} ${f.config.endpoints}`);
-  return { set, made, changes, running };
+  return { set, made, changes, events, running };
 }
 
 describe('ClusterControllers', () => {
@@ -61,7 +71,7 @@ describe('ClusterControllers', () => {
     h.set.sync('db/a', cluster('a')); // a resync changes nothing
     await vi.waitFor(() => expect(h.running()).toEqual(['db/a http://etcd:2379', 'db/b http://etcd:2379']));
     expect(h.made).toHaveLength(2);
-    expect(h.set.state('db/a')).toMatchObject({ phase: 'running', active: true });
+    await vi.waitFor(() => expect(h.set.state('db/a')).toMatchObject({ phase: 'running', active: true }));
     expect(h.changes).toEqual(expect.arrayContaining(['db/a', 'db/b']));
     await h.set.stop();
   });
@@ -72,7 +82,11 @@ describe('ClusterControllers', () => {
     await vi.waitFor(() => expect(h.running()).toHaveLength(1));
     h.set.sync('db/a', cluster('a', ['http://other:2379']));
     await vi.waitFor(() => expect(h.running()).toEqual(['db/a http://other:2379']));
-    expect(h.made[0]!.stopped).toBe(true);
+    expect(h.events).toEqual([
+      'started db/a http://etcd:2379',
+      'stopped db/a http://etcd:2379',
+      'started db/a http://other:2379',
+    ]);
     await h.set.stop();
   });
 
@@ -124,5 +138,20 @@ describe('ClusterControllers', () => {
     const started = Date.now();
     await h.set.stop();
     expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('counts a start that hangs as failed after the start timeout, stops it and starts again', async () => {
+    const h = harness({ hangingStarts: 1 });
+    h.set.sync('db/a', cluster('a'));
+    await vi.waitFor(() =>
+      expect(h.set.state('db/a')).toMatchObject({
+        phase: 'unreachable',
+        error: expect.stringContaining('within 100 ms'),
+      }),
+    );
+    expect(h.made[0]!.stopped).toBe(true);
+    await vi.waitFor(() => expect(h.set.state('db/a')).toMatchObject({ phase: 'running' }));
+    expect(h.made).toHaveLength(2);
+    await h.set.stop();
   });
 });

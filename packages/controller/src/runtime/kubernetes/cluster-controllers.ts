@@ -61,6 +61,11 @@ export interface ClusterControllersOptions {
   maxRetryDelayMillis?: number;
   /** `stop()` waits at most this long for the controllers to stop. Default 5000 ms. */
   stopTimeoutMillis?: number;
+  /**
+   * A start that has not finished by then counts as failed (and is retried). Its
+   * calls have deadlines, but opening the watch is a stream that has none. Default 15 000 ms.
+   */
+  startTimeoutMillis?: number;
 }
 
 interface Entry {
@@ -182,7 +187,11 @@ export class ClusterControllers implements FailoverControllerSet {
     entry.timer = undefined;
     const handle = this.options.create(entry.key, entry.config);
     entry.handle = handle;
-    entry.starting = handle.start().then(
+    entry.starting = withTimeout(
+      handle.start(),
+      this.options.startTimeoutMillis ?? 15_000,
+      'the failover controller did not connect',
+    ).then(
       () => {
         if (entry.retired) return; // retire() stops it once this settles
         entry.phase = 'running';
@@ -227,6 +236,15 @@ export class ClusterControllers implements FailoverControllerSet {
     void stopped.finally(() => this.stopping.delete(stopped));
     return stopped;
   }
+}
+
+/** Rejects with `what (within N ms)` when `promise` has not settled by then. */
+function withTimeout<T>(promise: Promise<T>, millis: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${millis} ms`)), millis);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -3,13 +3,19 @@
  * server and one Lease: exactly one reconciles; a stopped leader hands over at
  * once (it releases the Lease); a leader whose renewals fail stops reconciling
  * within its renew deadline, before the standby may take the Lease, and the
- * standby then reconciles.
+ * standby then reconciles. Each leadership's failover controllers (fakes here:
+ * they only log their start and stop) run only while it leads: a leader whose
+ * renewals fail stops them before the standby starts its own.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import {
+  ClusterControllers,
+  type FailoverControllerHandle,
+} from '../../packages/controller/src/runtime/kubernetes/cluster-controllers.js';
 import { ElectedOperator } from '../../packages/controller/src/runtime/kubernetes/elected-operator.js';
 import { kubernetesLeaseApi, type LeaseApi } from '../../packages/controller/src/runtime/kubernetes/lease-elector.js';
 import { Operator } from '../../packages/controller/src/runtime/kubernetes/operator.js';
@@ -72,6 +78,20 @@ function breakableLeaseApi(): LeaseApi & { broken: boolean; hung: boolean } {
   return wrapped;
 }
 
+/** A failover controller that only logs `<identity> controller started|stopped <key>`. */
+function fakeController(identity: string, key: string): FailoverControllerHandle {
+  return {
+    isActive: true,
+    problem: null,
+    start: async () => {
+      logs.push(`${identity} controller started ${key}`);
+    },
+    stop: async () => {
+      logs.push(`${identity} controller stopped ${key}`);
+    },
+  };
+}
+
 function replica(identity: string, namespace: string, leaseApi: LeaseApi = breakableLeaseApi()): ElectedOperator {
   const log = {
     info: (m: string) => logs.push(`${identity} ${m}`),
@@ -96,6 +116,16 @@ function replica(identity: string, namespace: string, leaseApi: LeaseApi = break
         log,
         resyncIntervalMillis: 150,
         retryDelayMillis: 20,
+        failoverControllers: (onChange) =>
+          new ClusterControllers({
+            onChange,
+            // not the operator's log: writesOf() counts its lines
+            log: {
+              info: (m) => logs.push(`${identity} controllers: ${m}`),
+              warn: (m) => logs.push(`${identity} controllers WARN ${m}`),
+            },
+            create: (key) => fakeController(identity, key),
+          }),
       }),
   });
   replicas.push(r);
@@ -256,6 +286,12 @@ describe('operator leader election', () => {
       (m) => m.includes('leader: op-a'),
     );
     const aOperator = a.operator!;
+    await until(
+      "a's failover controller",
+      () => logs,
+      (l) => l.includes('op-a controller started three/demo'),
+    );
+    expect(logs).not.toContain('op-b controller started three/demo'); // the standby runs none
     aApi.broken = true; // a can neither renew nor read; it still reaches the API server for everything else
     await until(
       'a to stop leading',
@@ -286,6 +322,11 @@ describe('operator leader election', () => {
     );
     expect(writesOf('op-a', 'three').length).toBe(writesBefore);
     expect(writesOf('op-b', 'three').some((l) => l.includes('update StatefulSet/demo'))).toBe(true);
+    // a stopped its failover controller with its leadership, before b started its own
+    const aControllerStopped = logs.indexOf('op-a controller stopped three/demo');
+    expect(aControllerStopped).toBeGreaterThanOrEqual(0);
+    expect(aControllerStopped).toBeLessThan(acquiredAt);
+    expect(logs.indexOf('op-b controller started three/demo')).toBeGreaterThan(aControllerStopped);
     expect(aOperator.reconciles).toBeGreaterThan(0);
     expect(logs).toContainEqual(
       expect.stringMatching(/^op-a WARN stopped leading: no successful renewal within 2000 ms/),

@@ -2,18 +2,26 @@
  * `pgha operator` as a process, with a real etcd and the Kubernetes test API server:
  * it reads each cluster's leader record from etcd, labels the primary's pod, reports
  * it in the status, and asks for a switchover in etcd before a scale-down would
- * remove the primary.
+ * remove the primary. It also runs each cluster's failover controller: its
+ * `controller` key appears in etcd, a real local cluster (agents and postgres, no
+ * `pgha controller`) fails over when its primary's agent is killed, an unreachable
+ * etcd is reported in the status, and a deleted cluster's or a stopped operator's
+ * controllers release their keys.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { clusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
+import { ControllerRecord, clusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { findFreePortRange } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../testing/etcd.js';
 import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
+import { findFreePort } from '../src/adapters/ports.js';
+import { createLogger } from '../src/log.js';
+import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
 const repo = resolve(import.meta.dirname, '../../..');
 let etcdServer: TestEtcd;
@@ -24,6 +32,26 @@ let dir: string;
 let output = '';
 const keyRoot = uniqueKeyRoot();
 const keys = clusterKeys('demo', keyRoot);
+interface StatusCondition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+}
+interface KubeEvent {
+  type: string;
+  reason: string;
+  involvedObject?: { name?: string };
+}
+/** A real cluster (three agents with postgres, no controller process) whose failover is the operator's. */
+let local: LocalCluster | undefined;
+let haStateDir: string | undefined;
+const haKeyRoot = uniqueKeyRoot();
+const haKeys = clusterKeys('ha', haKeyRoot);
+const controllerOf = async (k: typeof keys) => {
+  const text = await etcd.get(k.controller).string();
+  return text === null ? null : ControllerRecord.decode(text);
+};
 
 async function call(method: string, path: string, body?: unknown, contentType = 'application/json') {
   const res = await fetch(`${api.url}${path}`, {
@@ -96,6 +124,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await local?.stop();
   if (operator && operator.exitCode === null) {
     const exited = new Promise((r) => operator.once('exit', r));
     operator.kill('SIGTERM');
@@ -105,6 +134,7 @@ afterAll(async () => {
   await api?.close();
   await etcdServer?.stop();
   rmSync(dir, { recursive: true, force: true });
+  if (haStateDir) rmSync(haStateDir, { recursive: true, force: true });
 });
 
 describe('pgha operator', () => {
@@ -167,5 +197,126 @@ describe('pgha operator', () => {
     expect(SwitchoverRecord.decode(request!)).toMatchObject({ from: 'demo-2', to: 'demo-0' });
     const sts = (await call('GET', '/apis/apps/v1/namespaces/db/statefulsets/demo')).body;
     expect(sts.spec.replicas).toBe(3); // the primary's pod stays until the switchover
+  });
+
+  it("runs the cluster's failover controller: its controller key appears in the cluster's etcd", async () => {
+    const record = await until(
+      "demo's controller key",
+      () => controllerOf(keys),
+      (r) => r !== null,
+    );
+    expect(record!.pid).toBe(operator.pid); // the operator process holds it: no pgha controller runs here
+  });
+
+  it('reports a cluster whose etcd cannot be reached (condition and Warning event) and goes on', async () => {
+    const closedPort = await findFreePort(); // nothing listens there
+    const started = Date.now();
+    await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters', {
+      apiVersion: 'pgha.dev/v1alpha1',
+      kind: 'PgHaCluster',
+      metadata: { name: 'lost' },
+      spec: { etcd: { endpoints: [`http://127.0.0.1:${closedPort}`] } },
+    });
+    const status = await until(
+      'FailoverControllerReady False/EtcdUnreachable on lost',
+      () => call('GET', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/lost'),
+      (r) =>
+        (r.body.status?.conditions ?? []).some(
+          (c: StatusCondition) =>
+            c.type === 'FailoverControllerReady' && c.status === 'False' && c.reason === 'EtcdUnreachable',
+        ),
+    );
+    const condition = status.body.status.conditions.find((c: StatusCondition) => c.type === 'FailoverControllerReady');
+    expect(condition.message).toContain(`127.0.0.1:${closedPort}`);
+    const events = await until(
+      'an EtcdUnreachable event for lost',
+      () => call('GET', '/api/v1/namespaces/db/events'),
+      (r) => r.body.items.some((e: KubeEvent) => e.involvedObject?.name === 'lost' && e.reason === 'EtcdUnreachable'),
+    );
+    expect(events.body.items.find((e: KubeEvent) => e.involvedObject?.name === 'lost').type).toBe('Warning');
+    console.log(`unreachable etcd reported after ${Date.now() - started} ms: ${condition.message}`);
+    // The operator goes on: demo's controller still holds its key, and demo is still reconciled.
+    expect(await controllerOf(keys)).not.toBeNull();
+    await call('DELETE', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/lost');
+  });
+
+  it('fails over a real cluster (agents and postgres, no pgha controller) when its primary agent is killed', async () => {
+    // Its own directory under /tmp: postgres runs as another user when the test runs as
+    // root, and cannot enter the test's private (mode 700) directory.
+    haStateDir = mkdtempSync(join(tmpdir(), 'pgha-operator-ha-'));
+    const stateDir = haStateDir;
+    await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters', {
+      apiVersion: 'pgha.dev/v1alpha1',
+      kind: 'PgHaCluster',
+      metadata: { name: 'ha' },
+      spec: { etcd: { endpoints: [etcdServer.endpoint], keyRoot: haKeyRoot }, leaseTtlMillis: 3000 },
+    });
+    const startedAt = Date.now();
+    local = await startLocalCluster({
+      cluster: 'ha',
+      stateDir,
+      basePort: await findFreePortRange(3), // other tests may run on this machine: no fixed ports
+      etcd: etcdServer.endpoint,
+      keyRoot: haKeyRoot,
+      members: 3,
+      controllers: 0, // failover is the operator's
+      leaseTtlMillis: 3000,
+      supervise: false, // a killed agent stays down
+      log: createLogger('test', () => undefined),
+      readyTimeoutMillis: 120_000,
+    });
+    console.log(`local cluster ready in ${Date.now() - startedAt} ms`);
+    const active = await until(
+      "ha's controller key",
+      () => controllerOf(haKeys),
+      (r) => r !== null,
+    );
+    expect(active!.pid).toBe(operator.pid);
+    const before = LeaderRecord.decode((await etcd.get(haKeys.leader).string())!);
+    const primary = local.members.find((m) => m.name === before.member)!;
+    const killedAt = Date.now();
+    process.kill(primary.agentPid()!, 'SIGKILL'); // postgres dies with it (pdeathsig)
+    const after = await until(
+      'a new writable primary of a newer term',
+      async () => {
+        const text = await etcd.get(haKeys.leader).string();
+        return text === null ? null : LeaderRecord.decode(text);
+      },
+      (l) => l !== null && l.term > before.term && l.writable && l.member !== before.member,
+      60_000,
+    );
+    console.log(
+      `failover ${before.member} -> ${after!.member} (term ${after!.term}) in ${Date.now() - killedAt} ms after the kill`,
+    );
+    const history = await until(
+      'the history record of the failover',
+      () => etcd.get(haKeys.history(after!.term)).string(),
+      (t) => t !== null,
+    );
+    expect(JSON.parse(history!)).toMatchObject({ oldPrimary: before.member, newPrimary: after!.member });
+  });
+
+  it("stops a deleted cluster's controller: its controller key goes", async () => {
+    expect(await controllerOf(keys)).not.toBeNull();
+    const deletedAt = Date.now();
+    await call('DELETE', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/demo');
+    await until(
+      "demo's controller key to go",
+      () => controllerOf(keys),
+      (r) => r === null,
+    );
+    console.log(`controller key released ${Date.now() - deletedAt} ms after the delete`);
+    expect(await controllerOf(haKeys)).not.toBeNull(); // the other cluster's controller runs on
+  });
+
+  it('stops every controller when the operator stops (SIGTERM): the keys go before it exits', async () => {
+    expect(await controllerOf(haKeys)).not.toBeNull();
+    const exited = new Promise((r) => operator.once('exit', r));
+    const stoppedAt = Date.now();
+    operator.kill('SIGTERM');
+    await exited;
+    console.log(`operator exited ${Date.now() - stoppedAt} ms after SIGTERM`);
+    // Revoked before the exit (the lease would otherwise hold the key for its TTL).
+    expect(await controllerOf(haKeys)).toBeNull();
   });
 });

@@ -12,6 +12,7 @@ import type { Etcd3 } from 'etcd3';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../adapters/etcd.js';
 import { runWatchdog } from '../agent/watchdog.js';
 import { Controller } from '../controller/controller.js';
+import { defaultControllerPolicy } from '../decide/controller.js';
 import { createLogger } from '../log.js';
 
 /** Flags every etcd-talking command shares. */
@@ -248,7 +249,7 @@ export function registerOperations(
     .addOption(
       new Option('--target-install-timeout-millis <ms>', 'replace a target that has not taken over by then')
         .argParser(integer(500, 600_000))
-        .default(5000),
+        .default(defaultControllerPolicy.targetInstallTimeoutMillis),
     )
     .addOption(
       new Option(
@@ -256,7 +257,7 @@ export function registerOperations(
         'with no leader, wait this long for a last primary that did not shut down cleanly and that this controller did not see lead',
       )
         .argParser(integer(0, 3_600_000))
-        .default(30_000),
+        .default(defaultControllerPolicy.lastPrimaryWaitMillis),
     )
     .addOption(
       new Option(
@@ -264,7 +265,7 @@ export function registerOperations(
         "switchover: skip replicas whose report is older (keep it above 2x the agents' report interval)",
       )
         .argParser(integer(500, 600_000))
-        .default(5000),
+        .default(defaultControllerPolicy.maximumReportAgeMillis),
     )
     .action(
       async (
@@ -288,7 +289,7 @@ export function registerOperations(
           },
           policy: {
             maximumLagOnFailoverBytes: opts.maximumLagOnFailoverBytes,
-            freshReportWaitMillis: 1000,
+            freshReportWaitMillis: defaultControllerPolicy.freshReportWaitMillis,
             targetInstallTimeoutMillis: opts.targetInstallTimeoutMillis,
             lastPrimaryWaitMillis: opts.lastPrimaryWaitMillis,
             maximumReportAgeMillis: opts.maximumReportAgeMillis,

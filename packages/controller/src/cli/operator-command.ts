@@ -3,8 +3,10 @@
  * with etcd as each cluster's source of the leader record and the place its
  * switchover requests go. Kubernetes credentials: in-cluster, else $KUBECONFIG or
  * ~/.kube/config, else --kubeconfig. Replicas elect one leader with a Lease
- * (runtime/kubernetes/elected-operator.ts); only the leader reconciles. `GET
- * /healthz` and `/readyz` are served on --health-port.
+ * (runtime/kubernetes/elected-operator.ts); only the leader reconciles, and only
+ * the leader runs each cluster's failover controller (the `Controller` of `pgha
+ * controller`, runtime/kubernetes/cluster-controllers.ts). `GET /healthz` and
+ * `/readyz` are served on --health-port.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -98,6 +100,9 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       const { ElectedOperator } = await import('../runtime/kubernetes/elected-operator.js');
       const { kubernetesLeaseApi } = await import('../runtime/kubernetes/lease-elector.js');
       const { startHealthServer } = await import('../runtime/kubernetes/health-server.js');
+      const { ClusterControllers, createFailoverController } = await import(
+        '../runtime/kubernetes/cluster-controllers.js'
+      );
       const kubeConfig = new KubeConfig();
       if (opts.kubeconfig === undefined) kubeConfig.loadFromDefault();
       else kubeConfig.loadFromFile(opts.kubeconfig);
@@ -130,6 +135,13 @@ export function registerOperator(program: Command, integer: (min: number, max: n
           resyncIntervalMillis: opts.resyncIntervalMillis,
           log,
           mayWrite,
+          // A fresh set per leadership, stopped with its Operator.
+          failoverControllers: (onChange) =>
+            new ClusterControllers({
+              onChange,
+              log,
+              create: (key, config) => createFailoverController(config, log.child(`controller ${key}`)),
+            }),
           readLeader: async (cluster) => {
             const { client, keys } = etcdOf(cluster);
             const text = await client.get(keys.leader).string();

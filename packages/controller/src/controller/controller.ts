@@ -66,6 +66,7 @@ export class Controller {
   private targetSeen: { text: string; at: number } | null = null;
   private lastHistoryTerm = 0;
   private lastWait = '';
+  private lastProblem: string | null = null;
 
   constructor(private readonly options: ControllerOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
@@ -76,6 +77,15 @@ export class Controller {
   /** Whether this controller is the active one. */
   get isActive(): boolean {
     return this.active;
+  }
+
+  /**
+   * Why the last pass failed (etcd unreachable, mostly), or null once a pass has
+   * succeeded since. The loop keeps retrying either way; this is for reporting
+   * (the Kubernetes operator shows it in the PgHaCluster's status).
+   */
+  get problem(): string | null {
+    return this.lastProblem;
   }
 
   /** Connects and starts campaigning; resolves once connected. */
@@ -108,7 +118,9 @@ export class Controller {
         // A standby follows the cluster too (without acting), so that on taking over
         // it knows the last primary and when it was lost, for ranking and history.
         await this.pass(etcd, this.active && this.lease!.isValid());
+        this.lastProblem = null;
       } catch (error) {
+        this.lastProblem = (error as Error).message;
         this.log.warn(`controller pass failed: ${(error as Error).message}`);
         if (String((error as Error).message).includes('lease')) await this.regrant();
       }

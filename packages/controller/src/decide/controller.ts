@@ -32,6 +32,18 @@ export interface ControllerPolicy {
   readonly maximumReportAgeMillis: number;
 }
 
+/**
+ * The policy `pgha controller` runs with when no flag changes it, and the one the
+ * Kubernetes operator gives each cluster's controller (with the PgHaCluster's
+ * `maximumLagOnFailoverBytes`). `maximumLagOnFailoverBytes` is core's `defaultConfig`.
+ */
+export const defaultControllerPolicy: Omit<ControllerPolicy, 'maximumLagOnFailoverBytes'> = {
+  freshReportWaitMillis: 1000,
+  targetInstallTimeoutMillis: 5000,
+  lastPrimaryWaitMillis: 30_000,
+  maximumReportAgeMillis: 5000,
+};
+
 /** What the active controller knows on one pass. Times are wall-clock milliseconds. */
 export interface ControllerSnapshot {
   readonly now: number;

@@ -355,3 +355,69 @@ describe('decideRoleLabels', () => {
     ]);
   });
 });
+
+describe('the failover controller condition', () => {
+  const unreachable = {
+    phase: 'unreachable',
+    endpoints: ['http://etcd:2379'],
+    error: 'cannot reach etcd at http://etcd:2379',
+    retryInMillis: 1000,
+  } as const;
+  const conditionOf = (actions: ReconcileAction[]) =>
+    statusOf(actions)?.conditions?.find((c) => c.type === 'FailoverControllerReady');
+
+  it('reports an unreachable etcd as FailoverControllerReady False / EtcdUnreachable with a Warning event', () => {
+    const actions = decideReconcile(snapshot({ failoverController: unreachable }));
+    expect(conditionOf(actions)).toMatchObject({
+      status: 'False',
+      reason: 'EtcdUnreachable',
+      message: expect.stringContaining('cannot reach etcd at http://etcd:2379'),
+    });
+    expect(actions).toContainEqual(
+      expect.objectContaining({ type: 'event', eventType: 'Warning', reason: 'EtcdUnreachable' }),
+    );
+  });
+
+  it('sends the event once, and reports the controller ready once it runs', () => {
+    const first = decideReconcile(snapshot({ failoverController: unreachable }));
+    const reported = cluster({}, { status: statusOf(first) });
+    const again = decideReconcile(snapshot({ cluster: reported, failoverController: unreachable }));
+    expect(again.filter((a) => a.type === 'event')).toEqual([]);
+    const running = decideReconcile(
+      snapshot({
+        cluster: reported,
+        failoverController: { phase: 'running', endpoints: ['http://etcd:2379'], active: true, problem: null },
+      }),
+    );
+    expect(conditionOf(running)).toMatchObject({ status: 'True', reason: 'Active' });
+    expect(running.filter((a) => a.type === 'event')).toEqual([]);
+  });
+
+  it('has no such condition when the operator runs no controllers', () => {
+    expect(conditionOf(decideReconcile(snapshot()))).toBeUndefined();
+  });
+});
+
+describe('an unreadable leader record (etcd unreachable)', () => {
+  it('keeps the role labels and the last known primary, and reports Ready False / LeaderUnknown', () => {
+    const first = snapshot();
+    const objects = created(first);
+    const reported = cluster({}, { status: { phase: 'Healthy', primary: 'demo-1', term: 4 } });
+    const actions = decideReconcile(
+      snapshot({
+        cluster: reported,
+        objects,
+        pods: [pod(0, 'replica'), pod(1, 'primary'), pod(2)],
+        leader: null,
+        leaderReadError: 'cannot reach etcd',
+      }),
+    );
+    expect(actions.filter((a) => a.type === 'label-pod')).toEqual([]); // -rw keeps its pod
+    const status = statusOf(actions);
+    expect(status).toMatchObject({ phase: 'Degraded', primary: 'demo-1', term: 4 });
+    expect(status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'LeaderUnknown',
+    });
+  });
+});

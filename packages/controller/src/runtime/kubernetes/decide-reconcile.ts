@@ -17,8 +17,17 @@
  *   that stays is requested; with no known primary, replicas never go down.
  * - Immutable StatefulSet fields (storage, service name) are not "updated" into a
  *   request the API server would reject: the change is reported in a condition.
+ * - When etcd cannot be read (`leaderReadError`), the leader is unknown, not absent:
+ *   role labels stay as they are (taking them off would empty `-rw` because of the
+ *   operator's own trouble), the last known primary stays in the status, and the
+ *   status still reports it (Ready False, and the failover controller's condition).
  */
 
+import {
+  type FailoverControllerState,
+  failoverControllerCondition,
+  failoverControllerConditionType,
+} from './decide-failover-controller.js';
 import {
   desiredHashAnnotation,
   desiredPodDisruptionBudget,
@@ -56,8 +65,15 @@ export interface ReconcileSnapshot {
   /** The credentials Secret's keys, or null when the Secret does not exist. */
   readonly credentialsSecretKeys: readonly string[] | null;
   readonly pods: readonly ObservedPod[];
-  /** The writable leader record from etcd, or null (no primary, failover in progress, etcd unreachable). */
+  /** The writable leader record from etcd, or null (no primary, failover in progress, or etcd unreadable). */
   readonly leader: { readonly member: string; readonly term: number } | null;
+  /** Why the leader record could not be read (etcd unreachable); absent when it was read. */
+  readonly leaderReadError?: string;
+  /**
+   * The cluster's failover controller run by the operator (null: none runs yet);
+   * absent when the operator runs none, and then no condition reports it.
+   */
+  readonly failoverController?: FailoverControllerState | null;
   /** ISO time, for condition transition times. */
   readonly now: string;
 }
@@ -130,6 +146,10 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   }
   const spec = parsed.spec;
   condition('SpecValid', true, 'Valid', 'the spec is valid');
+  if (s.failoverController) {
+    const c = failoverControllerCondition(s.failoverController);
+    condition(failoverControllerConditionType, c.ok, c.reason, c.message, c.warn);
+  }
 
   const missing =
     s.credentialsSecretKeys === null
@@ -250,9 +270,29 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   if (!conditions.some((c) => c.type === 'SpecApplied'))
     condition('SpecApplied', true, 'Applied', 'every object matches the spec');
 
-  actions.push(...decideRoleLabels(s.pods, s.leader?.member ?? null));
+  if (s.leaderReadError === undefined) actions.push(...decideRoleLabels(s.pods, s.leader?.member ?? null));
 
   const counts = statusCounts(s, spec);
+  if (s.leaderReadError !== undefined) {
+    condition(
+      'Ready',
+      false,
+      'LeaderUnknown',
+      // Not the error itself: its wording changes from one try to the next, and each change would rewrite the status.
+      `${counts.ready} members ready; the leader record cannot be read from etcd at ${spec.etcd.endpoints.join(',')}`,
+      false, // the failover controller's condition warns about etcd
+    );
+    const { primary, term } = cluster.status ?? {};
+    return [
+      ...actions,
+      ...statusAction(observedSts ? 'Degraded' : 'Creating', {
+        ...counts,
+        ...(primary !== undefined ? { primary } : {}),
+        ...(term !== undefined ? { term } : {}),
+      }),
+      ...events,
+    ];
+  }
   const primaryReady = s.leader !== null && s.pods.some((p) => p.name === s.leader!.member && p.ready);
   const phase: Phase =
     !observedSts || (s.leader === null && cluster.status?.primary === undefined)

@@ -6,10 +6,13 @@
  * another replica. Every write of that Operator is also vetoed once the renew
  * deadline has passed (`mayWrite` ← `LeaseElector.mayAct`).
  *
- * Nothing else runs under the leadership: the operator starts no per-cluster
- * failover controllers (`pgha controller`); what it writes to etcd (switchover
- * requests) is create-if-absent, and each cluster's controller election is its own,
- * through etcd. See docs/kubernetes.md, "Operator leader election".
+ * The leadership's Operator also runs each cluster's failover controller
+ * (cluster-controllers.ts); stopping the Operator stops them (bounded), so they run
+ * only while this replica leads, give or take that bound. Their safety is not the
+ * Lease's: each cluster's controllers elect one active controller through etcd,
+ * and every controller write is guarded by holding that cluster's `controller`
+ * key. What the Operator writes to etcd (switchover requests) is create-if-absent.
+ * See docs/kubernetes.md, "Operator leader election".
  *
  * May import: the operator, the elector, the health decision, the clock.
  */

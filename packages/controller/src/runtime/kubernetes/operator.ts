@@ -7,12 +7,18 @@
  * next attempt reads everything again. A periodic resync re-enqueues every cluster
  * so pods, Secrets and the leader record (not watched here) are looked at too.
  *
+ * Each cluster's failover controller runs in the Operator too, through the
+ * injected `failoverControllers` (cluster-controllers.ts): every reconcile of a
+ * cluster syncs its controller first (start, restart on new settings, stop once the
+ * cluster is gone) and reports it in the status; `stop()` stops them all.
+ *
  * Leader election between operator replicas is not in here: `ElectedOperator`
  * (elected-operator.ts) starts one Operator per leadership and stops it when the
  * leadership ends; `mayWrite` lets it veto each write at the last moment.
  *
  * May import: @kubernetes/client-node, the pure decision, the logger. Not the etcd
- * side of `request-switchover` (the caller injects both readers and writers of etcd).
+ * side of `request-switchover` nor the controllers (the caller injects everything
+ * that talks to etcd).
  */
 import {
   ApiException,
@@ -22,6 +28,7 @@ import {
   PatchStrategy,
   Watch,
 } from '@kubernetes/client-node';
+import type { FailoverControllerSet } from './cluster-controllers.js';
 import { decideReconcile, type ObservedPod, type ReconcileAction } from './decide-reconcile.js';
 import { clusterLabel, type KubeObject } from './desired-objects.js';
 import { type PgHaClusterObject, pghaApiVersion, pghaGroup, pghaVersion } from './pgha-cluster.js';
@@ -54,6 +61,12 @@ export interface OperatorOptions {
    * never starts after it even when the timer that stops the operator runs late.
    */
   mayWrite?: () => boolean;
+  /**
+   * Builds this Operator's failover controllers (one per cluster); `onChange(key)`
+   * re-reconciles a cluster whose controller changed state. Without it the Operator
+   * runs no controllers and its status has no `FailoverControllerReady` condition.
+   */
+  failoverControllers?: (onChange: (key: string) => void) => FailoverControllerSet;
 }
 
 const fieldManager = 'pgha-operator';
@@ -95,8 +108,13 @@ export class Operator {
     }
     this.api = KubernetesObjectApi.makeApiClient(this.kubeConfig);
     this.customObjects = this.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.controllers = options.failoverControllers?.((key) => {
+      if (!this.stopped) this.enqueue(key);
+    });
   }
   private readonly customObjects: CustomObjectsApi;
+  /** This Operator's failover controllers, if it runs them. */
+  readonly controllers: FailoverControllerSet | undefined;
 
   /** Lists, starts watching and runs the work queue until `stop()`. */
   async start(): Promise<void> {
@@ -111,7 +129,9 @@ export class Operator {
    * Stops watching and working. `stopped` is set before anything is awaited, so no
    * write starts after this call; the promise resolves once the reconcile in
    * progress (if any) has given up, i.e. once no write of this operator can still
-   * be sent.
+   * be sent, and the failover controllers have stopped (bounded: see
+   * `ClusterControllers.stop`). The reconcile is awaited first: it may still sync
+   * a controller, which the stop then covers.
    */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -119,6 +139,7 @@ export class Operator {
     for (const t of this.timers) clearTimeout(t);
     this.wake();
     await this.current?.catch(() => undefined);
+    await this.controllers?.stop();
   }
 
   private clusterPath(): string {
@@ -138,8 +159,12 @@ export class Operator {
       this.later(() => void this.listAndWatch(), this.options.maxRetryDelayMillis ?? 5000);
       return;
     }
+    const before = this.known;
     this.known = new Set(list.items.map((c) => keyOf(c.metadata.namespace, c.metadata.name)));
     for (const key of this.known) this.enqueue(key);
+    // A cluster deleted while the watch was down (no DELETED event seen) is reconciled
+    // once more: reading it finds it gone, which stops its failover controller.
+    for (const key of before) if (!this.known.has(key)) this.enqueue(key);
     await this.watchFrom(list.metadata?.resourceVersion);
   }
 
@@ -267,6 +292,7 @@ export class Operator {
     const cluster = (await this.readOrNull(() =>
       this.api.read({ apiVersion: pghaApiVersion, kind: 'PgHaCluster', metadata: { name, namespace } }),
     )) as unknown as PgHaClusterObject | null;
+    if (!this.stopped) this.controllers?.sync(key, cluster);
     if (!cluster) return [];
     const objects: KubeObject[] = [];
     for (const { apiVersion, kind, suffixes } of ownedKinds)
@@ -303,13 +329,24 @@ export class Operator {
       ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
       deleting: p.metadata.deletionTimestamp !== undefined,
     }));
-    const leader = await this.options.readLeader(cluster);
+    // An unreadable etcd is reported (the decision keeps the role labels as they are),
+    // not a failed reconcile: the status is how users learn of it.
+    let leader: { member: string; term: number } | null = null;
+    let leaderReadError: string | undefined;
+    try {
+      leader = await this.options.readLeader(cluster);
+    } catch (error) {
+      leaderReadError = (error as Error).message;
+      this.options.log.warn(`${key}: cannot read the leader record (${leaderReadError}); role labels stay as they are`);
+    }
     const actions = decideReconcile({
       cluster,
       objects,
       credentialsSecretKeys: secret ? Object.keys(secret.data ?? {}) : null,
       pods,
       leader,
+      ...(leaderReadError !== undefined ? { leaderReadError } : {}),
+      ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
     });
     for (const action of actions) await this.apply(cluster, action);

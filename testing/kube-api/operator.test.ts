@@ -295,10 +295,10 @@ describe('bad input on a running cluster', () => {
       p.postgresVersion.enum = [15, 16, 17, 18];
     });
     expect((await mergePatch(clusterPath, { spec: { postgresVersion: 18 } })).status).toBe(200);
-    const failed = await until(
-      'SpecValid False',
-      cluster,
-      (c) => c.status?.conditions?.some((x: { type: string; status: string }) => x.type === 'SpecValid' && x.status === 'False'),
+    const failed = await until('SpecValid False', cluster, (c) =>
+      c.status?.conditions?.some(
+        (x: { type: string; status: string }) => x.type === 'SpecValid' && x.status === 'False',
+      ),
     );
     const specValid = failed.status.conditions.find((x: { type: string }) => x.type === 'SpecValid');
     expect(specValid).toMatchObject({ reason: 'InvalidSpec', observedGeneration: failed.metadata.generation });
@@ -350,14 +350,11 @@ describe('bad input on a running cluster', () => {
       delete p.instances.minimum;
     });
     expect((await mergePatch(clusterPath, { spec: { instances: -1 } })).status).toBe(200);
-    const failed = await until(
-      'SpecValid False on instances',
-      cluster,
-      (c) =>
-        c.status?.conditions?.some(
-          (x: { type: string; status: string; message: string }) =>
-            x.type === 'SpecValid' && x.status === 'False' && x.message.includes('instances'),
-        ),
+    const failed = await until('SpecValid False on instances', cluster, (c) =>
+      c.status?.conditions?.some(
+        (x: { type: string; status: string; message: string }) =>
+          x.type === 'SpecValid' && x.status === 'False' && x.message.includes('instances'),
+      ),
     );
     expect(failed.status.phase).toBe('Failed');
     await until(

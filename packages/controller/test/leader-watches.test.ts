@@ -154,7 +154,7 @@ describe('leader watches on a real etcd', () => {
     const from = enqueued.length;
     set.sync('db/lost', {
       ...cluster([`http://127.0.0.1:${closedPort}`]),
-      metadata: { name: 'lost', namespace: 'db' },
+      metadata: { name: 'lost', namespace: 'db', uid: 'uid-lost' },
     });
     await until('the disconnection logged', () => logs.some((l) => l.startsWith('WARN db/lost: leader watch')));
     await new Promise((r) => setTimeout(r, 500)); // a few reconnection attempts (200 ms apart)

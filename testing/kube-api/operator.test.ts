@@ -217,3 +217,173 @@ describe('the operator against the test API server', () => {
     expect(logs.some((l) => l.includes('conflict (someone wrote first): reading again'))).toBe(true);
   });
 });
+
+/**
+ * Bad input on a running cluster (issue 11, item 6). The CRD's schema already refuses
+ * both an unknown PostgreSQL version and a negative or zero instance count (422), as a
+ * real API server does; a CRD whose schema admits them (a newer release's CRD applied
+ * before the operator is upgraded, or one edited by hand) lets them reach the operator,
+ * which must report them and leave everything running as it is.
+ */
+describe('bad input on a running cluster', () => {
+  const crdPath = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/pghaclusters.pgha.dev';
+  const clusterPath = '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/demo';
+  const mergePatch = (path: string, body: unknown) => call('PATCH', path, body, 'application/merge-patch+json');
+  // biome-ignore lint/suspicious/noExplicitAny: the CRD's schema, edited by path
+  const editCrd = async (edit: (specProperties: any) => void) => {
+    const crd = (await call('GET', crdPath)).body;
+    for (const version of crd.spec.versions) edit(version.schema.openAPIV3Schema.properties.spec.properties);
+    const r = await call('PUT', crdPath, crd);
+    expect(r.status).toBe(200);
+  };
+  let originalCrd: unknown;
+
+  /** What must not change: the StatefulSet, the Services, the pods. */
+  const runningObjects = async () => {
+    const sts = (await call('GET', '/apis/apps/v1/namespaces/db/statefulsets/demo')).body;
+    const services = (await call('GET', '/api/v1/namespaces/db/services')).body.items as {
+      metadata: { name: string; resourceVersion: string };
+      spec: unknown;
+    }[];
+    const podItems = (await call('GET', '/api/v1/namespaces/db/pods')).body.items as {
+      metadata: { name: string; uid: string; deletionTimestamp?: string };
+    }[];
+    return {
+      statefulSet: {
+        resourceVersion: sts.metadata.resourceVersion,
+        generation: sts.metadata.generation,
+        replicas: sts.spec.replicas,
+        template: JSON.stringify(sts.spec.template),
+      },
+      services: services.map((s) => [s.metadata.name, s.metadata.resourceVersion, JSON.stringify(s.spec)]),
+      pods: podItems.map((p) => [p.metadata.name, p.metadata.uid, p.metadata.deletionTimestamp ?? null]),
+    };
+  };
+  /** Bounded: a few reconciles of everything after the bad spec was seen, so a change would have been made. */
+  const afterSomeReconciles = async () => {
+    const from = operator.reconciles;
+    await until(
+      'three more reconciles',
+      async () => operator.reconciles,
+      (n) => n >= from + 3,
+    );
+  };
+  const warnings = async (reason: string, contains: string) =>
+    (await call('GET', '/api/v1/namespaces/db/events')).body.items.filter(
+      (e: { type: string; reason: string; message: string; involvedObject: { name: string } }) =>
+        e.involvedObject.name === 'demo' && e.type === 'Warning' && e.reason === reason && e.message.includes(contains),
+    );
+
+  beforeAll(async () => {
+    originalCrd = (await call('GET', crdPath)).body;
+  });
+  afterAll(async () => {
+    const crd = (await call('GET', crdPath)).body;
+    // biome-ignore lint/suspicious/noExplicitAny: restoring the spec of the CRD read first
+    await call('PUT', crdPath, { ...crd, spec: (originalCrd as any).spec });
+  });
+
+  it('an unknown PostgreSQL version: 422 from the CRD; past a schema that admits it, a condition and a Warning event, and nothing running changes', async () => {
+    await until('demo Healthy', cluster, (c) => c.status?.phase === 'Healthy');
+    const before = await runningObjects();
+    const refused = await mergePatch(clusterPath, { spec: { postgresVersion: 18 } });
+    expect(refused.status).toBe(422);
+    expect(JSON.stringify(refused.body)).toContain('postgresVersion');
+
+    // A newer release's CRD (it knows 18) applied before the operator is upgraded.
+    await editCrd((p) => {
+      p.postgresVersion.enum = [15, 16, 17, 18];
+    });
+    expect((await mergePatch(clusterPath, { spec: { postgresVersion: 18 } })).status).toBe(200);
+    const failed = await until('SpecValid False', cluster, (c) =>
+      c.status?.conditions?.some(
+        (x: { type: string; status: string }) => x.type === 'SpecValid' && x.status === 'False',
+      ),
+    );
+    const specValid = failed.status.conditions.find((x: { type: string }) => x.type === 'SpecValid');
+    expect(specValid).toMatchObject({ reason: 'InvalidSpec', observedGeneration: failed.metadata.generation });
+    expect(specValid.message).toContain('postgresVersion 18 is not supported');
+    expect(failed.status.phase).toBe('Failed');
+    const events = await until(
+      'a Warning event InvalidSpec',
+      () => warnings('InvalidSpec', 'postgresVersion'),
+      (e) => e.length > 0,
+    );
+    expect(events).toHaveLength(1);
+    await afterSomeReconciles();
+    expect(await runningObjects()).toEqual(before);
+    expect(await warnings('InvalidSpec', 'postgresVersion')).toHaveLength(1); // once per transition, not per round
+
+    // A failover meanwhile: the role label still follows the leader record, so -rw
+    // keeps pointing at the writable primary while the spec waits for a fix.
+    leader = { member: 'demo-1', term: 3 };
+    await until('demo-1 primary', pods, (items) => primaries(items).join() === 'demo-1');
+    const stillFailed = await until('the new primary in the status', cluster, (c) => c.status?.primary === 'demo-1');
+    expect(stillFailed.status).toMatchObject({ phase: 'Failed', term: 3 });
+
+    expect((await mergePatch(clusterPath, { spec: { postgresVersion: 17 } })).status).toBe(200);
+    await until('Healthy again', cluster, (c) => c.status?.phase === 'Healthy');
+    const after = await runningObjects();
+    expect(after.statefulSet).toEqual(before.statefulSet); // same desired objects: nothing rewritten
+    expect(after.pods).toEqual(before.pods);
+  });
+
+  it('negative or zero instances: 422 from the CRD and the scale subresource; past a schema that admits them, a condition and nothing deleted', async () => {
+    const before = await runningObjects();
+    expect(before.statefulSet.replicas).toBe(3);
+    const created = await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters', {
+      apiVersion: 'pgha.dev/v1alpha1',
+      kind: 'PgHaCluster',
+      metadata: { name: 'negative' },
+      spec: { instances: -1, etcd: { endpoints: ['http://etcd:2379'] } },
+    });
+    expect(created.status).toBe(422);
+    expect(JSON.stringify(created.body)).toContain('spec.instances');
+    expect((await mergePatch(clusterPath, { spec: { instances: -1 } })).status).toBe(422);
+    // kubectl scale pgha demo --replicas=-1 / =0
+    expect((await mergePatch(`${clusterPath}/scale`, { spec: { replicas: -1 } })).status).toBe(422);
+    expect((await mergePatch(`${clusterPath}/scale`, { spec: { replicas: 0 } })).status).toBe(422);
+    expect((await cluster()).spec.instances).toBe(3);
+
+    // A CRD edited by hand that dropped the bounds.
+    await editCrd((p) => {
+      delete p.instances.minimum;
+    });
+    expect((await mergePatch(clusterPath, { spec: { instances: -1 } })).status).toBe(200);
+    const failed = await until('SpecValid False on instances', cluster, (c) =>
+      c.status?.conditions?.some(
+        (x: { type: string; status: string; message: string }) =>
+          x.type === 'SpecValid' && x.status === 'False' && x.message.includes('instances'),
+      ),
+    );
+    expect(failed.status.phase).toBe('Failed');
+    await until(
+      'a Warning event about instances',
+      () => warnings('InvalidSpec', 'instances'),
+      (e) => e.length === 1,
+    );
+    await afterSomeReconciles();
+    const after = await runningObjects();
+    expect(after).toEqual(before); // replicas still 3, no pod deleted, Services untouched
+    expect(switchovers.filter((s) => s !== 'demo-2')).toEqual([]); // no scale-down switchover asked
+
+    // Through the scale subresource too (the schema no longer bounds it): -1 is refused
+    // by the Scale's own validation, 0 reaches the operator and is reported.
+    expect((await mergePatch(`${clusterPath}/scale`, { spec: { replicas: -1 } })).status).toBe(422);
+    expect((await mergePatch(`${clusterPath}/scale`, { spec: { replicas: 0 } })).status).toBe(200);
+    await until(
+      'SpecValid False on 0 instances',
+      cluster,
+      (c) =>
+        c.status?.conditions?.some(
+          (x: { type: string; status: string; message: string }) =>
+            x.type === 'SpecValid' && x.status === 'False' && x.message.includes('instances'),
+        ) && c.metadata.generation === c.status?.observedGeneration,
+    );
+    await afterSomeReconciles();
+    expect(await runningObjects()).toEqual(before);
+
+    expect((await mergePatch(clusterPath, { spec: { instances: 3 } })).status).toBe(200);
+    await until('Healthy again', cluster, (c) => c.status?.phase === 'Healthy');
+  });
+});

@@ -31,6 +31,7 @@ let operator: ChildProcess;
 let dir: string;
 let output = '';
 const keyRoot = uniqueKeyRoot();
+const resyncIntervalMillis = 60_000;
 const keys = clusterKeys('demo', keyRoot);
 interface StatusCondition {
   type: string;
@@ -100,8 +101,10 @@ beforeAll(async () => {
       'operator',
       '--kubeconfig',
       api.writeKubeconfig(dir),
+      // Long enough that only the leader watch (and Kubernetes events) can explain a
+      // reconcile that follows a change of the leader record within the test's deadlines.
       '--resync-interval-millis',
-      '200',
+      String(resyncIntervalMillis),
       // any free port for /healthz and /readyz: 8081 may be taken on a shared machine
       '--health-port',
       '0',
@@ -197,6 +200,76 @@ describe('pgha operator', () => {
     expect(SwitchoverRecord.decode(request!)).toMatchObject({ from: 'demo-2', to: 'demo-0' });
     const sts = (await call('GET', '/apis/apps/v1/namespaces/db/statefulsets/demo')).body;
     expect(sts.spec.replicas).toBe(3); // the primary's pod stays until the switchover
+  });
+
+  it('moves the primary label within moments of a leader record change (the etcd watch), old pod first', async () => {
+    const podLabels = async () => {
+      const list = (await call('GET', '/api/v1/namespaces/db/pods?labelSelector=pgha.dev%2Fcluster%3Ddemo')).body;
+      return Object.fromEntries(
+        list.items.map((p: { metadata: { name: string; labels: Record<string, string> } }) => [
+          p.metadata.name,
+          p.metadata.labels['pgha.dev/role'],
+        ]),
+      ) as Record<string, string | undefined>;
+    };
+    expect((await podLabels())['demo-2']).toBe('primary');
+    // Watch the pods: never two primaries at once, and when each label moved.
+    const primaries: { at: number; pods: string[] }[] = [];
+    let watching = true;
+    const sampler = (async () => {
+      while (watching) {
+        const labels = await podLabels();
+        primaries.push({ at: Date.now(), pods: Object.keys(labels).filter((p) => labels[p] === 'primary') });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    // A failover as the agents would write it: demo-0 holds the record with a newer term.
+    const changedAt = Date.now();
+    const leader: LeaderRecord = {
+      v: recordVersion,
+      term: 2,
+      member: 'demo-0',
+      host: 'demo-0.demo.db.svc',
+      port: 5432,
+      timeline: 2,
+      since: new Date().toISOString(),
+      writable: true,
+    };
+    await etcd.put(keys.leader).value(LeaderRecord.encode(leader));
+    try {
+      await until(
+        'demo-0 labelled primary, demo-2 not',
+        podLabels,
+        (l) => l['demo-0'] === 'primary' && l['demo-2'] !== 'primary',
+        resyncIntervalMillis / 4,
+      );
+    } finally {
+      watching = false;
+      await sampler;
+    }
+    const movedMillis = Date.now() - changedAt;
+    const removedAt = primaries.find((s) => !s.pods.includes('demo-2'))?.at;
+    console.log(
+      `primary label moved demo-2 -> demo-0 ${movedMillis} ms after the leader record changed (removed from demo-2 after ${
+        removedAt === undefined ? '?' : removedAt - changedAt
+      } ms; resync interval ${resyncIntervalMillis} ms)`,
+    );
+    expect(movedMillis).toBeLessThan(resyncIntervalMillis / 4);
+    expect(primaries.every((s) => s.pods.length <= 1)).toBe(true);
+    const status = await until(
+      'demo-0 as primary in the status',
+      () => call('GET', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/demo'),
+      (r) => r.body.status?.primary === 'demo-0' && r.body.status?.term === 2,
+    );
+    expect(status.body.status.primary).toBe('demo-0');
+
+    // The record deleted (no writable primary): the label comes off at once too.
+    const deletedAt = Date.now();
+    await etcd.delete().key(keys.leader);
+    await until('no primary label', podLabels, (l) => !Object.values(l).includes('primary'), resyncIntervalMillis / 4);
+    console.log(`primary label removed ${Date.now() - deletedAt} ms after the leader record was deleted`);
+    await etcd.put(keys.leader).value(LeaderRecord.encode(leader));
+    await until('demo-0 primary again', podLabels, (l) => l['demo-0'] === 'primary', resyncIntervalMillis / 4);
   });
 
   it("runs the cluster's failover controller: its controller key appears in the cluster's etcd", async () => {

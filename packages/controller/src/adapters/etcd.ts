@@ -1,5 +1,5 @@
 import { PghaError } from '@pgha/core';
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, EtcdError, type IOptions, isRecoverableError } from 'etcd3';
 
 /** How pgha reaches etcd. */
@@ -31,8 +31,16 @@ export function parseEndpoints(endpoints: string | readonly string[]): string[] 
   return list;
 }
 
-/** Creates an etcd client whose calls give up after `callTimeoutMillis`. */
-export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis = 5000): Etcd3 {
+/**
+ * Creates an etcd client whose calls give up after `callTimeoutMillis`.
+ * `tuning.maxWatchBackoffMillis` caps the wait between reconnections of its watch stream
+ * (etcd3's default grows to 30 s, so a watch could come back that long after etcd).
+ */
+export function createEtcdClient(
+  connection: EtcdConnection,
+  callTimeoutMillis = 5000,
+  tuning: { maxWatchBackoffMillis?: number } = {},
+): Etcd3 {
   const hosts = parseEndpoints(connection.endpoints);
   const options: IOptions = {
     hosts,
@@ -50,6 +58,16 @@ export function createEtcdClient(connection: EtcdConnection, callTimeoutMillis =
       // Retry on the other endpoints, not on the same one: callers poll anyway, and a
       // call must not outlast a lease deadline by retrying (default: 3 attempts).
       global: retry(handleWhen(isRecoverableError), { maxAttempts: hosts.length - 1 }),
+      // etcd3 types this as a backoff but calls next() on it first, as it does with its
+      // own default (new ExponentialBackoff()): a cockatiel backoff factory.
+      ...(tuning.maxWatchBackoffMillis !== undefined
+        ? {
+            watchBackoff: new ExponentialBackoff({
+              initialDelay: Math.min(50, tuning.maxWatchBackoffMillis),
+              maxDelay: tuning.maxWatchBackoffMillis,
+            }) as never,
+          }
+        : {}),
     },
   };
   if (connection.username !== undefined && connection.password !== undefined) {

@@ -103,6 +103,7 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       const { ClusterControllers, createFailoverController } = await import(
         '../runtime/kubernetes/cluster-controllers.js'
       );
+      const { LeaderWatches, openEtcdLeaderWatch } = await import('../runtime/kubernetes/leader-watches.js');
       const kubeConfig = new KubeConfig();
       if (opts.kubeconfig === undefined) kubeConfig.loadFromDefault();
       else kubeConfig.loadFromFile(opts.kubeconfig);
@@ -118,15 +119,23 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       const identity = opts.identity ?? (process.env.POD_NAME || `${hostname()}_${randomUUID().slice(0, 8)}`);
 
       const clients = new Map<string, Etcd3>();
-      const etcdOf = (cluster: PgHaClusterObject) => {
-        const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;
-        const endpoints = (spec.endpoints ?? []).join(',');
+      const clientOf = (endpointList: readonly string[]) => {
+        const endpoints = endpointList.join(',');
         let client = clients.get(endpoints);
         if (!client) {
-          client = createEtcdClient({ endpoints }, 3000);
+          // The leader watches reconnect at most 1 s after etcd answers again (the resync
+          // covers the gap); etcd3's own backoff would grow to 30 s.
+          client = createEtcdClient({ endpoints }, 3000, { maxWatchBackoffMillis: 1000 });
           clients.set(endpoints, client);
         }
-        return { client, keys: clusterKeys(cluster.metadata.name, spec.keyRoot ?? '/pgha/') };
+        return client;
+      };
+      const etcdOf = (cluster: PgHaClusterObject) => {
+        const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;
+        return {
+          client: clientOf(spec.endpoints ?? []),
+          keys: clusterKeys(cluster.metadata.name, spec.keyRoot ?? '/pgha/'),
+        };
       };
       const createOperator = (mayWrite: () => boolean) =>
         new Operator({
@@ -141,6 +150,18 @@ export function registerOperator(program: Command, integer: (min: number, max: n
               onChange,
               log,
               create: (key, config) => createFailoverController(config, log.child(`controller ${key}`)),
+            }),
+          // Each cluster's leader record, watched so role labels follow a failover at once.
+          leaderWatches: (onChange) =>
+            new LeaderWatches({
+              onChange,
+              log,
+              open: (target, events) =>
+                openEtcdLeaderWatch(
+                  clientOf(target.endpoints),
+                  clusterKeys(target.cluster, target.keyRoot).leader,
+                  events,
+                ),
             }),
           readLeader: async (cluster) => {
             const { client, keys } = etcdOf(cluster);

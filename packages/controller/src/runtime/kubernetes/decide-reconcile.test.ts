@@ -225,6 +225,33 @@ describe('decideReconcile', () => {
       const status = statusOf(decideReconcile(s))!;
       expect(decideReconcile({ ...s, cluster: cluster({}, { status }) })).toEqual([]);
     });
+    it('still moves the role labels after a failover (old primary first), and reports the new primary', () => {
+      const pods = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica')];
+      for (const bad of [
+        { cluster: cluster({ postgresVersion: 18 }) },
+        { cluster: cluster({ instances: -1 }) },
+        { credentialsSecretKeys: null },
+      ]) {
+        const s = snapshot({ ...bad, objects: objects(), pods, leader: { member: 'demo-1', term: 2 } });
+        const first = decideReconcile(s);
+        expect(kinds(first).filter((k) => k.startsWith('create') || k.startsWith('update '))).toEqual([]);
+        expect(first.filter((a) => a.type === 'label-pod')).toEqual([
+          { type: 'label-pod', pod: 'demo-0', role: 'replica' },
+        ]);
+        expect(statusOf(first)).toMatchObject({ primary: 'demo-1', term: 2 });
+        const moved = [pod(0, 'replica'), pod(1, 'replica'), pod(2, 'replica')];
+        expect(decideReconcile({ ...s, pods: moved }).filter((a) => a.type === 'label-pod')).toEqual([
+          { type: 'label-pod', pod: 'demo-1', role: 'primary' },
+        ]);
+      }
+    });
+    it('keeps the role labels when the leader record cannot be read either', () => {
+      const pods = [pod(0, 'primary'), pod(1, 'replica')];
+      const actions = decideReconcile(
+        snapshot({ cluster: cluster({ postgresVersion: 18 }), pods, leaderReadError: 'etcd down' }),
+      );
+      expect(kinds(actions)).toEqual(['update-status', 'event']);
+    });
   });
 
   it('leaves a cluster being deleted to the garbage collector', () => {

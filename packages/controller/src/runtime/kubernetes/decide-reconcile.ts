@@ -7,7 +7,9 @@
  * - Nothing is ever deleted: there is no delete action. What a PgHaCluster owns goes
  *   with it through owner references; PVCs are retained even then.
  * - Bad input (invalid spec, unknown API or PostgreSQL version, missing credentials
- *   Secret) produces a condition and an event, never a change to running objects.
+ *   Secret) produces a condition and an event, never a change to running objects;
+ *   only the role labels go on following the leader record (the failover controller
+ *   keeps running, and `-rw` must follow its failovers).
  * - `-rw` never selects two pods: the `primary` role label is removed from the old
  *   primary first; the new primary gets it in a later round, after the removal is
  *   observed. A round that still sees two labelled pods only removes labels.
@@ -139,17 +141,31 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   // A cluster being deleted is left to the garbage collector.
   if (cluster.metadata.deletionTimestamp) return [];
 
+  // Bad input freezes the objects, not the role labels: the failover controller keeps
+  // running (decide-failover-controller.ts), and after a failover `-rw` must still
+  // follow the leader record. Labels read only the pods and the leader, never the spec.
+  const roleLabels = () => (s.leaderReadError === undefined ? decideRoleLabels(s.pods, s.leader?.member ?? null) : []);
+  /** The primary for the status: the leader's; the last known one while etcd cannot be read. */
+  const primaryStatus = (): Partial<PgHaClusterStatus> => {
+    if (s.leaderReadError === undefined) return s.leader ? { primary: s.leader.member, term: s.leader.term } : {};
+    const { primary, term } = cluster.status ?? {};
+    return { ...(primary !== undefined ? { primary } : {}), ...(term !== undefined ? { term } : {}) };
+  };
+  const failoverControllerReady = () => {
+    if (!s.failoverController) return;
+    const c = failoverControllerCondition(s.failoverController);
+    condition(failoverControllerConditionType, c.ok, c.reason, c.message, c.warn);
+  };
+
   const parsed = parsePgHaCluster(cluster);
   if (!parsed.ok) {
     condition('SpecValid', false, 'InvalidSpec', parsed.problems.join('; '));
-    return [...statusAction('Failed', {}), ...events];
+    failoverControllerReady();
+    return [...roleLabels(), ...statusAction('Failed', primaryStatus()), ...events];
   }
   const spec = parsed.spec;
   condition('SpecValid', true, 'Valid', 'the spec is valid');
-  if (s.failoverController) {
-    const c = failoverControllerCondition(s.failoverController);
-    condition(failoverControllerConditionType, c.ok, c.reason, c.message, c.warn);
-  }
+  failoverControllerReady();
 
   const missing =
     s.credentialsSecretKeys === null
@@ -164,7 +180,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
         ? `Secret ${spec.credentialsSecret} does not exist: create it with keys ${requiredSecretKeys.join(' and ')}`
         : `Secret ${spec.credentialsSecret} lacks ${missing.join(', ')}`,
     );
-    return [...statusAction('Pending', statusCounts(s, spec)), ...events];
+    return [...roleLabels(), ...statusAction('Pending', { ...statusCounts(s, spec), ...primaryStatus() }), ...events];
   }
   condition('CredentialsReady', true, 'SecretFound', `Secret ${spec.credentialsSecret} has the passwords`);
 
@@ -270,7 +286,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   if (!conditions.some((c) => c.type === 'SpecApplied'))
     condition('SpecApplied', true, 'Applied', 'every object matches the spec');
 
-  if (s.leaderReadError === undefined) actions.push(...decideRoleLabels(s.pods, s.leader?.member ?? null));
+  actions.push(...roleLabels());
 
   const counts = statusCounts(s, spec);
   if (s.leaderReadError !== undefined) {
@@ -282,14 +298,9 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
       `${counts.ready} members ready; the leader record cannot be read from etcd at ${spec.etcd.endpoints.join(',')}`,
       false, // the failover controller's condition warns about etcd
     );
-    const { primary, term } = cluster.status ?? {};
     return [
       ...actions,
-      ...statusAction(observedSts ? 'Degraded' : 'Creating', {
-        ...counts,
-        ...(primary !== undefined ? { primary } : {}),
-        ...(term !== undefined ? { term } : {}),
-      }),
+      ...statusAction(observedSts ? 'Degraded' : 'Creating', { ...counts, ...primaryStatus() }),
       ...events,
     ];
   }
@@ -307,14 +318,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     `${counts.ready} members ready${s.leader ? `, primary ${s.leader.member} (term ${s.leader.term})` : ', no primary'}`,
     false, // a state, not a problem: no event
   );
-  return [
-    ...actions,
-    ...statusAction(phase, {
-      ...counts,
-      ...(s.leader ? { primary: s.leader.member, term: s.leader.term } : {}),
-    }),
-    ...events,
-  ];
+  return [...actions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
 }
 
 /**

@@ -5,7 +5,10 @@
  * reads what `decideReconcile` needs, applies the actions it returns and logs them.
  * A 409 (someone wrote first) is never retried blindly: the key is requeued and the
  * next attempt reads everything again. A periodic resync re-enqueues every cluster
- * so pods, Secrets and the leader record (not watched here) are looked at too.
+ * so pods and Secrets (not watched) are looked at too; the leader record is watched
+ * in etcd through the injected `leaderWatches` (leader-watches.ts), the resync being
+ * its backstop. Pods are not watched, so a round that changed role labels is
+ * followed by another at once: moving `primary` takes two (old pod first).
  *
  * Each cluster's failover controller runs in the Operator too, through the
  * injected `failoverControllers` (cluster-controllers.ts): every reconcile of a
@@ -31,6 +34,7 @@ import {
 import type { FailoverControllerSet } from './cluster-controllers.js';
 import { decideReconcile, type ObservedPod, type ReconcileAction } from './decide-reconcile.js';
 import { clusterLabel, type KubeObject } from './desired-objects.js';
+import type { LeaderWatchSet } from './leader-watches.js';
 import { type PgHaClusterObject, pghaApiVersion, pghaGroup, pghaVersion } from './pgha-cluster.js';
 
 export interface OperatorLog {
@@ -67,6 +71,12 @@ export interface OperatorOptions {
    * runs no controllers and its status has no `FailoverControllerReady` condition.
    */
   failoverControllers?: (onChange: (key: string) => void) => FailoverControllerSet;
+  /**
+   * Builds this Operator's watches on each cluster's leader record; `onChange(key)`
+   * re-reconciles a cluster whose record changed. Without it the leader record is
+   * read only on reconciles the resync or Kubernetes events cause.
+   */
+  leaderWatches?: (onChange: (key: string) => void) => LeaderWatchSet;
 }
 
 const fieldManager = 'pgha-operator';
@@ -111,7 +121,12 @@ export class Operator {
     this.controllers = options.failoverControllers?.((key) => {
       if (!this.stopped) this.enqueue(key);
     });
+    this.leaderWatches = options.leaderWatches?.((key) => {
+      if (!this.stopped) this.enqueue(key);
+    });
   }
+  /** This Operator's leader-record watches, if it keeps them. */
+  readonly leaderWatches: LeaderWatchSet | undefined;
   private readonly customObjects: CustomObjectsApi;
   /** This Operator's failover controllers, if it runs them. */
   readonly controllers: FailoverControllerSet | undefined;
@@ -139,6 +154,7 @@ export class Operator {
     for (const t of this.timers) clearTimeout(t);
     this.wake();
     await this.current?.catch(() => undefined);
+    this.leaderWatches?.stop();
     await this.controllers?.stop();
   }
 
@@ -292,7 +308,10 @@ export class Operator {
     const cluster = (await this.readOrNull(() =>
       this.api.read({ apiVersion: pghaApiVersion, kind: 'PgHaCluster', metadata: { name, namespace } }),
     )) as unknown as PgHaClusterObject | null;
-    if (!this.stopped) this.controllers?.sync(key, cluster);
+    if (!this.stopped) {
+      this.controllers?.sync(key, cluster);
+      this.leaderWatches?.sync(key, cluster);
+    }
     if (!cluster) return [];
     const objects: KubeObject[] = [];
     for (const { apiVersion, kind, suffixes } of ownedKinds)
@@ -350,6 +369,10 @@ export class Operator {
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
     });
     for (const action of actions) await this.apply(cluster, action);
+    // Pods are not watched: read them again now, so the second half of a role-label
+    // move (the new primary's label, once the old one's removal is observed) follows
+    // at once. A round that changes no label does not requeue, so this settles.
+    if (actions.some((a) => a.type === 'label-pod')) this.enqueue(key);
     return actions;
   }
 

@@ -280,7 +280,7 @@ describe('Pool keeps the pg.Pool contract', () => {
     await env.publishLeader(env.pg.primary, term);
     // No periodic re-read within the test: the reset must be found from the watch
     // events themselves (each older-term leader triggers a fresh read).
-    const p = pool({ rereadIntervalMillis: 600_000 });
+    const p = pool({ rereadIntervalMillis: 300_000, staleAfterMillis: 600_000 });
     await until('the long-lived pool to follow the current term', () => p.discovery.primary?.term === term);
     expect(await serverPort(p)).toBe(env.pg.primary.port);
     const reset = nextEvent(p, 'cluster-reset');

@@ -20,6 +20,7 @@ import { ElectedOperator } from '../../packages/controller/src/runtime/kubernete
 import { kubernetesLeaseApi, type LeaseApi } from '../../packages/controller/src/runtime/kubernetes/lease-elector.js';
 import { Operator } from '../../packages/controller/src/runtime/kubernetes/operator.js';
 import { KubeApiServer } from './api-server.js';
+import { apiCaller, pollUntil } from './test-client.js';
 
 const repo = resolve(import.meta.dirname, '../..');
 // Short timings for the test; their ratios are those of the defaults' safety argument.
@@ -33,28 +34,10 @@ let kubeConfig: string;
 const logs: string[] = [];
 let replicas: ElectedOperator[] = [];
 
-async function call(method: string, path: string, body?: unknown, contentType = 'application/json') {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { 'content-type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: JSON read by path in assertions
-  return { status: res.status, body: (await res.json()) as any };
-}
+const call = apiCaller(() => api.url);
 
-async function until<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, millis = 10_000): Promise<T> {
-  const deadline = Date.now() + millis;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}: last saw ${JSON.stringify(v).slice(0, 300)}\n${logs.slice(-30).join('\n')}`,
-      );
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = <T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, millis = 10_000): Promise<T> =>
+  pollUntil(what, read, ok, { millis, intervalMillis: 25, context: () => logs.slice(-30).join('\n') });
 
 const lease = () => call('GET', '/apis/coordination.k8s.io/v1/namespaces/pgha-system/leases/pgha-operator');
 const statefulSet = (ns: string) => call('GET', `/apis/apps/v1/namespaces/${ns}/statefulsets/demo`);

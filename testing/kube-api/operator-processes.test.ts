@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../etcd.js';
 import { KubeApiServer } from './api-server.js';
+import { apiCaller, pollUntil } from './test-client.js';
 
 const repo = resolve(import.meta.dirname, '../..');
 const leaseDurationSeconds = 3;
@@ -21,28 +22,12 @@ let api: KubeApiServer;
 let dir: string;
 const operators = new Map<string, { process: ChildProcess; output: string; healthPort?: number }>();
 
-async function call(method: string, path: string, body?: unknown, contentType = 'application/json') {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { 'content-type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: JSON read by path in assertions
-  return { status: res.status, body: (await res.json()) as any };
-}
+const call = apiCaller(() => api.url);
 
 const outputs = () => [...operators].map(([id, o]) => `--- ${id}\n${o.output.slice(-3000)}`).join('\n');
 
-async function until<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, millis: number): Promise<T> {
-  const deadline = Date.now() + millis;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}: last saw ${JSON.stringify(v).slice(0, 300)}\n${outputs()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, millis: number): Promise<T> =>
+  pollUntil(what, read, ok, { millis, context: outputs });
 
 const holder = async () =>
   (await call('GET', '/apis/coordination.k8s.io/v1/namespaces/pgha-system/leases/pgha-operator')).body.spec

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Operator } from '../../packages/controller/src/runtime/kubernetes/operator.js';
 import { KubeApiServer } from './api-server.js';
+import { apiCaller, pollUntil } from './test-client.js';
 
 const repo = resolve(import.meta.dirname, '../..');
 let api: KubeApiServer;
@@ -19,26 +20,10 @@ let leader: { member: string; term: number } | null = null;
 const switchovers: string[] = [];
 const logs: string[] = [];
 
-async function call(method: string, path: string, body?: unknown, contentType = 'application/json') {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { 'content-type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: JSON read by path in assertions
-  return { status: res.status, body: (await res.json()) as any };
-}
+const call = apiCaller(() => api.url);
 
-async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, millis = 8000): Promise<T> {
-  const deadline = Date.now() + millis;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}: last saw ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, millis = 8000): Promise<T> =>
+  pollUntil(what, read, ok, { millis });
 
 const cluster = () => call('GET', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/demo').then((r) => r.body);
 const pods = () =>

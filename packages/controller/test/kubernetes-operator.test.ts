@@ -19,6 +19,7 @@ import { parse } from 'yaml';
 import { findFreePortRange } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../testing/etcd.js';
 import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
+import { apiCaller, pollUntil } from '../../../testing/kube-api/test-client.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -54,28 +55,10 @@ const controllerOf = async (k: typeof keys) => {
   return text === null ? null : ControllerRecord.decode(text);
 };
 
-async function call(method: string, path: string, body?: unknown, contentType = 'application/json') {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { 'content-type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: JSON read by path in assertions
-  return { status: res.status, body: (await res.json()) as any };
-}
+const call = apiCaller(() => api.url);
 
-async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, millis = 15_000): Promise<T> {
-  const deadline = Date.now() + millis;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}: last saw ${JSON.stringify(v).slice(0, 300)}\noperator:\n${output}`,
-      );
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = <T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, millis = 15_000): Promise<T> =>
+  pollUntil(what, read, ok, { millis, intervalMillis: 100, context: () => `operator:\n${output}` });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgha-operator-cli-'));

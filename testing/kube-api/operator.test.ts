@@ -64,12 +64,12 @@ afterAll(async () => {
 });
 
 describe('the operator against the test API server', () => {
-  it('reports a missing Secret, then creates the objects once it exists', async () => {
+  it('reports a missing Secret the spec names, then creates the objects once it exists', async () => {
     await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters', {
       apiVersion: 'pgha.dev/v1alpha1',
       kind: 'PgHaCluster',
       metadata: { name: 'demo' },
-      spec: { etcd: { endpoints: ['http://etcd:2379'] } },
+      spec: { etcd: { endpoints: ['http://etcd:2379'] }, credentialsSecret: 'demo-credentials' },
     });
     const pending = await until('Pending', cluster, (c) => c.status?.phase === 'Pending');
     expect(pending.status.conditions).toContainEqual(
@@ -98,6 +98,49 @@ describe('the operator against the test API server', () => {
       'demo-rw',
     ]);
     await until('Creating', cluster, (c) => c.status?.phase === 'Creating');
+  });
+
+  it('generates <name>-credentials for a cluster whose spec names no Secret, unowned, and never rewrites it', async () => {
+    await call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'apps' } });
+    await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/apps/pghaclusters', {
+      apiVersion: 'pgha.dev/v1alpha1',
+      kind: 'PgHaCluster',
+      metadata: { name: 'gen' },
+      spec: { etcd: { endpoints: ['http://etcd:2379'] } },
+    });
+    const secret = await until(
+      'the generated Secret',
+      () => call('GET', '/api/v1/namespaces/apps/secrets/gen-credentials'),
+      (r) => r.status === 200,
+    );
+    expect(secret.body.metadata.ownerReferences ?? []).toEqual([]);
+    expect(secret.body.metadata.labels).toMatchObject({
+      'pgha.dev/generated': 'credentials',
+      'pgha.dev/cluster': 'gen',
+    });
+    expect(Object.keys(secret.body.data).sort()).toEqual([
+      'app-password',
+      'app-username',
+      'replication-password',
+      'superuser-password',
+    ]);
+    await until(
+      'the StatefulSet',
+      () => call('GET', '/apis/apps/v1/namespaces/apps/statefulsets/gen'),
+      (r) => r.status === 200,
+    );
+    const ready = await until(
+      'CredentialsReady',
+      () => call('GET', '/apis/pgha.dev/v1alpha1/namespaces/apps/pghaclusters/gen').then((r) => r.body),
+      (c) => c.status?.conditions?.some((x: { type: string; reason: string }) => x.reason === 'SecretFound'),
+    );
+    expect(ready.status.phase).toBe('Creating');
+    // Later rounds read it and leave it as it is; its passwords never appear in the log.
+    const again = await call('GET', '/api/v1/namespaces/apps/secrets/gen-credentials');
+    expect(again.body.metadata.resourceVersion).toBe(secret.body.metadata.resourceVersion);
+    const password = Buffer.from(secret.body.data['superuser-password'], 'base64').toString('utf8');
+    expect(logs.join('\n')).not.toContain(password);
+    expect(logs.join('\n')).not.toContain(secret.body.data['superuser-password']);
   });
 
   it('labels pods by role and moves the primary label without ever labelling two pods', async () => {

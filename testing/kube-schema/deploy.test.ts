@@ -54,7 +54,7 @@ describe('deploy/', () => {
     expect(args).toContain('--election-timeout=300');
   });
 
-  it('gives the operator no delete verb and only read access to Secrets', () => {
+  it('gives the operator no delete verb, and only read and create (a generated Secret) on Secrets', () => {
     const rules = operator
       .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
       .flatMap((o) => o.rules as { resources: string[]; verbs: string[] }[]);
@@ -64,6 +64,7 @@ describe('deploy/', () => {
       'get',
       'list',
       'watch',
+      'create',
     ]);
   });
 

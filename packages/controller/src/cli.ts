@@ -10,7 +10,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
-import { assertNetworks } from './agent/postgres-config.js';
+import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
 import { createLogger } from './log.js';
@@ -183,6 +183,20 @@ program
   .addOption(
     new Option('--max-connections <n>', 'postgres max_connections').argParser(integer(10, 10_000)).default(100),
   )
+  .addOption(
+    new Option(
+      '--postgres-parameter <name=value>',
+      'extra postgresql.conf setting, repeatable; settings pgha writes (port, wal_level, ...) are refused',
+    )
+      .argParser((value: string, previous: Record<string, string>) => {
+        try {
+          return addPostgresParameter(value, previous);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message);
+        }
+      })
+      .default({}, 'none'),
+  )
   .option('--no-failover', 'never promote this member (tag)')
   .addOption(
     new Option(
@@ -230,6 +244,7 @@ program
       healthTimeoutMillis: opts.healthTimeoutMillis,
       sharedBuffers: opts.sharedBuffers,
       maxConnections: opts.maxConnections,
+      postgresParameters: opts.postgresParameter,
       tags: opts.failover === false ? { noFailover: true } : {},
       api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
       livenessTimeoutMillis: opts.livenessTimeoutMillis,

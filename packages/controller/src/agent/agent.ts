@@ -59,6 +59,8 @@ export interface AgentOptions {
   readonly healthTimeoutMillis?: number;
   readonly sharedBuffers: string;
   readonly maxConnections: number;
+  /** Extra postgresql.conf settings (`--postgres-parameter`); names pgha owns are refused. Default none. */
+  readonly postgresParameters?: Readonly<Record<string, string>>;
   readonly tags: MemberTags;
   /** In-place restarts of a crashed primary before it releases the leader record. Default 1. */
   readonly maxRestarts?: number;
@@ -194,6 +196,7 @@ export class Agent {
       allowedNetworks: o.allowedNetworks,
       sharedBuffers: o.sharedBuffers,
       maxConnections: o.maxConnections,
+      postgresParameters: o.postgresParameters ?? {},
       queryTimeoutMillis: 5000,
       bins,
       user,

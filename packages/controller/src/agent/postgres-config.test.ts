@@ -1,11 +1,13 @@
 import { PghaError } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
 import {
+  addPostgresParameter,
   assertNetworks,
   conninfo,
   renderHbaConfig,
   renderServerConfig,
   replicationUser,
+  reservedPostgresParameters,
   type ServerSettings,
   type UpstreamSettings,
 } from './postgres-config.js';
@@ -38,7 +40,7 @@ function settingLines(text: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
-    const match = /^([a-z_]+) = (.*)$/.exec(line);
+    const match = /^([a-z_.]+) = (.*)$/.exec(line);
     if (match === null) throw new Error(`not a setting line: ${JSON.stringify(line)}`);
     out.set(match[1]!, match[2]!);
   }
@@ -264,5 +266,53 @@ describe('assertNetworks', () => {
     expect(() =>
       assertNetworks(['0.0.0.0/0', '10.1.2.3/32', '::/0', 'fd00::1/128', '::ffff:10.0.0.1/128']),
     ).not.toThrow();
+  });
+});
+
+describe('extra postgres parameters (--postgres-parameter)', () => {
+  it("writes them after pgha's own settings, values quoted", () => {
+    const text = renderServerConfig(
+      settings({ extraParameters: { work_mem: '64MB', 'auto_explain.log_min_duration': '250ms' } }),
+    );
+    const lines = settingLines(text);
+    expect(lines.get('work_mem')).toBe("'64MB'");
+    expect(lines.get('auto_explain.log_min_duration')).toBe("'250ms'");
+    const names = text
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((l) => l.split(' = ')[0]);
+    expect(names.slice(-2)).toEqual(['work_mem', 'auto_explain.log_min_duration']);
+  });
+
+  it('keeps a value with quotes and line breaks on its own line', () => {
+    const text = renderServerConfig(settings({ extraParameters: { application_name: "x'\nport = 1" } }));
+    expect(settingLines(text).get('port')).toBe('5432');
+    expect(settingLines(text).get('application_name')).toBe("'x''\\nport = 1'");
+  });
+
+  it('refuses every setting pgha writes, on a primary and on a replica', () => {
+    for (const upstreamSettings of [null, upstream()]) {
+      const names = [...settingLines(renderServerConfig(settings({ upstream: upstreamSettings }))).keys()];
+      for (const name of names) {
+        expect(reservedPostgresParameters.has(name)).toBe(true);
+        expect(() => renderServerConfig(settings({ extraParameters: { [name]: 'x' } }))).toThrow(PghaError);
+      }
+    }
+  });
+
+  it('refuses the settings replication and addressing depend on, in any case', () => {
+    for (const name of ['hba_file', 'synchronous_standby_names', 'Port', 'WAL_LEVEL', 'include_dir'])
+      expect(() => addPostgresParameter(`${name}=x`)).toThrow(/set by pgha/);
+  });
+
+  it('parses name=value arguments, repeatable, the value keeping any further =', () => {
+    const once = addPostgresParameter('work_mem=64MB');
+    expect(addPostgresParameter('search_path=a=b', once)).toEqual({ work_mem: '64MB', search_path: 'a=b' });
+    expect(addPostgresParameter('Work_Mem=1MB', once)).toEqual({ work_mem: '1MB' });
+  });
+
+  it('refuses an argument without a name or =, and names that are not identifiers', () => {
+    for (const bad of ['work_mem', '=1', 'work mem=1', "x'y=1", 'a.b.c=1', '1abc=1', 'a\nb=1'])
+      expect(() => addPostgresParameter(bad)).toThrow(PghaError);
   });
 });

@@ -33,6 +33,102 @@ export interface ServerSettings {
   readonly maxConnections: number;
   /** Null on a primary. */
   readonly upstream: UpstreamSettings | null;
+  /**
+   * Extra settings (`--postgres-parameter`), written after pgha's own, values quoted;
+   * never one of {@link reservedPostgresParameters} ({@link assertExtraParameters}).
+   */
+  readonly extraParameters?: Readonly<Record<string, string>>;
+}
+
+/**
+ * PostgreSQL settings pgha writes itself (agent/postgres-config.ts) or that its
+ * replication, addressing and authentication depend on: `spec.postgresParameters`
+ * (and `--postgres-parameter`) may not set them: the agent refuses them.
+ */
+export const reservedPostgresParameters: ReadonlySet<string> = new Set([
+  'listen_addresses',
+  'port',
+  'unix_socket_directories',
+  'cluster_name',
+  'max_connections',
+  'shared_buffers',
+  'password_encryption',
+  'wal_level',
+  'max_wal_senders',
+  'max_replication_slots',
+  'max_slot_wal_keep_size',
+  'wal_keep_size',
+  'wal_log_hints',
+  'hot_standby',
+  'hot_standby_feedback',
+  'wal_receiver_status_interval',
+  'wal_receiver_timeout',
+  'wal_sender_timeout',
+  'wal_retrieve_retry_interval',
+  'logging_collector',
+  'log_line_prefix',
+  'primary_conninfo',
+  'primary_slot_name',
+  'recovery_target_timeline',
+  'synchronous_standby_names',
+  'hba_file',
+  'ident_file',
+  'config_file',
+  'data_directory',
+  'include',
+  'include_if_exists',
+  'include_dir',
+  'restore_command',
+  'archive_cleanup_command',
+  'promote_trigger_file',
+]);
+
+/** A postgres parameter name: an identifier, optionally qualified (`auto_explain.log_min_duration`). */
+export const isPostgresParameterName = (name: string): boolean =>
+  /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(name);
+
+/**
+ * Checks extra parameters before they reach pgha.conf: names must be identifiers
+ * (a name is written unquoted) and none may be one pgha owns.
+ *
+ * @throws PghaError `invalid-option` naming the first bad parameter.
+ */
+export function assertExtraParameters(parameters: Readonly<Record<string, string>>): void {
+  for (const name of Object.keys(parameters)) {
+    if (!isPostgresParameterName(name))
+      throw new PghaError(
+        'invalid-option',
+        `postgres parameter ${JSON.stringify(name)} is not a parameter name: use name=value with an identifier such as work_mem`,
+      );
+    if (reservedPostgresParameters.has(name.toLowerCase()))
+      throw new PghaError(
+        'invalid-option',
+        `postgres parameter ${name} is set by pgha and cannot be overridden: remove it from --postgres-parameter`,
+      );
+  }
+}
+
+/**
+ * Adds one `name=value` (a `--postgres-parameter` argument) to `into`: the name is
+ * everything before the first `=`, the value everything after (it may hold `=`).
+ *
+ * @throws PghaError `invalid-option` when there is no `=`, the name is not an
+ *   identifier, or pgha owns it.
+ */
+export function addPostgresParameter(
+  argument: string,
+  into: Readonly<Record<string, string>> = {},
+): Record<string, string> {
+  const at = argument.indexOf('=');
+  if (at <= 0)
+    throw new PghaError(
+      'invalid-option',
+      `--postgres-parameter ${JSON.stringify(argument)} is not name=value: write it as work_mem=64MB`,
+    );
+  const name = argument.slice(0, at).trim().toLowerCase();
+  const parameters = { [name]: argument.slice(at + 1) };
+  assertExtraParameters(parameters);
+  return { ...into, ...parameters };
 }
 
 // A postgresql.conf string: backslashes and quotes escaped, and line breaks written
@@ -50,6 +146,8 @@ export function conninfo(parts: Readonly<Record<string, string | number>>): stri
 
 /** The contents of pgha.conf for these settings. */
 export function renderServerConfig(settings: ServerSettings): string {
+  const extra = settings.extraParameters ?? {};
+  assertExtraParameters(extra);
   const lines: Array<[string, string | number]> = [
     ['listen_addresses', quote(settings.listenAddresses)],
     ['port', settings.port],
@@ -98,6 +196,9 @@ export function renderServerConfig(settings: ServerSettings): string {
       ['recovery_target_timeline', quote('latest')],
     );
   }
+  // After pgha's own. postgres takes the last occurrence of a name, so an extra
+  // setting of a name pgha writes would win: that is why reserved names are refused above.
+  for (const [name, value] of Object.entries(extra)) lines.push([name, quote(value)]);
   return `# Written by pgha for ${settings.member}; edits are overwritten.\n${lines.map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
 }
 

@@ -39,6 +39,8 @@ export interface PostgresMemberOptions {
   readonly allowedNetworks: readonly string[];
   readonly sharedBuffers: string;
   readonly maxConnections: number;
+  /** Extra postgresql.conf settings, written after pgha's own (never one of them). */
+  readonly postgresParameters: Readonly<Record<string, string>>;
   /** Client-side bound on every query of the agent's own connection (a hung postgres must not hang the agent). */
   readonly queryTimeoutMillis: number;
   readonly bins: PostgresBinaries;
@@ -171,6 +173,7 @@ export class PostgresMember {
       port: this.o.port,
       sharedBuffers: this.o.sharedBuffers,
       maxConnections: this.o.maxConnections,
+      extraParameters: this.o.postgresParameters,
       upstream,
     };
   }

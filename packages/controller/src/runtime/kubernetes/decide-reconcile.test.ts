@@ -36,8 +36,16 @@ const snapshot = (overrides: Partial<ReconcileSnapshot> = {}): ReconcileSnapshot
   pods: [],
   leader: null,
   now,
+  randomBytes: fakeRandom(),
   ...overrides,
 });
+
+/** A deterministic random source: 1, 2, 3, ... byte by byte. */
+function fakeRandom() {
+  let next = 0;
+  return (size: number) => Uint8Array.from({ length: size }, () => ++next % 256);
+}
+const named = { credentialsSecret: 'demo-credentials' };
 
 /** The objects as the API server would hold them after the creates of a first round. */
 function created(s: ReconcileSnapshot): KubeObject[] {
@@ -214,23 +222,30 @@ describe('decideReconcile', () => {
       );
     });
     it('a missing credentials Secret', () => {
-      const a = onlyStatus(snapshot({ credentialsSecretKeys: null, objects: objects() }), 'SecretMissing', 'Pending');
-      expect(JSON.stringify(a)).toContain('Secret demo-credentials does not exist');
+      const a = onlyStatus(
+        snapshot({ cluster: cluster(named), credentialsSecretKeys: null, objects: objects() }),
+        'SecretMissing',
+        'Pending',
+      );
+      expect(JSON.stringify(a)).toContain('Secret demo-credentials (named in spec.credentialsSecret) does not exist');
     });
     it('a Secret without the replication password', () => {
       onlyStatus(snapshot({ credentialsSecretKeys: ['superuser-password'] }), 'SecretKeysMissing', 'Pending');
     });
+    it('a Secret of the default name without a password (an existing Secret is never completed)', () => {
+      onlyStatus(snapshot({ credentialsSecretKeys: ['replication-password'] }), 'SecretKeysMissing', 'Pending');
+    });
     it('repeats neither the event nor the status once reported', () => {
-      const s = snapshot({ credentialsSecretKeys: null });
+      const s = snapshot({ cluster: cluster(named), credentialsSecretKeys: null });
       const status = statusOf(decideReconcile(s))!;
-      expect(decideReconcile({ ...s, cluster: cluster({}, { status }) })).toEqual([]);
+      expect(decideReconcile({ ...s, cluster: cluster(named, { status }) })).toEqual([]);
     });
     it('still moves the role labels after a failover (old primary first), and reports the new primary', () => {
       const pods = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica')];
       for (const bad of [
         { cluster: cluster({ postgresVersion: 18 }) },
         { cluster: cluster({ instances: -1 }) },
-        { credentialsSecretKeys: null },
+        { cluster: cluster(named), credentialsSecretKeys: null },
       ]) {
         const s = snapshot({ ...bad, objects: objects(), pods, leader: { member: 'demo-1', term: 2 } });
         const first = decideReconcile(s);
@@ -334,10 +349,149 @@ describe('decideReconcile', () => {
         pods: [pod(0), pod(1), pod(2)],
       }),
       snapshot({ objects, credentialsSecretKeys: null }),
+      snapshot({ objects, cluster: cluster(named), credentialsSecretKeys: null }),
       snapshot({ objects, cluster: cluster({ instances: 0 }) }),
     ])
       for (const a of decideReconcile(s))
-        expect(['create', 'update', 'label-pod', 'request-switchover', 'update-status', 'event']).toContain(a.type);
+        expect([
+          'create',
+          'create-secret',
+          'update',
+          'label-pod',
+          'request-switchover',
+          'update-status',
+          'event',
+        ]).toContain(a.type);
+  });
+});
+
+describe('decideReconcile: the generated credentials Secret', () => {
+  const secretOf = (actions: ReconcileAction[]) =>
+    (actions.find((a) => a.type === 'create-secret') as Extract<ReconcileAction, { type: 'create-secret' }> | undefined)
+      ?.object as (KubeObject & { data: Record<string, string> }) | undefined;
+  const decoded = (secret: { data: Record<string, string> }) =>
+    Object.fromEntries(Object.entries(secret.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+
+  it('generates <name>-credentials before the StatefulSet when the spec names no Secret and none exists', () => {
+    const actions = decideReconcile(snapshot({ credentialsSecretKeys: null }));
+    expect(kinds(actions)).toEqual([
+      'create-secret',
+      'create ServiceAccount/demo',
+      'create Service/demo',
+      'create Service/demo-rw',
+      'create Service/demo-ro',
+      'create PodDisruptionBudget/demo',
+      'create StatefulSet/demo',
+      'update-status',
+      'event',
+    ]);
+    expect(statusOf(actions)!.conditions).toContainEqual(
+      expect.objectContaining({ type: 'CredentialsReady', status: 'True', reason: 'SecretGenerated' }),
+    );
+    expect(actions.at(-1)).toMatchObject({ type: 'event', eventType: 'Normal', reason: 'SecretGenerated' });
+    const secret = secretOf(actions)!;
+    expect(secret.metadata).toMatchObject({ name: 'demo-credentials', namespace: 'db' });
+    expect(secret.metadata.labels).toMatchObject({ 'pgha.dev/generated': 'credentials', 'pgha.dev/cluster': 'demo' });
+    // Not owned: it must outlive the cluster as long as retained PVCs need its passwords.
+    expect(secret.metadata.ownerReferences).toBeUndefined();
+    // The StatefulSet reads what was generated.
+    const env = stsOf(actions)!.spec.template.spec.containers[0].env;
+    expect(env).toContainEqual({
+      name: 'PGHA_REPLICATION_PASSWORD',
+      valueFrom: { secretKeyRef: { name: 'demo-credentials', key: 'replication-password' } },
+    });
+  });
+
+  it('draws every password from the injected random source, 24 bytes each, base64url, all different', () => {
+    const data = decoded(secretOf(decideReconcile(snapshot({ credentialsSecretKeys: null })))!);
+    expect(Object.keys(data).sort()).toEqual([
+      'app-password',
+      'app-username',
+      'replication-password',
+      'superuser-password',
+    ]);
+    expect(data['app-username']).toBe('app');
+    const expected = (from: number) =>
+      Buffer.from(Uint8Array.from({ length: 24 }, (_, i) => from + i)).toString('base64url');
+    expect(data['superuser-password']).toBe(expected(1));
+    expect(data['replication-password']).toBe(expected(25));
+    expect(data['app-password']).toBe(expected(49));
+    for (const key of ['superuser-password', 'replication-password', 'app-password'])
+      expect(data[key]).toMatch(/^[A-Za-z0-9_-]{32}$/);
+  });
+
+  it('never invents a Secret the spec names, even when it is the default name', () => {
+    const actions = decideReconcile(snapshot({ cluster: cluster(named), credentialsSecretKeys: null }));
+    expect(secretOf(actions)).toBeUndefined();
+    expect(kinds(actions)).toEqual(['update-status', 'event']);
+  });
+
+  it('never touches an existing Secret: one that has the passwords is used as it is', () => {
+    const actions = decideReconcile(
+      snapshot({ credentialsSecretKeys: ['superuser-password', 'replication-password'] }),
+    );
+    expect(secretOf(actions)).toBeUndefined();
+    expect(statusOf(actions)!.conditions).toContainEqual(
+      expect.objectContaining({ type: 'CredentialsReady', status: 'True', reason: 'SecretFound' }),
+    );
+  });
+
+  it('does not generate while the spec is invalid', () => {
+    const actions = decideReconcile(snapshot({ cluster: cluster({ instances: 0 }), credentialsSecretKeys: null }));
+    expect(secretOf(actions)).toBeUndefined();
+  });
+});
+
+describe('decideReconcile: storage retention and postgres parameters', () => {
+  it('maps storage.pvcRetention to the StatefulSet, Retain by default', () => {
+    const sts = stsOf(
+      decideReconcile(snapshot({ cluster: cluster({ storage: { pvcRetention: { whenDeleted: 'Delete' } } }) })),
+    )!;
+    expect(sts.spec.persistentVolumeClaimRetentionPolicy).toEqual({ whenDeleted: 'Delete', whenScaled: 'Retain' });
+  });
+
+  it('updates the retention policy of a running StatefulSet in place (it is not an immutable field)', () => {
+    const objects = created(snapshot());
+    const actions = decideReconcile(
+      snapshot({ objects, cluster: cluster({ storage: { pvcRetention: { whenScaled: 'Delete' } } }) }),
+    );
+    expect(kinds(actions)).toContain('update StatefulSet/demo');
+    expect(stsOf(actions)!.spec.persistentVolumeClaimRetentionPolicy).toEqual({
+      whenDeleted: 'Retain',
+      whenScaled: 'Delete',
+    });
+    expect(JSON.stringify(statusOf(actions))).not.toContain('ImmutableFieldChanged');
+  });
+
+  it('passes postgresParameters to the agent as --postgres-parameter, $ escaped from the kubelet', () => {
+    const [container] = stsOf(
+      decideReconcile(
+        snapshot({ cluster: cluster({ postgresParameters: { work_mem: '64MB', search_path: '"$user", public' } }) }),
+      ),
+    )!.spec.template.spec.containers;
+    expect(container.args).toEqual(
+      expect.arrayContaining([
+        '--postgres-parameter=work_mem=64MB',
+        '--postgres-parameter=search_path="$$user", public',
+      ]),
+    );
+  });
+
+  it('refuses a parameter pgha owns with SpecValid=False, changing nothing', () => {
+    const objects = created(snapshot());
+    for (const [name, value] of [
+      ['port', '5433'],
+      ['wal_level', 'logical'],
+      ['synchronous_standby_names', '*'],
+      ['bad name', '1'],
+    ]) {
+      const actions = decideReconcile(
+        snapshot({ objects, cluster: cluster({ postgresParameters: { [name as string]: value } }) }),
+      );
+      expect(kinds(actions)).toEqual(['update-status', 'event']);
+      expect(statusOf(actions)).toMatchObject({ phase: 'Failed' });
+      expect(JSON.stringify(statusOf(actions))).toContain('spec.postgresParameters');
+    }
   });
 });
 

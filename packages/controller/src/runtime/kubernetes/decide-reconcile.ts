@@ -6,10 +6,15 @@
  * Safety rules, each tested in decide-reconcile.test.ts:
  * - Nothing is ever deleted: there is no delete action. What a PgHaCluster owns goes
  *   with it through owner references; PVCs are retained even then.
- * - Bad input (invalid spec, unknown API or PostgreSQL version, missing credentials
- *   Secret) produces a condition and an event, never a change to running objects;
+ * - Bad input (invalid spec, unknown API or PostgreSQL version, a missing credentials
+ *   Secret that the spec names, a Secret lacking a password) produces a condition
+ *   and an event, never a change to running objects;
  *   only the role labels go on following the leader record (the failover controller
  *   keeps running, and `-rw` must follow its failovers).
+ * - A credentials Secret is generated only when the spec names none and the default
+ *   `<name>-credentials` does not exist; an existing Secret is never changed, and a
+ *   Secret the spec names is never invented. The generated one has no owner
+ *   reference (it must outlive the cluster as long as retained PVCs may).
  * - `-rw` never selects two pods: the `primary` role label is removed from the old
  *   primary first; the new primary gets it in a later round, after the removal is
  *   observed. A round that still sees two labelled pods only removes labels.
@@ -36,6 +41,7 @@ import {
   desiredServiceAccount,
   desiredServices,
   desiredStatefulSet,
+  generatedCredentialsSecret,
   immutableHashAnnotation,
   immutableStatefulSetFields,
   type KubeObject,
@@ -78,10 +84,14 @@ export interface ReconcileSnapshot {
   readonly failoverController?: FailoverControllerState | null;
   /** ISO time, for condition transition times. */
   readonly now: string;
+  /** The random source for generated passwords (crypto.randomBytes in the shell). */
+  readonly randomBytes: (size: number) => Uint8Array;
 }
 
 export type ReconcileAction =
   | { readonly type: 'create'; readonly object: KubeObject }
+  /** Create the generated credentials Secret (the shell must not log its data). */
+  | { readonly type: 'create-secret'; readonly object: KubeObject }
   /** Replace the object's spec with the desired one; `object` carries the observed resourceVersion (a 409 means re-read). */
   | { readonly type: 'update'; readonly object: KubeObject }
   | { readonly type: 'label-pod'; readonly pod: string; readonly role: 'primary' | 'replica' }
@@ -167,24 +177,38 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   condition('SpecValid', true, 'Valid', 'the spec is valid');
   failoverControllerReady();
 
+  const actions: ReconcileAction[] = [];
   const missing =
     s.credentialsSecretKeys === null
       ? [...requiredSecretKeys]
       : requiredSecretKeys.filter((k) => !s.credentialsSecretKeys!.includes(k));
-  if (missing.length > 0) {
+  if (s.credentialsSecretKeys === null && spec.credentialsSecretGenerated) {
+    // Created before the StatefulSet (actions apply in order), so pods find it.
+    actions.push({ type: 'create-secret', object: generatedCredentialsSecret(cluster, spec, s.randomBytes) });
+    condition(
+      'CredentialsReady',
+      true,
+      'SecretGenerated',
+      `Secret ${spec.credentialsSecret} generated with random passwords (not owned by the cluster: it outlives it)`,
+    );
+    events.push({
+      type: 'event',
+      eventType: 'Normal',
+      reason: 'SecretGenerated',
+      message: `generated Secret ${spec.credentialsSecret} with random passwords`,
+    });
+  } else if (missing.length > 0) {
     condition(
       'CredentialsReady',
       false,
       s.credentialsSecretKeys === null ? 'SecretMissing' : 'SecretKeysMissing',
       s.credentialsSecretKeys === null
-        ? `Secret ${spec.credentialsSecret} does not exist: create it with keys ${requiredSecretKeys.join(' and ')}`
+        ? `Secret ${spec.credentialsSecret} (named in spec.credentialsSecret) does not exist: create it with keys ${requiredSecretKeys.join(' and ')}, or remove spec.credentialsSecret to have ${name}-credentials generated`
         : `Secret ${spec.credentialsSecret} lacks ${missing.join(', ')}`,
     );
     return [...roleLabels(), ...statusAction('Pending', { ...statusCounts(s, spec), ...primaryStatus() }), ...events];
-  }
-  condition('CredentialsReady', true, 'SecretFound', `Secret ${spec.credentialsSecret} has the passwords`);
+  } else condition('CredentialsReady', true, 'SecretFound', `Secret ${spec.credentialsSecret} has the passwords`);
 
-  const actions: ReconcileAction[] = [];
   const find = (kind: string, objectName: string) =>
     s.objects.find((o) => o.kind === kind && o.metadata.name === objectName);
 

@@ -23,6 +23,7 @@
  * side of `request-switchover` nor the controllers (the caller injects everything
  * that talks to etcd).
  */
+import { randomBytes } from 'node:crypto';
 import {
   ApiException,
   CustomObjectsApi,
@@ -367,6 +368,7 @@ export class Operator {
       ...(leaderReadError !== undefined ? { leaderReadError } : {}),
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
+      randomBytes,
     });
     for (const action of actions) await this.apply(cluster, action);
     // Pods are not watched: read them again now, so the second half of a role-label
@@ -384,6 +386,11 @@ export class Operator {
     switch (action.type) {
       case 'create':
         log(`create ${action.object.kind}/${action.object.metadata.name}`);
+        await this.api.create(action.object as never, undefined, undefined, fieldManager);
+        return;
+      case 'create-secret':
+        // Never log the data: it holds the passwords.
+        log(`create generated Secret/${action.object.metadata.name}`);
         await this.api.create(action.object as never, undefined, undefined, fieldManager);
         return;
       case 'update':

@@ -5,11 +5,18 @@
  * reasons in a condition and changes nothing). Pure; no I/O.
  */
 
+import { isPostgresParameterName, reservedPostgresParameters } from '../../agent/postgres-config.js';
+
 export const pghaGroup = 'pgha.dev';
 export const pghaVersion = 'v1alpha1';
 export const pghaApiVersion = `${pghaGroup}/${pghaVersion}`;
 export const supportedPostgresVersions = [15, 16, 17] as const;
 export type PostgresVersion = (typeof supportedPostgresVersions)[number];
+export const pvcRetentionPolicies = ['Retain', 'Delete'] as const;
+export type PvcRetentionPolicy = (typeof pvcRetentionPolicies)[number];
+/** Only `off` for now: quorum modes arrive with synchronous replication (issue 13). */
+export const synchronousModes = ['off'] as const;
+export type SynchronousMode = (typeof synchronousModes)[number];
 
 /**
  * The smallest termination grace period that covers an agent's handover: a stopping
@@ -27,8 +34,23 @@ export interface PgHaClusterSpec {
   readonly image: string;
   readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
   readonly etcd: { readonly endpoints: readonly string[]; readonly keyRoot: string };
-  readonly storage: { readonly size: string; readonly storageClassName?: string };
+  readonly storage: {
+    readonly size: string;
+    readonly storageClassName?: string;
+    /** The StatefulSet's persistentVolumeClaimRetentionPolicy; Retain for both by default. */
+    readonly pvcRetention: { readonly whenDeleted: PvcRetentionPolicy; readonly whenScaled: PvcRetentionPolicy };
+  };
   readonly credentialsSecret: string;
+  /**
+   * True when the spec names no Secret (the default `<name>-credentials`): then the
+   * operator generates it when absent. A Secret the spec names is never invented.
+   */
+  readonly credentialsSecretGenerated: boolean;
+  /** Extra postgresql.conf settings, by name (never one of {@link reservedPostgresParameters}). */
+  readonly postgresParameters: Readonly<Record<string, string>>;
+  readonly synchronous: { readonly mode: SynchronousMode };
+  /** Reserved: the agent takes no etcd credentials yet, so a Secret named here is not used. */
+  readonly etcdCredentialsSecret?: string;
   readonly resources?: Readonly<Record<string, unknown>>;
   readonly leaseTtlMillis: number;
   readonly maximumLagOnFailoverBytes: number;
@@ -139,10 +161,49 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
   const storageClassName = storage.storageClassName;
   if (storageClassName !== undefined && typeof storageClassName !== 'string')
     problems.push('spec.storage.storageClassName must be a string');
+  const retention = storage.pvcRetention ?? {};
+  if (!isObject(retention)) problems.push('spec.storage.pvcRetention must be an object');
+  const retentionOf = (key: 'whenDeleted' | 'whenScaled'): PvcRetentionPolicy => {
+    const v = isObject(retention) ? (retention[key] ?? 'Retain') : 'Retain';
+    if (!pvcRetentionPolicies.includes(v as PvcRetentionPolicy)) {
+      problems.push(`spec.storage.pvcRetention.${key} ${JSON.stringify(v)} is not one of Retain, Delete`);
+      return 'Retain';
+    }
+    return v as PvcRetentionPolicy;
+  };
+  const pvcRetention = { whenDeleted: retentionOf('whenDeleted'), whenScaled: retentionOf('whenScaled') };
 
   const credentialsSecret = spec.credentialsSecret ?? `${name}-credentials`;
   if (typeof credentialsSecret !== 'string' || credentialsSecret === '')
     problems.push('spec.credentialsSecret must be a Secret name');
+
+  const postgresParameters: Record<string, string> = {};
+  if (spec.postgresParameters !== undefined && !isObject(spec.postgresParameters))
+    problems.push('spec.postgresParameters must be a map of parameter names to string values');
+  else
+    for (const [key, value] of Object.entries(spec.postgresParameters ?? {})) {
+      if (!isPostgresParameterName(key))
+        problems.push(`spec.postgresParameters: ${JSON.stringify(key)} is not a parameter name (an identifier)`);
+      else if (reservedPostgresParameters.has(key.toLowerCase()))
+        problems.push(`spec.postgresParameters: ${key} is set by pgha and cannot be overridden`);
+      else if (typeof value !== 'string')
+        problems.push(`spec.postgresParameters.${key} must be a string, not ${JSON.stringify(value)}`);
+      else postgresParameters[key.toLowerCase()] = value;
+    }
+
+  const synchronous = spec.synchronous ?? {};
+  const synchronousMode = isObject(synchronous) ? (synchronous.mode ?? 'off') : undefined;
+  if (!synchronousModes.includes(synchronousMode as SynchronousMode))
+    problems.push(
+      `spec.synchronous.mode ${JSON.stringify(synchronousMode)} is not supported: only off (synchronous replication is issue 13)`,
+    );
+
+  const etcdCredentialsSecret = etcd.credentialsSecret;
+  if (
+    etcdCredentialsSecret !== undefined &&
+    (typeof etcdCredentialsSecret !== 'string' || etcdCredentialsSecret === '')
+  )
+    problems.push('spec.etcd.credentialsSecret must be a Secret name');
   if (spec.resources !== undefined && !isObject(spec.resources)) problems.push('spec.resources must be an object');
 
   const leaseTtlMillis = integer('leaseTtlMillis', 2000, 2000, 600_000);
@@ -166,8 +227,13 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
       storage: {
         size: size as string,
         ...(storageClassName !== undefined ? { storageClassName: storageClassName as string } : {}),
+        pvcRetention,
       },
       credentialsSecret: credentialsSecret as string,
+      credentialsSecretGenerated: spec.credentialsSecret === undefined,
+      postgresParameters,
+      synchronous: { mode: synchronousMode as SynchronousMode },
+      ...(etcdCredentialsSecret !== undefined ? { etcdCredentialsSecret: etcdCredentialsSecret as string } : {}),
       ...(spec.resources !== undefined ? { resources: spec.resources as Record<string, unknown> } : {}),
       leaseTtlMillis,
       maximumLagOnFailoverBytes,

@@ -136,7 +136,13 @@ describe('two pgha operator processes', () => {
     for (const id of [leader, standby]) expect((await probe(id, '/healthz')).status).toBe(200);
     expect(await probe(leader, '/readyz')).toMatchObject({ status: 200, text: expect.stringContaining('op') });
     expect((await probe(leader, '/readyz')).text).toContain(`${leader} leader`);
-    const ready = await probe(standby, '/readyz');
+    // The standby names the holder once it has read the Lease (every retry period).
+    const ready = await until(
+      'the standby to name the leader',
+      () => probe(standby, '/readyz'),
+      (r) => r.text.includes(`(leader: ${leader})`),
+      10_000,
+    );
     expect(ready.status).toBe(200);
     expect(ready.text).toContain(`${standby} standby (leader: ${leader})`);
     expect((await fetch(`http://127.0.0.1:${operators.get(standby)!.healthPort}/metrics`)).status).toBe(404);

@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
+import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
@@ -29,6 +30,23 @@ function integer(min: number, max: number) {
       throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
     return n;
   };
+}
+
+/**
+ * The application role of `--app-user` (or PGHA_APP_USER; empty: none), its password
+ * from PGHA_APP_PASSWORD: never from argv, where `ps` would show it.
+ */
+function appRoleOption(name: string | undefined): AppRole | null {
+  if (name === undefined || name === '') return null;
+  assertAppUserName(name);
+  const password = env.PGHA_APP_PASSWORD;
+  if (password === undefined || password === '') {
+    throw new PghaError(
+      'invalid-option',
+      `--app-user ${name} needs its password in PGHA_APP_PASSWORD, which is not set: set it (the password is never read from the command line)`,
+    );
+  }
+  return { name, password };
 }
 
 function required(name: string): string {
@@ -141,7 +159,7 @@ program
 program
   .command('agent')
   .description(
-    'run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD)',
+    'run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD, PGHA_APP_PASSWORD)',
   )
   .requiredOption('--name <member>', "this member's name, <cluster>-<ordinal>")
   .requiredOption('--member-dir <dir>', 'directory holding data/, pgpass and postgres.log')
@@ -153,6 +171,12 @@ program
   .option('--listen <addresses>', 'postgres listen_addresses (default: --host, plus 127.0.0.1)')
   .option('--bootstrap', 'may run initdb when the cluster was never initialized', false)
   .option('--allow-cidr <cidr...>', 'networks besides loopback allowed in pg_hba.conf', [])
+  .addOption(
+    new Option(
+      '--app-user <name>',
+      'application role (LOGIN, password from PGHA_APP_PASSWORD) and database of that name, created by the primary when absent',
+    ).env('PGHA_APP_USER'),
+  )
   .addOption(
     new Option('--lease-ttl-millis <ms>', 'lease TTL')
       .argParser(integer(2000, 600_000))
@@ -215,6 +239,7 @@ program
   )
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
+    const appRole = appRoleOption(opts.appUser);
     const log = createLogger(opts.name);
     // A promise of the plumbing that fails with nobody waiting (a late etcd answer, a
     // closed stream) is logged, not a reason for the agent to die: its postgres would
@@ -234,6 +259,7 @@ program
       mayBootstrap: opts.bootstrap,
       superuserPassword: required('PGHA_SUPERUSER_PASSWORD'),
       replicationPassword: required('PGHA_REPLICATION_PASSWORD'),
+      appRole,
       allowedNetworks: opts.allowCidr,
       lease: {
         ttlMillis: opts.leaseTtlMillis,

@@ -22,6 +22,7 @@ import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
+import type { AppRole } from './app-role.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
 import { apiUrl, type HealthServer, startHealthServer } from './health-server.js';
 import { Leadership, withTimeout } from './leadership.js';
@@ -48,6 +49,11 @@ export interface AgentOptions {
   readonly mayBootstrap: boolean;
   readonly superuserPassword: string;
   readonly replicationPassword: string;
+  /**
+   * The application role (`--app-user`, password from PGHA_APP_PASSWORD): created with
+   * a database of its name when the primary starts writable and it is absent. Default none.
+   */
+  readonly appRole?: AppRole | null;
   /** CIDRs allowed besides loopback in pg_hba.conf. */
   readonly allowedNetworks: readonly string[];
   readonly lease: LeaseTiming;
@@ -193,6 +199,7 @@ export class Agent {
       port: o.port,
       superuserPassword: o.superuserPassword,
       replicationPassword: o.replicationPassword,
+      appRole: o.appRole ?? null,
       allowedNetworks: o.allowedNetworks,
       sharedBuffers: o.sharedBuffers,
       maxConnections: o.maxConnections,
@@ -363,9 +370,27 @@ export class Agent {
     this.setState('starting');
     const observation = await this.postgres.startWritable();
     if (bootstrap) await this.postgres.createReplicationRole();
+    await this.ensureAppRole(bootstrap);
     await this.publishInitialize(observation.systemId);
     await this.leadership.update({ writable: true, timeline: observation.timeline ?? 1 });
     this.log.info(`primary is writable (timeline ${observation.timeline}, term ${this.leadership.view.term})`);
+  }
+
+  /**
+   * Creates the application role when absent. At bootstrap a failure fails the
+   * bootstrap (as the replication role's would); on a later writable start (existing
+   * data, a promotion) it is only logged: a missing application role must never keep
+   * the cluster without a primary.
+   */
+  private async ensureAppRole(bootstrap: boolean): Promise<void> {
+    try {
+      const created = await this.postgres.ensureAppRole();
+      if (created.role) this.log.info(`created the application role ${this.options.appRole?.name}`);
+      if (created.database) this.log.info(`created the database ${this.options.appRole?.name}`);
+    } catch (error) {
+      if (bootstrap) throw error;
+      this.log.error(`could not create the application role: ${(error as Error).message}`);
+    }
   }
 
   private async publishInitialize(systemId: string): Promise<void> {

@@ -24,6 +24,13 @@ import type { PostgresBinaries } from '../adapters/prerequisites.js';
 import type { Clock } from '../clock.js';
 import type { PostgresState } from '../decide/agent-role.js';
 import type { Logger } from '../log.js';
+import {
+  type AppRole,
+  appDatabaseExistsSql,
+  appRoleExistsSql,
+  createAppDatabaseSql,
+  createAppRoleSql,
+} from './app-role.js';
 import { writeMarker } from './data-dir.js';
 import { replicationUser, type ServerSettings, superUser, type UpstreamSettings } from './postgres-config.js';
 
@@ -36,6 +43,8 @@ export interface PostgresMemberOptions {
   readonly port: number;
   readonly superuserPassword: string;
   readonly replicationPassword: string;
+  /** The application role to create on a writable start (`--app-user`); null: none. */
+  readonly appRole: AppRole | null;
   readonly allowedNetworks: readonly string[];
   readonly sharedBuffers: string;
   readonly maxConnections: number;
@@ -194,6 +203,29 @@ export class PostgresMember {
     const conn = this.connection!;
     const password = conn.escapeLiteral(this.o.replicationPassword);
     await conn.query(`CREATE ROLE ${replicationUser} WITH REPLICATION LOGIN PASSWORD ${password}`);
+  }
+
+  /**
+   * Creates the application role and its database, each only when absent (a bootstrap,
+   * or a primary on data that predates `--app-user`). An existing role keeps its
+   * password: pgha does not reset what an operator may have changed. Returns what it
+   * created.
+   */
+  async ensureAppRole(): Promise<{ role: boolean; database: boolean }> {
+    const role = this.o.appRole;
+    if (role === null) return { role: false, database: false };
+    const conn = this.connection!;
+    const created = { role: false, database: false };
+    if ((await conn.query(appRoleExistsSql, [role.name])).rowCount === 0) {
+      await conn.query(createAppRoleSql(role, conn));
+      created.role = true;
+    }
+    // CREATE DATABASE cannot run inside a transaction or DO block: checked, then run.
+    if ((await conn.query(appDatabaseExistsSql, [role.name])).rowCount === 0) {
+      await conn.query(createAppDatabaseSql(role, conn));
+      created.database = true;
+    }
+    return created;
   }
 
   /**

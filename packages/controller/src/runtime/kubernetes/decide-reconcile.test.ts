@@ -400,6 +400,16 @@ describe('decideReconcile: the generated credentials Secret', () => {
       name: 'PGHA_REPLICATION_PASSWORD',
       valueFrom: { secretKeyRef: { name: 'demo-credentials', key: 'replication-password' } },
     });
+    // The application role comes from the Secret when it has one (optional: a
+    // user-supplied Secret may not), as the agent's --app-user default.
+    expect(env).toContainEqual({
+      name: 'PGHA_APP_USER',
+      valueFrom: { secretKeyRef: { name: 'demo-credentials', key: 'app-username', optional: true } },
+    });
+    expect(env).toContainEqual({
+      name: 'PGHA_APP_PASSWORD',
+      valueFrom: { secretKeyRef: { name: 'demo-credentials', key: 'app-password', optional: true } },
+    });
   });
 
   it('draws every password from the injected random source, 24 bytes each, base64url, all different', () => {

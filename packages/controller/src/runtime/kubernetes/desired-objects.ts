@@ -130,6 +130,7 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
   const name = cluster.metadata.name;
   const labels = commonLabels(name);
   const secret = (key: string) => ({ secretKeyRef: { name: spec.credentialsSecret, key } });
+  const optionalSecret = (key: string) => ({ secretKeyRef: { name: spec.credentialsSecret, key, optional: true } });
   const field = (fieldPath: string) => ({ fieldRef: { fieldPath } });
   return owned(cluster, 'StatefulSet', 'apps/v1', name, {
     spec: {
@@ -195,6 +196,11 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
                 { name: 'POD_NAMESPACE', valueFrom: field('metadata.namespace') },
                 { name: 'PGHA_SUPERUSER_PASSWORD', valueFrom: secret('superuser-password') },
                 { name: 'PGHA_REPLICATION_PASSWORD', valueFrom: secret('replication-password') },
+                // The application role, when the Secret has one (the generated Secret
+                // does; a user-supplied one may not): the agent reads PGHA_APP_USER as
+                // its --app-user default.
+                { name: 'PGHA_APP_USER', valueFrom: optionalSecret('app-username') },
+                { name: 'PGHA_APP_PASSWORD', valueFrom: optionalSecret('app-password') },
               ],
               ports: [
                 { name: 'postgres', containerPort: postgresPort },

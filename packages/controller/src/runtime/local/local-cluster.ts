@@ -52,6 +52,11 @@ export interface LocalClusterOptions {
   readonly placement?: (name: string) => { readonly netns?: string; readonly host?: string } | undefined;
   /** Extra arguments for every agent (tests: --report-interval-millis, --no-failover per member is via memberArgs). */
   readonly memberArgs?: (name: string) => readonly string[];
+  /**
+   * The application role every agent creates when absent (`--app-user`), with its
+   * password (handed over as PGHA_APP_PASSWORD, never on the command line). Default none.
+   */
+  readonly appRole?: { readonly name: string; readonly password: string };
   /** How long to wait for every member to run. Default 300 s. */
   readonly readyTimeoutMillis?: number;
   readonly log: Logger;
@@ -299,6 +304,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         ...process.env,
         PGHA_SUPERUSER_PASSWORD: state.superuserPassword,
         PGHA_REPLICATION_PASSWORD: state.replicationPassword,
+        ...(options.appRole === undefined
+          ? {}
+          : { PGHA_APP_USER: options.appRole.name, PGHA_APP_PASSWORD: options.appRole.password }),
       },
     });
     agents.set(member.name, child);

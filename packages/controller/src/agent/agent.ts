@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
   clusterKeys,
@@ -91,8 +92,6 @@ export interface AgentOptions {
   readonly log: Logger;
   readonly clock?: Clock;
 }
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * The agent: runs one member's postgres and reports it into etcd.
@@ -378,9 +377,10 @@ export class Agent {
 
   /**
    * Creates the application role when absent. At bootstrap a failure fails the
-   * bootstrap (as the replication role's would); on a later writable start (existing
-   * data, a promotion) it is only logged: a missing application role must never keep
-   * the cluster without a primary.
+   * bootstrap (as the replication role's would); on a later writable start of
+   * existing data it is only logged: a missing application role must never keep the
+   * cluster without a primary. (A promotion needs none: a standby's data already has
+   * the role its primary created.)
    */
   private async ensureAppRole(bootstrap: boolean): Promise<void> {
     try {

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
   LastPrimaryRecord,
@@ -52,8 +53,6 @@ export interface ClusterView {
   readonly targetMod: string | null;
   readonly lastPrimary: LastPrimaryRecord | null;
 }
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * The member's claim to write: its etcd lease, the leader record (install, update,

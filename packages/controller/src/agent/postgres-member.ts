@@ -1,5 +1,6 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type LeaderRecord, PghaError } from '@pgha/core';
 import type pg from 'pg';
 import type { OsUser } from '../adapters/os-user.js';
@@ -66,8 +67,6 @@ export interface Upstream {
   readonly host: string;
   readonly port: number;
 }
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** File in the member directory: the data was writable since it last followed anyone, rewind before following. */
 const needsRewindFile = 'needs-rewind';

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   clusterKeys,
   defaultConfig,
@@ -21,8 +22,6 @@ export interface ClusterFlags {
   readonly cluster: string;
   readonly keyRoot: string;
 }
-
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 async function withEtcd<T>(flags: ClusterFlags, body: (etcd: Etcd3) => Promise<T>): Promise<T> {
   const etcd = createEtcdClient({ endpoints: flags.etcd }, 3000);

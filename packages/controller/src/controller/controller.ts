@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
   ControllerRecord,
@@ -31,8 +32,6 @@ export interface ControllerOptions {
   readonly log: Logger;
   readonly clock?: Clock;
 }
-
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * The controller: detects a missing primary, elects the most advanced replica by

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { assertValidName, clusterKeys, LeaderRecord, MemberRecord, memberName, PghaError } from '@pgha/core';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../../adapters/etcd.js';
@@ -127,8 +128,6 @@ export function cliPath(): string {
     dir = parent;
   }
 }
-
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * Starts a local cluster: etcd (unless one is given), then one agent process per

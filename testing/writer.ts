@@ -40,6 +40,8 @@ export interface Writer {
   readonly acks: Ack[];
   /** Errors seen, by message (counted). */
   readonly errors: Map<string, number>;
+  /** The member written to now (null before the first leader record is read). */
+  target(): string | null;
   /** Resolves to the first ack at or after `since` by a member other than `notBy` (bounded). */
   firstAckAfter(since: number, notBy?: string): Ack | undefined;
   stop(): Promise<void>;
@@ -87,16 +89,26 @@ export function startWriter(options: WriterOptions): Writer {
         note(error);
       }
     };
-    void follow.etcd.get(key).string().then(apply);
-    void follow.etcd
-      .watch()
-      .key(key)
-      .create()
-      .then((w) => {
+    // Read, then watch from the revision after the read: a record written between the
+    // two is delivered by the watch, never missed (a watch created after the read
+    // without a start revision would miss it, and the writer would follow a dead primary).
+    void (async () => {
+      try {
+        const read = await follow.etcd.get(key).exec();
+        apply(read.kvs[0]?.value.toString() ?? null);
+        const w = await follow.etcd
+          .watch()
+          .key(key)
+          .startRevision(String(Number(read.header.revision) + 1))
+          .create();
         watcher = w;
         w.on('put', (kv) => apply(kv.value.toString()));
+        w.on('error', note);
         if (stopped) void w.cancel();
-      });
+      } catch (error) {
+        note(error);
+      }
+    })();
   }
 
   const connection = async (name: string): Promise<pg.Client> => {
@@ -144,6 +156,7 @@ export function startWriter(options: WriterOptions): Writer {
   return {
     acks,
     errors,
+    target: () => target,
     firstAckAfter(since: number, notBy?: string) {
       return acks.find((a) => a.at >= since && (notBy === undefined || a.member !== notBy));
     },

@@ -30,6 +30,10 @@ export interface KubeApiServerOptions {
   historyLimit?: number;
   /** Interval of BOOKMARK events on watches that allow them. Default 1000 ms. */
   bookmarkIntervalMillis?: number;
+  /** The address to listen on. Default 127.0.0.1 (the simulated cluster listens where its pods reach it). */
+  host?: string;
+  /** The n-th Service's ClusterIP (n from 1). Default 10.96.x.y; the simulated cluster uses addresses it can serve. */
+  clusterIpOf?: (n: number) => string;
 }
 
 /** One request as the server saw it (for tests asserting what a client sent). */
@@ -65,6 +69,8 @@ export class KubeApiServer {
   private readonly bookmarkTimers = new Set<() => void>();
   private readonly bookmarkIntervalMillis: number;
   private clusterIp = 1;
+  private readonly clusterIpOf: (n: number) => string;
+  private readonly host: string;
 
   private constructor(
     private readonly server: Server,
@@ -72,6 +78,8 @@ export class KubeApiServer {
   ) {
     this.store = new ObjectStore(options.historyLimit ?? 10_000);
     this.bookmarkIntervalMillis = options.bookmarkIntervalMillis ?? 1000;
+    this.host = options.host ?? '127.0.0.1';
+    this.clusterIpOf = options.clusterIpOf ?? ((n) => `10.96.${Math.floor(n / 250)}.${(n % 250) + 1}`);
     for (const t of builtinResources()) this.types.set(typeKey(t), t);
     this.store.onRemoved = (key, object) => {
       if (key === 'apiextensions.k8s.io/customresourcedefinitions') this.unregister(object);
@@ -86,12 +94,12 @@ export class KubeApiServer {
     const server = createServer();
     const api = new KubeApiServer(server, options);
     server.on('request', (req, res) => void api.handle(req, res));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, api.host, resolve));
     return api;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return `http://${this.host}:${(this.server.address() as AddressInfo).port}`;
   }
 
   /** Writes a kubeconfig for this server into `dir` and returns its path. */
@@ -733,7 +741,7 @@ export class KubeApiServer {
       const spec = o.spec as { clusterIP?: string; type?: string };
       spec.type ??= 'ClusterIP';
       if (spec.clusterIP === undefined)
-        spec.clusterIP = `10.96.${Math.floor(this.clusterIp / 250)}.${(this.clusterIp++ % 250) + 1}`;
+        spec.clusterIP = this.clusterIpOf(this.clusterIp++);
     }
     if (ctx.type.group === 'apps' && ctx.type.plural === 'statefulsets') {
       o.spec ??= {};

@@ -133,12 +133,22 @@ async function pinnedAndFollower(oldPrimary: string): Promise<{ pinned: Writer; 
 
 /** Waits until `follower` has a write acknowledged by the new leader `next` (not by `oldMember`); returns it. */
 async function writingOn(next: LeaderRecord, follower: Writer, oldMember: string): Promise<Ack> {
-  return waitFor(
-    'a write on the new primary',
-    () => follower.firstAckAfter(Date.parse(next.since), oldMember),
-    15_000,
-    20,
-  );
+  try {
+    return await waitFor(
+      'a write on the new primary',
+      () => follower.firstAckAfter(Date.parse(next.since), oldMember),
+      15_000,
+      20,
+    );
+  } catch (error) {
+    const errors = [...follower.errors].map(([m, n]) => `${n}× ${m}`).join('; ');
+    const last = follower.acks.at(-1);
+    throw new Error(
+      `${(error as Error).message} (${next.member}, term ${next.term}, since ${next.since}); the writer targets ${follower.target()}, ` +
+        `its last ack: ${last ? `${last.member} at ${new Date(last.at).toISOString()}` : 'none'}; its errors: ${errors || 'none'}; ` +
+        `leader now: ${JSON.stringify(await leader())}`,
+    );
+  }
 }
 
 /** The writes `member` acknowledged at or after `since` (wall-clock ms). */

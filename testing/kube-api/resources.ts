@@ -82,6 +82,7 @@ export function builtinResources(): ResourceType[] {
       scale: replicasScale,
       categories: ['all'],
     }),
+    builtin('apps', 'v1', 'ControllerRevision', 'controllerrevisions', true),
     builtin('policy', 'v1', 'PodDisruptionBudget', 'poddisruptionbudgets', true, { shortNames: ['pdb'], status: true }),
     builtin('coordination.k8s.io', 'v1', 'Lease', 'leases', true),
     builtin('events.k8s.io', 'v1', 'Event', 'events', true, { shortNames: ['ev'] }),

@@ -1,16 +1,28 @@
 /**
- * The StatefulSet controller's decision, pure: literal snapshots built with small
- * override factories, the actions compared by kind and name.
+ * The StatefulSet controller: its decision, pure (literal snapshots built with small
+ * override factories, the actions compared by kind and name), then the shell with
+ * the volume controller against the real test API server, a stub kubelet marking
+ * pods Running and Ready and holding them with a finalizer until it lets them go.
  */
-import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KubeApiServer } from '../kube-api/api-server.js';
+import { apiCaller, pollUntil } from '../kube-api/test-client.js';
+import { KubeCallError, type KubeList, kubeClient, startLoop } from './controller-loop.js';
 import type { PersistentVolumeClaim, Pod } from './objects.js';
 import {
   type ControllerRevision,
   decideStatefulSet,
   type StatefulSet,
   type StatefulSetAction,
+  StatefulSetController,
   type StatefulSetSnapshot,
 } from './statefulset-controller.js';
+import { VolumeController } from './volume-controller.js';
+import { volumeDir } from './volumes.js';
 
 const uid = 'sts-uid';
 const ns = 'default';
@@ -467,4 +479,312 @@ describe('decideStatefulSet', () => {
     const settled = { ...set, status: first };
     expect(decideStatefulSet(snapshot(settled, { revisions: [rev], pods, claims: [claim(0)] }))).toEqual([]);
   });
+});
+
+// ---- the shell, against the real test API server -------------------------------------------
+
+/** A stand-in for the kubelet: holds every pod with a finalizer (graceful deletion), marks it Running and Ready, creates its volume directories; lets a deleting pod go unless its name is in `held`. */
+function startStubKubelet(apiUrl: string, stateDir: string, held: Set<string>, log: (line: string) => void) {
+  const call = kubeClient(apiUrl);
+  const finalizer = 'test.pgha.dev/stub-kubelet';
+  return startLoop(
+    async () => {
+      const pods = await call<KubeList<Pod>>('GET', '/api/v1/pods');
+      for (const p of pods.items) {
+        const path = `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}`;
+        const finalizers = p.metadata.finalizers ?? [];
+        try {
+          if (p.metadata.deletionTimestamp) {
+            if (!held.has(p.metadata.name) && finalizers.includes(finalizer))
+              await call('PUT', path, {
+                ...p,
+                metadata: { ...p.metadata, finalizers: finalizers.filter((f) => f !== finalizer) },
+              });
+          } else if (!finalizers.includes(finalizer))
+            await call('PUT', path, { ...p, metadata: { ...p.metadata, finalizers: [...finalizers, finalizer] } });
+          else if (p.status?.phase !== 'Running') {
+            for (const v of p.spec?.volumes ?? [])
+              if (v.persistentVolumeClaim)
+                await mkdir(volumeDir(stateDir, p.metadata.namespace ?? '', v.persistentVolumeClaim.claimName), {
+                  recursive: true,
+                });
+            await call('PUT', `${path}/status`, {
+              ...p,
+              status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
+            });
+          }
+        } catch (error) {
+          if (!(error instanceof KubeCallError)) throw error;
+          log(`stub kubelet: ${error.message}`);
+        }
+      }
+    },
+    20,
+    log,
+  );
+}
+
+describe('StatefulSetController against the test API server', () => {
+  let api: KubeApiServer;
+  let stateDir: string;
+  let stopKubelet: () => Promise<void>;
+  let sts: StatefulSetController;
+  let volumes: VolumeController;
+  const held = new Set<string>();
+  const logs: string[] = [];
+  const log = (line: string) => logs.push(line);
+  const call = apiCaller(() => api.url);
+  const apps = '/apis/apps/v1/namespaces/default/statefulsets';
+  const core = '/api/v1/namespaces/default';
+  const context = () => logs.slice(-30).join('\n');
+  const until = <T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean) =>
+    pollUntil(what, read, ok, { millis: 10_000, context });
+
+  beforeAll(async () => {
+    api = await KubeApiServer.start();
+    stateDir = await mkdtemp(join(tmpdir(), 'pgha-sts-'));
+    stopKubelet = startStubKubelet(api.url, stateDir, held, log);
+    sts = StatefulSetController.start({ apiUrl: api.url, log });
+    volumes = VolumeController.start({ apiUrl: api.url, stateDir, log });
+  });
+  afterAll(async () => {
+    await Promise.all([sts?.stop(), volumes?.stop(), stopKubelet?.()]);
+    await api?.close();
+    if (stateDir) await rm(stateDir, { recursive: true, force: true });
+  });
+
+  const manifest = (name: string, retention?: { whenDeleted: string; whenScaled: string }) => ({
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: { name },
+    spec: {
+      replicas: 3,
+      serviceName: name,
+      podManagementPolicy: 'Parallel',
+      updateStrategy: { type: 'OnDelete' },
+      ...(retention ? { persistentVolumeClaimRetentionPolicy: retention } : {}),
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'main', image: 'v1' }] } },
+      volumeClaimTemplates: [
+        {
+          metadata: { name: 'data' },
+          spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+        },
+      ],
+    },
+  });
+  const podsOf = async (name: string) =>
+    (await call('GET', `${core}/pods?labelSelector=app%3D${name}`)).body.items as Pod[];
+  const claimsOf = async (name: string) =>
+    ((await call('GET', `${core}/persistentvolumeclaims`)).body.items as PersistentVolumeClaim[]).filter((c) =>
+      c.metadata.name.startsWith(`data-${name}-`),
+    );
+  const names = (objects: { metadata: { name: string } }[]) => objects.map((o) => o.metadata.name).sort();
+  const statusOfSet = async (name: string) => (await call('GET', `${apps}/${name}`)).body.status ?? {};
+  /** Resolves once the controller finished `n` more passes (each pass starts by listing StatefulSets). */
+  const passes = async (n: number) => {
+    const count = () =>
+      api.requests.filter((r) => r.method === 'GET' && r.path === '/apis/apps/v1/statefulsets').length;
+    const target = count() + n + 1; // +1: the pass in flight may have listed before the change being tested
+    await until(
+      `${n} controller passes`,
+      async () => count(),
+      (c) => c >= target,
+    );
+  };
+  const scale = (name: string, replicas: number) =>
+    call('PATCH', `${apps}/${name}/scale`, { spec: { replicas } }, 'application/merge-patch+json');
+  const running = (pods: Pod[], count: number) =>
+    pods.length === count && pods.every((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp);
+
+  async function createAndWait(name: string, retention?: { whenDeleted: string; whenScaled: string }) {
+    expect((await call('POST', apps, manifest(name, retention))).status).toBe(201);
+    await until(
+      `3 ready pods of ${name}`,
+      () => statusOfSet(name),
+      (s) => s.readyReplicas === 3,
+    );
+    return podsOf(name);
+  }
+
+  it('creates ordinal pods with bound claims and re-creates a deleted pod, once gone, on the same claim', async () => {
+    const pods = await createAndWait('web');
+    expect(names(pods)).toEqual(['web-0', 'web-1', 'web-2']);
+    for (const p of pods) {
+      expect(p.spec?.hostname).toBe(p.metadata.name);
+      expect(p.spec?.subdomain).toBe('web');
+      expect(p.spec?.volumes).toEqual([
+        { name: 'data', persistentVolumeClaim: { claimName: `data-${p.metadata.name}` } },
+      ]);
+    }
+    const claims = await until(
+      '3 bound claims',
+      () => claimsOf('web'),
+      (cs) => cs.filter((c) => c.status?.phase === 'Bound').length === 3,
+    );
+    expect(names(claims)).toEqual(['data-web-0', 'data-web-1', 'data-web-2']);
+    expect(claims.every((c) => c.metadata.ownerReferences === undefined)).toBe(true); // Retain
+    await writeFile(join(volumeDir(stateDir, 'default', 'data-web-1'), 'PG_VERSION'), '17');
+
+    const old = pods.find((p) => p.metadata.name === 'web-1')!;
+    held.add('web-1');
+    expect((await call('DELETE', `${core}/pods/web-1`)).status).toBe(200);
+    await passes(3);
+    const during = (await podsOf('web')).find((p) => p.metadata.name === 'web-1');
+    expect(during?.metadata.uid).toBe(old.metadata.uid); // still the old one, going
+    expect(during?.metadata.deletionTimestamp).toBeDefined();
+    held.delete('web-1');
+    const back = await until(
+      'a new web-1 running',
+      () => podsOf('web'),
+      (ps) => running(ps, 3) && ps.some((p) => p.metadata.name === 'web-1' && p.metadata.uid !== old.metadata.uid),
+    );
+    const web1 = back.find((p) => p.metadata.name === 'web-1')!;
+    expect(web1.spec?.volumes?.[0]?.persistentVolumeClaim?.claimName).toBe('data-web-1');
+    const claimAfter = (await claimsOf('web')).find((c) => c.metadata.name === 'data-web-1');
+    expect(claimAfter?.metadata.uid).toBe(claims.find((c) => c.metadata.name === 'data-web-1')?.metadata.uid);
+    expect(await readFile(join(volumeDir(stateDir, 'default', 'data-web-1'), 'PG_VERSION'), 'utf8')).toBe('17');
+  });
+
+  for (const [policy, kept] of [
+    ['Retain', true],
+    ['Delete', false],
+  ] as const) {
+    it(`scales 3→5→3: pods 3 and 4 go, their claims ${kept ? 'stay' : 'go with their directories'} under whenScaled ${policy}`, async () => {
+      const name = `scale-${policy.toLowerCase()}`;
+      await createAndWait(name, { whenDeleted: 'Retain', whenScaled: policy });
+      expect((await scale(name, 5)).status).toBe(200);
+      await until(
+        '5 running pods',
+        () => podsOf(name),
+        (ps) => running(ps, 5),
+      );
+      await until(
+        '5 bound claims',
+        () => claimsOf(name),
+        (cs) => cs.filter((c) => c.status?.phase === 'Bound').length === 5,
+      );
+      for (const i of [3, 4]) await writeFile(join(volumeDir(stateDir, 'default', `data-${name}-${i}`), 'x'), 'x');
+      expect((await scale(name, 3)).status).toBe(200);
+      const pods = await until(
+        '3 pods left',
+        () => podsOf(name),
+        (ps) => ps.length === 3,
+      );
+      expect(names(pods)).toEqual([`${name}-0`, `${name}-1`, `${name}-2`]);
+      const expected = kept ? [0, 1, 2, 3, 4] : [0, 1, 2];
+      const claims = await until(
+        `claims ${expected}`,
+        () => claimsOf(name),
+        (cs) => cs.length === expected.length,
+      );
+      expect(names(claims)).toEqual(expected.map((i) => `data-${name}-${i}`));
+      if (!kept)
+        await until(
+          'the condemned claims\u2019 directories removed',
+          async () => [3, 4].map((i) => existsSync(volumeDir(stateDir, 'default', `data-${name}-${i}`))),
+          (exists) => exists.every((e) => !e),
+        );
+      else {
+        await passes(3);
+        expect(existsSync(join(volumeDir(stateDir, 'default', `data-${name}-4`), 'x'))).toBe(true);
+      }
+      await until(
+        'status replicas 3',
+        () => statusOfSet(name),
+        (s) => s.replicas === 3 && s.readyReplicas === 3,
+      );
+    });
+  }
+
+  it('OnDelete: a template change deletes no pod; deleted pods return on the new revision; currentRevision follows', async () => {
+    const pods = await createAndWait('ondelete');
+    const before = await statusOfSet('ondelete');
+    expect(before.currentRevision).toBe(before.updateRevision);
+    const set = (await call('GET', `${apps}/ondelete`)).body;
+    set.spec.template.spec.containers[0].image = 'v2';
+    expect((await call('PUT', `${apps}/ondelete`, set)).status).toBe(200);
+    const changed = await until(
+      'a new updateRevision',
+      () => statusOfSet('ondelete'),
+      (s) => s.updateRevision !== before.updateRevision,
+    );
+    expect(changed.currentRevision).toBe(before.currentRevision);
+    await passes(3);
+    expect((await podsOf('ondelete')).map((p) => p.metadata.uid).sort()).toEqual(
+      pods.map((p) => p.metadata.uid).sort(),
+    );
+    expect(
+      (await call('GET', '/apis/apps/v1/namespaces/default/controllerrevisions')).body.items
+        .filter((r: ControllerRevision) => r.metadata.name.startsWith('ondelete-'))
+        .map((r: ControllerRevision) => r.revision)
+        .sort(),
+    ).toEqual([1, 2]);
+
+    for (const victim of ['ondelete-0', 'ondelete-1', 'ondelete-2']) {
+      const status = await statusOfSet('ondelete');
+      expect(status.currentRevision).toBe(before.currentRevision); // not every pod runs the new one yet
+      expect((await call('DELETE', `${core}/pods/${victim}`)).status).toBe(200);
+      const back = await until(
+        `${victim} back on the new revision`,
+        () => podsOf('ondelete'),
+        (ps) =>
+          running(ps, 3) &&
+          ps.find((p) => p.metadata.name === victim)?.metadata.labels?.['controller-revision-hash'] ===
+            changed.updateRevision,
+      );
+      expect(back.find((p) => p.metadata.name === victim)?.spec?.containers).toEqual([{ name: 'main', image: 'v2' }]);
+    }
+    const done = await until(
+      'currentRevision moved',
+      () => statusOfSet('ondelete'),
+      (s) => s.currentRevision === changed.updateRevision,
+    );
+    expect(done).toMatchObject({ currentReplicas: 3, updatedReplicas: 3, readyReplicas: 3, replicas: 3 });
+  });
+
+  for (const [policy, kept] of [
+    ['Retain', true],
+    ['Delete', false],
+  ] as const) {
+    it(`deleting the StatefulSet takes its pods; whenDeleted ${policy} ${kept ? 'keeps the claims' : 'takes the claims and their directories'}`, async () => {
+      const name = `gone-${policy.toLowerCase()}`;
+      await createAndWait(name, { whenDeleted: policy, whenScaled: 'Retain' });
+      await until(
+        '3 bound claims',
+        () => claimsOf(name),
+        (cs) => cs.filter((c) => c.status?.phase === 'Bound').length === 3,
+      );
+      await until(
+        '3 volume directories',
+        async () => [0, 1, 2].map((i) => existsSync(volumeDir(stateDir, 'default', `data-${name}-${i}`))),
+        (e) => e.every(Boolean),
+      );
+      expect((await call('DELETE', `${apps}/${name}`)).status).toBe(200);
+      await until(
+        'no pods',
+        () => podsOf(name),
+        (ps) => ps.length === 0,
+      );
+      if (kept) {
+        await passes(3);
+        expect(names(await claimsOf(name))).toEqual([0, 1, 2].map((i) => `data-${name}-${i}`));
+        expect([0, 1, 2].every((i) => existsSync(volumeDir(stateDir, 'default', `data-${name}-${i}`)))).toBe(true);
+      } else {
+        await until(
+          'no claims',
+          () => claimsOf(name),
+          (cs) => cs.length === 0,
+        );
+        await until(
+          'no volume directories',
+          async () => [0, 1, 2].map((i) => existsSync(volumeDir(stateDir, 'default', `data-${name}-${i}`))),
+          (e) => e.every((x) => !x),
+        );
+      }
+      const revisions = (await call('GET', '/apis/apps/v1/namespaces/default/controllerrevisions')).body
+        .items as ControllerRevision[];
+      expect(revisions.filter((r) => r.metadata.name.startsWith(`${name}-`))).toEqual([]);
+    });
+  }
 });

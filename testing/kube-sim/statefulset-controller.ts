@@ -520,9 +520,12 @@ export class StatefulSetController {
           `/api/v1${ns}/persistentvolumeclaims`,
           action.claim,
         );
-        // Dynamic provisioning, immediately: the claim is Bound to a volume of its own
-        // (the volume controller binds any claim this misses).
-        await bindClaim(this.call, created);
+        // Dynamic provisioning, immediately: the claim is Bound to a volume of its own.
+        // Best effort: the volume controller binds any claim this misses (and may win
+        // the race, answering this one 409), and the pod need not wait for it.
+        await bindClaim(this.call, created).catch((error: unknown) => {
+          if (!(error instanceof KubeCallError)) throw error;
+        });
         return;
       }
       case 'update-pvc-owner': {

@@ -1,17 +1,15 @@
 /**
  * The StatefulSet controller: its decision, pure (literal snapshots built with small
  * override factories, the actions compared by kind and name), then the shell with
- * the volume controller against the real test API server, a stub kubelet marking
- * pods Running and Ready and holding them with a finalizer until it lets them go.
+ * the volume controller against the real test API server and a stub kubelet.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeApiServer } from '../kube-api/api-server.js';
 import { apiCaller, pollUntil } from '../kube-api/test-client.js';
-import { KubeCallError, type KubeList, kubeClient, startLoop } from './controller-loop.js';
 import type { PersistentVolumeClaim, Pod } from './objects.js';
 import {
   type ControllerRevision,
@@ -21,6 +19,7 @@ import {
   StatefulSetController,
   type StatefulSetSnapshot,
 } from './statefulset-controller.js';
+import { startStubKubelet } from './stub-kubelet.js';
 import { VolumeController } from './volume-controller.js';
 import { volumeDir } from './volumes.js';
 
@@ -483,47 +482,6 @@ describe('decideStatefulSet', () => {
 
 // ---- the shell, against the real test API server -------------------------------------------
 
-/** A stand-in for the kubelet: holds every pod with a finalizer (graceful deletion), marks it Running and Ready, creates its volume directories; lets a deleting pod go unless its name is in `held`. */
-function startStubKubelet(apiUrl: string, stateDir: string, held: Set<string>, log: (line: string) => void) {
-  const call = kubeClient(apiUrl);
-  const finalizer = 'test.pgha.dev/stub-kubelet';
-  return startLoop(
-    async () => {
-      const pods = await call<KubeList<Pod>>('GET', '/api/v1/pods');
-      for (const p of pods.items) {
-        const path = `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}`;
-        const finalizers = p.metadata.finalizers ?? [];
-        try {
-          if (p.metadata.deletionTimestamp) {
-            if (!held.has(p.metadata.name) && finalizers.includes(finalizer))
-              await call('PUT', path, {
-                ...p,
-                metadata: { ...p.metadata, finalizers: finalizers.filter((f) => f !== finalizer) },
-              });
-          } else if (!finalizers.includes(finalizer))
-            await call('PUT', path, { ...p, metadata: { ...p.metadata, finalizers: [...finalizers, finalizer] } });
-          else if (p.status?.phase !== 'Running') {
-            for (const v of p.spec?.volumes ?? [])
-              if (v.persistentVolumeClaim)
-                await mkdir(volumeDir(stateDir, p.metadata.namespace ?? '', v.persistentVolumeClaim.claimName), {
-                  recursive: true,
-                });
-            await call('PUT', `${path}/status`, {
-              ...p,
-              status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
-            });
-          }
-        } catch (error) {
-          if (!(error instanceof KubeCallError)) throw error;
-          log(`stub kubelet: ${error.message}`);
-        }
-      }
-    },
-    20,
-    log,
-  );
-}
-
 describe('StatefulSetController against the test API server', () => {
   let api: KubeApiServer;
   let stateDir: string;
@@ -543,7 +501,7 @@ describe('StatefulSetController against the test API server', () => {
   beforeAll(async () => {
     api = await KubeApiServer.start();
     stateDir = await mkdtemp(join(tmpdir(), 'pgha-sts-'));
-    stopKubelet = startStubKubelet(api.url, stateDir, held, log);
+    stopKubelet = startStubKubelet({ apiUrl: api.url, stateDir, held, log });
     sts = StatefulSetController.start({ apiUrl: api.url, log });
     volumes = VolumeController.start({ apiUrl: api.url, stateDir, log });
   });

@@ -489,6 +489,7 @@ describe('StatefulSetController against the test API server', () => {
   let sts: StatefulSetController;
   let volumes: VolumeController;
   const held = new Set<string>();
+  const unready = new Set<string>();
   const logs: string[] = [];
   const log = (line: string) => logs.push(line);
   const call = apiCaller(() => api.url);
@@ -501,7 +502,13 @@ describe('StatefulSetController against the test API server', () => {
   beforeAll(async () => {
     api = await KubeApiServer.start();
     stateDir = await mkdtemp(join(tmpdir(), 'pgha-sts-'));
-    stopKubelet = startStubKubelet({ apiUrl: api.url, stateDir, held, log });
+    stopKubelet = startStubKubelet({
+      apiUrl: api.url,
+      stateDir,
+      held,
+      log,
+      unready: (p) => unready.has(p.metadata.name),
+    });
     sts = StatefulSetController.start({ apiUrl: api.url, log });
     volumes = VolumeController.start({ apiUrl: api.url, stateDir, log });
   });
@@ -511,7 +518,11 @@ describe('StatefulSetController against the test API server', () => {
     if (stateDir) await rm(stateDir, { recursive: true, force: true });
   });
 
-  const manifest = (name: string, retention?: { whenDeleted: string; whenScaled: string }) => ({
+  const manifest = (
+    name: string,
+    retention?: { whenDeleted: string; whenScaled: string },
+    overrides: Record<string, unknown> = {},
+  ) => ({
     apiVersion: 'apps/v1',
     kind: 'StatefulSet',
     metadata: { name },
@@ -529,6 +540,7 @@ describe('StatefulSetController against the test API server', () => {
           spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
         },
       ],
+      ...overrides,
     },
   });
   const podsOf = async (name: string) =>
@@ -745,4 +757,44 @@ describe('StatefulSetController against the test API server', () => {
       expect(revisions.filter((r) => r.metadata.name.startsWith(`${name}-`))).toEqual([]);
     });
   }
+  it('OrderedReady with RollingUpdate: creates in order, each after the previous is Ready; rolls from the highest ordinal, one at a time', async () => {
+    const name = 'ordered';
+    unready.add(`${name}-0`);
+    const spec = { podManagementPolicy: 'OrderedReady', updateStrategy: { type: 'RollingUpdate' } };
+    expect((await call('POST', apps, manifest(name, undefined, spec))).status).toBe(201);
+    await until(
+      `${name}-0 running`,
+      () => podsOf(name),
+      (ps) => ps.some((p) => p.status?.phase === 'Running'),
+    );
+    await passes(3);
+    expect(names(await podsOf(name))).toEqual([`${name}-0`]); // not Ready: nothing after it
+    unready.delete(`${name}-0`);
+    const before = await until(
+      '3 ready',
+      () => statusOfSet(name),
+      (s) => s.readyReplicas === 3,
+    );
+    const steps = () =>
+      logs
+        .filter((l) => l.startsWith(`statefulset default/${name}: `) && / pod /.test(l))
+        .map((l) => l.replace(/^.*: (create|delete) pod (\S+).*$/, '$1 $2'));
+    expect(steps()).toEqual([`create ${name}-0`, `create ${name}-1`, `create ${name}-2`]);
+
+    const set = (await call('GET', `${apps}/${name}`)).body;
+    set.spec.template.spec.containers[0].image = 'v2';
+    expect((await call('PUT', `${apps}/${name}`, set)).status).toBe(200);
+    const after = await until(
+      'the rolling update complete',
+      () => statusOfSet(name),
+      (s) =>
+        s.updateRevision !== before.updateRevision && s.currentRevision === s.updateRevision && s.readyReplicas === 3,
+    );
+    expect(after).toMatchObject({ replicas: 3, updatedReplicas: 3, currentReplicas: 3 });
+    expect(steps().slice(3)).toEqual([2, 1, 0].flatMap((i) => [`delete ${name}-${i}`, `create ${name}-${i}`]));
+    const pods = await podsOf(name);
+    expect(pods.map((p) => p.metadata.labels?.['controller-revision-hash'])).toEqual(
+      [1, 2, 3].map(() => after.updateRevision),
+    );
+  });
 });

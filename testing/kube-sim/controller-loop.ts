@@ -74,3 +74,23 @@ export function startLoop(pass: () => Promise<void>, intervalMillis: number, log
     await running;
   };
 }
+
+/**
+ * Logs a failure line only when the previous pass did not log the same line: a
+ * pass every 100 ms would otherwise repeat a lasting rejection ten times a second.
+ * Call `endPass()` after each pass.
+ */
+export function repeatFilter(log: (line: string) => void) {
+  let previous = new Set<string>();
+  let current = new Set<string>();
+  return {
+    failed(line: string): void {
+      current.add(line);
+      if (!previous.has(line)) log(line);
+    },
+    endPass(): void {
+      previous = current;
+      current = new Set();
+    },
+  };
+}

@@ -12,7 +12,7 @@
  * ReplicaSet objects, revision history and rollback, paused deployments,
  * progressDeadlineSeconds, adopting orphan pods. Test utility, not shipped.
  */
-import { type KubeCall, KubeCallError, type KubeList, kubeClient, startLoop } from './controller-loop.js';
+import { type KubeCall, KubeCallError, type KubeList, kubeClient, repeatFilter, startLoop } from './controller-loop.js';
 import {
   type Condition,
   canonicalJson,
@@ -278,7 +278,9 @@ export class DeploymentController {
     const call = kubeClient(options.apiUrl);
     const now = options.now ?? Date.now;
     const random = options.random ?? Math.random;
-    const pass = async () => {
+    const failures = repeatFilter(log);
+    const pass = () => reconcileAll().finally(() => failures.endPass());
+    const reconcileAll = async () => {
       const deployments = await call<KubeList<Deployment>>('GET', '/apis/apps/v1/deployments');
       if (deployments.items.length === 0) return;
       const pods = await call<KubeList<Pod>>('GET', '/api/v1/pods');
@@ -295,7 +297,7 @@ export class DeploymentController {
             await apply(call, deployment, action, random);
           } catch (error) {
             if (!(error instanceof KubeCallError)) throw error;
-            log(`${what} failed: ${error.message}`);
+            failures.failed(`${what} failed: ${error.message}`);
             break;
           }
           if (action.type !== 'update-status') log(what);

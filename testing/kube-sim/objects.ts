@@ -69,7 +69,7 @@ export interface LabelSelector {
   matchExpressions?: { key: string; operator: string; values?: string[] }[];
 }
 
-/** Seconds since the epoch-free ISO form the API server writes (`2026-01-01T00:00:00Z`). */
+/** A time in the API server's timestamp form: ISO 8601 to the second (`2026-01-01T00:00:00Z`). */
 export const isoSeconds = (millis: number) => new Date(millis).toISOString().replace(/\.\d+Z$/, 'Z');
 
 /** The controller owner reference to `owner` (controller: true, blockOwnerDeletion: true). */

@@ -11,7 +11,7 @@
  * `maxUnavailable`, pod identity repair (labels/hostname of an existing pod), events.
  * Test utility, not shipped.
  */
-import { type KubeCall, KubeCallError, type KubeList, kubeClient, startLoop } from './controller-loop.js';
+import { type KubeCall, KubeCallError, type KubeList, kubeClient, repeatFilter, startLoop } from './controller-loop.js';
 import {
   canonicalJson,
   controllerRef,
@@ -213,6 +213,7 @@ export function newStatefulSetPod(set: StatefulSet, ordinal: number, revision: s
   }));
   const spec = structuredClone(template.spec ?? {});
   const claimed = new Set(claimVolumes.map((v) => v.name));
+  const volumes = [...(spec.volumes ?? []).filter((v) => !claimed.has(v.name)), ...claimVolumes];
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -232,7 +233,7 @@ export function newStatefulSetPod(set: StatefulSet, ordinal: number, revision: s
       ...spec,
       hostname: name,
       ...(set.spec.serviceName ? { subdomain: set.spec.serviceName } : {}),
-      volumes: [...(spec.volumes ?? []).filter((v) => !claimed.has(v.name)), ...claimVolumes],
+      ...(volumes.length > 0 ? { volumes } : {}),
     },
   };
 }
@@ -467,7 +468,17 @@ export class StatefulSetController {
     return this.stopLoop();
   }
 
+  private readonly failures = repeatFilter((line) => this.log(line));
+
   private async pass(): Promise<void> {
+    try {
+      await this.reconcileAll();
+    } finally {
+      this.failures.endPass();
+    }
+  }
+
+  private async reconcileAll(): Promise<void> {
     const sets = await this.call<KubeList<StatefulSet>>('GET', '/apis/apps/v1/statefulsets');
     if (sets.items.length === 0) return;
     const [pods, claims, revisions] = await Promise.all([
@@ -491,7 +502,7 @@ export class StatefulSetController {
           await this.apply(set, action);
         } catch (error) {
           if (!(error instanceof KubeCallError)) throw error;
-          this.log(`statefulset ${ns}/${set.metadata.name}: ${describe(action)} failed: ${error.message}`);
+          this.failures.failed(`statefulset ${ns}/${set.metadata.name}: ${describe(action)} failed: ${error.message}`);
           break;
         }
         if (action.type !== 'update-status') this.log(`statefulset ${ns}/${set.metadata.name}: ${describe(action)}`);

@@ -18,7 +18,7 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type KubeCall, KubeCallError, type KubeList, kubeClient, startLoop } from './controller-loop.js';
+import { type KubeCall, KubeCallError, type KubeList, kubeClient, repeatFilter, startLoop } from './controller-loop.js';
 import { isFinished, isTerminating, type PersistentVolumeClaim, type Pod } from './objects.js';
 import { bindClaim, pvcProtectionFinalizer } from './statefulset-controller.js';
 import { volumeDir } from './volumes.js';
@@ -89,7 +89,9 @@ export class VolumeController {
   static start(options: VolumeControllerOptions): VolumeController {
     const log = options.log ?? (() => undefined);
     const call = kubeClient(options.apiUrl);
-    const pass = async () => {
+    const failures = repeatFilter(log);
+    const pass = () => reconcileAll().finally(() => failures.endPass());
+    const reconcileAll = async () => {
       const volumes = await volumeDirs(options.stateDir);
       const [claims, pods] = await Promise.all([
         call<KubeList<PersistentVolumeClaim>>('GET', '/api/v1/persistentvolumeclaims'),
@@ -101,7 +103,7 @@ export class VolumeController {
           log(`volumes: ${describe(action)}`);
         } catch (error) {
           if (!(error instanceof KubeCallError)) throw error;
-          log(`volumes: ${describe(action)} failed: ${error.message}`);
+          failures.failed(`volumes: ${describe(action)} failed: ${error.message}`);
         }
       }
     };

@@ -446,6 +446,39 @@ describe('decideStatefulSet', () => {
     });
   });
 
+  it('counts a hash collision in status.collisionCount and then names the revision with the count', () => {
+    const set = statefulSet();
+    const wanted = revisionOf(set);
+    const squatter: ControllerRevision = {
+      ...wanted,
+      data: { spec: { template: { metadata: { labels: { x: 'y' } } } } },
+    };
+    const actions = decideStatefulSet(snapshot(set, { revisions: [squatter] }));
+    expect(actions).toEqual([{ type: 'update-status', status: { collisionCount: 1 } }]);
+    const counted = statefulSet(set.spec, { collisionCount: 1 });
+    const create = decideStatefulSet(snapshot(counted, { revisions: [squatter] })).find(
+      (a) => a.type === 'create-revision',
+    );
+    expect(create?.type === 'create-revision' && create.revision.metadata.name).not.toBe(wanted.metadata.name);
+    expect(create?.type === 'create-revision' && create.revision.revision).toBe(2);
+  });
+
+  it('deletes the oldest revisions beyond revisionHistoryLimit that no pod uses', () => {
+    const set = statefulSet({ replicas: 1, revisionHistoryLimit: 1 });
+    const rev = revisionOf(set, 4);
+    const old = (n: number): ControllerRevision => ({
+      ...rev,
+      metadata: { ...rev.metadata, name: `db-old${n}` },
+      revision: n,
+      data: { spec: { template: { metadata: { labels: { n: String(n) } } } } },
+    });
+    const pods = [pod(0, 'db-old1')]; // still runs revision 1
+    const actions = decideStatefulSet(
+      snapshot(set, { revisions: [old(1), old(2), old(3), rev], pods, claims: [claim(0)] }),
+    );
+    expect(actions.filter((a) => a.type === 'delete-revision')).toEqual([{ type: 'delete-revision', name: 'db-old2' }]);
+  });
+
   it('ignores pods it does not control and does nothing for a set being deleted', () => {
     const set = statefulSet({ replicas: 1 });
     const rev = revisionOf(set);

@@ -116,25 +116,6 @@ export function isAvailable(pod: Pod, minReadySeconds: number, nowMillis: number
   return Number.isNaN(since) || since + minReadySeconds * 1000 <= nowMillis;
 }
 
-/** Whether `labels` satisfy `selector` (matchLabels and the In/NotIn/Exists/DoesNotExist expressions). */
-export function selectorMatches(selector: LabelSelector | undefined, labels: Record<string, string> | undefined) {
-  const l = labels ?? {};
-  for (const [k, v] of Object.entries(selector?.matchLabels ?? {})) if (l[k] !== v) return false;
-  for (const e of selector?.matchExpressions ?? []) {
-    const has = e.key in l;
-    const ok =
-      e.operator === 'In'
-        ? has && (e.values ?? []).includes(l[e.key]!)
-        : e.operator === 'NotIn'
-          ? !has || !(e.values ?? []).includes(l[e.key]!)
-          : e.operator === 'Exists'
-            ? has
-            : !has;
-    if (!ok) return false;
-  }
-  return true;
-}
-
 /** JSON with object keys sorted, so equal data compares (and hashes) equal whatever the key order. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;

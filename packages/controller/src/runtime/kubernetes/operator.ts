@@ -8,7 +8,9 @@
  * so pods and Secrets (not watched) are looked at too; the leader record is watched
  * in etcd through the injected `leaderWatches` (leader-watches.ts), the resync being
  * its backstop. Pods are not watched, so a round that changed role labels is
- * followed by another at once: moving `primary` takes two (old pod first).
+ * followed by another at once: moving `primary` takes two (old pod first); a round
+ * that took a rolling-update step (`delete-pod`, a switchover request) is followed by
+ * another within a second.
  *
  * Each cluster's failover controller runs in the Operator too, through the
  * injected `failoverControllers` (cluster-controllers.ts): every reconcile of a
@@ -339,12 +341,15 @@ export class Operator {
       `${clusterLabel}=${name}`,
     )) as unknown as {
       items: {
-        metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+        metadata: { name: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
         status?: { conditions?: { type: string; status: string }[] };
       }[];
     };
     const pods: ObservedPod[] = podList.items.map((p) => ({
       name: p.metadata.name,
+      ...(p.metadata.uid !== undefined ? { uid: p.metadata.uid } : {}),
+      // Includes controller-revision-hash, which the rolling update compares with the
+      // StatefulSet's status.updateRevision (read with the StatefulSet above).
       labels: p.metadata.labels ?? {},
       ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
       deleting: p.metadata.deletionTimestamp !== undefined,
@@ -375,6 +380,10 @@ export class Operator {
     // move (the new primary's label, once the old one's removal is observed) follows
     // at once. A round that changes no label does not requeue, so this settles.
     if (actions.some((a) => a.type === 'label-pod')) this.enqueue(key);
+    // A rolling update step is followed by a look soon after (not at once: the pod
+    // takes a while to go and come back), not only at the next resync.
+    if (actions.some((a) => a.type === 'delete-pod' || a.type === 'request-switchover'))
+      this.later(() => this.enqueue(key), Math.min(1000, this.options.resyncIntervalMillis ?? 5000));
     return actions;
   }
 
@@ -410,6 +419,20 @@ export class Operator {
           fieldManager,
           undefined,
           PatchStrategy.MergePatch,
+        );
+        return;
+      case 'delete-pod':
+        // Conditional on the uid observed: a pod the StatefulSet already re-created
+        // under the same name is not deleted again (a 409 re-reads).
+        log(`delete pod ${action.pod} (${action.reason})`);
+        await this.api.delete(
+          { apiVersion: 'v1', kind: 'Pod', metadata: { name: action.pod, namespace } },
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          action.uid !== undefined ? { preconditions: { uid: action.uid } } : undefined,
         );
         return;
       case 'request-switchover':

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   decideReconcile,
@@ -362,6 +363,138 @@ describe('decideReconcile', () => {
           'update-status',
           'event',
         ]).toContain(a.type);
+  });
+});
+
+describe('decideReconcile: removal marks of members scaled away (removed/<name>)', () => {
+  const at5 = () => created(snapshot({ cluster: cluster({ instances: 5 }) }));
+  const at3 = () => created(snapshot({ cluster: cluster({ instances: 3 }) }));
+  const pods5 = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica'), pod(3, 'replica'), pod(4, 'replica')];
+  const marks = (actions: ReconcileAction[]) =>
+    actions.flatMap((a) =>
+      a.type === 'mark-removed' ? [`mark ${a.member}`] : a.type === 'unmark-removed' ? [`unmark ${a.member}`] : [],
+    );
+  const order = (actions: ReconcileAction[]) =>
+    kinds(actions).filter((k) => k === 'mark-removed' || k === 'unmark-removed' || k.endsWith('StatefulSet/demo'));
+
+  it('marks the members a scale-down removes, before the StatefulSet shrinks', () => {
+    const actions = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(actions)).toEqual(['mark demo-3', 'mark demo-4']);
+    expect(order(actions)).toEqual(['mark-removed', 'mark-removed', 'update StatefulSet/demo']);
+    expect(actions).toContainEqual({
+      type: 'mark-removed',
+      member: 'demo-3',
+      reason: 'scaled down from 5 to 3 instances',
+    });
+  });
+
+  it('marks nothing twice, nor a member the StatefulSet keeps (the primary above the new size)', () => {
+    const marked = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-3', 'demo-4'],
+      }),
+    );
+    expect(marks(marked)).toEqual([]);
+    const primaryHigh = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-4', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(primaryHigh)).toEqual([]); // the StatefulSet keeps 5 while it switches over
+    const primary3 = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 1 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-3', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(primary3)).toEqual(['mark demo-4']); // 5 → 4, demo-3 leads
+  });
+
+  it('takes the marks off members wanted again before the StatefulSet grows', () => {
+    const actions = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 5 }),
+        objects: at3(),
+        pods: pods5.slice(0, 3),
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-4', 'demo-3', 'demo-7'],
+      }),
+    );
+    expect(marks(actions)).toEqual(['unmark demo-3', 'unmark demo-4']); // demo-7 stays removed
+    expect(order(actions)).toEqual(['unmark-removed', 'unmark-removed', 'update StatefulSet/demo']);
+    // A mark below the current size (a scale-down undone before it was applied) goes too.
+    const undone = decideReconcile(
+      snapshot({
+        objects: at3(),
+        pods: pods5.slice(0, 3),
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-2'],
+      }),
+    );
+    expect(marks(undone)).toEqual(['unmark demo-2']);
+  });
+
+  it('neither reads nor writes marks while etcd is unreadable or the operator keeps none', () => {
+    const base = {
+      cluster: cluster({ instances: 3 }),
+      objects: at5(),
+      pods: pods5,
+      leader: { member: 'demo-0', term: 2 },
+    };
+    expect(marks(decideReconcile(snapshot({ ...base, removedMembers: null })))).toEqual([]);
+    expect(marks(decideReconcile(snapshot(base)))).toEqual([]);
+    expect(
+      marks(
+        decideReconcile(snapshot({ ...base, leader: null, leaderReadError: 'etcd unreachable', removedMembers: [] })),
+      ),
+    ).toEqual([]);
+  });
+
+  it('never marks a member below the size it gives the StatefulSet', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.option(fc.integer({ min: 0, max: 8 })),
+        (from, to, leaderOrdinal) => {
+          const objects = created(snapshot({ cluster: cluster({ instances: from }) }));
+          const actions = decideReconcile(
+            snapshot({
+              cluster: cluster({ instances: to }),
+              objects,
+              pods: Array.from({ length: from }, (_, i) => pod(i)),
+              leader: leaderOrdinal === null ? null : { member: `demo-${leaderOrdinal}`, term: 2 },
+              removedMembers: [],
+            }),
+          );
+          const size = stsOf(actions)?.spec.replicas ?? from;
+          for (const a of actions)
+            if (a.type === 'mark-removed') {
+              expect(Number(a.member.slice(5))).toBeGreaterThanOrEqual(size);
+              expect(a.member).not.toBe(leaderOrdinal === null ? undefined : `demo-${leaderOrdinal}`);
+            }
+        },
+      ),
+    );
   });
 });
 

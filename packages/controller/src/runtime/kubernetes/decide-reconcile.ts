@@ -7,7 +7,11 @@
  * - Nothing but pods is ever deleted: the only delete action is `delete-pod`, for a
  *   rolling update. PVCs, Secrets and the objects a PgHaCluster owns are never deleted
  *   by the operator (they go with the cluster through owner references; PVCs are
- *   retained even then).
+ *   retained even then). (`unmark-removed` deletes the operator's own etcd mark.)
+ * - Removal marks (`removed/<name>` in etcd) name only members a scale-down removes
+ *   (ordinals from the new StatefulSet size up to the old one) and are written before
+ *   the StatefulSet shrinks; a mark on an ordinal below the StatefulSet's size is taken
+ *   off before it grows. Marks are neither read nor written while etcd is unreadable.
  * - Rolling updates (the StatefulSet is `OnDelete`: a pod gets a new template only
  *   when deleted) take one pod down at a time: a pod is deleted only when the
  *   StatefulSet controller has observed the current generation and published its
@@ -97,6 +101,12 @@ export interface ReconcileSnapshot {
    * absent when the operator runs none, and then no condition reports it.
    */
   readonly failoverController?: FailoverControllerState | null;
+  /**
+   * The members marked `removed/<name>` in etcd (scaled away on purpose: the primary
+   * drops their replication slots once they are gone); null when they could not be
+   * read; absent when the operator keeps no marks (then none are written).
+   */
+  readonly removedMembers?: readonly string[] | null;
   /** ISO time, for condition transition times. */
   readonly now: string;
   /** The random source for generated passwords (crypto.randomBytes in the shell). */
@@ -122,6 +132,10 @@ export type ReconcileAction =
       readonly candidates: readonly string[];
       readonly reason: string;
     }
+  /** Mark a member scaled away on purpose (`removed/<name>` in etcd): its slot may go once it is gone. */
+  | { readonly type: 'mark-removed'; readonly member: string; readonly reason: string }
+  /** Take the mark off a member that is wanted again (before the StatefulSet grows). */
+  | { readonly type: 'unmark-removed'; readonly member: string }
   | { readonly type: 'update-status'; readonly status: PgHaClusterStatus }
   | {
       readonly type: 'event';
@@ -264,6 +278,26 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
         reason: `scale down to ${spec.instances} instances`,
       });
     }
+  }
+
+  // Removal marks, before the StatefulSet changes size: a member about to come back is
+  // unmarked first (else a brief restart of it would cost its slot at once), and the
+  // members a shrink removes are marked (the primary waits until a marked member has
+  // no record and its slot is inactive, i.e. its pod is gone, before dropping it).
+  if (s.removedMembers !== undefined && s.removedMembers !== null && s.leaderReadError === undefined) {
+    const marked = new Set(s.removedMembers);
+    for (const member of [...marked].sort()) {
+      const ordinal = ordinalOf(member, name);
+      if (ordinal !== undefined && ordinal < replicas) actions.push({ type: 'unmark-removed', member });
+    }
+    if (currentReplicas !== undefined)
+      for (let ordinal = replicas; ordinal < currentReplicas; ordinal++)
+        if (!marked.has(`${name}-${ordinal}`))
+          actions.push({
+            type: 'mark-removed',
+            member: `${name}-${ordinal}`,
+            reason: `scaled down from ${currentReplicas} to ${replicas} instances`,
+          });
   }
 
   const desired: KubeObject[] = [

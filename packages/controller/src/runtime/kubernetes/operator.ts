@@ -54,6 +54,16 @@ export interface OperatorOptions {
   readLeader(cluster: PgHaClusterObject): Promise<{ member: string; term: number } | null>;
   /** Writes a switchover request for the cluster's controller (to etcd). */
   requestSwitchover(cluster: PgHaClusterObject, from: string, candidates: readonly string[]): Promise<void>;
+  /**
+   * The `removed/<name>` marks of members scaled away on purpose (in etcd): read,
+   * written (create-if-absent) and deleted. Without it the operator keeps no marks, and
+   * the slots of removed members go only after the agents' member slots TTL.
+   */
+  removedMembers?: {
+    read(cluster: PgHaClusterObject): Promise<string[]>;
+    mark(cluster: PgHaClusterObject, member: string, reason: string): Promise<void>;
+    unmark(cluster: PgHaClusterObject, member: string): Promise<void>;
+  };
   log: OperatorLog;
   /** Every cluster is reconciled at least this often. Default 5000 ms. */
   resyncIntervalMillis?: number;
@@ -364,6 +374,13 @@ export class Operator {
       leaderReadError = (error as Error).message;
       this.options.log.warn(`${key}: cannot read the leader record (${leaderReadError}); role labels stay as they are`);
     }
+    // The removal marks live in the same etcd: unreadable with it.
+    let removedMembers: string[] | null | undefined;
+    if (this.options.removedMembers !== undefined && leaderReadError === undefined)
+      removedMembers = await this.options.removedMembers.read(cluster).catch((error) => {
+        this.options.log.warn(`${key}: cannot read the removal marks (${(error as Error).message})`);
+        return null;
+      });
     const actions = decideReconcile({
       cluster,
       objects,
@@ -372,6 +389,7 @@ export class Operator {
       leader,
       ...(leaderReadError !== undefined ? { leaderReadError } : {}),
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
+      ...(removedMembers !== undefined ? { removedMembers } : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
       randomBytes,
     });
@@ -439,6 +457,19 @@ export class Operator {
         log(`request switchover from ${action.from} (${action.reason})`);
         await this.options.requestSwitchover(cluster, action.from, action.candidates);
         return;
+      case 'mark-removed':
+      case 'unmark-removed': {
+        const marks = this.options.removedMembers;
+        if (marks === undefined) throw new Error(`${action.type} without removedMembers`);
+        if (action.type === 'mark-removed') {
+          log(`mark member ${action.member} removed (${action.reason})`);
+          await marks.mark(cluster, action.member, action.reason);
+        } else {
+          log(`unmark member ${action.member} (wanted again)`);
+          await marks.unmark(cluster, action.member);
+        }
+        return;
+      }
       case 'update-status': {
         log(`status ${action.status.phase} ${action.status.ready ?? ''}`);
         // PUT to the status subresource with the resourceVersion read: a 409 means re-read.

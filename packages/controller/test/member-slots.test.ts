@@ -21,6 +21,19 @@ let running: LocalCluster;
 let etcd: Etcd3;
 let primary: string;
 const keys = clusterKeys(cluster);
+/** max_locks_per_transaction (a parameter postgres reads only at start) per member, when set. */
+const locks = new Map<string, number>();
+
+async function show(member: string, setting: string): Promise<string> {
+  const client = new pg.Client({ connectionString: running.connectionString(member), connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ v: string }>(`SELECT current_setting($1) AS v`, [setting]);
+    return rows[0]!.v;
+  } finally {
+    await client.end();
+  }
+}
 
 async function slots(): Promise<Map<string, boolean>> {
   const client = new pg.Client({ connectionString: running.connectionString(primary), connectionTimeoutMillis: 5000 });
@@ -67,7 +80,12 @@ beforeAll(async () => {
     etcdPort,
     members: 3,
     supervise: false,
-    memberArgs: () => ['--member-slots-ttl-millis', String(ttlMillis)],
+    // Read at every start of an agent, as a pod's args are at every start of a pod.
+    memberArgs: (name) => [
+      '--member-slots-ttl-millis',
+      String(ttlMillis),
+      ...(locks.has(name) ? ['--postgres-parameter', `max_locks_per_transaction=${locks.get(name)}`] : []),
+    ],
     log: createLogger('test', () => undefined),
     readyTimeoutMillis: 90_000,
   });
@@ -93,9 +111,13 @@ describe('member slots on the primary', () => {
       20_000,
     );
 
-    // 1. A restarts: its record is gone for several of the primary's slot passes, and
-    //    its slot stays throughout; it streams from it again afterwards.
+    // 1. A restarts (with a changed parameter that postgres reads only at start, as a
+    //    rolling update restarts a pod): its record is gone for several of the primary's
+    //    slot passes, and its slot stays throughout; it streams from it again afterwards,
+    //    and runs with the new setting.
+    expect(await show(a, 'max_locks_per_transaction')).toBe('64');
     await running.stopMember(a);
+    locks.set(a, 128);
     expect(await record(a)).toBeNull();
     await primaryReports(3);
     expect((await slots()).get(slotNameFor(a))).toBe(false); // still there, inactive
@@ -105,6 +127,7 @@ describe('member slots on the primary', () => {
       async () => (await record(a))?.streaming === true && (await slots()).get(slotNameFor(a)) === true,
       60_000,
     );
+    expect(await show(a, 'max_locks_per_transaction')).toBe('128');
 
     // 2. B stops for good (no removal mark): its slot stays for the TTL, counted from
     //    no earlier than the moment its record went, and goes soon after.

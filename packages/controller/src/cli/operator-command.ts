@@ -172,10 +172,15 @@ export function registerOperator(program: Command, integer: (min: number, max: n
           },
           requestSwitchover: async (cluster, from, candidates) => {
             const { client, keys } = etcdOf(cluster);
-            const pending = await client.get(keys.switchover).string();
-            // A request the controller rejected is cleared so the next round can ask again.
-            if (pending !== null && SwitchoverRecord.decode(pending).rejected)
-              await client.delete().key(keys.switchover);
+            const pending = (await client.get(keys.switchover).exec()).kvs[0];
+            // A request the controller rejected is cleared so the next round can ask again
+            // (only that one: guarded by its mod revision, so a request written meanwhile,
+            // by the CLI or another round, is never deleted unseen).
+            if (pending !== undefined && SwitchoverRecord.decode(pending.value.toString()).rejected)
+              await client
+                .if(keys.switchover, 'Mod', '==', pending.mod_revision)
+                .then(client.delete().key(keys.switchover))
+                .commit();
             const request: SwitchoverRecord = {
               v: recordVersion,
               from,

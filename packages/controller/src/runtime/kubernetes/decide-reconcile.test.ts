@@ -621,6 +621,9 @@ describe('decideReconcile: rolling updates (OnDelete)', () => {
       [rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'old', { deleting: true })],
       [rpod(0, 'old'), rpod(1, 'old')], // demo-2 deleted, not re-created yet
       [rpod(0, 'old', { ready: false }), rpod(1, 'old'), rpod(2, 'new')], // the primary itself
+      // Only the primary is outdated, but an updated replica is not ready: no switchover
+      // to the ready one either (the not-ready one counts as down).
+      [rpod(0, 'old'), rpod(1, 'new', { ready: false }), rpod(2, 'new')],
     ]) {
       const actions = round(pods);
       expect(deletes(actions)).toEqual([]);

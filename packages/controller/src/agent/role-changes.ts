@@ -161,10 +161,15 @@ export class RoleChanges {
     });
     this.slotAbsentSince = decision.absentSince;
     await postgres.ensureSlots(decision.create);
+    // A failed drop is logged and tried again with the next report, never a reason to
+    // miss this report (the caller publishes the member record after this).
     for (const { slot, reason } of decision.drop) {
-      const dropped = await postgres.dropInactiveSlot(slot);
-      if (dropped) log.info(`dropped replication slot ${slot}: ${reason}`);
-      else log.info(`kept replication slot ${slot}: it became active (${reason})`);
+      try {
+        if (await postgres.dropInactiveSlot(slot)) log.info(`dropped replication slot ${slot}: ${reason}`);
+        else log.info(`kept replication slot ${slot}: it became active (${reason})`);
+      } catch (error) {
+        log.warn(`could not drop replication slot ${slot} (${reason}): ${(error as Error).message}`);
+      }
     }
   }
 

@@ -61,7 +61,16 @@ describe('decideMemberSlots', () => {
       snapshot({ members: ['demo-0', 'demo-1'], slots, absentSince: first.absentSince, now: 1_000_000 + ttl }),
     );
     expect(due.drop).toEqual([{ slot: 'pgha_demo_2', reason: 'no member record for 60 s (member slots TTL 60 s)' }]);
-    expect(due.absentSince.size).toBe(0);
+    // Remembered until the slot is no longer listed: a failed drop is retried at once.
+    expect(due.absentSince).toEqual(new Map([['pgha_demo_2', 1_000_000]]));
+    const retried = decideMemberSlots(
+      snapshot({ members: ['demo-0', 'demo-1'], slots, absentSince: due.absentSince, now: 1_000_000 + ttl + 1000 }),
+    );
+    expect(retried.drop.map((d) => d.slot)).toEqual(['pgha_demo_2']);
+    const gone = decideMemberSlots(
+      snapshot({ members: ['demo-0', 'demo-1'], slots: slots.slice(0, 1), absentSince: retried.absentSince }),
+    );
+    expect(gone.absentSince.size).toBe(0);
   });
 
   it('starts the clock at its own first observation: a new primary never drops at once', () => {

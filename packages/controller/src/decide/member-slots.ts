@@ -74,6 +74,9 @@ export function decideMemberSlots(s: MemberSlotsSnapshot): MemberSlotsDecision {
     // reason): keep it, and count the absence from when it stops.
     if (slot.active) continue;
     const since = s.absentSince.get(slot.name) ?? s.now;
+    // Kept for dropped slots too: a drop that fails is retried with the next call
+    // without restarting the clock; a dropped slot is not listed again, so it goes.
+    absentSince.set(slot.name, since);
     const member = removed.get(slot.name);
     if (member !== undefined)
       drop.push({ slot: slot.name, reason: `member ${member} was removed (scaled down) and has no record` });
@@ -82,7 +85,6 @@ export function decideMemberSlots(s: MemberSlotsSnapshot): MemberSlotsDecision {
         slot: slot.name,
         reason: `no member record for ${Math.round((s.now - since) / 1000)} s (member slots TTL ${Math.round(s.ttlMillis / 1000)} s)`,
       });
-    else absentSince.set(slot.name, since);
   }
   return { create, drop, absentSince };
 }

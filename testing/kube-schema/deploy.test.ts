@@ -54,11 +54,13 @@ describe('deploy/', () => {
     expect(args).toContain('--election-timeout=300');
   });
 
-  it('gives the operator no delete verb, and only read and create (a generated Secret) on Secrets', () => {
+  it('gives the operator delete on pods only (rolling updates), and only read and create (a generated Secret) on Secrets', () => {
     const rules = operator
       .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
       .flatMap((o) => o.rules as { resources: string[]; verbs: string[] }[]);
-    expect(rules.flatMap((r) => r.verbs)).not.toContain('delete');
+    expect(rules.filter((r) => r.verbs.includes('delete'))).toEqual([
+      expect.objectContaining({ apiGroups: [''], resources: ['pods'] }),
+    ]);
     expect(rules.flatMap((r) => r.verbs)).not.toContain('*');
     expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual([
       'get',

@@ -14,6 +14,7 @@ import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
+import { defaultMemberSlotsTtlMillis } from './decide/member-slots.js';
 import { createLogger } from './log.js';
 import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
@@ -237,6 +238,14 @@ program
       .argParser(integer(1000, 3_600_000))
       .default(15_000),
   )
+  .addOption(
+    new Option(
+      '--member-slots-ttl-millis <ms>',
+      "the primary drops an inactive replication slot (pgha_<member>) whose member has had no record in etcd for this long (Patroni's member_slots_ttl); a member the Kubernetes operator scaled away loses it at once",
+    )
+      .argParser(integer(1000, 365 * 24 * 3_600_000))
+      .default(defaultMemberSlotsTtlMillis, '1800000 (30 min)'),
+  )
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
     const appRole = appRoleOption(opts.appUser);
@@ -274,6 +283,7 @@ program
       tags: opts.failover === false ? { noFailover: true } : {},
       api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
       livenessTimeoutMillis: opts.livenessTimeoutMillis,
+      memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
       cliPath: cliPath(),
       log,
     });

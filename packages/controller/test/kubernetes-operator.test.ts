@@ -12,7 +12,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ControllerRecord, clusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
+import {
+  ControllerRecord,
+  clusterKeys,
+  LeaderRecord,
+  RemovedMemberRecord,
+  recordVersion,
+  SwitchoverRecord,
+} from '@pgha/core';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -253,6 +260,28 @@ describe('pgha operator', () => {
     console.log(`primary label removed ${Date.now() - deletedAt} ms after the leader record was deleted`);
     await etcd.put(keys.leader).value(LeaderRecord.encode(leader));
     await until('demo-0 primary again', podLabels, (l) => l['demo-0'] === 'primary', resyncIntervalMillis / 4);
+  });
+
+  it('marks the members a scale-down removes (removed/<name> in etcd) and unmarks them before scaling back up', async () => {
+    const marks = async () => (await etcd.getAll().prefix(keys.removedPrefix).strings()) as Record<string, string>;
+    const sts = () => call('GET', '/apis/apps/v1/namespaces/db/statefulsets/demo').then((r) => r.body);
+    // The scale to 1 asked for in the first test goes ahead now that demo-0 leads.
+    await until('the StatefulSet at 1 replica', sts, (b) => b.spec.replicas === 1);
+    const marked = await marks();
+    expect(Object.keys(marked).sort()).toEqual([keys.removed('demo-1'), keys.removed('demo-2')]);
+    expect(RemovedMemberRecord.decode(marked[keys.removed('demo-2')]!)).toMatchObject({
+      member: 'demo-2',
+      reason: 'scaled down from 3 to 1 instances',
+    });
+    await call(
+      'PATCH',
+      '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/demo',
+      { spec: { instances: 3 } },
+      'application/merge-patch+json',
+    );
+    await until('the StatefulSet at 3 replicas', sts, (b) => b.spec.replicas === 3);
+    // Unmarked in the round that grew the StatefulSet, before the update.
+    expect(await marks()).toEqual({});
   });
 
   it("runs the cluster's failover controller: its controller key appears in the cluster's etcd", async () => {

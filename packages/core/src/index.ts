@@ -26,6 +26,7 @@ export {
   maxRecordBytes,
   memberRoles,
   memberStates,
+  RemovedMemberRecord,
   recordVersion,
   SwitchoverRecord,
   synchronousModes,

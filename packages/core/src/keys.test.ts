@@ -71,8 +71,28 @@ describe('clusterKeys', () => {
       keys.switchover,
       keys.history(1),
       keys.controller,
+      keys.removed('demo-3'),
     ];
     expect(built.map((key) => keys.parse(key)?.kind)).toEqual([...keyKinds]);
+  });
+
+  it('round-trips every valid member name through removed and parse', () => {
+    fc.assert(
+      fc.property(validName, validName, (cluster, member) => {
+        const keys = clusterKeys(cluster);
+        const key = keys.removed(member);
+        expect(key).toBe(`/pgha/${cluster}/removed/${member}`);
+        expect(key.startsWith(keys.removedPrefix)).toBe(true);
+        expect(keys.parse(key)).toEqual({ kind: 'removed', name: member });
+      }),
+    );
+  });
+
+  it('refuses to build a removal mark for an invalid member name, and does not parse one', () => {
+    const keys = clusterKeys('demo');
+    expectInvalidOption(() => keys.removed('Demo_3'));
+    expect(keys.parse('/pgha/demo/removed/Demo_3')).toBeNull();
+    expect(keys.parse('/pgha/demo/removed/')).toBeNull();
   });
 
   it('round-trips every valid member name through member and parse', () => {

@@ -18,6 +18,7 @@ import { assertValidName, isValidName } from './names.js';
  * | `switchover` | CLI / API | — |
  * | `history/<term>` | controller | — |
  * | `controller` | the active controller (create-if-absent) | the controller's |
+ * | `removed/<name>` | the Kubernetes operator (a member it scaled away on purpose) | — |
  */
 export const keyKinds = [
   'initialize',
@@ -30,6 +31,7 @@ export const keyKinds = [
   'switchover',
   'history',
   'controller',
+  'removed',
 ] as const;
 
 /** One of {@link keyKinds}. */
@@ -49,7 +51,8 @@ export type ParsedKey =
         | 'controller';
     }
   | { readonly kind: 'member'; readonly name: string }
-  | { readonly kind: 'history'; readonly term: number };
+  | { readonly kind: 'history'; readonly term: number }
+  | { readonly kind: 'removed'; readonly name: string };
 
 /** The default root under which clusters are kept. */
 export const defaultKeyRoot = '/pgha/';
@@ -75,7 +78,15 @@ export interface ClusterKeys {
   readonly membersPrefix: string;
   /** Prefix of all history records. */
   readonly historyPrefix: string;
+  /** Prefix of all removal marks (`removed/<name>`). */
+  readonly removedPrefix: string;
   member(name: string): string;
+  /**
+   * The mark of a member removed on purpose (a scale-down): its replication slot may
+   * be dropped as soon as it has no member record and the slot is inactive, without
+   * waiting for the member slots TTL. Deleted again when the member is wanted back.
+   */
+  removed(name: string): string;
   /** History keys are zero-padded so etcd's byte order is term order. */
   history(term: number): string;
   /** What `key` is, or null when it is not one of this cluster's keys. */
@@ -115,6 +126,7 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
   const prefix = `${root}${cluster}/`;
   const membersPrefix = `${prefix}members/`;
   const historyPrefix = `${prefix}history/`;
+  const removedPrefix = `${prefix}removed/`;
   return {
     prefix,
     initialize: `${prefix}initialize`,
@@ -127,8 +139,12 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
     controller: `${prefix}controller`,
     membersPrefix,
     historyPrefix,
+    removedPrefix,
     member(name: string): string {
       return `${membersPrefix}${assertValidName('member', name)}`;
+    },
+    removed(name: string): string {
+      return `${removedPrefix}${assertValidName('member', name)}`;
     },
     history(term: number): string {
       if (!Number.isSafeInteger(term) || term < 1 || term > maxHistoryTerm) {
@@ -146,6 +162,10 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
       if (rest.startsWith('members/')) {
         const name = rest.slice('members/'.length);
         return isValidName(name) ? { kind: 'member', name } : null;
+      }
+      if (rest.startsWith('removed/')) {
+        const name = rest.slice('removed/'.length);
+        return isValidName(name) ? { kind: 'removed', name } : null;
       }
       if (rest.startsWith('history/')) {
         const digits = rest.slice('history/'.length);

@@ -11,6 +11,7 @@ import {
   MemberRecord,
   maxRecordBytes,
   type RecordCodec,
+  RemovedMemberRecord,
   recordVersion,
   SwitchoverRecord,
   TargetRecord,
@@ -109,6 +110,10 @@ function historyRecord(overrides: Loose = {}): Loose {
   };
 }
 
+function removedMemberRecord(overrides: Loose = {}): Loose {
+  return { v: 1, member: 'demo-3', reason: 'scaled down to 3 instances', at, ...overrides };
+}
+
 interface Case {
   readonly codec: RecordCodec<unknown>;
   readonly make: (overrides?: Loose) => Loose;
@@ -124,6 +129,7 @@ const cases: ReadonlyArray<readonly [string, Case]> = [
   ['TargetRecord', { codec: TargetRecord as RecordCodec<unknown>, make: targetRecord }],
   ['SwitchoverRecord', { codec: SwitchoverRecord as RecordCodec<unknown>, make: switchoverRecord }],
   ['HistoryRecord', { codec: HistoryRecord as RecordCodec<unknown>, make: historyRecord }],
+  ['RemovedMemberRecord', { codec: RemovedMemberRecord as RecordCodec<unknown>, make: removedMemberRecord }],
 ];
 
 /** Runs `fn`, expects a ProtocolError of `codec`'s kind, and returns it. */

@@ -226,6 +226,15 @@ const controllerSchema = z.object({
   waiting: z.object({ reason: shortText, since: timestamp }).strict().nullable().optional(),
 });
 
+const removedMemberSchema = z.object({
+  v: z.literal(recordVersion),
+  /** The member removed (the key's name). */
+  member: name,
+  /** Why, for people reading etcd (`scaled down to 3 instances`). */
+  reason: shortText,
+  at: timestamp,
+});
+
 export type MemberRecord = z.infer<typeof memberSchema>;
 export type LeaderRecord = z.infer<typeof leaderSchema>;
 export type LastPrimaryRecord = z.infer<typeof lastPrimarySchema>;
@@ -237,6 +246,7 @@ export type SwitchoverRecord = z.infer<typeof switchoverSchema>;
 export type HistoryRecord = z.infer<typeof historySchema>;
 export type ControllerRecord = z.infer<typeof controllerSchema>;
 export type MemberTags = z.infer<typeof tagsSchema>;
+export type RemovedMemberRecord = z.infer<typeof removedMemberSchema>;
 
 /** The companion object every record type has. */
 export interface RecordCodec<T> {
@@ -328,6 +338,17 @@ export const SwitchoverRecord: RecordCodec<SwitchoverRecord> = codec('switchover
 export const HistoryRecord: RecordCodec<HistoryRecord> = codec('history record', historySchema);
 /** The active controller, under its lease. */
 export const ControllerRecord: RecordCodec<ControllerRecord> = codec('controller record', controllerSchema);
+
+/**
+ * A member removed on purpose (`removed/<name>`), written by the Kubernetes operator
+ * when it scales the StatefulSet below the member's ordinal and deleted when it scales
+ * back up: the primary then drops that member's replication slot as soon as it has no
+ * member record and the slot is inactive, instead of after the member slots TTL.
+ */
+export const RemovedMemberRecord: RecordCodec<RemovedMemberRecord> = codec(
+  'removed-member record',
+  removedMemberSchema,
+);
 
 /** The defaults of {@link ConfigRecord}; see docs/architecture.md for the timing budget. */
 export const defaultConfig: ConfigRecord = {

@@ -87,6 +87,12 @@ export interface AgentOptions {
    * an action) for this long. Default 15 000 ms.
    */
   readonly livenessTimeoutMillis?: number;
+  /**
+   * While primary, an inactive slot of a member that has had no record for this long
+   * (timed by this primary from its own observations) is dropped; a member marked
+   * `removed/<name>` loses it as soon as its record is gone. Default 30 min.
+   */
+  readonly memberSlotsTtlMillis?: number;
   /** The pgha CLI (for the watchdog process). */
   readonly cliPath: string;
   readonly log: Logger;
@@ -239,6 +245,7 @@ export class Agent {
       clock: this.clock,
       log: this.log,
       catchUpTimeoutMillis: o.catchUpTimeoutMillis,
+      ...(o.memberSlotsTtlMillis !== undefined ? { memberSlotsTtlMillis: o.memberSlotsTtlMillis } : {}),
       setState: (state) => this.setState(state),
       noteObservation: (observation) => void this.noteObservation(observation),
       writableLeaderOtherThanUs: () => this.writableLeaderOtherThanUs(),

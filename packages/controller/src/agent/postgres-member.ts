@@ -504,6 +504,36 @@ export class PostgresMember {
     );
   }
 
+  /** The replication slots (null when postgres is not connected). */
+  async listSlots(): Promise<{ name: string; type: 'physical' | 'logical'; active: boolean }[] | null> {
+    if (this.connection === null) return null;
+    const { rows } = await this.connection.query<{ name: string; type: 'physical' | 'logical'; active: boolean }>(
+      'SELECT slot_name AS name, slot_type AS type, active FROM pg_replication_slots',
+    );
+    return rows;
+  }
+
+  /**
+   * Drops a physical slot only if nothing streams from it, in one statement (a
+   * walsender attaching between a check and the drop would make the drop fail, not
+   * take the slot from under it). True when it was dropped.
+   */
+  async dropInactiveSlot(slot: string): Promise<boolean> {
+    if (this.connection === null) return false;
+    try {
+      const { rowCount } = await this.connection.query(
+        `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+          WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active`,
+        [slot],
+      );
+      return (rowCount ?? 0) > 0;
+    } catch (error) {
+      // 55006 object_in_use: it became active in between.
+      if ((error as { code?: string }).code === '55006') return false;
+      throw error;
+    }
+  }
+
   /** Re-points a running standby at `leader` with a reload (no restart). */
   async repoint(leader: LeaderRecord): Promise<void> {
     this.configureStandby(leader);

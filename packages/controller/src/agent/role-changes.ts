@@ -5,12 +5,12 @@ import {
   type LeaderRecord,
   type MemberState,
   PghaError,
-  slotNameFor,
   type TargetRecord,
 } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import type { PostgresObservation } from '../adapters/postgres-observe.js';
 import type { Clock } from '../clock.js';
+import { decideMemberSlots, defaultMemberSlotsTtlMillis } from '../decide/member-slots.js';
 import type { Logger } from '../log.js';
 import type { Leadership } from './leadership.js';
 import type { PostgresMember } from './postgres-member.js';
@@ -26,6 +26,8 @@ export interface RoleChangeContext {
   readonly log: Logger;
   /** How long a candidate waits to receive a clean last primary's shutdown checkpoint (default 3000). */
   readonly catchUpTimeoutMillis?: number;
+  /** See `AgentOptions.memberSlotsTtlMillis` (default 30 min). */
+  readonly memberSlotsTtlMillis?: number;
   setState(state: MemberState): void;
   /** Remembers postgres's latest answer for the health API. */
   noteObservation(observation: PostgresObservation): void;
@@ -41,6 +43,13 @@ export interface RoleChangeContext {
  */
 export class RoleChanges {
   constructor(private readonly c: RoleChangeContext) {}
+
+  /**
+   * Since when (clock ms) each member slot has been seen without a member record, as
+   * this member observed while primary. Reset at every promotion: a new primary
+   * starts its own clock rather than trust one from an earlier leadership.
+   */
+  private slotAbsentSince: ReadonlyMap<string, number> = new Map();
 
   /** Takes the leader record for the target's term, then promotes postgres. */
   async promote(target: TargetRecord): Promise<void> {
@@ -70,6 +79,7 @@ export class RoleChanges {
       this.c.noteObservation(after);
       lead.postgresChanged();
       // Slots before announcing: replicas re-pointed by the announcement find theirs.
+      this.slotAbsentSince = new Map();
       await this.ensureSlots().catch((error) => log.warn(`slots: ${(error as Error).message}`));
       await lead.update({ writable: true, timeline: after.timeline ?? lead.view.leader?.timeline ?? 1 });
       log.info(
@@ -117,14 +127,50 @@ export class RoleChanges {
     this.c.setState('running');
   }
 
-  /** Keeps a physical slot on the primary for every other member that reports. */
+  /**
+   * Keeps a physical slot on the primary for every other member that reports, and
+   * drops the inactive slots of members gone for good (decide/member-slots.ts): those
+   * without a record for `memberSlotsTtlMillis`, and those the operator marked
+   * `removed/<name>` once their record is gone.
+   */
   async ensureSlots(): Promise<void> {
-    const { etcd, keys, name, postgres } = this.c;
-    const members = await etcd.getAll().prefix(keys.membersPrefix).keys();
-    const wanted = members
-      .map((key) => keys.parse(key))
-      .flatMap((parsed) => (parsed?.kind === 'member' && parsed.name !== name ? [slotNameFor(parsed.name)] : []));
-    await postgres.ensureSlots(wanted);
+    const { clock, etcd, keys, log, name, postgres } = this.c;
+    // Both reads before the slots: a slot of a member that reports after the read is
+    // active or is created by the next call; one whose member registers between the
+    // reads and the drop is inactive only while its walsender has not attached, and
+    // the drop is guarded by "NOT active" (postgres-member.ts).
+    const [memberKeys, removedKeys] = await Promise.all([
+      etcd.getAll().prefix(keys.membersPrefix).keys(),
+      etcd.getAll().prefix(keys.removedPrefix).keys(),
+    ]);
+    const namesOf = (list: string[], kind: 'member' | 'removed') =>
+      list.flatMap((key) => {
+        const parsed = keys.parse(key);
+        return parsed?.kind === kind ? [parsed.name] : [];
+      });
+    const slots = await postgres.listSlots();
+    if (slots === null) return;
+    const decision = decideMemberSlots({
+      self: name,
+      members: namesOf(memberKeys, 'member'),
+      removed: namesOf(removedKeys, 'removed'),
+      slots,
+      absentSince: this.slotAbsentSince,
+      now: clock.now(),
+      ttlMillis: this.c.memberSlotsTtlMillis ?? defaultMemberSlotsTtlMillis,
+    });
+    this.slotAbsentSince = decision.absentSince;
+    await postgres.ensureSlots(decision.create);
+    // A failed drop is logged and tried again with the next report, never a reason to
+    // miss this report (the caller publishes the member record after this).
+    for (const { slot, reason } of decision.drop) {
+      try {
+        if (await postgres.dropInactiveSlot(slot)) log.info(`dropped replication slot ${slot}: ${reason}`);
+        else log.info(`kept replication slot ${slot}: it became active (${reason})`);
+      } catch (error) {
+        log.warn(`could not drop replication slot ${slot} (${reason}): ${(error as Error).message}`);
+      }
+    }
   }
 
   /**

@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { clusterKeys, LeaderRecord, PghaError, recordVersion, SwitchoverRecord } from '@pgha/core';
+import { clusterKeys, LeaderRecord, PghaError, RemovedMemberRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../adapters/etcd.js';
@@ -172,10 +172,15 @@ export function registerOperator(program: Command, integer: (min: number, max: n
           },
           requestSwitchover: async (cluster, from, candidates) => {
             const { client, keys } = etcdOf(cluster);
-            const pending = await client.get(keys.switchover).string();
-            // A request the controller rejected is cleared so the next round can ask again.
-            if (pending !== null && SwitchoverRecord.decode(pending).rejected)
-              await client.delete().key(keys.switchover);
+            const pending = (await client.get(keys.switchover).exec()).kvs[0];
+            // A request the controller rejected is cleared so the next round can ask again
+            // (only that one: guarded by its mod revision, so a request written meanwhile,
+            // by the CLI or another round, is never deleted unseen).
+            if (pending !== undefined && SwitchoverRecord.decode(pending.value.toString()).rejected)
+              await client
+                .if(keys.switchover, 'Mod', '==', pending.mod_revision)
+                .then(client.delete().key(keys.switchover))
+                .commit();
             const request: SwitchoverRecord = {
               v: recordVersion,
               from,
@@ -187,6 +192,28 @@ export function registerOperator(program: Command, integer: (min: number, max: n
               .if(keys.switchover, 'Create', '==', 0)
               .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
               .commit();
+          },
+          removedMembers: {
+            read: async (cluster) => {
+              const { client, keys } = etcdOf(cluster);
+              const found = await client.getAll().prefix(keys.removedPrefix).keys();
+              return found.flatMap((key) => {
+                const parsed = keys.parse(key);
+                return parsed?.kind === 'removed' ? [parsed.name] : [];
+              });
+            },
+            mark: async (cluster, member, reason) => {
+              const { client, keys } = etcdOf(cluster);
+              const mark: RemovedMemberRecord = { v: recordVersion, member, reason, at: new Date().toISOString() };
+              await client
+                .if(keys.removed(member), 'Create', '==', 0)
+                .then(client.put(keys.removed(member)).value(RemovedMemberRecord.encode(mark)))
+                .commit();
+            },
+            unmark: async (cluster, member) => {
+              const { client, keys } = etcdOf(cluster);
+              await client.delete().key(keys.removed(member));
+            },
           },
         });
       const elected = new ElectedOperator({

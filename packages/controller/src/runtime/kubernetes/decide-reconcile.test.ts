@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   decideReconcile,
@@ -339,7 +340,7 @@ describe('decideReconcile', () => {
     });
   });
 
-  it('never produces a delete action, whatever it observes', () => {
+  it('never deletes anything but a pod, and no pod while no StatefulSet revision is published', () => {
     const objects = created(snapshot());
     for (const s of [
       snapshot({
@@ -362,6 +363,407 @@ describe('decideReconcile', () => {
           'update-status',
           'event',
         ]).toContain(a.type);
+  });
+});
+
+describe('decideReconcile: removal marks of members scaled away (removed/<name>)', () => {
+  const at5 = () => created(snapshot({ cluster: cluster({ instances: 5 }) }));
+  const at3 = () => created(snapshot({ cluster: cluster({ instances: 3 }) }));
+  const pods5 = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica'), pod(3, 'replica'), pod(4, 'replica')];
+  const marks = (actions: ReconcileAction[]) =>
+    actions.flatMap((a) =>
+      a.type === 'mark-removed' ? [`mark ${a.member}`] : a.type === 'unmark-removed' ? [`unmark ${a.member}`] : [],
+    );
+  const order = (actions: ReconcileAction[]) =>
+    kinds(actions).filter((k) => k === 'mark-removed' || k === 'unmark-removed' || k.endsWith('StatefulSet/demo'));
+
+  it('marks the members a scale-down removes, before the StatefulSet shrinks', () => {
+    const actions = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(actions)).toEqual(['mark demo-3', 'mark demo-4']);
+    expect(order(actions)).toEqual(['mark-removed', 'mark-removed', 'update StatefulSet/demo']);
+    expect(actions).toContainEqual({
+      type: 'mark-removed',
+      member: 'demo-3',
+      reason: 'scaled down from 5 to 3 instances',
+    });
+  });
+
+  it('marks nothing twice, nor a member the StatefulSet keeps (the primary above the new size)', () => {
+    const marked = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-3', 'demo-4'],
+      }),
+    );
+    expect(marks(marked)).toEqual([]);
+    const primaryHigh = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-4', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(primaryHigh)).toEqual([]); // the StatefulSet keeps 5 while it switches over
+    const primary3 = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 1 }),
+        objects: at5(),
+        pods: pods5,
+        leader: { member: 'demo-3', term: 2 },
+        removedMembers: [],
+      }),
+    );
+    expect(marks(primary3)).toEqual(['mark demo-4']); // 5 → 4, demo-3 leads
+  });
+
+  it('takes the marks off members wanted again before the StatefulSet grows', () => {
+    const actions = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 5 }),
+        objects: at3(),
+        pods: pods5.slice(0, 3),
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-4', 'demo-3', 'demo-7'],
+      }),
+    );
+    expect(marks(actions)).toEqual(['unmark demo-3', 'unmark demo-4']); // demo-7 stays removed
+    expect(order(actions)).toEqual(['unmark-removed', 'unmark-removed', 'update StatefulSet/demo']);
+    // A mark below the current size (a scale-down undone before it was applied) goes too.
+    const undone = decideReconcile(
+      snapshot({
+        objects: at3(),
+        pods: pods5.slice(0, 3),
+        leader: { member: 'demo-0', term: 2 },
+        removedMembers: ['demo-2'],
+      }),
+    );
+    expect(marks(undone)).toEqual(['unmark demo-2']);
+  });
+
+  it('neither reads nor writes marks while etcd is unreadable or the operator keeps none', () => {
+    const base = {
+      cluster: cluster({ instances: 3 }),
+      objects: at5(),
+      pods: pods5,
+      leader: { member: 'demo-0', term: 2 },
+    };
+    expect(marks(decideReconcile(snapshot({ ...base, removedMembers: null })))).toEqual([]);
+    expect(marks(decideReconcile(snapshot(base)))).toEqual([]);
+    expect(
+      marks(
+        decideReconcile(snapshot({ ...base, leader: null, leaderReadError: 'etcd unreachable', removedMembers: [] })),
+      ),
+    ).toEqual([]);
+  });
+
+  it('never marks a member below the size it gives the StatefulSet', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.option(fc.integer({ min: 0, max: 8 })),
+        (from, to, leaderOrdinal) => {
+          const objects = created(snapshot({ cluster: cluster({ instances: from }) }));
+          const actions = decideReconcile(
+            snapshot({
+              cluster: cluster({ instances: to }),
+              objects,
+              pods: Array.from({ length: from }, (_, i) => pod(i)),
+              leader: leaderOrdinal === null ? null : { member: `demo-${leaderOrdinal}`, term: 2 },
+              removedMembers: [],
+            }),
+          );
+          const size = stsOf(actions)?.spec.replicas ?? from;
+          for (const a of actions)
+            if (a.type === 'mark-removed') {
+              expect(Number(a.member.slice(5))).toBeGreaterThanOrEqual(size);
+              expect(a.member).not.toBe(leaderOrdinal === null ? undefined : `demo-${leaderOrdinal}`);
+            }
+        },
+      ),
+    );
+  });
+});
+
+describe('decideReconcile: rolling updates (OnDelete)', () => {
+  const objectsAt = (updateRevision: string | undefined, observedGeneration = 2, replicas = 3): KubeObject[] =>
+    created(snapshot({ cluster: cluster({ instances: replicas }) })).map((o) =>
+      o.kind === 'StatefulSet'
+        ? {
+            ...o,
+            metadata: { ...o.metadata, generation: 2 },
+            status: { replicas, observedGeneration, ...(updateRevision ? { updateRevision } : {}) },
+          }
+        : o,
+    );
+  const rpod = (ordinal: number, revision: string | undefined, extra: Partial<ObservedPod> = {}): ObservedPod => ({
+    name: `demo-${ordinal}`,
+    uid: `uid-demo-${ordinal}-${revision}`,
+    labels: revision ? { 'controller-revision-hash': revision } : {},
+    ready: true,
+    deleting: false,
+    ...extra,
+  });
+  /** A round of a cluster whose previous round saw `term` (the status's term). */
+  const round = (
+    pods: ObservedPod[],
+    leader: { member: string; term: number } | null = { member: 'demo-0', term: 2 },
+    more: Partial<ReconcileSnapshot> = {},
+    statusTerm = leader?.term,
+  ) =>
+    decideReconcile(
+      snapshot({
+        cluster: cluster(
+          {},
+          { status: { phase: 'Healthy', ...(statusTerm !== undefined ? { term: statusTerm } : {}) } },
+        ),
+        objects: objectsAt('new'),
+        pods,
+        leader,
+        ...more,
+      }),
+    );
+  const deletes = (actions: ReconcileAction[]) =>
+    actions.filter((a): a is Extract<ReconcileAction, { type: 'delete-pod' }> => a.type === 'delete-pod');
+  const updated = (actions: ReconcileAction[]) => statusOf(actions)?.conditions?.find((c) => c.type === 'Updated');
+  const events = (actions: ReconcileAction[]) =>
+    actions.flatMap((a) => (a.type === 'event' ? [`${a.eventType} ${a.reason}: ${a.message}`] : []));
+  const old3 = () => [rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'old')];
+
+  it('deletes one outdated replica per round, the highest ordinal first, never the primary', () => {
+    const actions = round(old3());
+    expect(deletes(actions)).toEqual([
+      { type: 'delete-pod', pod: 'demo-2', uid: 'uid-demo-2-old', reason: 'rolling update to revision new' },
+    ]);
+    expect(events(actions)).toContain('Normal RollingUpdate: deleting pod demo-2 (revision old → new)');
+    expect(updated(actions)).toMatchObject({ status: 'False', reason: 'RollingUpdate' });
+    expect(updated(actions)!.message).toContain('deleting pod demo-2 (revision old → new)');
+    const next = round([rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'new')]);
+    expect(deletes(next).map((a) => a.pod)).toEqual(['demo-1']);
+  });
+
+  it('never deletes the primary while it leads: it requests a switchover to a ready, updated replica', () => {
+    for (const primary of [0, 1, 2]) {
+      const pods = [0, 1, 2].map((i) => rpod(i, i === primary ? 'old' : 'new'));
+      const actions = round(pods, { member: `demo-${primary}`, term: 5 });
+      expect(deletes(actions)).toEqual([]);
+      const others = [0, 1, 2].filter((i) => i !== primary).map((i) => `demo-${i}`);
+      expect(actions).toContainEqual({
+        type: 'request-switchover',
+        from: `demo-${primary}`,
+        candidates: others,
+        reason: 'rolling update of the primary to revision new',
+      });
+      expect(events(actions)).toContain(
+        `Normal SwitchoverRequested: Switchover requested to ${others[0]} to update the primary`,
+      );
+      expect(updated(actions)).toMatchObject({ status: 'False', reason: 'SwitchoverRequested' });
+    }
+  });
+
+  it('repeats the switchover request each round but its event only once', () => {
+    const pods = [rpod(0, 'old'), rpod(1, 'new'), rpod(2, 'new')];
+    const first = round(pods);
+    const condition = updated(first)!;
+    const again = decideReconcile(
+      snapshot({
+        cluster: cluster({}, { status: { phase: 'Healthy', term: 2, conditions: [condition] } }),
+        objects: objectsAt('new'),
+        pods,
+        leader: { member: 'demo-0', term: 2 },
+      }),
+    );
+    expect(kinds(again)).toContain('request-switchover');
+    expect(events(again)).toEqual([]);
+  });
+
+  it('offers only updated replicas as switchover candidates, and waits when there is none', () => {
+    // demo-2 runs a revision that is neither (an update superseded mid-way): it is
+    // outdated, so it is deleted first; the primary is never the one deleted.
+    const actions = round([rpod(0, 'old'), rpod(1, 'new'), rpod(2, 'older')]);
+    expect(deletes(actions).map((a) => a.pod)).toEqual(['demo-2']);
+    const single = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 1 }, { status: { term: 2 } }),
+        objects: objectsAt('new', 2, 1),
+        pods: [rpod(0, 'old')],
+        leader: { member: 'demo-0', term: 2 },
+      }),
+    );
+    expect(deletes(single)).toEqual([]);
+    expect(kinds(single)).not.toContain('request-switchover');
+    expect(updated(single)).toMatchObject({ status: 'False', reason: 'NoUpdatedReplica' });
+    expect(updated(single)!.message).toContain('delete pod demo-0 by hand');
+  });
+
+  it("deletes the old primary's pod once the leader record names an updated member", () => {
+    const actions = round([rpod(0, 'old'), rpod(1, 'new'), rpod(2, 'new')], { member: 'demo-1', term: 3 });
+    expect(deletes(actions).map((a) => a.pod)).toEqual(['demo-0']);
+    expect(kinds(actions)).not.toContain('request-switchover');
+  });
+
+  it('waits while any member pod is not ready, being deleted or missing (one pod down at a time)', () => {
+    for (const pods of [
+      [rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'new', { ready: false })],
+      [rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'old', { deleting: true })],
+      [rpod(0, 'old'), rpod(1, 'old')], // demo-2 deleted, not re-created yet
+      [rpod(0, 'old', { ready: false }), rpod(1, 'old'), rpod(2, 'new')], // the primary itself
+      // Only the primary is outdated, but an updated replica is not ready: no switchover
+      // to the ready one either (the not-ready one counts as down).
+      [rpod(0, 'old'), rpod(1, 'new', { ready: false }), rpod(2, 'new')],
+    ]) {
+      const actions = round(pods);
+      expect(deletes(actions)).toEqual([]);
+      expect(kinds(actions)).not.toContain('request-switchover');
+      expect(updated(actions)).toMatchObject({ status: 'False', reason: 'WaitingForPods' });
+    }
+  });
+
+  it('does nothing while the leader is unknown, etcd is unreadable or the leader just changed', () => {
+    expect(updated(round(old3(), null))).toMatchObject({ reason: 'WaitingForPrimary' });
+    expect(deletes(round(old3(), null))).toEqual([]);
+    const unreadable = round(old3(), null, { leaderReadError: 'etcd unreachable' });
+    expect(deletes(unreadable)).toEqual([]);
+    expect(kinds(unreadable)).not.toContain('request-switchover');
+    // The previous round saw term 2; a new term means a failover or switchover just
+    // happened and the pods' readiness may predate it: look again first.
+    const changed = round(old3(), { member: 'demo-1', term: 3 }, {}, 2);
+    expect(deletes(changed)).toEqual([]);
+    expect(updated(changed)).toMatchObject({ reason: 'WaitingForStableLeader' });
+  });
+
+  it('a failover during the update does not make it delete a second pod', () => {
+    // demo-2 was deleted for the update; meanwhile the primary demo-0 failed and demo-1
+    // was promoted. demo-0's pod may still look ready (probes lag), demo-2 is missing.
+    const during = [rpod(0, 'old'), rpod(1, 'old')];
+    for (const statusTerm of [2, 3])
+      expect(deletes(round(during, { member: 'demo-1', term: 3 }, {}, statusTerm))).toEqual([]);
+    // demo-2 is back with the new revision but not ready yet, demo-0's pod restarts.
+    const back = [rpod(0, 'old', { ready: false }), rpod(1, 'old'), rpod(2, 'new', { ready: false })];
+    expect(deletes(round(back, { member: 'demo-1', term: 3 }))).toEqual([]);
+    // No leader while the election runs: nothing either.
+    expect(deletes(round([rpod(0, 'old'), rpod(1, 'old'), rpod(2, 'new')], null))).toEqual([]);
+  });
+
+  it('waits for the StatefulSet controller to publish the revision of the current spec', () => {
+    const stale = decideReconcile(
+      snapshot({
+        cluster: cluster({}, { status: { term: 2 } }),
+        objects: objectsAt('new', 1),
+        pods: old3(),
+        leader: { member: 'demo-0', term: 2 },
+      }),
+    );
+    expect(deletes(stale)).toEqual([]);
+    expect(updated(stale)).toMatchObject({ reason: 'WaitingForStatefulSet' });
+    // A spec change (a postgres parameter, the image) updates the template in this very
+    // round: the observed revision describes the old template, so nothing is deleted.
+    for (const spec of [
+      { postgresParameters: { max_locks_per_transaction: '256' } },
+      { image: 'example/member:17.2' },
+    ]) {
+      const changing = decideReconcile(
+        snapshot({
+          cluster: cluster(spec, { status: { term: 2 } }),
+          objects: objectsAt('new'),
+          pods: [rpod(0, 'new'), rpod(1, 'new'), rpod(2, 'new')],
+          leader: { member: 'demo-0', term: 2 },
+        }),
+      );
+      expect(kinds(changing)).toContain('update StatefulSet/demo');
+      expect(deletes(changing)).toEqual([]);
+      expect(updated(changing)).toMatchObject({ reason: 'WaitingForStatefulSet' });
+    }
+  });
+
+  it('reports Updated True when every pod runs the update revision, and nothing without a revision', () => {
+    const done = round([rpod(0, 'new'), rpod(1, 'new'), rpod(2, 'new')]);
+    expect(updated(done)).toMatchObject({ status: 'True', reason: 'UpToDate', message: 'every pod runs revision new' });
+    expect(deletes(done)).toEqual([]);
+    const none = decideReconcile(
+      snapshot({
+        cluster: cluster({}, { status: { term: 2 } }),
+        objects: objectsAt(undefined),
+        pods: old3(),
+        leader: { member: 'demo-0', term: 2 },
+      }),
+    );
+    expect(updated(none)).toBeUndefined();
+    expect(deletes(none)).toEqual([]);
+  });
+
+  it('waits while a scale-down switches over away from the primary', () => {
+    const five = [0, 1, 2, 3, 4].map((i) => rpod(i, 'old'));
+    const actions = decideReconcile(
+      snapshot({
+        cluster: cluster({ instances: 3 }, { status: { term: 2 } }),
+        objects: objectsAt('new', 2, 5),
+        pods: five,
+        leader: { member: 'demo-4', term: 2 },
+      }),
+    );
+    expect(deletes(actions)).toEqual([]);
+    expect(actions.filter((a) => a.type === 'request-switchover')).toHaveLength(1);
+  });
+
+  it('a whole update, simulated round by round: one pod down at most, the leading primary never deleted', () => {
+    // A small world: the StatefulSet re-creates a deleted pod (new revision, not ready),
+    // which becomes ready a round later; a requested switchover moves the leader (term+1)
+    // a round later; every round the status's term is what the decision last wrote.
+    let pods: ObservedPod[] = old3();
+    let leader = { member: 'demo-0', term: 2 };
+    let statusTerm: number | undefined = 2;
+    let conditions: readonly import('./pgha-cluster.js').Condition[] = [];
+    let pendingSwitchover: string | null = null;
+    const deleted: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const actions = decideReconcile(
+        snapshot({
+          cluster: cluster({}, { status: { phase: 'Healthy', term: statusTerm, conditions } }),
+          objects: objectsAt('new'),
+          pods,
+          leader,
+        }),
+      );
+      const status = statusOf(actions);
+      if (status) {
+        statusTerm = status.term;
+        conditions = status.conditions ?? [];
+      }
+      // The world moves: pods come back ready, a switchover completes.
+      pods = pods.map((p) => (p.ready ? p : { ...p, ready: true }));
+      if (pendingSwitchover) {
+        leader = { member: pendingSwitchover, term: leader.term + 1 };
+        pendingSwitchover = null;
+      }
+      for (const a of actions) {
+        if (a.type === 'delete-pod') {
+          expect(a.pod).not.toBe(leader.member);
+          deleted.push(a.pod);
+          pods = pods.map((p) => (p.name === a.pod ? rpod(Number(a.pod.slice(5)), 'new', { ready: false }) : p));
+        }
+        if (a.type === 'request-switchover') pendingSwitchover = a.candidates[0]!;
+      }
+      expect(deletes(actions).length).toBeLessThanOrEqual(1);
+      expect(pods.filter((p) => !p.ready).length).toBeLessThanOrEqual(1);
+    }
+    expect(deleted).toEqual(['demo-2', 'demo-1', 'demo-0']);
+    expect(leader.member).toBe('demo-1');
+    expect(pods.every((p) => p.labels['controller-revision-hash'] === 'new' && p.ready)).toBe(true);
+    expect(conditions.find((c) => c.type === 'Updated')).toMatchObject({ status: 'True' });
   });
 });
 

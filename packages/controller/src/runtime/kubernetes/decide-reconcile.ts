@@ -4,8 +4,25 @@
  * that moves the objects toward what the cluster asks for. Pure: no clock, no I/O.
  *
  * Safety rules, each tested in decide-reconcile.test.ts:
- * - Nothing is ever deleted: there is no delete action. What a PgHaCluster owns goes
- *   with it through owner references; PVCs are retained even then.
+ * - Nothing but pods is ever deleted: the only delete action is `delete-pod`, for a
+ *   rolling update. PVCs, Secrets and the objects a PgHaCluster owns are never deleted
+ *   by the operator (they go with the cluster through owner references; PVCs are
+ *   retained even then). (`unmark-removed` deletes the operator's own etcd mark.)
+ * - Removal marks (`removed/<name>` in etcd) name only members a scale-down removes
+ *   (ordinals from the new StatefulSet size up to the old one) and are written before
+ *   the StatefulSet shrinks; a mark on an ordinal below the StatefulSet's size is taken
+ *   off before it grows. Marks are neither read nor written while etcd is unreadable.
+ * - Rolling updates (the StatefulSet is `OnDelete`: a pod gets a new template only
+ *   when deleted) take one pod down at a time: a pod is deleted only when the
+ *   StatefulSet controller has observed the current generation and published its
+ *   `updateRevision`, the leader record is readable and names a member, the term is
+ *   the one the previous round saw (a failover just happened: look again first),
+ *   every member pod exists, is ready and is not being deleted, and no other
+ *   switchover or scaling is under way. Then it deletes ONE outdated replica (never
+ *   the member the leader record names), the highest ordinal first. When only the
+ *   primary is outdated it requests a switchover to a ready, updated replica; the old
+ *   primary's pod is deleted in a later round, once the leader record names someone
+ *   else and it is an outdated replica like any other.
  * - Bad input (invalid spec, unknown API or PostgreSQL version, a missing credentials
  *   Secret that the spec names, a Secret lacking a password) produces a condition
  *   and an event, never a change to running objects;
@@ -60,6 +77,8 @@ import {
 /** A pod as the operator sees it. */
 export interface ObservedPod {
   readonly name: string;
+  /** The pod's uid: a `delete-pod` is conditional on it, so a re-created pod of the same name is never deleted by mistake. */
+  readonly uid?: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly ready: boolean;
   readonly deleting: boolean;
@@ -82,6 +101,12 @@ export interface ReconcileSnapshot {
    * absent when the operator runs none, and then no condition reports it.
    */
   readonly failoverController?: FailoverControllerState | null;
+  /**
+   * The members marked `removed/<name>` in etcd (scaled away on purpose: the primary
+   * drops their replication slots once they are gone); null when they could not be
+   * read; absent when the operator keeps no marks (then none are written).
+   */
+  readonly removedMembers?: readonly string[] | null;
   /** ISO time, for condition transition times. */
   readonly now: string;
   /** The random source for generated passwords (crypto.randomBytes in the shell). */
@@ -95,6 +120,11 @@ export type ReconcileAction =
   /** Replace the object's spec with the desired one; `object` carries the observed resourceVersion (a 409 means re-read). */
   | { readonly type: 'update'; readonly object: KubeObject }
   | { readonly type: 'label-pod'; readonly pod: string; readonly role: 'primary' | 'replica' }
+  /**
+   * Delete one pod so its StatefulSet re-creates it from the current template (a
+   * rolling update; the StatefulSet is `OnDelete`). Conditional on `uid` when known.
+   */
+  | { readonly type: 'delete-pod'; readonly pod: string; readonly uid?: string; readonly reason: string }
   /** Ask the pgha controller (through etcd) for a switchover away from `from` to one of `candidates`. */
   | {
       readonly type: 'request-switchover';
@@ -102,6 +132,10 @@ export type ReconcileAction =
       readonly candidates: readonly string[];
       readonly reason: string;
     }
+  /** Mark a member scaled away on purpose (`removed/<name>` in etcd): its slot may go once it is gone. */
+  | { readonly type: 'mark-removed'; readonly member: string; readonly reason: string }
+  /** Take the mark off a member that is wanted again (before the StatefulSet grows). */
+  | { readonly type: 'unmark-removed'; readonly member: string }
   | { readonly type: 'update-status'; readonly status: PgHaClusterStatus }
   | {
       readonly type: 'event';
@@ -246,6 +280,26 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     }
   }
 
+  // Removal marks, before the StatefulSet changes size: a member about to come back is
+  // unmarked first (else a brief restart of it would cost its slot at once), and the
+  // members a shrink removes are marked (the primary waits until a marked member has
+  // no record and its slot is inactive, i.e. its pod is gone, before dropping it).
+  if (s.removedMembers !== undefined && s.removedMembers !== null && s.leaderReadError === undefined) {
+    const marked = new Set(s.removedMembers);
+    for (const member of [...marked].sort()) {
+      const ordinal = ordinalOf(member, name);
+      if (ordinal !== undefined && ordinal < replicas) actions.push({ type: 'unmark-removed', member });
+    }
+    if (currentReplicas !== undefined)
+      for (let ordinal = replicas; ordinal < currentReplicas; ordinal++)
+        if (!marked.has(`${name}-${ordinal}`))
+          actions.push({
+            type: 'mark-removed',
+            member: `${name}-${ordinal}`,
+            reason: `scaled down from ${currentReplicas} to ${replicas} instances`,
+          });
+  }
+
   const desired: KubeObject[] = [
     desiredServiceAccount(cluster),
     ...desiredServices(cluster),
@@ -312,6 +366,55 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
 
   actions.push(...roleLabels());
 
+  if (s.leaderReadError === undefined && observedSts) {
+    const step = decideRollingUpdate({
+      cluster: name,
+      statefulSet: observedSts,
+      statefulSetChanging: actions.some(
+        (a) => (a.type === 'update' || a.type === 'create') && a.object.kind === 'StatefulSet',
+      ),
+      switchoverUnderWay: actions.some((a) => a.type === 'request-switchover'),
+      pods: s.pods,
+      leader: s.leader,
+      previousTerm: cluster.status?.term,
+    });
+    if (step.kind !== 'unknown') {
+      const previous = cluster.status?.conditions?.find((c) => c.type === updatedConditionType);
+      condition(updatedConditionType, step.kind === 'up-to-date', step.reason, step.message, false);
+      if (step.kind === 'delete-pod') {
+        actions.push({
+          type: 'delete-pod',
+          pod: step.pod.name,
+          ...(step.pod.uid !== undefined ? { uid: step.pod.uid } : {}),
+          reason: `rolling update to revision ${step.to}`,
+        });
+        events.push({
+          type: 'event',
+          eventType: 'Normal',
+          reason: 'RollingUpdate',
+          message: `deleting pod ${step.pod.name} (revision ${step.from} → ${step.to})`,
+        });
+      } else if (step.kind === 'switchover') {
+        actions.push({
+          type: 'request-switchover',
+          from: step.from,
+          candidates: step.candidates,
+          reason: `rolling update of the primary to revision ${step.to}`,
+        });
+        // The request is repeated each round until the leader moves (the shell writes it
+        // create-if-absent, so that is idempotent); the event only when it starts.
+        if (previous?.reason !== step.reason || previous.message !== step.message)
+          events.push({
+            type: 'event',
+            eventType: 'Normal',
+            reason: 'SwitchoverRequested',
+            message: `Switchover requested to ${step.candidates[0]} to update the primary`,
+          });
+      } else if (step.kind === 'up-to-date' && previous !== undefined && previous.status !== 'True')
+        events.push({ type: 'event', eventType: 'Normal', reason: 'RollingUpdateDone', message: step.message });
+    }
+  }
+
   const counts = statusCounts(s, spec);
   if (s.leaderReadError !== undefined) {
     condition(
@@ -343,6 +446,134 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     false, // a state, not a problem: no event
   );
   return [...actions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
+}
+
+/** The label a StatefulSet controller puts on each pod: the revision of the template it was made from. */
+export const revisionLabel = 'controller-revision-hash';
+/** The condition that reports the rolling update (True: every pod runs the StatefulSet's update revision). */
+export const updatedConditionType = 'Updated';
+
+/** One round of a rolling update; see the header for the rules. */
+export type RollingUpdateStep =
+  /** Nothing to say: no StatefulSet status (no revision published yet). */
+  | { readonly kind: 'unknown' }
+  | { readonly kind: 'up-to-date'; readonly reason: 'UpToDate'; readonly message: string }
+  | { readonly kind: 'wait'; readonly reason: string; readonly message: string }
+  | {
+      readonly kind: 'delete-pod';
+      readonly reason: 'RollingUpdate';
+      readonly message: string;
+      readonly pod: ObservedPod;
+      readonly from: string;
+      readonly to: string;
+    }
+  | {
+      readonly kind: 'switchover';
+      readonly reason: 'SwitchoverRequested';
+      readonly message: string;
+      readonly from: string;
+      readonly candidates: readonly string[];
+      readonly to: string;
+    };
+
+export interface RollingUpdateInput {
+  readonly cluster: string;
+  /** The StatefulSet as read (its spec.replicas, metadata.generation and status). */
+  readonly statefulSet: KubeObject;
+  /** This round creates or updates the StatefulSet: its status describes the old spec. */
+  readonly statefulSetChanging: boolean;
+  /** This round already requests a switchover (scaling down away from the primary). */
+  readonly switchoverUnderWay: boolean;
+  readonly pods: readonly ObservedPod[];
+  readonly leader: { readonly member: string; readonly term: number } | null;
+  /** The term the previous round saw (the status's). */
+  readonly previousTerm: number | undefined;
+}
+
+/**
+ * The rolling update's next step (pure). At most one pod is ever down because of it:
+ * a pod is deleted only when every member pod exists, is ready and is not being
+ * deleted, so the pod deleted in one round keeps every later round waiting until it
+ * is back and ready. The primary (the member the leader record names) is never
+ * deleted: it is switched over to a ready, updated replica first.
+ */
+export function decideRollingUpdate(input: RollingUpdateInput): RollingUpdateStep {
+  const sts = input.statefulSet as KubeObject & {
+    spec?: { replicas?: number };
+    status?: { updateRevision?: string; observedGeneration?: number };
+  };
+  const to = sts.status?.updateRevision;
+  if (to === undefined || to === '') return { kind: 'unknown' };
+  const wait = (reason: string, message: string): RollingUpdateStep => ({ kind: 'wait', reason, message });
+  const generation = sts.metadata.generation as number | undefined;
+  const observedGeneration = sts.status?.observedGeneration;
+  if (
+    input.statefulSetChanging ||
+    (generation !== undefined && (observedGeneration === undefined || observedGeneration < generation))
+  )
+    return wait(
+      'WaitingForStatefulSet',
+      `the StatefulSet controller has not published the revision of the current spec yet (generation ${generation ?? '?'}, observed ${observedGeneration ?? 'none'})`,
+    );
+  const byOrdinal = (a: ObservedPod, b: ObservedPod) =>
+    (ordinalOf(a.name, input.cluster) ?? 0) - (ordinalOf(b.name, input.cluster) ?? 0);
+  const pods = [...input.pods].sort(byOrdinal);
+  const revisionOf = (p: ObservedPod) => p.labels[revisionLabel];
+  const outdated = pods.filter((p) => revisionOf(p) !== to);
+  const replicas = sts.spec?.replicas ?? pods.length;
+  if (outdated.length === 0)
+    return { kind: 'up-to-date', reason: 'UpToDate', message: `every pod runs revision ${to}` };
+  const progress = `${outdated.length} of ${replicas} pods to update to revision ${to}`;
+  if (input.leader === null) return wait('WaitingForPrimary', `${progress}: waiting until a primary is known`);
+  const leader = input.leader.member;
+  if (input.previousTerm !== input.leader.term)
+    return wait(
+      'WaitingForStableLeader',
+      `${progress}: the leader changed (term ${input.leader.term}); looking again before the next step`,
+    );
+  if (input.switchoverUnderWay) return wait('WaitingForScaling', `${progress}: waiting for the scale-down`);
+  const unknown = outdated.filter((p) => revisionOf(p) === undefined);
+  if (unknown.length > 0)
+    return wait(
+      'RevisionUnknown',
+      `${progress}: pod ${unknown.map((p) => p.name).join(', ')} has no ${revisionLabel} label yet`,
+    );
+  const down = pods.filter((p) => !p.ready || p.deleting);
+  const present = pods.filter((p) => !p.deleting).length;
+  if (down.length > 0 || present !== replicas || pods.length !== replicas)
+    return wait(
+      'WaitingForPods',
+      `${progress}: waiting until all ${replicas} pods are ready${down.length > 0 ? ` (not ready: ${down.map((p) => p.name).join(', ')})` : ` (${present} present)`}`,
+    );
+  const replica = outdated.filter((p) => p.name !== leader).at(-1);
+  if (replica !== undefined) {
+    const from = revisionOf(replica)!;
+    return {
+      kind: 'delete-pod',
+      reason: 'RollingUpdate',
+      message: `${progress}: deleting pod ${replica.name} (revision ${from} → ${to})`,
+      pod: replica,
+      from,
+      to,
+    };
+  }
+  // Only the primary is outdated.
+  const primary = outdated[0]!;
+  const candidates = pods.filter((p) => p.name !== leader && p.ready && !p.deleting && revisionOf(p) === to);
+  if (candidates.length === 0)
+    return wait(
+      'NoUpdatedReplica',
+      `${progress}: the primary ${leader} is the only outdated pod and no ready replica runs revision ${to} to switch over to` +
+        (pods.length === 1 ? ` (a single member: delete pod ${leader} by hand to update it)` : ''),
+    );
+  return {
+    kind: 'switchover',
+    reason: 'SwitchoverRequested',
+    message: `${progress}: switchover requested from the primary ${leader} to ${candidates[0]!.name} (revision ${revisionOf(primary)} → ${to})`,
+    from: leader,
+    candidates: candidates.map((p) => p.name),
+    to,
+  };
 }
 
 /**

@@ -8,7 +8,9 @@
  * so pods and Secrets (not watched) are looked at too; the leader record is watched
  * in etcd through the injected `leaderWatches` (leader-watches.ts), the resync being
  * its backstop. Pods are not watched, so a round that changed role labels is
- * followed by another at once: moving `primary` takes two (old pod first).
+ * followed by another at once: moving `primary` takes two (old pod first); a round
+ * that took a rolling-update step (`delete-pod`, a switchover request) is followed by
+ * another within a second.
  *
  * Each cluster's failover controller runs in the Operator too, through the
  * injected `failoverControllers` (cluster-controllers.ts): every reconcile of a
@@ -52,6 +54,16 @@ export interface OperatorOptions {
   readLeader(cluster: PgHaClusterObject): Promise<{ member: string; term: number } | null>;
   /** Writes a switchover request for the cluster's controller (to etcd). */
   requestSwitchover(cluster: PgHaClusterObject, from: string, candidates: readonly string[]): Promise<void>;
+  /**
+   * The `removed/<name>` marks of members scaled away on purpose (in etcd): read,
+   * written (create-if-absent) and deleted. Without it the operator keeps no marks, and
+   * the slots of removed members go only after the agents' member slots TTL.
+   */
+  removedMembers?: {
+    read(cluster: PgHaClusterObject): Promise<string[]>;
+    mark(cluster: PgHaClusterObject, member: string, reason: string): Promise<void>;
+    unmark(cluster: PgHaClusterObject, member: string): Promise<void>;
+  };
   log: OperatorLog;
   /** Every cluster is reconciled at least this often. Default 5000 ms. */
   resyncIntervalMillis?: number;
@@ -339,12 +351,15 @@ export class Operator {
       `${clusterLabel}=${name}`,
     )) as unknown as {
       items: {
-        metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+        metadata: { name: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
         status?: { conditions?: { type: string; status: string }[] };
       }[];
     };
     const pods: ObservedPod[] = podList.items.map((p) => ({
       name: p.metadata.name,
+      ...(p.metadata.uid !== undefined ? { uid: p.metadata.uid } : {}),
+      // Includes controller-revision-hash, which the rolling update compares with the
+      // StatefulSet's status.updateRevision (read with the StatefulSet above).
       labels: p.metadata.labels ?? {},
       ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
       deleting: p.metadata.deletionTimestamp !== undefined,
@@ -359,6 +374,13 @@ export class Operator {
       leaderReadError = (error as Error).message;
       this.options.log.warn(`${key}: cannot read the leader record (${leaderReadError}); role labels stay as they are`);
     }
+    // The removal marks live in the same etcd: unreadable with it.
+    let removedMembers: string[] | null | undefined;
+    if (this.options.removedMembers !== undefined && leaderReadError === undefined)
+      removedMembers = await this.options.removedMembers.read(cluster).catch((error) => {
+        this.options.log.warn(`${key}: cannot read the removal marks (${(error as Error).message})`);
+        return null;
+      });
     const actions = decideReconcile({
       cluster,
       objects,
@@ -367,6 +389,7 @@ export class Operator {
       leader,
       ...(leaderReadError !== undefined ? { leaderReadError } : {}),
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
+      ...(removedMembers !== undefined ? { removedMembers } : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
       randomBytes,
     });
@@ -375,6 +398,10 @@ export class Operator {
     // move (the new primary's label, once the old one's removal is observed) follows
     // at once. A round that changes no label does not requeue, so this settles.
     if (actions.some((a) => a.type === 'label-pod')) this.enqueue(key);
+    // A rolling update step is followed by a look soon after (not at once: the pod
+    // takes a while to go and come back), not only at the next resync.
+    if (actions.some((a) => a.type === 'delete-pod' || a.type === 'request-switchover'))
+      this.later(() => this.enqueue(key), Math.min(1000, this.options.resyncIntervalMillis ?? 5000));
     return actions;
   }
 
@@ -412,10 +439,37 @@ export class Operator {
           PatchStrategy.MergePatch,
         );
         return;
+      case 'delete-pod':
+        // Conditional on the uid observed: a pod the StatefulSet already re-created
+        // under the same name is not deleted again (a 409 re-reads).
+        log(`delete pod ${action.pod} (${action.reason})`);
+        await this.api.delete(
+          { apiVersion: 'v1', kind: 'Pod', metadata: { name: action.pod, namespace } },
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          action.uid !== undefined ? { preconditions: { uid: action.uid } } : undefined,
+        );
+        return;
       case 'request-switchover':
         log(`request switchover from ${action.from} (${action.reason})`);
         await this.options.requestSwitchover(cluster, action.from, action.candidates);
         return;
+      case 'mark-removed':
+      case 'unmark-removed': {
+        const marks = this.options.removedMembers;
+        if (marks === undefined) throw new Error(`${action.type} without removedMembers`);
+        if (action.type === 'mark-removed') {
+          log(`mark member ${action.member} removed (${action.reason})`);
+          await marks.mark(cluster, action.member, action.reason);
+        } else {
+          log(`unmark member ${action.member} (wanted again)`);
+          await marks.unmark(cluster, action.member);
+        }
+        return;
+      }
       case 'update-status': {
         log(`status ${action.status.phase} ${action.status.ready ?? ''}`);
         // PUT to the status subresource with the resourceVersion read: a 409 means re-read.

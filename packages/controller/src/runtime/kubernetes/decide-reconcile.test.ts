@@ -134,11 +134,40 @@ describe('decideReconcile', () => {
     const pods = [pod(0, 'primary'), pod(1, 'replica'), pod(2, 'replica')];
     const leader = { member: 'demo-0', term: 4 };
     const first = decideReconcile(snapshot({ objects, pods, leader }));
-    expect(kinds(first)).toEqual(['update-status']);
+    expect(kinds(first)).toEqual(['update-status', 'event']);
+    expect(first.at(-1)).toMatchObject({
+      eventType: 'Normal',
+      reason: 'PrimaryElected',
+      message: 'demo-0 is the primary (term 4)',
+    });
     const status = statusOf(first)!;
     expect(status).toMatchObject({ phase: 'Healthy', primary: 'demo-0', term: 4, ready: '3/3', readyInstances: 3 });
     // the status written is observed: the next round has nothing to do
     expect(decideReconcile(snapshot({ objects, pods, leader, cluster: cluster({}, { status }) }))).toEqual([]);
+  });
+
+  it('tells where the primary moved in one event per new term', () => {
+    const objects = created(snapshot());
+    const pods = [pod(0, 'replica'), pod(1, 'primary'), pod(2, 'replica')];
+    const status = { phase: 'Healthy', primary: 'demo-0', term: 4 } as const;
+    const moved = decideReconcile(
+      snapshot({ objects, pods, leader: { member: 'demo-1', term: 5 }, cluster: cluster({}, { status }) }),
+    );
+    expect(moved.filter((a) => a.type === 'event')).toEqual([
+      expect.objectContaining({
+        reason: 'PrimaryChanged',
+        message: 'the primary moved from demo-0 to demo-1 (term 5)',
+      }),
+    ]);
+    const same = decideReconcile(
+      snapshot({ objects, pods, leader: { member: 'demo-0', term: 4 }, cluster: cluster({}, { status }) }),
+    );
+    expect(same.filter((a) => a.type === 'event' && a.reason.startsWith('Primary'))).toEqual([]);
+    // etcd unreadable: the leader is unknown, not changed
+    const unknown = decideReconcile(
+      snapshot({ objects, pods, leader: null, leaderReadError: 'down', cluster: cluster({}, { status }) }),
+    );
+    expect(unknown.filter((a) => a.type === 'event' && a.reason.startsWith('Primary'))).toEqual([]);
   });
 
   it('updates a changed spec in place with the observed resourceVersion, keeping the Service clusterIP', () => {

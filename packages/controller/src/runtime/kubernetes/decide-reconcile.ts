@@ -195,6 +195,21 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     const { primary, term } = cluster.status ?? {};
     return { ...(primary !== undefined ? { primary } : {}), ...(term !== undefined ? { term } : {}) };
   };
+  // The primary's story as events, once per new term of the leader record (the status
+  // carries the term the last round saw): who was elected, or where the primary moved.
+  if (s.leaderReadError === undefined && s.leader !== null && cluster.status?.term !== s.leader.term) {
+    const before = cluster.status?.primary;
+    const { member, term } = s.leader;
+    events.push({
+      type: 'event',
+      eventType: 'Normal',
+      reason: before === undefined ? 'PrimaryElected' : before === member ? 'PrimaryKept' : 'PrimaryChanged',
+      message:
+        before === undefined || before === member
+          ? `${member} is the primary (term ${term})`
+          : `the primary moved from ${before} to ${member} (term ${term})`,
+    });
+  }
   const failoverControllerReady = () => {
     if (!s.failoverController) return;
     const c = failoverControllerCondition(s.failoverController);

@@ -114,7 +114,11 @@ export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): st
     `--key-root=${spec.etcd.keyRoot}`,
     `--member-dir=${dataDir}/member`,
     `--port=${postgresPort}`,
-    `--host=$(POD_NAME).${name}.${namespace}.svc`,
+    // The pod IP, as Patroni's Kubernetes deployments advertise: it exists before the
+    // container starts, needs no DNS (a new pod's headless-Service name can take
+    // seconds to resolve everywhere), and is what the kubelet and the endpoints use.
+    // A re-created pod gets a new one; its agent publishes it in its member record.
+    '--host=$(POD_IP)',
     '--listen=*',
     '--allow-cidr=0.0.0.0/0', // pod networks differ per cluster; pg_hba stays SCRAM-only
     `--lease-ttl-millis=${spec.leaseTtlMillis}`,
@@ -194,6 +198,7 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
               env: [
                 { name: 'POD_NAME', valueFrom: field('metadata.name') },
                 { name: 'POD_NAMESPACE', valueFrom: field('metadata.namespace') },
+                { name: 'POD_IP', valueFrom: field('status.podIP') },
                 { name: 'PGHA_SUPERUSER_PASSWORD', valueFrom: secret('superuser-password') },
                 { name: 'PGHA_REPLICATION_PASSWORD', valueFrom: secret('replication-password') },
                 // The application role, when the Secret has one (the generated Secret

@@ -237,6 +237,17 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     expect(JSON.parse(await fromPod('needs-secret', '/env')).TOKEN).toBe('t0k');
   });
 
+  it('reports an image it has no build for as ErrImagePull', async () => {
+    await createPod('no-image', { containers: [container({ image: 'nowhere/nothing:1' })] });
+    const pod = await waitPod(
+      'no-image',
+      'ErrImagePull',
+      (p) => p.status?.containerStatuses?.[0]?.state?.waiting?.reason === 'ErrImagePull',
+    );
+    expect(pod.status.phase).toBe('Pending');
+    expect(pod.status.containerStatuses[0].state.waiting.message).toContain('no image nowhere/nothing:1');
+  });
+
   it('sets Ready only once the httpGet readiness probe (named port) succeeds', async () => {
     await createPod('ready-pod', {
       containers: [container({ readinessProbe: { httpGet: { path: '/ready', port: 'http' }, periodSeconds: 1 } })],
@@ -326,8 +337,12 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     await createPod('startup-pod', {
       containers: [
         container({
+          env: [{ name: 'PROBED', value: 'yes' }],
           startupProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1, failureThreshold: 30 },
-          readinessProbe: { exec: { command: ['sh', '-c', 'test "$(hostname)" = startup-pod'] }, periodSeconds: 1 },
+          readinessProbe: {
+            exec: { command: ['sh', '-c', 'test "$(hostname)" = startup-pod && test "$PROBED" = yes'] },
+            periodSeconds: 1,
+          },
         }),
       ],
     });
@@ -450,9 +465,6 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     await waitPod('owned', 'running', running);
     const netns = kubelet.podNetns('default', 'owned')!;
     expect((await call('DELETE', '/api/v1/namespaces/default/configmaps/owner')).status).toBe(200);
-    const marked = await getPod('owned');
-    // marked by the collector, not removed: the kubelet still has to stop it
-    if (marked.metadata) expect(marked.metadata.deletionGracePeriodSeconds).toBe(15);
     await pollUntil(
       'owned gone',
       () => call('GET', `${pods}/owned`),
@@ -463,7 +475,9 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
       },
     );
     expect(listNetns()).not.toContain(netns);
-    expect(lines.some((l) => l.includes('default/owned: deleting: SIGTERM'))).toBe(true);
+    // stopped as a graceful deletion (with the pod's grace period), not killed as a vanished pod
+    expect(lines.some((l) => l.includes('default/owned: deleting: SIGTERM to its containers, grace 15 s'))).toBe(true);
+    expect(lines.some((l) => l.includes('default/owned: gone from the API'))).toBe(false);
   });
 
   it('kills a pod deleted with gracePeriodSeconds=0', async () => {

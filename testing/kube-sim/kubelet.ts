@@ -188,8 +188,9 @@ interface ContainerRun {
   timers: Set<NodeJS.Timeout>;
   /** Resolves when the current run's main process has exited. */
   exited: Promise<void>;
-  /** The shell lines bind-mounting its volumes (exec probes run with them too). */
+  /** The shell lines bind-mounting its volumes, and its environment (exec probes run with both). */
   mountLines: string[];
+  env: Record<string, string>;
 }
 
 interface PodRun {
@@ -454,6 +455,7 @@ export class Kubelet {
         timers: new Set(),
         exited: Promise.resolve(),
         mountLines: [],
+        env: {},
       })),
     };
     this.pods.set(pod.metadata.uid, run);
@@ -534,7 +536,14 @@ export class Kubelet {
     let mounts: string[];
     let workingDir: string | undefined;
     try {
-      const image = this.options.images(c.spec.image);
+      let image: ImageConfig;
+      try {
+        image = this.options.images(c.spec.image);
+      } catch (error) {
+        throw Object.assign(new Error(`image ${c.spec.image}: ${(error as Error).message}`), {
+          reason: 'ErrImagePull',
+        });
+      }
       const containerEnv = await this.resolveEnv(run, c.spec);
       const lookup = (name: string) => containerEnv.get(name);
       const command = c.spec.command ?? [...image.entrypoint];
@@ -552,13 +561,15 @@ export class Kubelet {
       };
       mounts = await this.prepareMounts(run, c.spec);
       c.mountLines = mounts;
+      c.env = env;
       workingDir = c.spec.workingDir ?? image.workingDir;
     } catch (error) {
       if (generation !== c.generation || run.terminating) return;
       const message = (error as Error).message;
       if (c.state.kind !== 'waiting' || c.state.message !== message)
         this.log(`${run.key}: container ${c.spec.name} cannot start: ${message}`);
-      c.state = { kind: 'waiting', reason: 'CreateContainerConfigError', message };
+      const reason = (error as { reason?: string }).reason ?? 'CreateContainerConfigError';
+      c.state = { kind: 'waiting', reason, message };
       this.writeStatus(run);
       this.after(c, 1000, () => void this.startContainer(run, c));
       return;
@@ -992,11 +1003,7 @@ export class Kubelet {
           ...c.mountLines,
           'exec "$@"',
         ].join('\n');
-        const child = this.launch(run.netns, script, probe.exec.command, { HOSTNAME: this.hostnameOf(run.pod) }, [
-          'ignore',
-          'ignore',
-          'ignore',
-        ]);
+        const child = this.launch(run.netns, script, probe.exec.command, c.env, ['ignore', 'ignore', 'ignore']);
         return await new Promise<boolean>((resolve) => {
           const timer = setTimeout(() => {
             if (child.pid !== undefined) kill(-child.pid, 'SIGKILL');

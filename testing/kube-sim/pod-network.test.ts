@@ -119,6 +119,62 @@ describe.skipIf(unavailable !== null)('pod network', () => {
   });
 });
 
+describe.skipIf(unavailable !== null)('pod network left by a dead run', () => {
+  it('is removed by the next createPodNetwork(): processes, namespace, links', async () => {
+    // A run that makes a network and a pod with a process inside, then dies by SIGKILL.
+    const module = new URL('./pod-network.ts', import.meta.url).pathname;
+    const code = `import { spawn } from 'node:child_process';
+      import { createPodNetwork } from ${JSON.stringify(module)};
+      const network = createPodNetwork();
+      const pod = network.addPod();
+      const sleeper = spawn('ip', ['netns', 'exec', pod.netns, 'sleep', '600'], { stdio: 'ignore', detached: true });
+      console.log(JSON.stringify({ netns: pod.netns, sleeper: sleeper.pid }));
+      setInterval(() => {}, 1000);`;
+    const root = new URL('../..', import.meta.url).pathname;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let made: { netns: string; sleeper: number } | undefined;
+    let network: PodNetwork | undefined;
+    try {
+      const report = await new Promise<{ netns: string; sleeper: number }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the dying run did not report in 20 s')), 20_000);
+        child.stdout!.once('data', (d: Buffer) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(d.toString()));
+        });
+      });
+      made = report;
+      const tag = child.pid!.toString(36);
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      await waitFor(() => listNetns().includes(report.netns), 'the dead run namespace to be listed');
+      expect(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' })).toContain(`pk${tag}br`);
+      expect(alive(report.sleeper)).toBe(true);
+
+      network = createPodNetwork();
+      expect(listNetns()).not.toContain(report.netns);
+      expect(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' })).not.toContain(`pk${tag}`);
+      await waitFor(() => !alive(report.sleeper), 'the dead run sleeper to die');
+    } finally {
+      child.kill('SIGKILL');
+      network?.destroy();
+      if (made !== undefined && alive(made.sleeper)) process.kill(made.sleeper, 'SIGKILL');
+    }
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function readFrom(host: string, port: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, host);

@@ -5,9 +5,10 @@
  * root (skipped otherwise). Every pod, process and namespace is removed in afterAll
  * (the last test checks that stop() alone does it).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeApiServer } from '../kube-api/api-server.js';
 import { apiCaller, pollUntil } from '../kube-api/test-client.js';
@@ -25,10 +26,11 @@ const mountRoot = `/mnt/pgha-kubelet-test-${process.pid}`;
 // biome-ignore lint/suspicious/noExplicitAny: JSON bodies read by path in assertions
 type Body = any;
 
+/** Whether the process exists and is not a zombie (orphans here may wait a while to be reaped). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
   }
@@ -104,12 +106,12 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     pod.status?.phase === 'Running' && pod.status.containerStatuses?.every((c: Body) => c.state.running);
 
   /** GETs path from the pod's HTTP server (retrying while it starts). */
-  async function fromPod(name: string, path: string): Promise<string> {
+  async function fromPod(name: string, path: string, port = 8080): Promise<string> {
     const pod = await getPod(name);
     const res = await pollUntil(
       `${name} answering ${path}`,
       () =>
-        fetch(`http://${pod.status.podIP}:8080${path}`).catch((error: Error) => `${error.message} (${error.cause})`),
+        fetch(`http://${pod.status.podIP}:${port}${path}`).catch((error: Error) => `${error.message} (${error.cause})`),
       (r) => typeof r !== 'string',
       { millis: 10_000, context },
     );
@@ -309,6 +311,58 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     expect(lines.some((l) => l.includes('default/crash-pod: container main restarting in 10 s'))).toBe(true);
   });
 
+  it('kills what a crashed container left behind (even in another session) before restarting it', async () => {
+    await createPod('leaver', {
+      containers: [container({ command: ['sh', '-c', `setsid sleep 600 & exec ${process.execPath} ${script}`] })],
+    });
+    await waitPod('leaver', 'ready', (p) => condition(p, 'Ready') === 'True');
+    const comm = (pid: number) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    const byName = () =>
+      pollUntil(
+        'node and sleep in the pod',
+        () => kubelet.podPids('default', 'leaver').map((pid) => ({ pid, comm: comm(pid) })),
+        (ps) => ps.length === 2 && ps.some((p) => p.comm === 'sleep'),
+        { millis: 10_000, context },
+      );
+    const before = await byName();
+    const main = before.find((p) => p.comm !== 'sleep')!.pid;
+    const sleeper = before.find((p) => p.comm === 'sleep')!.pid;
+    process.kill(main, 'SIGKILL');
+    await waitPod('leaver', 'restarted', (p) => p.status.containerStatuses[0].restartCount === 1 && running(p));
+    expect(alive(sleeper)).toBe(false);
+    const after = await byName();
+    expect(after.map((p) => p.pid)).not.toContain(sleeper);
+  });
+
+  it('runs every container of a pod in its namespace, sharing an emptyDir; mounts Secret and ConfigMap volumes read-only', async () => {
+    const mounts = [{ name: 'scratch', mountPath: `${mountRoot}/multi/scratch` }];
+    await createPod('multi', {
+      containers: [
+        container({
+          volumeMounts: [
+            ...mounts,
+            { name: 'secret', mountPath: `${mountRoot}/multi/secret` },
+            { name: 'config', mountPath: `${mountRoot}/multi/config` },
+          ],
+        }),
+        container({ name: 'sidecar', env: [{ name: 'PORT', value: '8081' }], ports: [], volumeMounts: mounts }),
+      ],
+      volumes: [
+        { name: 'scratch', emptyDir: {} },
+        { name: 'secret', secret: { secretName: 'creds' } },
+        { name: 'config', configMap: { name: 'settings', items: [{ key: 'mode', path: 'conf/mode.txt' }] } },
+      ],
+    });
+    const pod = await waitPod('multi', 'both containers running', running);
+    expect(pod.status.containerStatuses.map((c: Body) => c.name)).toEqual(['main', 'sidecar']);
+    expect(await fromPod('multi', `/write?path=${mountRoot}/multi/scratch/x&data=shared`)).toBe('ok');
+    expect(await fromPod('multi', `/read?path=${mountRoot}/multi/scratch/x`, 8081)).toBe('shared');
+    expect(await fromPod('multi', `/read?path=${mountRoot}/multi/secret/password`)).toBe('s3cret');
+    expect(await fromPod('multi', `/read?path=${mountRoot}/multi/config/conf/mode.txt`)).toBe('fast');
+    expect(await fromPod('multi', `/read?path=${mountRoot}/multi/config/level`)).toContain('ENOENT'); // not in items
+    expect(await fromPod('multi', `/write?path=${mountRoot}/multi/secret/password&data=x`)).toContain('EROFS');
+  });
+
   it('restarts a container whose liveness probe fails', async () => {
     await createPod('live-pod', {
       containers: [
@@ -364,6 +418,19 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     const dir = volumeDir(stateDir, 'default', 'data-keeper-0');
     expect(readFileSync(join(dir, 'file'), 'utf8')).toBe('kept');
     expect(existsSync(`${mountRoot}/data/file`)).toBe(false); // the bind mount is the pod's alone
+    // postgres (run by the agent as the OS user postgres) can reach the volume
+    for (let d = dir; d !== stateDir; d = dirname(d)) expect(statSync(d).mode & 0o755).toBe(0o755);
+    expect(statSync(stateDir).mode & 0o755).toBe(0o755);
+    execFileSync('setpriv', [
+      '--reuid',
+      'postgres',
+      '--regid',
+      'postgres',
+      '--clear-groups',
+      'test',
+      '-r',
+      join(dir, 'file'),
+    ]);
     expect((await call('DELETE', `${pods}/keeper`)).status).toBe(200);
     await pollUntil(
       'keeper deleted',

@@ -4,6 +4,7 @@
  * the network leave nothing behind. Needs root (skipped otherwise).
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -166,10 +167,11 @@ describe.skipIf(unavailable !== null)('pod network left by a dead run', () => {
   });
 });
 
+/** Whether the process exists and is not a zombie (orphans here may wait a while to be reaped). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
   }

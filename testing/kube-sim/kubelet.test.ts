@@ -5,7 +5,7 @@
  * root (skipped otherwise). Every pod, process and namespace is removed in afterAll
  * (the last test checks that stop() alone does it).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -610,4 +610,72 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     expect(namespaces.filter((n) => n.startsWith(`pks-${process.pid}-`))).toEqual([]);
     expect((await call('GET', `${pods}/last-a`)).status).toBe(200);
   });
+});
+
+describe.skipIf(unavailable !== null)('simulated kubelet in a process that dies', () => {
+  it('takes its pods with it: the containers die (pdeathsig), the next network removes the namespaces', async () => {
+    // A simulator in a child process: API server, network, kubelet and one pod; it
+    // reports the pod's namespace and container PID, then is SIGKILLed.
+    const dir = mkdtempSync(join(tmpdir(), 'pgha-kubelet-dies-'));
+    const code = `
+      import { KubeApiServer } from ${JSON.stringify(new URL('../kube-api/api-server.ts', import.meta.url).pathname)};
+      import { Kubelet } from ${JSON.stringify(new URL('./kubelet.ts', import.meta.url).pathname)};
+      import { createPodNetwork } from ${JSON.stringify(new URL('./pod-network.ts', import.meta.url).pathname)};
+      const network = createPodNetwork();
+      const api = await KubeApiServer.start({ host: network.gateway });
+      const kubelet = await Kubelet.start({ apiUrl: api.url, network, stateDir: ${JSON.stringify(dir)},
+        images: () => ({ entrypoint: [process.execPath, ${JSON.stringify(script)}], env: {} }) });
+      await fetch(api.url + '/api/v1/namespaces/default/pods', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'i' }] } }) });
+      for (;;) {
+        const pod = await (await fetch(api.url + '/api/v1/namespaces/default/pods/p')).json();
+        const pids = kubelet.podPids('default', 'p');
+        if (pod.status?.containerStatuses?.[0]?.state?.running && pids.length === 1) {
+          console.log(JSON.stringify({ netns: kubelet.podNetns('default', 'p'), pid: pids[0] }));
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      setInterval(() => {}, 1000);`;
+    const root = new URL('../..', import.meta.url).pathname;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let report: { netns: string; pid: number } | undefined;
+    let network: PodNetwork | undefined;
+    try {
+      report = await new Promise<{ netns: string; pid: number }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the simulator did not report a running pod in 25 s')), 25_000);
+        child.stdout!.once('data', (d: Buffer) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(d.toString()));
+        });
+      });
+      expect(alive(report.pid)).toBe(true);
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      const pid = report.pid;
+      await pollUntil(
+        'the container to die with its simulator',
+        () => alive(pid),
+        (a) => !a,
+        { millis: 5000 },
+      );
+      expect(listNetns()).toContain(report.netns); // the dead run could not clean up...
+      network = createPodNetwork(); // ...the next one does
+      expect(listNetns()).not.toContain(report.netns);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      if (report !== undefined && alive(report.pid)) process.kill(report.pid, 'SIGKILL');
+      // what the dead run left goes with the next network's stale cleanup
+      (network ?? createPodNetwork()).destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
 });

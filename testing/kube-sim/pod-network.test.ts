@@ -160,9 +160,14 @@ describe.skipIf(unavailable !== null)('pod network left by a dead run', () => {
       expect(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' })).not.toContain(`pk${tag}`);
       await waitFor(() => !alive(report.sleeper), 'the dead run sleeper to die');
     } finally {
-      child.kill('SIGKILL');
-      network?.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGKILL');
+        await gone;
+      }
       if (made !== undefined && alive(made.sleeper)) process.kill(made.sleeper, 'SIGKILL');
+      // what the dead run left goes with the next network's stale cleanup
+      (network ?? createPodNetwork()).destroy();
     }
   });
 });

@@ -286,6 +286,7 @@ export class Kubelet {
   private loop?: NodeJS.Timeout;
   private syncing?: Promise<void>;
   private lastSyncError = '';
+  private readonly podErrors = new Map<string, string>(); // uid → the last sync error logged
 
   private constructor(private readonly options: KubeletOptions) {
     this.nodeName = options.nodeName ?? 'sim-node';
@@ -374,24 +375,14 @@ export class Kubelet {
     const seen = new Set<string>();
     for (const pod of (list.body as { items: Pod[] }).items) {
       if (this.stopped) return;
-      const meta = pod.metadata;
-      if (!pod.spec.nodeName) {
-        if (!meta.deletionTimestamp) await this.bind(pod);
-        continue;
-      }
-      if (pod.spec.nodeName !== this.nodeName) continue;
-      seen.add(meta.uid);
-      const run = this.pods.get(meta.uid);
-      if (run !== undefined) {
-        run.pod = pod;
-        if (meta.deletionTimestamp && !run.terminating) void this.terminate(run);
-        else if (!run.terminating) this.writeStatus(run);
-      } else if (meta.deletionTimestamp) {
-        // Nothing of it runs here (stopped before, or started by an earlier kubelet): let it go.
-        await this.finalDelete(pod);
-      } else if (pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') {
-        if ([...this.pods.values()].some((r) => r.key === `${meta.namespace}/${meta.name}`)) continue; // the old one still stops
-        this.startPod(pod);
+      try {
+        await this.syncPod(pod, seen);
+        this.podErrors.delete(pod.metadata.uid);
+      } catch (error) {
+        const message = (error as Error).message;
+        if (this.podErrors.get(pod.metadata.uid) !== message)
+          this.log(`${pod.metadata.namespace}/${pod.metadata.name}: sync failed: ${message}`);
+        this.podErrors.set(pod.metadata.uid, message);
       }
     }
     for (const [uid, run] of this.pods) {
@@ -403,6 +394,29 @@ export class Kubelet {
       this.pods.delete(uid);
       await this.options.network.removePod(run.netns);
       rmSync(run.podDir, { recursive: true, force: true });
+    }
+  }
+
+  /** One pod of the list: bind it, start it, follow its deletion. `seen` collects this node's pods. */
+  private async syncPod(pod: Pod, seen: Set<string>): Promise<void> {
+    const meta = pod.metadata;
+    if (!pod.spec.nodeName) {
+      if (!meta.deletionTimestamp) await this.bind(pod);
+      return;
+    }
+    if (pod.spec.nodeName !== this.nodeName) return;
+    seen.add(meta.uid);
+    const run = this.pods.get(meta.uid);
+    if (run !== undefined) {
+      run.pod = pod;
+      if (meta.deletionTimestamp && !run.terminating) void this.terminate(run);
+      else if (!run.terminating) this.writeStatus(run);
+    } else if (meta.deletionTimestamp) {
+      // Nothing of it runs here (stopped before, or started by an earlier kubelet): let it go.
+      await this.finalDelete(pod);
+    } else if (pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') {
+      if (this.runOf(meta.namespace, meta.name) !== undefined) return; // the old pod of that name still stops
+      this.startPod(pod);
     }
   }
 
@@ -535,6 +549,17 @@ export class Kubelet {
     let env: Record<string, string>;
     let mounts: string[];
     let workingDir: string | undefined;
+    // A container that cannot be made waits (as a real kubelet's does) and is retried.
+    const retryLater = (error: unknown, defaultReason: string) => {
+      if (generation !== c.generation || run.terminating) return;
+      const message = (error as Error).message;
+      if (c.state.kind !== 'waiting' || c.state.message !== message)
+        this.log(`${run.key}: container ${c.spec.name} cannot start: ${message}`);
+      const reason = (error as { reason?: string }).reason ?? defaultReason;
+      c.state = { kind: 'waiting', reason, message };
+      this.writeStatus(run);
+      this.after(c, 1000, () => void this.startContainer(run, c));
+    };
     try {
       let image: ImageConfig;
       try {
@@ -564,14 +589,7 @@ export class Kubelet {
       c.env = env;
       workingDir = c.spec.workingDir ?? image.workingDir;
     } catch (error) {
-      if (generation !== c.generation || run.terminating) return;
-      const message = (error as Error).message;
-      if (c.state.kind !== 'waiting' || c.state.message !== message)
-        this.log(`${run.key}: container ${c.spec.name} cannot start: ${message}`);
-      const reason = (error as { reason?: string }).reason ?? 'CreateContainerConfigError';
-      c.state = { kind: 'waiting', reason, message };
-      this.writeStatus(run);
-      this.after(c, 1000, () => void this.startContainer(run, c));
+      retryLater(error, 'CreateContainerConfigError');
       return;
     }
     if (generation !== c.generation || run.terminating) return;
@@ -583,12 +601,17 @@ export class Kubelet {
       'exec "$@"',
     ].join('\n');
     const logPath = podLogPath(this.options.stateDir, pod.metadata.namespace, pod.metadata.name, c.spec.name);
-    const fd = openSync(logPath, 'a');
     let child: ChildProcess;
     try {
-      child = this.launch(run.netns, script, argv, env, ['ignore', fd, fd]);
-    } finally {
-      closeSync(fd);
+      const fd = openSync(logPath, 'a');
+      try {
+        child = this.launch(run.netns, script, argv, env, ['ignore', fd, fd]);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (error) {
+      retryLater(error, 'RunContainerError');
+      return;
     }
     const startedAt = now();
     c.child = child;

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeApiServer } from '../kube-api/api-server.js';
 import { apiCaller, pollUntil } from '../kube-api/test-client.js';
 import { listNetns, netnsUnavailableReason } from '../netns.js';
-import { Kubelet } from './kubelet.js';
+import { expandVariables, Kubelet, restartBackoff } from './kubelet.js';
 import { createPodNetwork, type PodNetwork } from './pod-network.js';
 import { volumeDir } from './volumes.js';
 
@@ -35,6 +35,37 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+describe("the kubelet's pure parts", () => {
+  it('expands $(VAR) as Kubernetes does: known names, $$ escapes, unknown and unclosed references kept', () => {
+    const vars = new Map([
+      ['A', 'x'],
+      ['B', '$(A)'],
+    ]);
+    const expand = (s: string) => expandVariables(s, (n) => vars.get(n));
+    expect(expand('$(A)-$(A)')).toBe('x-x');
+    expect(expand('$$(A)')).toBe('$(A)');
+    expect(expand('$$$(A)')).toBe('$x');
+    expect(expand('$$$$')).toBe('$$');
+    expect(expand('$(C) $A $')).toBe('$(C) $A $');
+    expect(expand('$(A')).toBe('$(A');
+    expect(expand('$(B)')).toBe('$(A)'); // values are not expanded again
+    expect(expand('')).toBe('');
+  });
+
+  it('backs off restarts: at once, then 10 s doubling to 5 min, and from the start after 10 min of running', () => {
+    const waits: number[] = [];
+    let current = 0;
+    for (let i = 0; i < 8; i++) {
+      const { waitSeconds, nextSeconds } = restartBackoff(current, 1000);
+      waits.push(waitSeconds);
+      current = nextSeconds;
+    }
+    expect(waits).toEqual([0, 10, 20, 40, 80, 160, 300, 300]);
+    expect(restartBackoff(300, 10 * 60_000)).toEqual({ waitSeconds: 0, nextSeconds: 10 });
+    expect(restartBackoff(300, 10 * 60_000 - 1)).toEqual({ waitSeconds: 300, nextSeconds: 300 });
+  });
+});
 
 describe.skipIf(unavailable !== null)('simulated kubelet', () => {
   let network: PodNetwork;

@@ -256,6 +256,19 @@ export function expandVariables(text: string, lookup: (name: string) => string |
   return out;
 }
 
+/**
+ * The crash-loop back-off of a container that exited: how long to wait before this
+ * restart, and the back-off kept for the next one. As the kubelet's: at once, then
+ * 10 s doubling to 5 min; a container that ran 10 min starts over.
+ */
+export function restartBackoff(
+  currentSeconds: number,
+  ranMillis: number,
+): { waitSeconds: number; nextSeconds: number } {
+  const waitSeconds = ranMillis >= 10 * 60_000 ? 0 : currentSeconds;
+  return { waitSeconds, nextSeconds: waitSeconds === 0 ? 10 : Math.min(waitSeconds * 2, 300) };
+}
+
 /** The file a container's stdout and stderr are appended to (across restarts). */
 export function podLogPath(stateDir: string, namespace: string, pod: string, container: string): string {
   return join(stateDir, 'logs', `${namespace}_${pod}_${container}.log`);
@@ -731,10 +744,8 @@ export class Kubelet {
       this.writeStatus(run);
       return;
     }
-    // Back-off as the kubelet's: at once, then 10 s doubling to 5 min; reset after 10 min of running.
-    if (ranMillis >= 10 * 60_000) c.backoffSeconds = 0;
-    const wait = c.backoffSeconds;
-    c.backoffSeconds = wait === 0 ? 10 : Math.min(wait * 2, 300);
+    const { waitSeconds: wait, nextSeconds } = restartBackoff(c.backoffSeconds, ranMillis);
+    c.backoffSeconds = nextSeconds;
     c.lastState = terminated;
     const restart = () => {
       c.restartCount++;

@@ -73,7 +73,7 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
   let kubelet: Kubelet;
   let stateDir: string;
   let kubeconfig: string;
-  let extraHosts = '198.18.255.254 db-0.example\n';
+  let extraHosts: string | string[] = '198.18.255.254 db-0.example\n';
   const lines: string[] = [];
   const call = apiCaller(() => api.url);
   const pods = '/api/v1/namespaces/default/pods';
@@ -231,10 +231,10 @@ describe.skipIf(unavailable !== null)('simulated kubelet', () => {
     expect(hosts).toContain('127.0.0.1\tlocalhost');
     expect(hosts).toContain(`${pod.status.podIP}\tenv-pod`);
     expect(hosts).toContain('198.18.255.254 db-0.example');
-    extraHosts = '198.18.255.253 db-1.example\n';
+    extraHosts = ['198.18.255.253 db-1.example', '198.18.255.252 db-2.example']; // a list of lines works too
     kubelet.refreshHosts();
     const refreshed = await fromPod('env-pod', `/read?path=/etc/hosts`);
-    expect(refreshed).toContain('198.18.255.253 db-1.example');
+    expect(refreshed).toContain('198.18.255.253 db-1.example\n198.18.255.252 db-2.example\n');
     expect(refreshed).not.toContain('db-0.example');
   });
 

@@ -57,8 +57,12 @@ export interface KubeletOptions {
   readonly stateDir: string;
   /** Maps a container's image name to what runs; throw for an unknown image. */
   readonly images: (image: string) => ImageConfig;
-  /** Extra `/etc/hosts` lines (`ip name…`) for every pod, read at pod start and by {@link Kubelet.refreshHosts}. */
-  readonly hosts?: () => string;
+  /**
+   * Extra `/etc/hosts` lines (`ip name…`) for every pod, as one string or a list of
+   * lines (the Service proxy's `hostsLines()`), read at pod start and by
+   * {@link Kubelet.refreshHosts}.
+   */
+  readonly hosts?: () => string | readonly string[];
   /** KUBECONFIG given to pods (unless `automountServiceAccountToken: false`). */
   readonly kubeconfigForPods?: string;
   /** One line per pod lifecycle step. */
@@ -502,7 +506,8 @@ export class Kubelet {
     const fqdn = run.pod.spec.subdomain
       ? `${hostname}.${run.pod.spec.subdomain}.${run.pod.metadata.namespace}.svc.cluster.local `
       : '';
-    const extra = this.options.hosts?.() ?? '';
+    const given = this.options.hosts?.() ?? '';
+    const extra = typeof given === 'string' ? given : given.join('\n');
     const text = `# Kubernetes-managed hosts file (simulated).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${run.ip}\t${fqdn}${hostname}\n${extra}${extra.endsWith('\n') || extra === '' ? '' : '\n'}`;
     // writeFileSync truncates and writes the same inode: the bind mounts see it.
     writeFileSync(join(netnsEtcDir(run.netns), 'hosts'), text);

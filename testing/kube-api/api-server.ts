@@ -85,6 +85,15 @@ export class KubeApiServer {
       if (key === 'apiextensions.k8s.io/customresourcedefinitions') this.unregister(object);
       if (key === '/namespaces') this.store.dropNamespace(object.metadata.name);
     };
+    // Graceful pod deletion, as the real API server: a pod bound to a node (its kubelet
+    // must stop it) is only marked, with the request's grace period or the pod's
+    // terminationGracePeriodSeconds (default 30); its kubelet deletes it again with
+    // gracePeriodSeconds=0 once stopped. Unbound pods, and grace 0, go at once.
+    this.store.gracePeriodOf = (key, o, requested) => {
+      const spec = o.spec as { nodeName?: string; terminationGracePeriodSeconds?: number } | undefined;
+      if (key !== '/pods' || !spec?.nodeName) return 0;
+      return Math.max(0, requested ?? spec.terminationGracePeriodSeconds ?? 30);
+    };
     for (const name of ['default', 'kube-system', 'kube-public'])
       this.store.insert('/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name }, spec: {} });
   }
@@ -902,7 +911,17 @@ export class KubeApiServer {
       );
     if (ctx.q.get('dryRun') === 'All') return current;
     const propagation = options.propagationPolicy ?? (options.orphanDependents ? 'Orphan' : 'Background');
-    return this.asVersion(ctx, this.store.delete(typeKey(ctx.type), ctx.namespace ?? '', name, propagation));
+    const grace = ctx.q.get('gracePeriodSeconds') ?? options.gracePeriodSeconds;
+    return this.asVersion(
+      ctx,
+      this.store.delete(
+        typeKey(ctx.type),
+        ctx.namespace ?? '',
+        name,
+        propagation,
+        grace === undefined || grace === null ? undefined : Number(grace),
+      ),
+    );
   }
 }
 

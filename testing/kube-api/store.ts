@@ -42,6 +42,12 @@ export class ObjectStore {
   private oldest = 1;
   /** Called when an object is removed, so the server can unregister a CRD's type. */
   onRemoved: (key: string, object: KubeObject) => void = () => undefined;
+  /**
+   * Seconds a deleted object without finalizers stays, marked, before it goes (0: at
+   * once), given the grace period the request asked for: the server's graceful pod
+   * deletion, which the garbage collector's deletions go through too.
+   */
+  gracePeriodOf: (key: string, object: KubeObject, requestedSeconds: number | undefined) => number = () => 0;
 
   constructor(private readonly historyLimit: number) {}
 
@@ -117,12 +123,20 @@ export class ObjectStore {
     stored.metadata.uid = current.metadata.uid;
     stored.metadata.creationTimestamp = current.metadata.creationTimestamp;
     stored.metadata.generation = current.metadata.generation;
-    if (current.metadata.deletionTimestamp) stored.metadata.deletionTimestamp = current.metadata.deletionTimestamp;
+    if (current.metadata.deletionTimestamp) {
+      stored.metadata.deletionTimestamp = current.metadata.deletionTimestamp;
+      stored.metadata.deletionGracePeriodSeconds = current.metadata.deletionGracePeriodSeconds;
+    }
     if (specOf(current, statusIsSubresource) !== specOf(stored, statusIsSubresource)) stored.metadata.generation! += 1;
     stored.metadata.resourceVersion = current.metadata.resourceVersion;
     if (JSON.stringify(stored) === JSON.stringify(current)) return clone(current); // a no-op write changes nothing
     stored.metadata.resourceVersion = String(++this.rv);
-    if (stored.metadata.deletionTimestamp && (stored.metadata.finalizers ?? []).length === 0) {
+    // An object in graceful deletion (a pod its kubelet is stopping) stays until deleted again with no grace.
+    if (
+      stored.metadata.deletionTimestamp &&
+      (stored.metadata.finalizers ?? []).length === 0 &&
+      !(Number(stored.metadata.deletionGracePeriodSeconds ?? 0) > 0)
+    ) {
       this.bucket(key).delete(id);
       this.record('DELETED', key, clone(stored), current);
       this.onRemoved(key, stored);
@@ -144,6 +158,7 @@ export class ObjectStore {
     namespace: string,
     name: string,
     propagation: 'Background' | 'Foreground' | 'Orphan',
+    requestedGraceSeconds?: number,
   ): KubeObject {
     const id = `${namespace}/${name}`;
     const current = this.bucket(key).get(id)!;
@@ -151,13 +166,22 @@ export class ObjectStore {
     if (propagation === 'Foreground' && !finalizers.includes('foregroundDeletion'))
       finalizers.push('foregroundDeletion');
     if (propagation === 'Orphan' && !finalizers.includes('orphan')) finalizers.push('orphan');
-    if (finalizers.length > 0) {
-      if (current.metadata.deletionTimestamp && finalizers.length === (current.metadata.finalizers ?? []).length)
+    // Graceful deletion: a grace period can only shorten once deletion started.
+    const previousGrace = current.metadata.deletionTimestamp
+      ? Number(current.metadata.deletionGracePeriodSeconds ?? 0)
+      : undefined;
+    const grace = Math.min(this.gracePeriodOf(key, current, requestedGraceSeconds), previousGrace ?? Infinity);
+    if (finalizers.length > 0 || grace > 0) {
+      if (
+        current.metadata.deletionTimestamp &&
+        finalizers.length === (current.metadata.finalizers ?? []).length &&
+        grace === previousGrace
+      )
         return clone(current); // already being deleted
       const marked = clone(current);
-      marked.metadata.finalizers = finalizers;
-      marked.metadata.deletionTimestamp ??= new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-      marked.metadata.deletionGracePeriodSeconds = 0;
+      if (finalizers.length > 0) marked.metadata.finalizers = finalizers;
+      marked.metadata.deletionTimestamp ??= new Date(Date.now() + grace * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+      marked.metadata.deletionGracePeriodSeconds = grace;
       marked.metadata.generation = (marked.metadata.generation ?? 1) + 1;
       marked.metadata.resourceVersion = String(++this.rv);
       this.bucket(key).set(id, marked);

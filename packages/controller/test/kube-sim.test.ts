@@ -542,5 +542,5 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     const rowsAgain = Number((await again.query('SELECT count(*) AS n FROM acks')).rows[0].n);
     await again.end();
     expect(rowsAgain).toBe(rows);
-  });
+  }, 300_000);
 });

@@ -11,6 +11,8 @@ export interface PostgresObservation {
   readonly replayAgeSeconds: number | null;
   /** The WAL receiver's status ('streaming', 'catchup', ...) or null when none runs. */
   readonly receiverStatus: string | null;
+  /** A standby whose replay is paused (by hand, or by PostgreSQL for insufficient parameter settings). */
+  readonly replayPaused?: boolean;
   readonly timeline: number | null;
   readonly version: string;
   readonly systemId: string;
@@ -31,6 +33,7 @@ SELECT
   pg_last_wal_replay_lsn()::text AS replayed_lsn,
   EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age,
   (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
+  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
   CASE WHEN pg_is_in_recovery()
     THEN GREATEST(
       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), 0),
@@ -53,6 +56,7 @@ export async function observePostgres(client: pg.Client): Promise<PostgresObserv
     replayedLsn: text(row.replayed_lsn),
     replayAgeSeconds: row.replay_age === null || row.replay_age === undefined ? null : Number(row.replay_age),
     receiverStatus: text(row.receiver_status),
+    replayPaused: row.replay_paused === true,
     timeline: row.timeline === null || row.timeline === undefined ? null : Number(row.timeline),
     version: String(row.version),
     systemId: String(row.system_id),

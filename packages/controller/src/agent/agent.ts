@@ -516,6 +516,8 @@ export class Agent {
           this.lastTickAt = this.clock.now();
         }
         this.poke();
+      } else if (observation?.replayPaused === true && (await this.restartForSettings())) {
+        this.poke();
       } else if (this.shouldResync()) {
         this.log.warn('not streaming from the primary for 10 s; rewinding and following again');
         pg.setNeedsRewind(true);
@@ -571,6 +573,29 @@ export class Agent {
       lagBytes: this.lastReport?.lagBytes ?? null,
       lagSeconds: this.lastReport?.lagSeconds ?? null,
     };
+  }
+
+  /**
+   * A standby whose replay PostgreSQL paused because the primary raised a setting
+   * above its own is stopped; the next tick restarts it (`restart` as replica), and
+   * that start takes the primary's values from the control data. True when stopped.
+   */
+  private async restartForSettings(): Promise<boolean> {
+    const pg = this.postgres;
+    const short = await pg.pausedForSettings().catch(() => []);
+    if (short.length === 0) return false;
+    this.log.warn(
+      `replay paused: the primary raised ${short
+        .map((s) => `${s.name} to ${s.recorded} (this standby has ${s.configured})`)
+        .join(', ')}; restarting postgres with the primary's values`,
+    );
+    this.busy = true;
+    try {
+      await pg.stop();
+    } finally {
+      this.busy = false;
+    }
+    return true;
   }
 
   private shouldResync(): boolean {

@@ -119,6 +119,28 @@ describe('renderServerConfig for a primary', () => {
     expect(conf.get('max_slot_wal_keep_size')).toBe("'1GB'");
   });
 
+  it('writes a standby floor in place of the configured values, one line per name', () => {
+    const text = renderServerConfig(
+      settings({
+        maxConnections: 50,
+        extraParameters: { max_locks_per_transaction: '64', work_mem: '4MB' },
+        floor: { max_connections: 200, max_wal_senders: 20, max_locks_per_transaction: 128, max_worker_processes: 16 },
+      }),
+    );
+    const floored = settingLines(text);
+    expect(floored.get('max_connections')).toBe('200');
+    expect(floored.get('max_wal_senders')).toBe('20');
+    expect(floored.get('max_locks_per_transaction')).toBe("'128'");
+    expect(floored.get('max_worker_processes')).toBe("'16'");
+    expect(floored.get('work_mem')).toBe("'4MB'");
+    expect(floored.has('max_prepared_transactions')).toBe(false);
+    expect(text.match(/^max_locks_per_transaction = /gm)).toHaveLength(1);
+  });
+
+  it('writes max_wal_senders = 10 without a floor', () => {
+    expect(conf.get('max_wal_senders')).toBe('10');
+  });
+
   it('has no standby settings', () => {
     expect(conf.has('primary_conninfo')).toBe(false);
     expect(conf.has('primary_slot_name')).toBe(false);

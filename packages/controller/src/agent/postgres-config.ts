@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { PghaError, slotNameFor } from '@pgha/core';
+import type { FloorValues } from './standby-parameters.js';
 
 /**
  * Renders the files pgha owns inside a data directory. Pure: the shell writes them.
@@ -13,6 +14,8 @@ import { PghaError, slotNameFor } from '@pgha/core';
 export const replicationUser = 'replicator';
 /** The superuser the agent and the local quick start use. */
 export const superUser = 'postgres';
+/** pgha's max_wal_senders (one per replica plus base backups and pg_rewind). */
+export const maxWalSenders = 10;
 
 /** Where a replica streams from. */
 export interface UpstreamSettings {
@@ -38,6 +41,12 @@ export interface ServerSettings {
    * never one of {@link reservedPostgresParameters} ({@link assertExtraParameters}).
    */
   readonly extraParameters?: Readonly<Record<string, string>>;
+  /**
+   * Values that replace the configured ones (pgha's own or extra): a standby's floor,
+   * the primary's recorded values where they exceed the configuration
+   * (`decideStartParameters` in standby-parameters.ts). Absent: none.
+   */
+  readonly floor?: Partial<FloorValues>;
 }
 
 /**
@@ -146,8 +155,14 @@ export function conninfo(parts: Readonly<Record<string, string | number>>): stri
 
 /** The contents of pgha.conf for these settings. */
 export function renderServerConfig(settings: ServerSettings): string {
-  const extra = settings.extraParameters ?? {};
-  assertExtraParameters(extra);
+  assertExtraParameters(settings.extraParameters ?? {});
+  const floor = settings.floor ?? {};
+  // A floored extra setting takes the floor's value in place (one line per name).
+  const extra: Record<string, string> = { ...settings.extraParameters };
+  for (const name of ['max_worker_processes', 'max_prepared_transactions', 'max_locks_per_transaction'] as const) {
+    const value = floor[name];
+    if (value !== undefined) extra[name] = String(value);
+  }
   const lines: Array<[string, string | number]> = [
     ['listen_addresses', quote(settings.listenAddresses)],
     ['port', settings.port],
@@ -155,11 +170,11 @@ export function renderServerConfig(settings: ServerSettings): string {
     // paths cannot overflow the 107-byte socket path limit.
     ['unix_socket_directories', quote('')],
     ['cluster_name', quote(settings.member)],
-    ['max_connections', settings.maxConnections],
+    ['max_connections', floor.max_connections ?? settings.maxConnections],
     ['shared_buffers', quote(settings.sharedBuffers)],
     ['password_encryption', quote('scram-sha-256')],
     ['wal_level', 'replica'],
-    ['max_wal_senders', 10],
+    ['max_wal_senders', floor.max_wal_senders ?? maxWalSenders],
     ['max_replication_slots', 10],
     // Slots keep WAL for replicas that are away; bound it so a dead member cannot
     // fill the primary's disk (it re-clones instead).

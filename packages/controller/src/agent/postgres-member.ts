@@ -9,6 +9,7 @@ import {
   baseBackup,
   clearStaleLock,
   connectLocal,
+  controlData,
   initdb,
   isStandby,
   logTail,
@@ -33,7 +34,25 @@ import {
   createAppRoleSql,
 } from './app-role.js';
 import { writeMarker } from './data-dir.js';
-import { replicationUser, type ServerSettings, superUser, type UpstreamSettings } from './postgres-config.js';
+import {
+  maxWalSenders,
+  replicationUser,
+  type ServerSettings,
+  superUser,
+  type UpstreamSettings,
+} from './postgres-config.js';
+import {
+  configuredFloorValues,
+  decideStartParameters,
+  describeRaised,
+  type FloorValues,
+  floorParameters,
+  highestOf,
+  insufficientSettings,
+  parseControlDataSettings,
+  parseInsufficientSettings,
+  type RaisedSetting,
+} from './standby-parameters.js';
 
 /** What {@link PostgresMember} needs besides the binaries. */
 export interface PostgresMemberOptions {
@@ -101,6 +120,10 @@ export class PostgresMember {
   problem: string | null = null;
   /** The member our standby configuration streams from. */
   upstream: Upstream | null = null;
+  /** The floor the running standby started with (a re-point's reload rewrites pgha.conf with it). */
+  private floor: Partial<FloorValues> = {};
+  /** Values a standby that stopped named in its log as the primary's (the control data's fallback). */
+  private stoppedFor: Partial<FloorValues> = {};
 
   constructor(private readonly o: PostgresMemberOptions) {}
 
@@ -174,7 +197,7 @@ export class PostgresMember {
 
   // ---- starting ---------------------------------------------------------------
 
-  private serverSettings(upstream: UpstreamSettings | null): ServerSettings {
+  private serverSettings(upstream: UpstreamSettings | null, floor: Partial<FloorValues>): ServerSettings {
     return {
       member: this.o.name,
       listenAddresses: this.o.listenAddresses,
@@ -182,8 +205,24 @@ export class PostgresMember {
       sharedBuffers: this.o.sharedBuffers,
       maxConnections: this.o.maxConnections,
       extraParameters: this.o.postgresParameters,
+      floor,
       upstream,
     };
+  }
+
+  /**
+   * The five settings the primary last recorded in this data directory's control file
+   * (kept current by replay), plus any a standby that stopped named in its log; {} when
+   * the control data cannot be read (postgres then says what is wrong).
+   */
+  private async recordedSettings(): Promise<Partial<FloorValues>> {
+    let recorded: Partial<FloorValues> = {};
+    try {
+      recorded = parseControlDataSettings(await controlData(this.o.bins, this.dataDir, this.o.user));
+    } catch (error) {
+      this.o.log.warn(`could not read the control data: ${(error as Error).message.split('\n')[0]}`);
+    }
+    return highestOf(recorded, this.stoppedFor);
   }
 
   private upstreamOf(leader: LeaderRecord): UpstreamSettings {
@@ -234,7 +273,10 @@ export class PostgresMember {
   async startWritable(): Promise<PostgresObservation> {
     rmSync(join(this.dataDir, 'standby.signal'), { force: true });
     this.setNeedsRewind(false);
-    writeServerFiles(this.dataDir, this.o.user, this.serverSettings(null), this.o.allowedNetworks);
+    // A primary starts with its configured values, lower ones included: they reach
+    // the standbys through WAL (XLOG_PARAMETER_CHANGE).
+    this.floor = {};
+    writeServerFiles(this.dataDir, this.o.user, this.serverSettings(null, {}), this.o.allowedNetworks);
     this.upstream = null;
     await this.launch('primary');
     const observation = await observePostgres(this.connection!);
@@ -262,7 +304,7 @@ export class PostgresMember {
   async startStandby(leader: LeaderRecord | null, onCloning: () => void): Promise<void> {
     const rewound = leader !== null && (this.needsRewind() || !isStandby(this.dataDir));
     if (rewound) await this.rewindOnto(leader, onCloning);
-    this.configureStandby(leader);
+    await this.configureStandby(leader);
     try {
       await this.launch('replica');
     } catch (error) {
@@ -278,7 +320,7 @@ export class PostgresMember {
       onCloning();
       moveAside(this.dataDir);
       await this.clone(leader);
-      this.configureStandby(leader);
+      await this.configureStandby(leader);
       await this.launch('replica');
     }
     this.o.log.info(
@@ -288,12 +330,33 @@ export class PostgresMember {
     );
   }
 
-  private configureStandby(leader: LeaderRecord | null): void {
+  /**
+   * Writes the standby's configuration for a start: its settings raised to what the
+   * primary last recorded in the control data (after any rewind or clone, which bring
+   * the source's), so recovery never aborts for "insufficient parameter settings".
+   */
+  private async configureStandby(leader: LeaderRecord | null): Promise<void> {
+    const { overrides, raised } = decideStartParameters({
+      as: 'standby',
+      configured: configuredFloorValues({
+        maxConnections: this.o.maxConnections,
+        maxWalSenders,
+        extraParameters: this.o.postgresParameters,
+      }),
+      recorded: await this.recordedSettings(),
+    });
+    const line = describeRaised(raised);
+    if (line !== null) this.o.log.info(line);
+    this.floor = overrides;
+    this.writeStandbyFiles(leader);
+  }
+
+  private writeStandbyFiles(leader: LeaderRecord | null): void {
     markStandby(this.dataDir, this.o.user);
     writeServerFiles(
       this.dataDir,
       this.o.user,
-      this.serverSettings(leader === null ? null : this.upstreamOf(leader)),
+      this.serverSettings(leader === null ? null : this.upstreamOf(leader), this.floor),
       this.o.allowedNetworks,
     );
     this.upstream = leader === null ? null : { member: leader.member, host: leader.host, port: leader.port };
@@ -382,6 +445,7 @@ export class PostgresMember {
       }
     }
     if (as === 'replica') this.pgState = 'replica';
+    this.stoppedFor = {};
     this.runningSince = this.o.clock.now();
     this.problem = null;
   }
@@ -389,6 +453,10 @@ export class PostgresMember {
   private exited(postgres: PostgresProcess): void {
     if (this.process !== postgres) return;
     try {
+      if (this.pgState !== 'primary')
+        // A standby that stopped for "insufficient parameter settings": the values its
+        // log names are the next start's floor too, should the control data lag.
+        this.stoppedFor = highestOf(this.stoppedFor, parseInsufficientSettings(logTail(this.logFile, 20)));
       if (this.pgState === 'primary') this.setNeedsRewind(true);
       // A standby that stopped because it cannot follow its timeline must be rewound
       // (or re-cloned) before it can follow anyone: never left to fail again.
@@ -534,9 +602,28 @@ export class PostgresMember {
     }
   }
 
+  /**
+   * The settings this running standby has less of than the primary recorded, read
+   * when its replay is paused: PostgreSQL (14 and later) pauses a hot standby's
+   * replay at an XLOG_PARAMETER_CHANGE record that raises one above its own value
+   * ("hot standby is not possible because of insufficient parameter settings"), and
+   * replay has already written the new values into the control file. Empty when it
+   * is paused for another reason (pg_wal_replay_pause by hand), which is left alone.
+   */
+  async pausedForSettings(): Promise<RaisedSetting[]> {
+    const conn = this.connection;
+    if (conn === null || this.pgState !== 'replica') return [];
+    const { rows } = await conn.query(
+      `SELECT ${floorParameters.map((n) => `current_setting('${n}')::int AS ${n}`).join(', ')}`,
+    );
+    const running = rows[0] as FloorValues;
+    return insufficientSettings(running, await this.recordedSettings());
+  }
+
   /** Re-points a running standby at `leader` with a reload (no restart). */
   async repoint(leader: LeaderRecord): Promise<void> {
-    this.configureStandby(leader);
+    // The settings a reload cannot change keep the values this start used.
+    this.writeStandbyFiles(leader);
     await this.connection?.query('SELECT pg_reload_conf()');
   }
 

@@ -749,8 +749,7 @@ export class KubeApiServer {
       o.spec ??= {};
       const spec = o.spec as { clusterIP?: string; type?: string };
       spec.type ??= 'ClusterIP';
-      if (spec.clusterIP === undefined)
-        spec.clusterIP = this.clusterIpOf(this.clusterIp++);
+      if (spec.clusterIP === undefined) spec.clusterIP = this.clusterIpOf(this.clusterIp++);
     }
     if (ctx.type.group === 'apps' && ctx.type.plural === 'statefulsets') {
       o.spec ??= {};

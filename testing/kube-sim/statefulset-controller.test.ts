@@ -233,7 +233,7 @@ describe('decideStatefulSet', () => {
   });
 
   describe('scale down', () => {
-    const five = (set: StatefulSet, rev: ControllerRevision) => ({
+    const five = (_set: StatefulSet, rev: ControllerRevision) => ({
       revisions: [rev],
       pods: [0, 1, 2, 3, 4].map((i) => pod(i, rev.metadata.name)),
     });

@@ -318,6 +318,21 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     expect((await pod(old.member)).metadata.labels['pgha.dev/role']).toBe('replica');
     const cluster = await call('GET', `/apis/pgha.dev/v1alpha1/namespaces/${ns}/pghaclusters/${name}`);
     expect(cluster.body.status.primary).toBe(next.member);
+    // The cluster's events tell the story.
+    const events = await call('GET', `/api/v1/namespaces/${ns}/events`);
+    const told = events.body.items
+      .filter((e: { involvedObject?: { kind?: string; name?: string } }) => e.involvedObject?.kind === 'PgHaCluster')
+      .map((e: { reason: string; message: string }) => `${e.reason}: ${e.message}`);
+    // Moved directly, or lost and then elected (when a round saw no leader in between).
+    expect(told).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(
+          new RegExp(
+            `^(PrimaryChanged: the primary moved from ${old.member} to ${next.member}|PrimaryElected: ${next.member} is the primary) \\(term ${next.term}\\)$`,
+          ),
+        ),
+      ]),
+    );
   });
 
   it("kill -9 of the primary pod's processes: the kubelet restarts the container, a new primary is elected and the old one rejoins", async () => {

@@ -737,11 +737,13 @@ export class Agent {
 
   private async handOver(timeoutMillis: number): Promise<void> {
     const deadline = this.clock.now() + timeoutMillis;
-    const members = await this.client.getAll().prefix(this.keys.membersPrefix).strings();
-    const others = Object.values(members)
-      .map((v) => MemberRecord.decode(v))
-      .filter((m) => m.name !== this.options.name && m.role === 'replica' && m.state === 'running');
-    if (others.length === 0) return;
+    const runningReplicas = async () => {
+      const members = await this.client.getAll().prefix(this.keys.membersPrefix).strings();
+      return Object.values(members)
+        .map((v) => MemberRecord.decode(v))
+        .filter((m) => m.name !== this.options.name && m.role === 'replica' && m.state === 'running').length;
+    };
+    if ((await runningReplicas()) === 0) return;
     this.log.info('stopping as primary: requesting a switchover first');
     await this.client.put(this.keys.switchover).value(
       SwitchoverRecord.encode({
@@ -764,6 +766,10 @@ export class Agent {
           .catch(() => null);
         const rejected = text === null ? null : SwitchoverRecord.decode(text).rejected;
         if (rejected) throw new PghaError('conflict', `the controller rejected the handover: ${rejected}`);
+        // The replicas are stopping too (a whole cluster or a PgHaCluster deleted):
+        // with none left to take over, waiting out the timeout only delays the stop.
+        if ((await runningReplicas().catch(() => 1)) === 0)
+          throw new PghaError('conflict', 'no running replica is left to hand over to');
       }
       await delay(50);
     }

@@ -168,6 +168,13 @@ describe('decideReconcile', () => {
       snapshot({ objects, pods, leader: null, leaderReadError: 'down', cluster: cluster({}, { status }) }),
     );
     expect(unknown.filter((a) => a.type === 'event' && a.reason.startsWith('Primary'))).toEqual([]);
+    // between two leaders: the loss, once (the status then has no primary)
+    const lost = decideReconcile(snapshot({ objects, pods, leader: null, cluster: cluster({}, { status }) }));
+    expect(lost.filter((a) => a.type === 'event')).toEqual([
+      expect.objectContaining({ eventType: 'Warning', reason: 'PrimaryLost' }),
+    ]);
+    const lostStatus = lost.find((a) => a.type === 'update-status');
+    expect(lostStatus && 'status' in lostStatus ? lostStatus.status.primary : 'none').toBeUndefined();
   });
 
   it('updates a changed spec in place with the observed resourceVersion, keeping the Service clusterIP', () => {

@@ -209,6 +209,13 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
           ? `${member} is the primary (term ${term})`
           : `the primary moved from ${before} to ${member} (term ${term})`,
     });
+  } else if (s.leaderReadError === undefined && s.leader === null && cluster.status?.primary !== undefined) {
+    events.push({
+      type: 'event',
+      eventType: 'Warning',
+      reason: 'PrimaryLost',
+      message: `no writable primary: ${cluster.status.primary} (term ${cluster.status.term ?? '?'}) no longer leads; a failover or switchover is under way`,
+    });
   }
   const failoverControllerReady = () => {
     if (!s.failoverController) return;

@@ -102,7 +102,7 @@ function owned(
  * the container's main process and receives SIGTERM itself.
  */
 export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): string[] {
-  const { name, namespace } = cluster.metadata;
+  const { name } = cluster.metadata;
   // The kubelet expands $(VAR) in args and turns $$ into $: a value's own $ is doubled.
   const parameters = Object.entries(spec.postgresParameters).map(
     ([key, value]) => `--postgres-parameter=${key}=${value.replaceAll('$', '$$$$')}`,

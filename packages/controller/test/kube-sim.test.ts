@@ -249,8 +249,16 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
       60_000,
     );
     password = Buffer.from(secret.data['superuser-password'], 'base64').toString('utf8');
-    const rw = await call('GET', `/api/v1/namespaces/${ns}/services/${name}-rw`);
-    rwAddress = rw.body.spec.clusterIP;
+    // The operator creates the generated Secret before the Services: wait for -rw too.
+    const rw = await waitFor(
+      `the ${name}-rw Service`,
+      async () => {
+        const r = await call('GET', `/api/v1/namespaces/${ns}/services/${name}-rw`);
+        return r.status === 200 ? r.body : undefined;
+      },
+      60_000,
+    );
+    rwAddress = rw.spec.clusterIP;
     await healthyLeader(180_000);
     await createAckTable(rwUrl());
     console.log(`kube-sim up and ${name} Healthy ${Date.now() - started} ms after the start`);

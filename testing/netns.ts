@@ -15,7 +15,8 @@ import { execFileSync, spawn } from 'node:child_process';
 /** Every range a test may use: the benchmarking range, 198.18.0.0/15. */
 export const testNetworkCidr = '198.18.0.0/15';
 
-function ip(...args: string[]): string {
+/** Runs `ip` with `args`; throws with its stderr. */
+export function ip(...args: string[]): string {
   try {
     return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
   } catch (error) {
@@ -24,7 +25,8 @@ function ip(...args: string[]): string {
   }
 }
 
-function tryIp(...args: string[]): boolean {
+/** Runs `ip` with `args`; false when it failed. */
+export function tryIp(...args: string[]): boolean {
   try {
     ip(...args);
     return true;
@@ -42,7 +44,7 @@ export function listNetns(): string[] {
 }
 
 /** Whether a network interface of this name exists in the root namespace. */
-function linkExists(name: string): boolean {
+export function linkExists(name: string): boolean {
   return tryIp('link', 'show', 'dev', name);
 }
 
@@ -102,7 +104,8 @@ function freeSubnet(): number {
   throw new Error('no free /24 left in 198.18.0.0/16');
 }
 
-function processAlive(pid: number): boolean {
+/** Whether process `pid` exists (EPERM counts: it exists, owned by another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

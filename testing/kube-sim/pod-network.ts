@@ -13,36 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { listNetns } from '../netns.js';
-
-function ip(...args: string[]): string {
-  try {
-    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-  } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new Error(`ip ${args.join(' ')} failed: ${stderr || (error as Error).message}`);
-  }
-}
-
-function tryIp(...args: string[]): boolean {
-  try {
-    ip(...args);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const linkExists = (name: string): boolean => tryIp('link', 'show', 'dev', name);
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+import { ip, linkExists, listNetns, processAlive, tryIp } from '../netns.js';
 
 function kill(pid: number, signal: NodeJS.Signals): void {
   try {

@@ -41,7 +41,14 @@ async function main(): Promise<void> {
   progress('starting etcd, the API server, the controllers, the kubelet and the Service proxy');
   const sim = await startSimulation({
     stateDir: values['state-dir'] === undefined ? undefined : resolve(values['state-dir']),
-    log: values.verbose ? progress : (line) => (/^(kubelet|pod|installing)/.test(line) ? progress(line) : undefined),
+    // Without --verbose: each pod's milestones (ready, not ready, exits, restarts,
+    // deletions) and the installation; --verbose adds every controller and proxy step.
+    log: values.verbose
+      ? progress
+      : (line) =>
+          /^installing|^kubelet stopped|: (ready|not ready|deleted|deleting|container \S+ exited|restarting)/.test(line)
+            ? progress(line)
+            : undefined,
   });
   copyFileSync(sim.kubeconfig, kubeconfig);
   progress('the operator is installed (deploy/); its pods are starting');

@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Five projects in two groups, the groups one after the other.
+// Six projects in two groups, the groups one after the other.
 //
 // Group 0 runs two files at a time: pure unit tests next to the code, the
 // benchmarks' own pure tests, the Kubernetes test API server's and simulated
@@ -9,10 +9,22 @@ import { defineConfig } from 'vitest/config';
 // behaviour and reports times, nothing it asserts depends on how loaded the
 // machine is).
 //
-// Group 1 runs one file at a time: the integration tests that start real etcd and
-// PostgreSQL processes and inject faults (the machine has two cores, each test runs
-// a whole cluster, and several assert bounds on fencing and failover times).
+// Also in group 0: integration tests that start real processes but inject no fault
+// and assert no time bound (bounded waits only), so another file beside them cannot
+// change their outcome.
+//
+// Group 1 runs one file at a time: the integration tests that inject faults (the
+// machine has two cores, each test runs a whole cluster, and several assert bounds
+// on fencing and failover times).
 const pairwise = { sequence: { groupOrder: 0 }, maxWorkers: 2 } as const;
+const integrationBesideOthers = [
+  'packages/client/test/typings.test.ts',
+  'packages/client/test/orm.test.ts',
+  'packages/client/test/example.test.ts',
+  'packages/controller/test/app-role.test.ts',
+  'packages/controller/test/up-cli.test.ts',
+  'packages/controller/test/health-api.test.ts',
+];
 
 export default defineConfig({
   test: {
@@ -54,9 +66,18 @@ export default defineConfig({
       },
       {
         test: {
+          name: 'integration-pairwise',
+          include: integrationBesideOthers,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          ...pairwise,
+        },
+      },
+      {
+        test: {
           name: 'integration',
           include: ['packages/*/test/**/*.test.ts'],
-          exclude: ['packages/controller/test/kube-sim.test.ts'],
+          exclude: ['packages/controller/test/kube-sim.test.ts', ...integrationBesideOthers],
           fileParallelism: false,
           maxWorkers: 1,
           sequence: { groupOrder: 1 },

@@ -114,28 +114,45 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** PIDs of the processes in network namespace `netns` (empty when it does not exist). */
+export function pidsInNetns(netns: string): number[] {
+  try {
+    return ip('netns', 'pids', netns)
+      .split('\n')
+      .filter((l) => /^\d+$/.test(l.trim()))
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function killAll(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
 /**
  * Deletes namespaces and links left by an earlier run whose process died without
- * cleaning up (killed by SIGKILL): their names carry the dead run's PID.
+ * cleaning up (killed by SIGKILL): their names carry the dead run's PID, in decimal
+ * (group 1 of `netns`) or base 36 (group 1 of `link`). What runs in such a namespace
+ * is killed first; `removed` runs for each namespace deleted.
  */
-function removeStale(): void {
+export function removeStaleNetworks(patterns: {
+  netns: RegExp;
+  link: RegExp;
+  removed?: (netns: string) => void;
+}): void {
   for (const netns of listNetns()) {
-    const match = /^pgha-(\d+)-\d+$/.exec(netns);
+    const match = patterns.netns.exec(netns);
     if (match === null || processAlive(Number(match[1]))) continue;
-    try {
-      for (const pid of ip('netns', 'pids', netns)
-        .split('\n')
-        .filter((l) => /^\d+$/.test(l.trim()))) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    } catch {
-      /* no pids */
-    }
+    killAll(pidsInNetns(netns));
     tryIp('netns', 'del', netns);
+    patterns.removed?.(netns);
   }
   let links: string[] = [];
   try {
@@ -146,11 +163,13 @@ function removeStale(): void {
     return;
   }
   for (const link of links) {
-    const match = /^ph([0-9a-z]+?)(br|h\d+|n\d+)$/.exec(link);
+    const match = patterns.link.exec(link);
     if (match === null || processAlive(Number.parseInt(match[1]!, 36))) continue;
     tryIp('link', 'del', 'dev', link);
   }
 }
+
+const removeStale = () => removeStaleNetworks({ netns: /^pgha-(\d+)-\d+$/, link: /^ph([0-9a-z]+?)(br|h\d+|n\d+)$/ });
 
 /**
  * Creates `count` namespaces `pgha-<pid>-<i>` (names unique per run), each with its
@@ -167,23 +186,12 @@ export function createNetnsNetwork(count: number): NetnsNetwork {
   const hosts: NetnsHost[] = [];
   let destroyed = false;
 
-  const pidsOf = (netns: string): number[] => {
-    try {
-      return ip('netns', 'pids', netns)
-        .split('\n')
-        .filter((l) => /^\d+$/.test(l.trim()))
-        .map(Number);
-    } catch {
-      return [];
-    }
-  };
-
   const destroy = (): string[] => {
     if (destroyed) return [];
     destroyed = true;
     process.off('exit', destroy);
     for (const netns of madeNetns) {
-      for (const pid of pidsOf(netns)) {
+      for (const pid of pidsInNetns(netns)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
@@ -245,7 +253,7 @@ export function createNetnsNetwork(count: number): NetnsNetwork {
     hosts,
     cut: (index) => void ip('link', 'set', host(index).hostVeth, 'down'),
     heal: (index) => void ip('link', 'set', host(index).hostVeth, 'up'),
-    pidsIn: (index) => pidsOf(host(index).netns),
+    pidsIn: (index) => pidsInNetns(host(index).netns),
     destroy,
   };
 }

@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ip, linkExists, listNetns, processAlive, tryIp } from '../netns.js';
+import { ip, linkExists, listNetns, pidsInNetns, removeStaleNetworks, tryIp } from '../netns.js';
 
 function kill(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -23,49 +23,21 @@ function kill(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** PIDs of the processes in network namespace `netns` (empty when it does not exist). */
-function pidsOf(netns: string): number[] {
-  try {
-    return ip('netns', 'pids', netns)
-      .split('\n')
-      .filter((l) => /^\d+$/.test(l.trim()))
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /** `ip netns exec` bind-mounts /etc/netns/<name>/* over /etc: a pod's hosts file lives there. */
 export function netnsEtcDir(netns: string): string {
   return `/etc/netns/${netns}`;
 }
 
 /**
- * Deletes pod namespaces and links left by an earlier run whose process died
- * without cleaning up (SIGKILLed): their names carry the dead run's PID.
+ * Deletes pod namespaces (and their /etc/netns files) and links left by an earlier
+ * run whose process died without cleaning up (SIGKILLed): their names carry its PID.
  */
-function removeStale(): void {
-  for (const netns of listNetns()) {
-    const match = /^pks-(\d+)-\d+$/.exec(netns);
-    if (match === null || processAlive(Number(match[1]))) continue;
-    for (const pid of pidsOf(netns)) kill(pid, 'SIGKILL');
-    tryIp('netns', 'del', netns);
-    rmSync(netnsEtcDir(netns), { recursive: true, force: true });
-  }
-  let links: string[] = [];
-  try {
-    links = ip('-o', 'link', 'show')
-      .split('\n')
-      .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? '');
-  } catch {
-    return;
-  }
-  for (const link of links) {
-    const match = /^pk([0-9a-z]+?)(br|h\d+)$/.exec(link);
-    if (match === null || processAlive(Number.parseInt(match[1]!, 36))) continue;
-    tryIp('link', 'del', 'dev', link);
-  }
-}
+const removeStale = () =>
+  removeStaleNetworks({
+    netns: /^pks-(\d+)-\d+$/,
+    link: /^pk([0-9a-z]+?)(br|h\d+)$/,
+    removed: (netns) => rmSync(netnsEtcDir(netns), { recursive: true, force: true }),
+  });
 
 /** A free /24 in 198.18.0.0/16 whose 198.19 twin is free too (no address or route of this host in either). */
 function freeSubnet(): number {
@@ -149,7 +121,7 @@ export function createPodNetwork(): PodNetwork {
     if (destroyed) return [];
     destroyed = true;
     process.off('exit', destroy);
-    for (const netns of pods.keys()) for (const pid of pidsOf(netns)) kill(pid, 'SIGKILL');
+    for (const netns of pods.keys()) for (const pid of pidsInNetns(netns)) kill(pid, 'SIGKILL');
     for (const [netns, { hostVeth }] of pods) deletePod(netns, hostVeth);
     if (bridgeMade && linkExists(bridge)) tryIp('link', 'del', 'dev', bridge);
     const deadline = Date.now() + 10_000;
@@ -204,7 +176,7 @@ export function createPodNetwork(): PodNetwork {
       ip('-n', netns, 'link', 'set', nsVeth, 'up');
       ip('-n', netns, 'route', 'add', 'default', 'via', gateway);
     } catch (error) {
-      for (const pid of pidsOf(netns)) kill(pid, 'SIGKILL');
+      for (const pid of pidsInNetns(netns)) kill(pid, 'SIGKILL');
       deletePod(netns, hostVeth);
       pods.delete(netns);
       throw error;
@@ -217,7 +189,7 @@ export function createPodNetwork(): PodNetwork {
     if (pod === undefined) return;
     const deadline = Date.now() + 5000;
     for (;;) {
-      const pids = pidsOf(netns);
+      const pids = pidsInNetns(netns);
       if (pids.length === 0 || Date.now() > deadline) break;
       for (const pid of pids) kill(pid, 'SIGKILL');
       await delay(20);
@@ -231,7 +203,7 @@ export function createPodNetwork(): PodNetwork {
     gateway,
     addPod,
     removePod,
-    pidsIn: (netns) => (pods.has(netns) ? pidsOf(netns) : []),
+    pidsIn: (netns) => (pods.has(netns) ? pidsInNetns(netns) : []),
     serviceAddress: (n) => {
       if (!Number.isInteger(n) || n < 1 || n > 254) throw new Error(`service address ${n}: expected 1 to 254`);
       return `198.19.${third}.${n}`;

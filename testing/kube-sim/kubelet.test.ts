@@ -13,8 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeApiServer } from '../kube-api/api-server.js';
 import { apiCaller, pollUntil } from '../kube-api/test-client.js';
 import { listNetns, netnsUnavailableReason } from '../netns.js';
-import { expandVariables, Kubelet, restartBackoff } from './kubelet.js';
+import { Kubelet } from './kubelet.js';
 import { createPodNetwork, type PodNetwork } from './pod-network.js';
+import { expandVariables, restartBackoff } from './pod-spec.js';
 import { volumeDir } from './volumes.js';
 
 const unavailable = netnsUnavailableReason();

@@ -35,6 +35,17 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { netnsEtcDir, type PodNetwork } from './pod-network.js';
+import {
+  type Container,
+  type ContainerState,
+  expandVariables,
+  type Pod,
+  type Probe,
+  podStatus,
+  restartBackoff,
+  signalNumbers,
+  type Terminated,
+} from './pod-spec.js';
 import { volumeDir } from './volumes.js';
 
 /** What an image would run: the local build standing in for it. */
@@ -74,102 +85,6 @@ export interface KubeletOptions {
 }
 
 // ---- the parts of a Pod read here ---------------------------------------------------------
-
-interface KeyRef {
-  name: string;
-  key: string;
-  optional?: boolean;
-}
-interface EnvVar {
-  name: string;
-  value?: string;
-  valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: KeyRef; configMapKeyRef?: KeyRef };
-}
-interface EnvFromSource {
-  prefix?: string;
-  secretRef?: { name: string; optional?: boolean };
-  configMapRef?: { name: string; optional?: boolean };
-}
-interface Probe {
-  httpGet?: {
-    port: number | string;
-    path?: string;
-    host?: string;
-    scheme?: string;
-    httpHeaders?: { name: string; value: string }[];
-  };
-  tcpSocket?: { port: number | string; host?: string };
-  exec?: { command: string[] };
-  initialDelaySeconds?: number;
-  periodSeconds?: number;
-  timeoutSeconds?: number;
-  failureThreshold?: number;
-  successThreshold?: number;
-  terminationGracePeriodSeconds?: number;
-}
-interface Container {
-  name: string;
-  image: string;
-  command?: string[];
-  args?: string[];
-  workingDir?: string;
-  env?: EnvVar[];
-  envFrom?: EnvFromSource[];
-  ports?: { name?: string; containerPort: number }[];
-  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[];
-  startupProbe?: Probe;
-  readinessProbe?: Probe;
-  livenessProbe?: Probe;
-}
-interface KeyToPath {
-  key: string;
-  path: string;
-}
-interface Volume {
-  name: string;
-  persistentVolumeClaim?: { claimName: string; readOnly?: boolean };
-  emptyDir?: object;
-  secret?: { secretName: string; items?: KeyToPath[]; optional?: boolean };
-  configMap?: { name: string; items?: KeyToPath[]; optional?: boolean };
-}
-interface Pod {
-  metadata: {
-    name: string;
-    namespace: string;
-    uid: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    deletionTimestamp?: string;
-    deletionGracePeriodSeconds?: number;
-  };
-  spec: {
-    nodeName?: string;
-    containers: Container[];
-    volumes?: Volume[];
-    restartPolicy?: 'Always' | 'OnFailure' | 'Never';
-    terminationGracePeriodSeconds?: number;
-    serviceAccountName?: string;
-    automountServiceAccountToken?: boolean;
-    hostname?: string;
-    subdomain?: string;
-  };
-  status?: { phase?: string };
-}
-
-// ---- runtime state ---------------------------------------------------------------------------
-
-type Terminated = {
-  kind: 'terminated';
-  exitCode: number;
-  signal?: string;
-  reason: string;
-  startedAt: string;
-  finishedAt: string;
-};
-type ContainerState =
-  | { kind: 'waiting'; reason: string; message?: string }
-  | { kind: 'running'; startedAt: string }
-  | Terminated;
 
 interface ContainerRun {
   spec: Container;
@@ -214,7 +129,6 @@ interface PodRun {
 
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const signalNumbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGTERM: 15 };
 
 /** Quotes for `sh`. */
 const shq = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
@@ -233,44 +147,6 @@ function mntNsOf(pid: number): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * Kubernetes' `$(VAR)` expansion (command, args, env values): `$(NAME)` becomes the
- * variable's value when `lookup` knows it and stays as written when not; `$$`
- * becomes `$` (so `$$(NAME)` is the literal `$(NAME)`).
- */
-export function expandVariables(text: string, lookup: (name: string) => string | undefined): string {
-  let out = '';
-  for (let i = 0; i < text.length; ) {
-    if (text[i] === '$' && text[i + 1] === '$') {
-      out += '$';
-      i += 2;
-    } else if (text[i] === '$' && text[i + 1] === '(') {
-      const close = text.indexOf(')', i + 2);
-      if (close < 0) {
-        out += text.slice(i);
-        break;
-      }
-      const value = lookup(text.slice(i + 2, close));
-      out += value ?? text.slice(i, close + 1);
-      i = close + 1;
-    } else out += text[i++];
-  }
-  return out;
-}
-
-/**
- * The crash-loop back-off of a container that exited: how long to wait before this
- * restart, and the back-off kept for the next one. As the kubelet's: at once, then
- * 10 s doubling to 5 min; a container that ran 10 min starts over.
- */
-export function restartBackoff(
-  currentSeconds: number,
-  ranMillis: number,
-): { waitSeconds: number; nextSeconds: number } {
-  const waitSeconds = ranMillis >= 10 * 60_000 ? 0 : currentSeconds;
-  return { waitSeconds, nextSeconds: waitSeconds === 0 ? 10 : Math.min(waitSeconds * 2, 300) };
 }
 
 /** The file a container's stdout and stderr are appended to (across restarts). */
@@ -1066,76 +942,6 @@ export class Kubelet {
 
   // ---- status ---------------------------------------------------------------------------------
 
-  private condition(
-    run: PodRun,
-    type: string,
-    ok: boolean,
-  ): { type: string; status: string; lastTransitionTime: string } {
-    const status = ok ? 'True' : 'False';
-    const previous = run.conditions.get(type);
-    if (previous === undefined || previous.status !== status)
-      run.conditions.set(type, { status, lastTransitionTime: now() });
-    return { type, status, lastTransitionTime: run.conditions.get(type)!.lastTransitionTime };
-  }
-
-  private status(run: PodRun): unknown {
-    const policy = run.pod.spec.restartPolicy ?? 'Always';
-    const containers = run.containers;
-    const ready = !run.terminating && containers.every((c) => c.ready && c.state.kind === 'running');
-    const finished =
-      policy !== 'Always' &&
-      containers.every((c) => c.state.kind === 'terminated' && (policy === 'Never' || c.state.exitCode === 0));
-    const phase = finished
-      ? containers.every((c) => c.state.kind === 'terminated' && c.state.exitCode === 0)
-        ? 'Succeeded'
-        : 'Failed'
-      : containers.every((c) => c.everStarted)
-        ? 'Running'
-        : 'Pending';
-    const wasReady = run.conditions.get('Ready')?.status === 'True';
-    if (ready !== wasReady && run.conditions.has('Ready')) this.log(`${run.key}: ${ready ? 'ready' : 'not ready'}`);
-    const state = (s: ContainerState) =>
-      s.kind === 'waiting'
-        ? { waiting: { reason: s.reason, ...(s.message !== undefined ? { message: s.message } : {}) } }
-        : s.kind === 'running'
-          ? { running: { startedAt: s.startedAt } }
-          : {
-              terminated: {
-                exitCode: s.exitCode,
-                ...(s.signal !== undefined ? { signal: signalNumbers[s.signal] ?? 0 } : {}),
-                reason: s.reason,
-                startedAt: s.startedAt,
-                finishedAt: s.finishedAt,
-              },
-            };
-    return {
-      phase,
-      conditions: [
-        this.condition(run, 'PodScheduled', true),
-        this.condition(run, 'Initialized', true),
-        this.condition(run, 'ContainersReady', ready),
-        this.condition(run, 'Ready', ready),
-      ],
-      hostIP: this.hostIP,
-      hostIPs: [{ ip: this.hostIP }],
-      podIP: run.ip,
-      podIPs: [{ ip: run.ip }],
-      startTime: run.startTime,
-      qosClass: 'BestEffort',
-      containerStatuses: containers.map((c) => ({
-        name: c.spec.name,
-        image: c.spec.image,
-        imageID: '',
-        containerID: `sim://${run.pod.metadata.uid}/${c.spec.name}/${c.restartCount}`,
-        ready: c.ready && c.state.kind === 'running',
-        started: c.started && c.state.kind === 'running',
-        restartCount: c.restartCount,
-        state: state(c.state),
-        lastState: c.lastState === undefined ? {} : state(c.lastState),
-      })),
-    };
-  }
-
   /** Writes the pod's status when it changed; one write at a time per pod, the latest state last. */
   private writeStatus(run: PodRun, evenWhenTerminating = false): void {
     if (this.stopped || (run.terminating && !evenWhenTerminating)) return;
@@ -1143,7 +949,19 @@ export class Kubelet {
       run.writeAgain = true;
       return;
     }
-    const status = this.status(run);
+    const { status, conditions, ready } = podStatus({
+      pod: run.pod,
+      ip: run.ip,
+      hostIP: this.hostIP,
+      startTime: run.startTime,
+      terminating: run.terminating,
+      containers: run.containers,
+      conditions: run.conditions,
+      now: now(),
+    });
+    const wasReady = run.conditions.get('Ready')?.status === 'True';
+    if (ready !== wasReady && run.conditions.has('Ready')) this.log(`${run.key}: ${ready ? 'ready' : 'not ready'}`);
+    run.conditions = conditions;
     const text = JSON.stringify(status);
     if (text === run.lastWritten) return;
     run.writing = true;

@@ -60,6 +60,12 @@ export function commonLabels(name: string): Record<string, string> {
   };
 }
 
+/** The ordinal of member `member` of cluster `cluster` (pods are `<cluster>-<ordinal>`), or undefined. */
+export const ordinalOf = (member: string, cluster: string): number | undefined => {
+  const m = new RegExp(`^${cluster.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)$`).exec(member);
+  return m ? Number(m[1]) : undefined;
+};
+
 /** The label selector string the scale subresource reports (status.selector). */
 export const selectorString = (name: string) => `${clusterLabel}=${name}`;
 

@@ -16,6 +16,7 @@ export { assertValidName, isValidName, memberName, slotNameFor } from './names.j
 export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode, TargetReason } from './records.js';
 export {
   ConfigRecord,
+  SyncRecord,
   ControllerRecord,
   defaultConfig,
   HistoryRecord,

@@ -63,6 +63,7 @@ describe('clusterKeys', () => {
     const built = [
       keys.initialize,
       keys.config,
+      keys.sync,
       keys.member('demo-0'),
       keys.leader,
       keys.lastPrimary,

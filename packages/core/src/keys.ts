@@ -9,7 +9,8 @@ import { assertValidName, isValidName } from './names.js';
  * | key | writer | lease |
  * | --- | --- | --- |
  * | `initialize` | the member that ran initdb (create-if-absent) | — |
- * | `config` | controller | — |
+ * | `config` | `pgha config set`, `pgha up` (guarded by its mod revision) | — |
+ * | `sync` | the primary's agent (with the leader install, then guarded by holding `leader`) | — |
  * | `members/<name>` | that member's agent | the agent's |
  * | `leader` | the primary's agent | the primary agent's |
  * | `last-primary` | the primary's agent (guarded by holding `leader`) | — |
@@ -23,6 +24,7 @@ import { assertValidName, isValidName } from './names.js';
 export const keyKinds = [
   'initialize',
   'config',
+  'sync',
   'member',
   'leader',
   'last-primary',
@@ -43,6 +45,7 @@ export type ParsedKey =
       readonly kind:
         | 'initialize'
         | 'config'
+        | 'sync'
         | 'leader'
         | 'last-primary'
         | 'term'
@@ -63,6 +66,8 @@ export interface ClusterKeys {
   readonly prefix: string;
   readonly initialize: string;
   readonly config: string;
+  /** The primary's synchronous replication claim (which standbys hold every commit). */
+  readonly sync: string;
   readonly leader: string;
   /**
    * The durable position of the newest primary (no lease): survives every process of
@@ -96,6 +101,7 @@ export interface ClusterKeys {
 const singles = [
   'initialize',
   'config',
+  'sync',
   'leader',
   'last-primary',
   'term',
@@ -131,6 +137,7 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
     prefix,
     initialize: `${prefix}initialize`,
     config: `${prefix}config`,
+    sync: `${prefix}sync`,
     leader: `${prefix}leader`,
     lastPrimary: `${prefix}last-primary`,
     term: `${prefix}term`,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from './errors.js';
 import {
   ConfigRecord,
+  SyncRecord,
   ControllerRecord,
   defaultConfig,
   HistoryRecord,
@@ -78,13 +79,23 @@ function initializeRecord(overrides: Loose = {}): Loose {
 function configRecord(overrides: Loose = {}): Loose {
   return {
     v: 1,
+    version: 3,
     leaseTtlMillis: 10_000,
     keepaliveIntervalMillis: 1_000,
     fencingMarginMillis: 2_000,
     maximumLagOnFailoverBytes: 16_777_216,
     synchronousMode: 'off',
+    synchronousCount: 1,
+    synchronousStrict: false,
+    postgresParameters: { work_mem: '64MB' },
+    updatedAt: at,
+    updatedBy: 'pgha config set',
     ...overrides,
   };
+}
+
+function syncRecord(overrides: Loose = {}): Loose {
+  return { v: 1, term: 4, member: 'demo-0', standbys: ['demo-1', 'demo-2'], quorum: 1, strict: false, at, ...overrides };
 }
 
 function targetRecord(overrides: Loose = {}): Loose {
@@ -126,6 +137,7 @@ const cases: ReadonlyArray<readonly [string, Case]> = [
   ['LastPrimaryRecord', { codec: LastPrimaryRecord as RecordCodec<unknown>, make: lastPrimaryRecord }],
   ['InitializeRecord', { codec: InitializeRecord as RecordCodec<unknown>, make: initializeRecord }],
   ['ConfigRecord', { codec: ConfigRecord as RecordCodec<unknown>, make: configRecord }],
+  ['SyncRecord', { codec: SyncRecord as RecordCodec<unknown>, make: syncRecord }],
   ['TargetRecord', { codec: TargetRecord as RecordCodec<unknown>, make: targetRecord }],
   ['SwitchoverRecord', { codec: SwitchoverRecord as RecordCodec<unknown>, make: switchoverRecord }],
   ['HistoryRecord', { codec: HistoryRecord as RecordCodec<unknown>, make: historyRecord }],
@@ -474,7 +486,14 @@ describe('ConfigRecord', () => {
     ['leaseTtlMillis', 999],
     ['leaseTtlMillis', 600_001],
     ['leaseTtlMillis', 1500.5],
-    ['keepaliveIntervalMillis', 99],
+    ['keepaliveIntervalMillis', 49],
+    ['keepaliveIntervalMillis', 6_000],
+    ['fencingMarginMillis', 500],
+    ['fencingMarginMillis', 9_500],
+    ['version', 0],
+    ['synchronousCount', 0],
+    ['synchronousStrict', 'yes'],
+    ['postgresParameters', { 'Work-Mem': '1' }],
     ['keepaliveIntervalMillis', 60_001],
     ['fencingMarginMillis', -1],
     ['fencingMarginMillis', 60_001],
@@ -486,8 +505,28 @@ describe('ConfigRecord', () => {
     rejectsRecord(ConfigRecord, configRecord({ [field]: value }), new RegExp(field));
   });
 
-  it.each(['off', 'on', 'quorum'])('accepts synchronousMode %j', (synchronousMode) => {
+  it.each(['off', 'quorum'])('accepts synchronousMode %j', (synchronousMode) => {
     expect(ConfigRecord.parse(configRecord({ synchronousMode })).synchronousMode).toBe(synchronousMode);
+  });
+
+  it('rejects the retired synchronousMode "on"', () => {
+    rejectsRecord(ConfigRecord, configRecord({ synchronousMode: 'on' }), /synchronousMode/);
+  });
+});
+
+describe('SyncRecord', () => {
+  it('accepts an asynchronous claim (quorum 0, no standbys)', () => {
+    expect(SyncRecord.parse(syncRecord({ standbys: [], quorum: 0 })).quorum).toBe(0);
+  });
+
+  it.each([
+    ['quorum', { quorum: 3 }],
+    ['standbys', { standbys: ['demo-1', 'demo-1'] }],
+    ['standbys', { standbys: ['demo-0', 'demo-1'] }],
+    ['quorum', { quorum: -1 }],
+    ['term', { term: 0 }],
+  ])('rejects a bad %s', (field, overrides) => {
+    rejectsRecord(SyncRecord, syncRecord(overrides), new RegExp(field));
   });
 });
 

@@ -150,18 +150,96 @@ const initializeSchema = z.object({
   at: timestamp,
 });
 
-/** Synchronous replication modes. */
-export const synchronousModes = ['off', 'on', 'quorum'] as const;
+/**
+ * Synchronous replication modes (the `config` record's `synchronousMode`): `off`
+ * (asynchronous), `quorum` (`ANY n` of the replicas; see the `sync` record).
+ */
+export const synchronousModes = ['off', 'quorum'] as const;
 export type SynchronousMode = (typeof synchronousModes)[number];
 
-const configSchema = z.object({
-  v: z.literal(recordVersion),
-  leaseTtlMillis: z.number().int().min(1000).max(600_000),
-  keepaliveIntervalMillis: z.number().int().min(100).max(60_000),
-  fencingMarginMillis: z.number().int().min(0).max(60_000),
-  maximumLagOnFailoverBytes: nonNegative,
-  synchronousMode: z.enum(synchronousModes),
-});
+/** A PostgreSQL parameter name (lower-case GUC name, optionally `class.name`). */
+const parameterName = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/, 'must be a PostgreSQL parameter name like work_mem')
+  .max(63);
+
+const configSchema = z
+  .object({
+    v: z.literal(recordVersion),
+    /** Incremented by every change (`pgha config set`): 1 for the first record. */
+    version: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+    /** Lease timing; agents apply it when they start (a running agent keeps its lease). */
+    leaseTtlMillis: z.number().int().min(1000).max(600_000),
+    keepaliveIntervalMillis: z.number().int().min(50).max(60_000),
+    fencingMarginMillis: z.number().int().min(0).max(60_000),
+    /** An asynchronous failover never promotes a member further behind than this. */
+    maximumLagOnFailoverBytes: nonNegative,
+    synchronousMode: z.enum(synchronousModes),
+    /** `quorum`: the `n` of `ANY n (…)`, how many replicas confirm each commit. */
+    synchronousCount: z.number().int().min(1).max(64),
+    /**
+     * `quorum`: block commits while fewer than `synchronousCount` replicas can confirm
+     * them, instead of degrading to asynchronous (and saying so).
+     */
+    synchronousStrict: z.boolean(),
+    /**
+     * PostgreSQL parameters that must agree across members (written into every
+     * member's pgha.conf; reloaded, or applied at the next restart when postgres needs
+     * one). Values are PostgreSQL's text form.
+     */
+    postgresParameters: z.record(parameterName, z.string().max(1024)),
+    /** When this version was written, and by whom (`pgha config set`, `pgha up`). */
+    updatedAt: timestamp,
+    updatedBy: shortText,
+  })
+  .superRefine((config, context) => {
+    if (config.keepaliveIntervalMillis * 2 > config.leaseTtlMillis)
+      context.addIssue({
+        code: 'custom',
+        path: ['keepaliveIntervalMillis'],
+        message: `must be at most half of leaseTtlMillis (${config.leaseTtlMillis})`,
+      });
+    if (config.fencingMarginMillis + config.keepaliveIntervalMillis >= config.leaseTtlMillis)
+      context.addIssue({
+        code: 'custom',
+        path: ['fencingMarginMillis'],
+        message: `fencingMarginMillis + keepaliveIntervalMillis must be below leaseTtlMillis (${config.leaseTtlMillis})`,
+      });
+    if (config.fencingMarginMillis < config.keepaliveIntervalMillis)
+      context.addIssue({
+        code: 'custom',
+        path: ['fencingMarginMillis'],
+        message: `must be at least keepaliveIntervalMillis (${config.keepaliveIntervalMillis})`,
+      });
+  });
+
+/**
+ * The primary's published synchronous replication claim (`sync`): every commit the
+ * primary of `term` acknowledged (since this claim was written, and every earlier
+ * commit of the term too) is flushed on at least `quorum` members of `standbys`.
+ * `quorum: 0` claims nothing (asynchronous). Written only by the agent holding the
+ * leader record of `term` (with the install, then guarded by holding it).
+ */
+const syncSchema = z
+  .object({
+    v: z.literal(recordVersion),
+    term: term.min(1),
+    /** The primary that makes the claim. */
+    member: name,
+    standbys: z.array(name).max(64),
+    quorum: z.number().int().min(0).max(64),
+    /** `quorum` and `synchronousStrict` was on when written: commits block rather than degrade. */
+    strict: z.boolean(),
+    at: timestamp,
+  })
+  .superRefine((sync, context) => {
+    if (sync.quorum > sync.standbys.length)
+      context.addIssue({ code: 'custom', path: ['quorum'], message: 'must not exceed the number of standbys' });
+    if (new Set(sync.standbys).size !== sync.standbys.length)
+      context.addIssue({ code: 'custom', path: ['standbys'], message: 'must not repeat a member' });
+    if (sync.standbys.includes(sync.member))
+      context.addIssue({ code: 'custom', path: ['standbys'], message: 'must not include the primary itself' });
+  });
 
 /** Why a target was written. */
 export const targetReasons = ['failover', 'switchover', 'manual-failover', 'bootstrap'] as const;
@@ -241,6 +319,7 @@ export type LastPrimaryRecord = z.infer<typeof lastPrimarySchema>;
 export type TermRecord = z.infer<typeof termSchema>;
 export type InitializeRecord = z.infer<typeof initializeSchema>;
 export type ConfigRecord = z.infer<typeof configSchema>;
+export type SyncRecord = z.infer<typeof syncSchema>;
 export type TargetRecord = z.infer<typeof targetSchema>;
 export type SwitchoverRecord = z.infer<typeof switchoverSchema>;
 export type HistoryRecord = z.infer<typeof historySchema>;
@@ -328,8 +407,14 @@ export const LastPrimaryRecord: RecordCodec<LastPrimaryRecord> = codec('last-pri
 export const TermRecord: RecordCodec<TermRecord> = codec('term record', termSchema);
 /** Written once by the member that ran initdb; pins the cluster's system identifier. */
 export const InitializeRecord: RecordCodec<InitializeRecord> = codec('initialize record', initializeSchema);
-/** Cluster-wide settings, written by the controller. */
+/**
+ * Cluster-wide settings (`config`), written by `pgha config set` and `pgha up` with a
+ * transaction guarded by the previous version's mod revision; read by agents and
+ * controllers, whose flags supply the values while there is no record.
+ */
 export const ConfigRecord: RecordCodec<ConfigRecord> = codec('config record', configSchema);
+/** The primary's synchronous replication claim (`sync`); see docs/architecture.md. */
+export const SyncRecord: RecordCodec<SyncRecord> = codec('sync record', syncSchema);
 /** The controller's decision of which member leads the next term. */
 export const TargetRecord: RecordCodec<TargetRecord> = codec('target record', targetSchema);
 /** A request for a planned switchover, consumed by the controller. */
@@ -353,9 +438,15 @@ export const RemovedMemberRecord: RecordCodec<RemovedMemberRecord> = codec(
 /** The defaults of {@link ConfigRecord}; see docs/architecture.md for the timing budget. */
 export const defaultConfig: ConfigRecord = {
   v: recordVersion,
+  version: 1,
   leaseTtlMillis: 2_000,
   keepaliveIntervalMillis: 250,
   fencingMarginMillis: 500,
   maximumLagOnFailoverBytes: 16 * 1024 * 1024,
   synchronousMode: 'off',
+  synchronousCount: 1,
+  synchronousStrict: false,
+  postgresParameters: {},
+  updatedAt: '1970-01-01T00:00:00.000Z',
+  updatedBy: 'defaults',
 };

@@ -16,7 +16,6 @@ export { assertValidName, isValidName, memberName, slotNameFor } from './names.j
 export type { MemberRole, MemberState, MemberTags, RecordCodec, SynchronousMode, TargetReason } from './records.js';
 export {
   ConfigRecord,
-  SyncRecord,
   ControllerRecord,
   defaultConfig,
   HistoryRecord,
@@ -30,6 +29,7 @@ export {
   RemovedMemberRecord,
   recordVersion,
   SwitchoverRecord,
+  SyncRecord,
   synchronousModes,
   TargetRecord,
   TermRecord,

@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from './errors.js';
 import {
   ConfigRecord,
-  SyncRecord,
   ControllerRecord,
   defaultConfig,
   HistoryRecord,
@@ -15,6 +14,7 @@ import {
   RemovedMemberRecord,
   recordVersion,
   SwitchoverRecord,
+  SyncRecord,
   TargetRecord,
   TermRecord,
 } from './records.js';
@@ -95,7 +95,16 @@ function configRecord(overrides: Loose = {}): Loose {
 }
 
 function syncRecord(overrides: Loose = {}): Loose {
-  return { v: 1, term: 4, member: 'demo-0', standbys: ['demo-1', 'demo-2'], quorum: 1, strict: false, at, ...overrides };
+  return {
+    v: 1,
+    term: 4,
+    member: 'demo-0',
+    standbys: ['demo-1', 'demo-2'],
+    quorum: 1,
+    strict: false,
+    at,
+    ...overrides,
+  };
 }
 
 function targetRecord(overrides: Loose = {}): Loose {

@@ -14,6 +14,7 @@ import { createAckTable, missingAcks, startWriter } from '../../../testing/write
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
+import { readClusterStatus } from '../src/status/cluster-status.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
 const cluster = 'sync';
@@ -124,6 +125,12 @@ describe('synchronous quorum replication', () => {
 
     await c.stopMember(a);
     await claimIs([], 0);
+    // pgha status says so.
+    expect((await readClusterStatus(etcd, cluster, keys)).synchronous).toMatchObject({
+      mode: 'quorum',
+      claim: null,
+      degraded: expect.stringMatching(/asynchronous until one streams/),
+    });
     await waitFor('synchronous_standby_names cleared', async () => (await standbyNames(primary)) === '', 10_000);
     // Not strict: commits go on without a standby.
     await query(primary, 'INSERT INTO acks (id, member) VALUES (-1, $1)', [primary]);

@@ -854,6 +854,12 @@ describe('decideController in synchronous quorum mode', () => {
     );
   });
 
+  it('does not count a standby without a WAL receiver position (its replay may trail what it flushed)', () => {
+    const restarted = { ...r2, receivedLsn: null };
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, restarted], now: now + 5000 }));
+    expect(decision.type).toBe('wait');
+  });
+
   it('waits rather than promote a member short of the most advanced standby (it may lack an acknowledged commit)', () => {
     // demo-2 is the most advanced but tagged noFailover: demo-1 lacks what only demo-2 may hold.
     const tagged = { ...r2, tags: { noFailover: true } };

@@ -296,8 +296,9 @@ interface SynchronousQuorum {
 
 /**
  * The synchronous claim of the current term's primary, if it claims a quorum: the
- * standbys whose positions count (running replicas observed after the leader record
- * vanished — the old primary was fenced by then, so they are final) and, when at least
+ * standbys whose positions count (running replicas with a WAL receiver position,
+ * observed after the leader record vanished — the old primary was fenced by then, so
+ * they are final) and, when at least
  * |standbys| − quorum + 1 of them count, the most advanced of their positions.
  */
 function synchronousQuorum(s: ControllerSnapshot): SynchronousQuorum | null {
@@ -308,14 +309,17 @@ function synchronousQuorum(s: ControllerSnapshot): SynchronousQuorum | null {
       claim.standbys.includes(m.name) &&
       m.role === 'replica' &&
       m.state === 'running' &&
-      positionOf(m) !== null &&
+      // A WAL receiver was started since postgres started: the startup process asks
+      // for one only after replaying all the WAL on disk, so the position is no longer
+      // an underestimate of what the standby has flushed.
+      m.receivedLsn !== null &&
       (s.leaderLostAt === null ||
         (m.observedAt !== undefined && m.observedAt !== null && Date.parse(m.observedAt) >= s.leaderLostAt)),
   );
   const need = claim.standbys.length - claim.quorum + 1;
   if (counted.length >= need) {
     let floor: LsnText | null = null;
-    for (const m of counted) floor = maxLsn(floor, positionOf(m));
+    for (const m of counted) floor = maxLsn(floor, maxLsn(m.receivedLsn, m.replayedLsn));
     return { floor, counted: counted.map((m) => m.name), short: '' };
   }
   const missing = claim.standbys

@@ -95,7 +95,7 @@ export class RoleChanges {
       if (!lead.holdsLeader || !lead.lease.isValid()) {
         throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
       }
-      this.c.synchronous.reset();
+      this.c.synchronous.reset(setting);
       await postgres.applySynchronous(setting);
       const after = await postgres.promote();
       this.c.noteObservation(after);

@@ -25,7 +25,17 @@ export interface SynchronousReplicationContext {
   readonly log: Logger;
   /** How long walsenders must show a new setting before the catch-up mark (default 1000). */
   readonly settleMillis?: number;
+  /** See {@link defaultStreamingGraceMillis}. */
+  readonly streamingGraceMillis?: number;
 }
+
+/**
+ * How long a standby that stopped streaming (or a new primary's standby that has not
+ * re-pointed yet) still counts as streaming: commits wait for it that long before the
+ * setting drops it (not strict) — a failover's remaining standby reconnects within
+ * about a second, and a short hiccup should not cost the protection.
+ */
+export const defaultStreamingGraceMillis = 5000;
 
 /** The synchronous settings of the cluster's `config` record (off without one). */
 export function synchronousSettings(config: ConfigRecord | null): {
@@ -48,6 +58,8 @@ export function synchronousSettings(config: ConfigRecord | null): {
 export class SynchronousReplication {
   private pending: PendingSetting | null = null;
   private degraded: string | null = null;
+  /** When each member was last seen streaming (clock ms), for the grace of {@link defaultStreamingGraceMillis}. */
+  private lastStreaming = new Map<string, number>();
 
   constructor(private readonly c: SynchronousReplicationContext) {}
 
@@ -86,9 +98,14 @@ export class SynchronousReplication {
     return { standbys: sync.standbys, quorum: sync.quorum };
   }
 
-  /** A new leadership starts without a pending change. */
-  reset(): void {
+  /**
+   * A new leadership starts without a pending change, and with the standbys of its
+   * first setting counted as streaming for the grace period while they re-point.
+   */
+  reset(setting: SynchronousSetting): void {
     this.pending = null;
+    const now = this.c.clock.now();
+    this.lastStreaming = new Map(setting.standbys.map((m) => [m, now]));
   }
 
   /** One pass, on the writable primary that holds the leader record. */
@@ -102,15 +119,19 @@ export class SynchronousReplication {
     const sync = lead.view.sync;
     const published: SynchronousClaim | null =
       sync !== null && sync.term === leader.term && sync.member === this.c.name ? sync : null;
+    const now = clock.now();
+    for (const c of connections) if (c.state === 'streaming') this.lastStreaming.set(c.member, now);
+    const grace = this.c.streamingGraceMillis ?? defaultStreamingGraceMillis;
     const decision = decideSynchronousStandbys({
       ...settings,
       members: await this.otherMembers(),
+      recentlyStreaming: [...this.lastStreaming].filter(([, at]) => now - at < grace).map(([m]) => m),
       published,
       configured: postgres.synchronous,
       pending: this.pending,
       connections,
       currentLsn: observation.currentLsn,
-      now: clock.now(),
+      now,
       settleMillis: this.c.settleMillis ?? 1000,
     });
     this.pending = decision.pending;

@@ -301,3 +301,15 @@ describe('property: the published claim always holds', () => {
     );
   });
 });
+
+describe('the streaming grace', () => {
+  it('keeps a standby that streamed a moment ago in the setting (commits wait for it)', () => {
+    const d = desiredSetting(snapshot({ connections: [], recentlyStreaming: ['demo-2'] }));
+    expect(d.setting).toEqual({ standbys: ['demo-2'], quorum: 1 });
+    expect(d.degraded).toBeNull();
+  });
+
+  it('never counts a name that is no member', () => {
+    expect(desiredSetting(snapshot({ connections: [], recentlyStreaming: ['gone'] })).setting).toEqual(none);
+  });
+});

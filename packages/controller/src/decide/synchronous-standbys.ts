@@ -72,6 +72,14 @@ export interface SynchronousSnapshot {
   readonly configured: SynchronousSetting;
   readonly pending: PendingSetting | null;
   readonly connections: readonly ReplicationConnection[];
+  /**
+   * Members counted as streaming although their walsender is not (yet): those that
+   * streamed a moment ago (a restart, a reconnect) and, for a new primary, those of
+   * its first claim while they re-point to it. Without this grace a new primary would
+   * go asynchronous at its first report, before its standbys reconnect; with it,
+   * commits wait for them for a bounded time instead.
+   */
+  readonly recentlyStreaming?: readonly string[];
   /** The primary's current WAL position. */
   readonly currentLsn: LsnText | null;
   readonly now: number;
@@ -142,14 +150,14 @@ export function renderSynchronousStandbyNames(setting: SynchronousSetting): stri
  * until enough return) and otherwise it waits for those that stream (asynchronous when
  * none does).
  */
-export function desiredSetting(s: Pick<SynchronousSnapshot, 'mode' | 'count' | 'strict' | 'members' | 'connections'>): {
-  setting: SynchronousSetting;
-  degraded: string | null;
-} {
+export function desiredSetting(
+  s: Pick<SynchronousSnapshot, 'mode' | 'count' | 'strict' | 'members' | 'connections' | 'recentlyStreaming'>,
+): { setting: SynchronousSetting; degraded: string | null } {
   if (s.mode === 'off') return { setting: { standbys: [], quorum: 0 }, degraded: null };
-  const streaming = sorted(
-    s.connections.filter((c) => c.state === 'streaming' && s.members.includes(c.member)).map((c) => c.member),
-  );
+  const streaming = sorted([
+    ...s.connections.filter((c) => c.state === 'streaming' && s.members.includes(c.member)).map((c) => c.member),
+    ...(s.recentlyStreaming ?? []).filter((m) => s.members.includes(m)),
+  ]);
   if (streaming.length >= s.count) return { setting: { standbys: streaming, quorum: s.count }, degraded: null };
   const short = `${streaming.length} of the ${s.count} synchronous standbys required stream${streaming.length === 1 ? 's' : ''}${streaming.length > 0 ? ` (${streaming.join(', ')})` : ''}`;
   if (s.strict) {

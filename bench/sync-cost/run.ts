@@ -77,7 +77,9 @@ async function measureTarget(
             modeProblem(mode, [before, after]) ??
             (result.failed > 0 || result.notCompleted > 0
               ? `${result.failed + result.notCompleted} transactions failed`
-              : null);
+              : result.transactions === 0
+                ? `no transaction completed in ${plan.seconds} s`
+                : null);
           run = {
             system: name,
             mode,

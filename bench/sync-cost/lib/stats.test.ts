@@ -40,6 +40,10 @@ describe('pgbench output', () => {
     ].join('\n');
     expect(parsePgbenchSummary(stdout)).toEqual({ tps: 1374.456789, transactions: 41234, failed: 2 });
   });
+  test('a run in which no transaction completed has 0 tps (pgbench prints no tps line then)', () => {
+    const stdout = 'number of transactions actually processed: 0\nnumber of failed transactions: 0 (NaN%)\n';
+    expect(parsePgbenchSummary(stdout)).toEqual({ tps: 0, transactions: 0, failed: 0 });
+  });
   test('says what it got when the summary is missing (pgbench aborted)', () => {
     expect(() => parsePgbenchSummary('pgbench: error: connection refused')).toThrow(/no tps.*connection refused/s);
   });

@@ -15,14 +15,22 @@ export interface PgbenchSummary {
   readonly failed: number;
 }
 
-/** Reads pgbench's summary from its stdout; throws naming what is missing. */
+/**
+ * Reads pgbench's summary from its stdout; throws naming what is missing. A run in
+ * which no transaction completed (its connections took the whole duration) has no
+ * tps line: its tps is 0.
+ */
 export function parsePgbenchSummary(stdout: string): PgbenchSummary {
   const tps = /^tps = ([\d.]+) \(without initial connection time\)/m.exec(stdout);
   const processed = /^number of transactions actually processed: (\d+)/m.exec(stdout);
   const failed = /^number of failed transactions: (\d+)/m.exec(stdout);
-  if (tps === null || processed === null)
+  if (processed === null || (tps === null && processed[1] !== '0'))
     throw new Error(`pgbench printed no tps or transaction count; its output was:\n${stdout.slice(0, 2000)}`);
-  return { tps: Number(tps[1]), transactions: Number(processed[1]), failed: failed === null ? 0 : Number(failed[1]) };
+  return {
+    tps: tps === null ? 0 : Number(tps[1]),
+    transactions: Number(processed[1]),
+    failed: failed === null ? 0 : Number(failed[1]),
+  };
 }
 
 /**

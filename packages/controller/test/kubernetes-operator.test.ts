@@ -121,6 +121,9 @@ beforeAll(async () => {
       // any free port for /healthz and /readyz: 8081 may be taken on a shared machine
       '--health-port',
       '0',
+      // A settings change the primary's claim does not reach is Degraded after 1 s, not 5.
+      '--synchronous-grace-millis',
+      '1000',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -412,13 +415,16 @@ describe('pgha operator', () => {
     );
     expect(active!.pid).toBe(operator.pid);
     // The primary claims its commits are on one of the two standbys: Synchronous True.
+    const readyAt = Date.now();
     const synchronous = await until(
       'Synchronous True on ha',
       () => synchronousCondition('ha'),
       (c) => c?.status === 'True',
       30_000,
     );
-    console.log(`Synchronous condition on ha: ${synchronous!.message}`);
+    console.log(
+      `Synchronous True on ha ${Date.now() - readyAt} ms after the cluster was ready: ${synchronous!.message}`,
+    );
     const before = LeaderRecord.decode((await etcd.get(haKeys.leader).string())!);
     const primary = local.members.find((m) => m.name === before.member)!;
     const killedAt = Date.now();
@@ -481,6 +487,7 @@ describe('pgha operator', () => {
     );
     expect(warned.slice(eventsBefore).map((e) => `${e.type} ${e.reason}`)).toEqual(['Warning SynchronousDegraded']);
 
+    const loweredAt = Date.now();
     await setSynchronous('ha', { mode: 'quorum', count: 1 });
     await until(
       'Synchronous True on ha again',
@@ -488,6 +495,7 @@ describe('pgha operator', () => {
       (c) => c?.status === 'True',
       30_000,
     );
+    console.log(`restored reported ${Date.now() - loweredAt} ms after the patch`);
     const restored = await until(
       'a SynchronousRestored event',
       () => synchronousEvents('ha'),

@@ -62,6 +62,7 @@ interface OperatorFlags {
   leaseDurationSeconds: number;
   renewDeadlineMillis: number;
   retryPeriodMillis: number;
+  synchronousGraceMillis: number;
 }
 
 export function registerOperator(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
@@ -105,6 +106,12 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       10_000,
     )
     .option('--retry-period-millis <ms>', 'how often the Lease is renewed or tried', integer(10, 3_600_000), 2000)
+    .option(
+      '--synchronous-grace-millis <ms>',
+      'after a change of spec.synchronous, how long the primary has to claim it before the Synchronous condition says Degraded',
+      integer(0, 600_000),
+      5000,
+    )
     .action(async (opts: OperatorFlags) => {
       const timing = leaderElectionTimingProblem(opts);
       if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
@@ -158,6 +165,7 @@ export function registerOperator(program: Command, integer: (min: number, max: n
           kubeConfig,
           namespace: opts.namespace,
           resyncIntervalMillis: opts.resyncIntervalMillis,
+          synchronousGraceMillis: opts.synchronousGraceMillis,
           log,
           mayWrite,
           // A fresh set per leadership, stopped with its Operator.

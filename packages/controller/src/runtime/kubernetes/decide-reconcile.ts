@@ -61,6 +61,7 @@ import {
   type ConfigWrite,
   decideSynchronousCondition,
   decideSynchronousConfig,
+  defaultApplyGraceMillis,
   type SynchronousObservation,
   synchronousConditionType,
 } from './decide-synchronous.js';
@@ -126,6 +127,8 @@ export interface ReconcileSnapshot {
    * operator does not manage it (then no `Synchronous` condition and no config writes).
    */
   readonly synchronous?: SynchronousObservation | null;
+  /** How long a change of the synchronous settings may go unanswered by the primary's claim before it counts as degraded (default 5000 ms). */
+  readonly synchronousGraceMillis?: number;
   /** ISO time, for condition transition times. */
   readonly now: string;
   /** The random source for generated passwords (crypto.randomBytes in the shell). */
@@ -527,6 +530,7 @@ function synchronousReplication(
     blocked: config?.type === 'blocked' ? config.problem : null,
     previous,
     nowMillis: Date.parse(s.now),
+    graceMillis: s.synchronousGraceMillis ?? defaultApplyGraceMillis,
   });
   if (decision.condition === 'keep') {
     if (previous !== undefined) conditions.push(previous);

@@ -2,7 +2,7 @@ import { type ConfigRecord, defaultConfig, recordVersion, type SyncRecord } from
 import { describe, expect, it } from 'vitest';
 import { decideReconcile, type ReconcileAction, type ReconcileSnapshot } from './decide-reconcile.js';
 import {
-  applyGraceMillis,
+  defaultApplyGraceMillis as applyGraceMillis,
   type ConditionValue,
   decideSynchronousCondition,
   decideSynchronousConfig,
@@ -74,6 +74,7 @@ const input = (overrides: Partial<SynchronousConditionInput> = {}): SynchronousC
   blocked: null,
   previous: undefined,
   nowMillis,
+  graceMillis: applyGraceMillis,
   ...overrides,
 });
 

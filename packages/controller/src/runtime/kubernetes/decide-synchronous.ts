@@ -26,7 +26,8 @@
  * way), etcd unreadable — the condition keeps its previous value (the `Ready`
  * condition and the `PrimaryLost` event tell that story), so a switchover does not
  * emit a Degraded/Restored pair, and a degradation that outlasts one is reported once.
- * Likewise for a short while after the settings changed (`applyGraceMillis`), while
+ * Likewise for a short while after the settings changed (`graceMillis`, default
+ * {@link defaultApplyGraceMillis}), while
  * the primary's agent applies them: a claim older than the change that falls short is
  * not yet a degradation.
  */
@@ -44,7 +45,7 @@ export const operatorConfigWriter = 'pgha operator';
  * its next report (1 s), waits for its walsenders to show it (1 s) and for the
  * standbys to catch up before it claims more.
  */
-export const applyGraceMillis = 5000;
+export const defaultApplyGraceMillis = 5000;
 
 /** The cluster's `config` record as the shell found it. */
 export type StoredConfigObservation =
@@ -182,6 +183,8 @@ export interface SynchronousConditionInput {
   readonly previous: Condition | undefined;
   /** Now, in milliseconds since the epoch (the shell's clock, read once per round). */
   readonly nowMillis: number;
+  /** How long a settings change the claim does not reach yet counts as being applied. */
+  readonly graceMillis: number;
 }
 
 /** A condition without its bookkeeping (observedGeneration, lastTransitionTime). */
@@ -277,16 +280,17 @@ export function decideSynchronousCondition(input: SynchronousConditionInput): Sy
 
   // A change of the settings the primary has not acted on yet is not a degradation
   // (yet): the one this round writes, or a stored one newer than the claim, for
-  // `applyGraceMillis` after its `updatedAt` (either side: another writer's clock).
+  // `graceMillis` after its `updatedAt` (either side: another writer's clock).
+  const grace = input.graceMillis;
   let wait: number | null = null;
-  if (input.writing !== null) wait = applyGraceMillis;
+  if (input.writing !== null) wait = grace;
   else if (followed !== null) {
     const changedAt = Date.parse(followed.updatedAt);
     const claimedAt = claim === null ? Number.NEGATIVE_INFINITY : Date.parse(claim.at);
     const since = Math.abs(input.nowMillis - changedAt);
     // `updatedAt` may be cut to the second (the operator's own writes are): a claim
     // up to a second after it may still predate the change.
-    if (claimedAt < changedAt + 1000 && since < applyGraceMillis) wait = applyGraceMillis - since;
+    if (claimedAt < changedAt + 1000 && since < grace) wait = grace - since;
   }
   if (wait !== null) {
     const applying: ConditionValue = {

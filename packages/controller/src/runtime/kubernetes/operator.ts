@@ -80,6 +80,11 @@ export interface OperatorOptions {
     read(cluster: PgHaClusterObject): Promise<SynchronousObservation>;
     write(cluster: PgHaClusterObject, write: ConfigWrite): Promise<boolean>;
   };
+  /**
+   * How long after a change of the synchronous settings a claim that does not reach
+   * them yet counts as being applied (condition `Applying`), not degraded. Default 5000 ms.
+   */
+  synchronousGraceMillis?: number;
   log: OperatorLog;
   /** Every cluster is reconciled at least this often. Default 5000 ms. */
   resyncIntervalMillis?: number;
@@ -420,6 +425,9 @@ export class Operator {
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
       ...(removedMembers !== undefined ? { removedMembers } : {}),
       ...(synchronous !== undefined ? { synchronous } : {}),
+      ...(this.options.synchronousGraceMillis !== undefined
+        ? { synchronousGraceMillis: this.options.synchronousGraceMillis }
+        : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
       randomBytes,
     });

@@ -262,9 +262,11 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   const spec = parsed.spec;
   condition('SpecValid', true, 'Valid', 'the spec is valid');
   failoverControllerReady();
+  // Applied after the Kubernetes objects, before the status: an etcd write that fails
+  // must not hold back the objects (the round fails there and is retried).
   const syncActions = synchronousReplication(s, spec, conditions, events);
 
-  const actions: ReconcileAction[] = [...syncActions];
+  const actions: ReconcileAction[] = [];
   const missing =
     s.credentialsSecretKeys === null
       ? [...requiredSecretKeys]
@@ -294,8 +296,8 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
         : `Secret ${spec.credentialsSecret} lacks ${missing.join(', ')}`,
     );
     return [
-      ...syncActions,
       ...roleLabels(),
+      ...syncActions,
       ...statusAction('Pending', { ...statusCounts(s, spec), ...primaryStatus() }),
       ...events,
     ];
@@ -485,6 +487,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     );
     return [
       ...actions,
+      ...syncActions,
       ...statusAction(observedSts ? 'Degraded' : 'Creating', { ...counts, ...primaryStatus() }),
       ...events,
     ];
@@ -503,7 +506,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     `${counts.ready} members ready${s.leader ? `, primary ${s.leader.member} (term ${s.leader.term})` : ', no primary'}`,
     false, // a state, not a problem: no event
   );
-  return [...actions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
+  return [...actions, ...syncActions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
 }
 
 /**

@@ -382,11 +382,14 @@ describe('decideReconcile with synchronous replication', () => {
   const of = <T extends ReconcileAction['type']>(actions: ReconcileAction[], type: T) =>
     actions.filter((a): a is Extract<ReconcileAction, { type: T }> => a.type === type);
 
-  it('writes the config record first, reports Applying and looks again when the grace ends', () => {
+  it('writes the config record after the objects and before the status, reports Applying and looks again when the grace ends', () => {
     const actions = decideReconcile(
       snapshot({ synchronous: observed({ config: { state: 'absent' }, sync: null, streaming: [] }) }),
     );
-    expect(actions[0]).toMatchObject({
+    const types = actions.map((a) => a.type);
+    expect(types.indexOf('write-config')).toBeGreaterThan(types.lastIndexOf('create'));
+    expect(types.indexOf('write-config')).toBeLessThan(types.indexOf('update-status'));
+    expect(actions.find((a) => a.type === 'write-config')).toMatchObject({
       type: 'write-config',
       write: { expect: { create: true }, record: { synchronousMode: 'quorum', updatedBy: 'pgha operator' } },
     });

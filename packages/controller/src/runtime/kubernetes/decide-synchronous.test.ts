@@ -31,9 +31,11 @@ const stored = (changes: Partial<ConfigRecord> = {}) => ({
   state: 'stored' as const,
   record: {
     ...defaultConfig,
-    leaseTtlMillis: 4000,
-    maximumLagOnFailoverBytes: 1024,
-    postgresParameters: { work_mem: '64MB' },
+    // The spec's own (specOf) values of the fields it owns.
+    leaseTtlMillis: specOf({}).leaseTtlMillis,
+    maximumLagOnFailoverBytes: specOf({}).maximumLagOnFailoverBytes,
+    postgresParameters: { ...specOf({}).postgresParameters },
+    keepaliveIntervalMillis: 200,
     version: 3,
     updatedAt: at(-60_000),
     updatedBy: 'pgha config set',
@@ -134,9 +136,9 @@ describe('decideSynchronousConfig', () => {
     });
   });
 
-  it('leaves a record whose synchronous fields equal the spec alone, whatever its other fields hold', () => {
+  it('leaves a record whose spec-owned fields equal the spec alone, whatever its other fields hold', () => {
     for (const spec of [specOf({}), specOf({ mode: 'off', count: 1, strict: false })])
-      expect(decideSynchronousConfig({ spec, config: stored({ leaseTtlMillis: 9000 }), now })).toEqual({
+      expect(decideSynchronousConfig({ spec, config: stored({ keepaliveIntervalMillis: 300 }), now })).toEqual({
         type: 'in-sync',
       });
     expect(
@@ -146,6 +148,21 @@ describe('decideSynchronousConfig', () => {
         now,
       }),
     ).toEqual({ type: 'in-sync' });
+  });
+
+  it('writes the spec’s lease TTL, lag bound and postgres parameters too (a stored record wins over flags)', () => {
+    const decision = decideSynchronousConfig({
+      spec: specOf({}, { leaseTtlMillis: 4000, postgresParameters: { work_mem: '64MB' } }),
+      config: stored(),
+      now,
+    });
+    expect(decision).toMatchObject({
+      type: 'write',
+      write: {
+        record: { leaseTtlMillis: 4000, postgresParameters: { work_mem: '64MB' }, keepaliveIntervalMillis: 200 },
+        change: expect.stringMatching(/leaseTtlMillis .*→ 4000, postgresParameters \{\} → \{"work_mem":"64MB"\}/),
+      },
+    });
   });
 
   it('turns a stored quorum record off when the spec does (and keeps count and strict equal too)', () => {

@@ -4,7 +4,9 @@
  *
  * - {@link decideSynchronousConfig}: the cluster's `config` record in etcd carries the
  *   synchronous settings the agents follow (`synchronousMode`, `synchronousCount`,
- *   `synchronousStrict`); the PgHaCluster's `spec.synchronous` is their source. When
+ *   `synchronousStrict`); the PgHaCluster's `spec.synchronous` is their source, and the
+ *   spec's `leaseTtlMillis`, `maximumLagOnFailoverBytes` and `postgresParameters` are
+ *   the source of those fields (a stored record wins over the agents' flags). When
  *   they differ the operator writes them, keeping every other field of the record as
  *   it is (`version` + 1, `updatedAt`, `updatedBy: 'pgha operator'`), in a transaction
  *   guarded by the mod revision it read (or create-if-absent), so a concurrent
@@ -79,11 +81,33 @@ export type SynchronousConfigDecision =
   /** The record cannot be written safely (it does not parse): the condition says why. */
   | { readonly type: 'blocked'; readonly problem: string };
 
-const fields = [
-  ['synchronousMode', 'mode'],
-  ['synchronousCount', 'count'],
-  ['synchronousStrict', 'strict'],
-] as const;
+/**
+ * The record's fields the spec owns, with the spec's value of each: the synchronous
+ * settings, and the settings the spec also gives the agents and the failover controller
+ * as flags (a stored record wins over flags, so a spec change of these must reach the
+ * record too, or it would be ignored once a record exists).
+ */
+function ownedFields(spec: PgHaClusterSpec): Array<readonly [keyof ConfigRecord, unknown]> {
+  return [
+    ['synchronousMode', spec.synchronous.mode],
+    ['synchronousCount', spec.synchronous.count],
+    ['synchronousStrict', spec.synchronous.strict],
+    ['leaseTtlMillis', spec.leaseTtlMillis],
+    ['maximumLagOnFailoverBytes', spec.maximumLagOnFailoverBytes],
+    ['postgresParameters', { ...spec.postgresParameters }],
+  ];
+}
+
+const same = (a: unknown, b: unknown) => JSON.stringify(sortedObject(a)) === JSON.stringify(sortedObject(b));
+
+const describeValue = (v: unknown) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
+
+function sortedObject(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
+}
 
 /**
  * The write, if any, that makes the `config` record's synchronous fields equal to
@@ -124,16 +148,15 @@ export function decideSynchronousConfig(input: {
     }
     case 'stored': {
       const have = config.record;
-      const changes = fields
-        .filter(([field, key]) => have[field] !== wanted[key])
-        .map(([field, key]) => `${field} ${String(have[field])} → ${String(wanted[key])}`);
+      const differing = ownedFields(spec).filter(([field, value]) => !same(have[field], value));
+      const changes = differing.map(
+        ([field, value]) => `${field} ${describeValue(have[field])} → ${describeValue(value)}`,
+      );
       if (changes.length === 0) return { type: 'in-sync' };
       const record: ConfigRecord = {
         ...have,
+        ...Object.fromEntries(differing),
         version: have.version + 1,
-        synchronousMode: wanted.mode,
-        synchronousCount: wanted.count,
-        synchronousStrict: wanted.strict,
         updatedAt: now,
         updatedBy: operatorConfigWriter,
       };

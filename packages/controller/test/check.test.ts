@@ -4,7 +4,7 @@
 // passed run: every fault recovered, no superseded acknowledgement, terms advanced.
 // Nothing it started may outlive it.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
@@ -13,6 +13,7 @@ import type { CheckReport } from '../src/check/report.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgha-check-test-'));
+chmodSync(dir, 0o711); // postgres runs as its own OS user and must enter it
 let childPid: number | undefined;
 
 /** PIDs of processes whose command line names `path` (what the check started lives under it). */

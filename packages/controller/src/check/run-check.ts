@@ -31,10 +31,12 @@ import {
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, parseEndpoints } from '../adapters/etcd.js';
+import { postgresOsUser } from '../adapters/os-user.js';
 import { findFreePortRange } from '../adapters/ports.js';
 import { createLogger } from '../log.js';
 import { type LocalEtcdCluster, startLocalEtcdCluster } from '../runtime/local/etcd-cluster.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../runtime/local/local-cluster.js';
+import { assertReachableBy } from '../runtime/local/state-dir.js';
 import {
   createNetnsNetwork,
   type NetnsNetwork,
@@ -119,6 +121,13 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
     mkdirSync(stateDir, { recursive: true });
   }
   chmodSync(stateDir, 0o711); // postgres runs as its own OS user and must enter it
+  // Before anything starts: postgres's OS user must reach the state directory.
+  try {
+    assertReachableBy(stateDir, postgresOsUser());
+  } catch (error) {
+    if (temporary) rmSync(stateDir, { recursive: true, force: true });
+    throw error;
+  }
   const logDir = join(stateDir, 'logs');
   mkdirSync(logDir, { recursive: true });
   const logStream = createWriteStream(join(logDir, 'check.log'), { flags: 'a' });

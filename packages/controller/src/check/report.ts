@@ -41,6 +41,8 @@ export interface CheckReport {
     readonly acked: number;
     readonly poolAcked: number;
     readonly directAcked: number;
+    /** Acknowledged writes per second over the writers' whole run (compare with `settings.rate`). */
+    readonly ackedPerSecond: number;
     readonly lostAcked: number;
     readonly supersededAcks: number;
     readonly falseFailovers: number;
@@ -109,6 +111,14 @@ export function buildReport(input: ReportInput): CheckReport {
     failures[key] = (failures[key] ?? 0) + 1;
   }
   const first = input.faults[0]?.injectedAt ?? 0;
+  // A loop, not Math.max(...): a long run holds more acknowledgements than a call's arguments may.
+  let low = Number.POSITIVE_INFINITY;
+  let high = Number.NEGATIVE_INFINITY;
+  for (const x of input.acks) {
+    low = Math.min(low, x.ackAt);
+    high = Math.max(high, x.ackAt);
+  }
+  const span = input.acks.length < 2 ? 0 : high - low;
   return {
     tool: 'pgha check',
     passed: a.passed,
@@ -125,6 +135,7 @@ export function buildReport(input: ReportInput): CheckReport {
       acked: a.acked,
       poolAcked: input.acks.filter((x) => x.source === 'pool').length,
       directAcked: input.acks.filter((x) => x.source === 'direct').length,
+      ackedPerSecond: span === 0 ? 0 : Math.round((input.acks.length * 10_000) / span) / 10,
       lostAcked: a.lostAcked.length,
       supersededAcks: a.supersededAcks.length,
       falseFailovers: a.falseFailovers.length,
@@ -192,7 +203,7 @@ export function formatSummary(report: CheckReport): string {
     '',
     table(rows),
     '',
-    `writes acknowledged: ${t.acked} (Pool ${t.poolAcked}, direct ${t.directAcked}); lost: ${t.lostAcked}; superseded acknowledgements: ${t.supersededAcks}; false failovers: ${t.falseFailovers}; term changes: ${t.termChanges}`,
+    `writes acknowledged: ${t.acked} (Pool ${t.poolAcked}, direct ${t.directAcked}; ${t.ackedPerSecond}/s of ${report.settings.rate}/s asked); lost: ${t.lostAcked}; superseded acknowledgements: ${t.supersededAcks}; false failovers: ${t.falseFailovers}; term changes: ${t.termChanges}`,
     `failed writes: ${
       Object.entries(t.failures)
         .sort((x, y) => y[1] - x[1])

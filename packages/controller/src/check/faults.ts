@@ -7,7 +7,7 @@
  * resumes it.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { type ClusterKeys, recordVersion, SwitchoverRecord } from '@pgha/core';
+import { type ClusterKeys, LeaderRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import { commandLine, living, postgresProcesses, postmasterPid, processState, watchdogOf } from '../adapters/proc.js';
 import type { LocalEtcdCluster } from '../runtime/local/etcd-cluster.js';
@@ -197,8 +197,12 @@ const switchover: FaultInjector = {
   hitsMembers: true,
   unavailable: () => null,
   async inject(ctx, target) {
-    const text = await ctx.etcd.get(ctx.keys.leader).string();
-    const from = text === null ? null : ((JSON.parse(text) as { member?: string }).member ?? null);
+    const readLeader = async () => {
+      const text = await ctx.etcd.get(ctx.keys.leader).string();
+      return text === null ? null : LeaderRecord.decode(text);
+    };
+    const before = await readLeader();
+    const from = before?.member ?? null;
     const to = target.role === 'replica' ? target.name : null;
     const request: SwitchoverRecord = {
       v: recordVersion,
@@ -212,7 +216,44 @@ const switchover: FaultInjector = {
       .then(ctx.etcd.put(ctx.keys.switchover).value(SwitchoverRecord.encode(request)))
       .commit();
     if (!created.succeeded) return 'another switchover request was pending; none written';
-    return `requested a switchover from ${from ?? '-'} to ${to ?? 'the best replica'}`;
+    // Like `pgha switchover`, wait until the controller has acted on it (consumed or
+    // rejected, bounded): the old primary stays healthy until then, and a health wait
+    // started earlier would end before the switchover began.
+    const asked = `requested a switchover from ${from ?? '-'} to ${to ?? 'the best replica'}`;
+    const deadline = performance.now() + 30_000;
+    while (performance.now() < deadline) {
+      const pending = await ctx.etcd
+        .get(ctx.keys.switchover)
+        .string()
+        .catch(() => 'unknown');
+      if (pending === null) {
+        // Consumed: the target is written. Wait for its leader record (a newer term), so
+        // that the old primary, still writable until it steps down, is not taken for
+        // a recovered cluster.
+        while (performance.now() < deadline) {
+          const leader = await readLeader().catch(() => null);
+          if (leader !== null && leader.term > (before?.term ?? 0)) return `${asked}; ${leader.member} took over`;
+          await delay(50);
+        }
+        return `${asked}; consumed, but no new leader within 30 s`;
+      }
+      if (pending !== 'unknown') {
+        const record = SwitchoverRecord.decode(pending);
+        if (record.rejected) {
+          await ctx.etcd
+            .delete()
+            .key(ctx.keys.switchover)
+            .catch(() => undefined);
+          return `${asked}; the controller rejected it: ${record.rejected}`;
+        }
+      }
+      await delay(50);
+    }
+    await ctx.etcd
+      .delete()
+      .key(ctx.keys.switchover)
+      .catch(() => undefined);
+    return `${asked}; not carried out within 30 s (request withdrawn)`;
   },
 };
 

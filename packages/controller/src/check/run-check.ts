@@ -36,13 +36,13 @@ import { findFreePortRange } from '../adapters/ports.js';
 import { createLogger } from '../log.js';
 import { type LocalEtcdCluster, startLocalEtcdCluster } from '../runtime/local/etcd-cluster.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../runtime/local/local-cluster.js';
-import { assertReachableBy } from '../runtime/local/state-dir.js';
 import {
   createNetnsNetwork,
   type NetnsNetwork,
   netnsUnavailableReason,
   testNetworkCidr,
 } from '../runtime/local/netns.js';
+import { assertReachableBy } from '../runtime/local/state-dir.js';
 import {
   type Analysis,
   analyzeRun,
@@ -308,8 +308,13 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       }
     })();
 
-    const healthy = async (timeoutMillis: number): Promise<LeaderRecord | null> => {
-      const since = Date.now();
+    /**
+     * Waits until the cluster is healthy on reports written at least `settleMillis`
+     * from now: a report sent just before an agent noticed its fault (a postgres just
+     * killed) must not pass for recovery.
+     */
+    const healthy = async (timeoutMillis: number, settleMillis = 0): Promise<LeaderRecord | null> => {
+      const since = Date.now() + settleMillis;
       const deadline = now() + timeoutMillis;
       while (now() < deadline) {
         interrupted(signal);
@@ -382,6 +387,9 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
     for (const kind of schedule) {
       if (options.durationMillis !== null && now() - startedAt >= options.durationMillis) break;
       interrupted(signal);
+      // The target's role as of now (the leader may have moved since the last wait).
+      const current = await readLeader().catch(() => null);
+      if (current !== null) primary = current.member;
       const target = await chooseTarget(ctx, kind, primary);
       const index = faults.length;
       const injectedAt = now();
@@ -396,7 +404,9 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
         detail = `could not inject: ${injectError}`;
       }
       note(`fault ${index + 1} ${kind} on ${target.name}: ${detail}`);
-      const recovered = await healthy(Math.max(1000, recoveryTimeoutMillis - (now() - injectedAt)));
+      // One agent report interval (1 s) and then some: only reports made after the
+      // agents could see the fault count.
+      const recovered = await healthy(Math.max(1000, recoveryTimeoutMillis - (now() - injectedAt)), 1500);
       const recoveredAt = recovered === null ? null : now();
       if (recovered !== null) primary = recovered.member;
       faults.push({ index, kind, target: target.name, role: target.role, injectedAt, recoveredAt });

@@ -33,7 +33,7 @@ function clean(overrides: Partial<AnalysisInput> = {}): AnalysisInput {
     termChanges: [{ term: 3, member: 'c-1', at: 2900 }],
     history: [{ term: 3, newPrimary: 'c-1', oldPrimary: 'c-0', reason: 'failover', lostBytes: 0 }],
     present: new Set(all.map((a) => rowKey(a.writer, a.seq))),
-    falseFailoverWindowMillis: 30_000,
+    falseFailoverGraceMillis: 5000,
     endedAt: 5000,
     ...overrides,
   };
@@ -169,14 +169,18 @@ describe('analyzeRun', () => {
     expect(result.supersededAcks[0]!.supersededBy).toBe('c-1');
   });
 
-  test('detects a false failover: a term change with no fault injected in the window before it', () => {
+  test('detects a false failover: a term change outside every fault, from injection to recovery and a grace after it', () => {
     const input = clean();
     const result = analyzeRun({
       ...input,
-      termChanges: [...input.termChanges, { term: 4, member: 'c-2', at: 40_000 }],
+      termChanges: [
+        ...input.termChanges,
+        { term: 4, member: 'c-2', at: 8_900 }, // within 5 s of the recovery at 4000
+        { term: 5, member: 'c-0', at: 9_100 }, // after it: nothing explains it
+      ],
       endedAt: 50_000,
     });
-    expect(result.falseFailovers).toEqual([{ term: 4, member: 'c-2', at: 40_000 }]);
+    expect(result.falseFailovers).toEqual([{ term: 5, member: 'c-0', at: 9_100 }]);
     // Reported, not a violation of either mode's contract.
     expect(result.violations).toEqual([]);
   });

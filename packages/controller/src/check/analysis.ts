@@ -74,10 +74,11 @@ export interface AnalysisInput {
   /** `writer:seq` of every row on the final primary. */
   readonly present: ReadonlySet<string>;
   /**
-   * A term change is explained by a fault injected at most this long before it;
-   * otherwise it is a false failover.
+   * A term change is explained by a fault when it comes between the fault's injection
+   * and this long after the cluster recovered from it (or, unrecovered, the next
+   * fault); otherwise it is a false failover.
    */
-  readonly falseFailoverWindowMillis: number;
+  readonly falseFailoverGraceMillis: number;
   /** When the workload stopped (the end of the last fault's window). */
   readonly endedAt: number;
 }
@@ -245,12 +246,13 @@ export function analyzeRun(input: AnalysisInput): Analysis {
     };
   });
 
+  const explained = (at: number) =>
+    input.faults.some((f, i) => {
+      const end = f.recoveredAt ?? input.faults[i + 1]?.injectedAt ?? input.endedAt;
+      return f.injectedAt <= at && at <= end + input.falseFailoverGraceMillis;
+    });
   const falseFailovers = input.termChanges
-    .filter(
-      (t) =>
-        t.term > input.initial.term &&
-        !input.faults.some((f) => f.injectedAt <= t.at && t.at - f.injectedAt <= input.falseFailoverWindowMillis),
-    )
+    .filter((t) => t.term > input.initial.term && !explained(t.at))
     .map((t) => ({ term: t.term, member: t.member, at: t.at }));
 
   const violations: Violation[] = [];

@@ -226,7 +226,7 @@ export function formatSummary(report: CheckReport): string {
     lines.push(`NOT RECOVERED: fault ${i + 1} ${f.kind} on ${f.target}`);
   }
   for (const f of report.falseFailovers)
-    lines.push(`false failover: term ${f.term} (${f.member}) with no fault before it`);
+    lines.push(`false failover: term ${f.term} (${f.member}) began while no fault was in progress`);
   lines.push(
     report.passed
       ? `PASSED: ${report.faults.length} faults, no violation of the ${mode === 'quorum' ? 'quorum' : 'asynchronous'} contract${mode === 'off' && t.lostAcked > 0 ? ` (${t.lostAcked} acknowledged writes lost: the asynchronous loss window, reported, not a violation)` : ''}`

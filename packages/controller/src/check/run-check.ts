@@ -461,7 +461,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       termChanges,
       history,
       present,
-      falseFailoverWindowMillis: recoveryTimeoutMillis,
+      falseFailoverGraceMillis: 5000,
       endedAt,
     });
 

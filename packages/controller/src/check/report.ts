@@ -57,7 +57,7 @@ export interface CheckReport {
   readonly falseFailovers: Analysis['falseFailovers'];
   readonly lostAcked: Analysis['lostAcked'];
   readonly supersededAcks: Analysis['supersededAcks'];
-  /** Term changes, `at` in milliseconds from the first fault. */
+  /** Term changes. Every time in the report (`at`, `ackAt`, `sentAt`, `injectedAtMillis`) is in milliseconds from the start of the faults. */
   readonly termChanges: readonly TermChange[];
   readonly history: readonly HistoryEntry[];
 }
@@ -77,6 +77,8 @@ export interface ReportInput {
   readonly failures: readonly WriteFailure[];
   readonly termChanges: readonly TermChange[];
   readonly history: readonly HistoryEntry[];
+  /** Monotonic time every reported time is counted from (the start of the faults). */
+  readonly timeBase: number;
   readonly finalPrimary: string;
   readonly table: string;
   readonly versions: Readonly<Record<string, string>>;
@@ -110,7 +112,8 @@ export function buildReport(input: ReportInput): CheckReport {
     const key = `${f.source}: ${f.type}`;
     failures[key] = (failures[key] ?? 0) + 1;
   }
-  const first = input.faults[0]?.injectedAt ?? 0;
+  const base = input.timeBase;
+  const ms = (at: number) => Math.round(at - base);
   // A loop, not Math.max(...): a long run holds more acknowledgements than a call's arguments may.
   let low = Number.POSITIVE_INFINITY;
   let high = Number.NEGATIVE_INFINITY;
@@ -146,16 +149,21 @@ export function buildReport(input: ReportInput): CheckReport {
     faults: a.faults.map((f, i) => ({
       ...f,
       ...input.runs[i]!,
-      injectedAtMillis: Math.round(input.faults[i]!.injectedAt - first),
+      injectedAtMillis: ms(input.faults[i]!.injectedAt),
       unavailableMillis: Math.round(f.unavailableMillis),
       recoveryMillis: f.recoveryMillis === null ? null : Math.round(f.recoveryMillis),
     })),
     violations: a.violations,
     unrecovered: a.unrecovered,
-    falseFailovers: a.falseFailovers,
-    lostAcked: a.lostAcked,
-    supersededAcks: a.supersededAcks,
-    termChanges: input.termChanges.map((t) => ({ ...t, at: Math.round(t.at) })),
+    falseFailovers: a.falseFailovers.map((f) => ({ ...f, at: ms(f.at) })),
+    lostAcked: a.lostAcked.map((l) => ({ ...l, ackAt: ms(l.ackAt) })),
+    supersededAcks: a.supersededAcks.map((x) => ({
+      ...x,
+      sentAt: ms(x.sentAt),
+      ackAt: ms(x.ackAt),
+      supersededAt: ms(x.supersededAt),
+    })),
+    termChanges: input.termChanges.map((t) => ({ ...t, at: ms(t.at) })),
     history: input.history,
   };
 }

@@ -414,7 +414,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       // Let writes flow on the recovered cluster before the next fault (seeded pause):
       // a late acknowledgement of a superseded primary shows up here.
       if (recovered !== null) await delay(random.int(1000, 3000));
-      const unavailable = longestGap(
+      const gap = longestGap(
         w.acks.filter((a) => a.source === 'pool').map((a) => a.ackAt),
         injectedAt,
         now(),
@@ -423,7 +423,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
         recoveredAt === null
           ? `NOT RECOVERED within ${recoveryTimeoutMillis / 1000} s`
           : `recovered in ${((recoveredAt - injectedAt) / 1000).toFixed(1)} s`
-      }, unavailable ${(unavailable / 1000).toFixed(2)} s, term ${termBefore}${observedTerm === termBefore ? '' : `→${observedTerm}`}${primary === primaryBefore ? '' : `, primary ${primaryBefore}→${primary}`}${injectError === null ? '' : ` (${detail})`}`;
+      }, unavailable ${(gap / 1000).toFixed(2)} s, term ${termBefore}${observedTerm === termBefore ? '' : `→${observedTerm}`}${primary === primaryBefore ? '' : `, primary ${primaryBefore}→${primary}`}${injectError === null ? '' : ` (${detail})`}`;
       progress(line);
       if (recoveredAt === null) {
         progress('the cluster did not recover: stopping the faults here');
@@ -483,8 +483,9 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       analysis,
       acks: w.acks,
       failures: w.failures,
-      termChanges: termChanges.map((t) => ({ ...t, at: t.at - startedAt })),
+      termChanges,
       history,
+      timeBase: startedAt,
       finalPrimary: final.member,
       table: checkTable,
       versions,

@@ -10,6 +10,7 @@ import {
   MemberRecord,
   recordVersion,
   SwitchoverRecord,
+  SyncRecord,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -190,6 +191,7 @@ export class Controller {
       let targetText: string | null = null;
       let switchover: SwitchoverRecord | null = null;
       let switchoverMod = '0';
+      let sync: SyncRecord | null = null;
       const members: MemberRecord[] = [];
       for (const kv of all.kvs) {
         const parsed = this.keys.parse(kv.key.toString());
@@ -219,6 +221,9 @@ export class Controller {
             }
             case 'member':
               members.push(MemberRecord.decode(text));
+              break;
+            case 'sync':
+              sync = SyncRecord.decode(text);
               break;
             case 'history':
               if (parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
@@ -264,6 +269,7 @@ export class Controller {
         lastAsReplica: [...this.lastAsReplica.values()],
         switchover,
         lastHistoryTerm: this.lastHistoryTerm,
+        sync,
         policy: this.options.policy,
       });
       if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }))) return;

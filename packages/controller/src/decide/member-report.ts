@@ -19,6 +19,8 @@ export interface MemberReportSnapshot {
   readonly isLeader: boolean;
   /** The agent's health API address (`http://host:port`), null when it runs none. */
   readonly api?: string | null;
+  /** When `observation` was taken (wall clock), null without one. */
+  readonly observedAt?: Date | null;
   readonly now: Date;
 }
 
@@ -75,6 +77,7 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
     problem,
     tags: s.tags,
     updatedAt: s.now.toISOString(),
+    ...(o !== null && s.observedAt ? { observedAt: s.observedAt.toISOString() } : {}),
     ...(s.api ? { api: s.api } : {}),
   };
 }

@@ -33,6 +33,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
     ],
     failover: { inProgress: false, target: null },
     controller: { id: '4242-0a1b2c3d', waiting: null },
+    synchronous: { mode: 'off', count: 1, strict: false, claim: null, degraded: null },
     problems: [],
     ...overrides,
   };
@@ -142,6 +143,30 @@ describe('formatStatus', () => {
   it('says that nothing elects a primary when no controller is active during a failover', () => {
     const text = formatStatus(status({ leader: null, failover: { inProgress: true, target: null }, controller: null }));
     expect(text.split('\n')[2]).toBe('no active controller: nothing elects a primary (is `pgha controller` running?)');
+  });
+
+  it('shows the synchronous claim, and says when it is degraded', () => {
+    const claim = { standbys: ['demo-1', 'demo-2'], quorum: 1, term: 1 };
+    expect(
+      formatStatus(status({ synchronous: { mode: 'quorum', count: 1, strict: false, claim, degraded: null } })).split(
+        '\n',
+      )[1],
+    ).toBe('synchronous quorum 1: ANY 1 of demo-1, demo-2');
+    const degraded = formatStatus(
+      status({
+        synchronous: {
+          mode: 'quorum',
+          count: 1,
+          strict: true,
+          claim: null,
+          degraded: 'no standby confirms commits: strict mode, commits wait',
+        },
+      }),
+    ).split('\n')[1];
+    expect(degraded).toBe(
+      'synchronous quorum 1 strict: no standby holds every commit — DEGRADED: no standby confirms commits: strict mode, commits wait',
+    );
+    expect(formatStatus(status())).not.toContain('synchronous');
   });
 
   it('prints no FAILOVER line when none is in progress', () => {

@@ -59,7 +59,7 @@ test('pgha check: a switchover, a host loss and a postgres kill, each recovered,
       '1',
       '--rate',
       '50',
-      // Seed 7: switchover to a replica, host loss of the primary, postgres kill of the primary.
+      // Seed 7: postgres kill of a replica, switchover from the primary, host loss of the primary.
       '--seed',
       '7',
       '--cluster',

@@ -60,7 +60,9 @@ export function parseFaults(text: string): FaultKind[] {
     if (!(faultKinds as readonly string[]).includes(k))
       throw invalid(`unknown fault kind ${JSON.stringify(k)} in --faults; choose from ${faultKinds.join(', ')}`);
   }
-  return [...new Set(kinds)] as FaultKind[];
+  // In the documented order, whatever the flag's: the same seed then gives the same
+  // schedule for the same set of kinds.
+  return faultKinds.filter((k) => kinds.includes(k));
 }
 
 /** Checks the settings that depend on each other. @throws PghaError `invalid-option` */

@@ -1,7 +1,8 @@
 // `pgha check` end to end: the real command (the built CLI) starts its own etcd and
-// three-member cluster, writes through the Pool and directly to every member, injects
+// three-member cluster in synchronous quorum mode, writes through the Pool and directly to every member, injects
 // one switchover, one host loss and one postgres kill (seeded), and must report a
-// passed run: every fault recovered, no superseded acknowledgement, terms advanced.
+// passed run: every fault recovered, no acknowledged write lost, no superseded
+// acknowledgement, terms advanced.
 // Nothing it started may outlive it.
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -44,7 +45,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('pgha check: a switchover, a host loss and a postgres kill, each recovered, no violation, terms advanced', async () => {
+test('pgha check in quorum mode: a switchover, a host loss and a postgres kill, each recovered, nothing acknowledged lost or superseded, terms advanced', async () => {
   const stateDir = join(dir, 'state');
   const reportFile = join(dir, 'report.json');
   const started = Date.now();
@@ -62,6 +63,10 @@ test('pgha check: a switchover, a host loss and a postgres kill, each recovered,
       // Seed 7: postgres kill of a replica, switchover from the primary, host loss of the primary.
       '--seed',
       '7',
+      // Quorum mode: a lost acknowledged write is a violation (the failover of a
+      // synchronous cluster must lose nothing), besides a superseded acknowledgement.
+      '--synchronous',
+      'quorum',
       '--cluster',
       'checktest',
       '--state-dir',
@@ -89,6 +94,8 @@ test('pgha check: a switchover, a host loss and a postgres kill, each recovered,
   expect(report.violations).toEqual([]);
   expect(report.unrecovered).toEqual([]);
   expect(report.seed).toBe(7);
+  expect(report.settings.synchronousMode).toBe('quorum');
+  expect(report.totals.lostAcked).toBe(0);
   expect(report.faults.map((f) => f.kind).sort()).toEqual(['host-loss', 'postgres-kill', 'switchover']);
   for (const f of report.faults) {
     expect(f.recovered).toBe(true);

@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongFilesFirstSequencer from './testing/long-files-first-sequencer.js';
 
 // Six projects in two groups, the groups one after the other.
 //
@@ -10,8 +11,9 @@ import { defineConfig } from 'vitest/config';
 // machine is).
 //
 // Also in group 0: integration tests that start real processes but inject no fault
-// and assert no time bound (bounded waits only), so another file beside them cannot
-// change their outcome.
+// beyond their own processes and connections and assert no time bound (bounded waits
+// only), so another file beside them cannot change their outcome. The sequencer
+// starts the files that take minutes first (testing/long-files-first-sequencer.ts).
 //
 // Group 1 runs one file at a time: the integration tests that inject faults (the
 // machine has two cores, each test runs a whole cluster, and several assert bounds
@@ -24,10 +26,23 @@ const integrationBesideOthers = [
   'packages/controller/test/app-role.test.ts',
   'packages/controller/test/up-cli.test.ts',
   'packages/controller/test/health-api.test.ts',
+  // Planned operations (Ctrl-C of `pgha up`, member restarts, switchovers the test
+  // asks for or plays), no time bound: minutes the serial group no longer spends
+  // (cluster-restart was its longest file).
+  'packages/controller/test/cluster-restart.test.ts',
+  'packages/controller/test/standby-parameter-floor.test.ts',
+  'packages/client/test/pool-options.test.ts',
+  'packages/client/test/harness.test.ts',
+  // Faults on the test's own processes and connections only (a controller it
+  // started, killed; sessions it terminates or cuts), each awaited as a condition
+  // with a deadline far above the time it needs: nothing beside them changes that.
+  'packages/controller/test/controller-writes.test.ts',
+  'packages/client/test/failure-classification.test.ts',
 ];
 
 export default defineConfig({
   test: {
+    sequence: { sequencer: LongFilesFirstSequencer },
     reporters: ['default', './testing/summary-reporter.ts'],
     projects: [
       {

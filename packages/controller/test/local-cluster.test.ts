@@ -1,6 +1,7 @@
 // The static three-member cluster (milestone 1) on real etcd and real postgres:
 // replication of writes, member records, lease-bound records, clean stop, and a
-// second start on the same state directory.
+// second start on the same state directory. Last, on the same cluster, the member
+// slots cases (member-slots-cases.ts).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
+import { describeMemberSlots } from './member-slots-cases.js';
 
 const cluster = 'milestone';
 let stateDir: string;
@@ -21,6 +23,8 @@ let etcdPort: number;
 let running: LocalCluster | null = null;
 let etcd: Etcd3;
 const keys = clusterKeys(cluster);
+/** Extra arguments of each agent start (none until the member-slots cases at the end restart the cluster). */
+let agentArgs: (name: string) => readonly string[] = () => [];
 
 async function start(): Promise<LocalCluster> {
   running = await startLocalCluster({
@@ -32,6 +36,7 @@ async function start(): Promise<LocalCluster> {
     leaseTtlMillis: 3000,
     // This file tests leases and records, not recovery: a killed agent stays down.
     supervise: false,
+    memberArgs: (name) => agentArgs(name),
     log: createLogger('test', () => undefined),
     readyTimeoutMillis: 90_000,
   });
@@ -231,4 +236,19 @@ describe('a static three-member cluster', () => {
     const leader = LeaderRecord.decode((await etcd.get(keys.leader).string())!);
     expect(leader.term).toBeGreaterThan(1);
   });
+});
+
+// Last in this file (they leave a member removed and another stopped): the member
+// slots cases, on this file's cluster restarted with their agent arguments.
+describeMemberSlots({
+  keys,
+  cluster: () => running!,
+  etcd: () => etcd,
+  async restart(args) {
+    etcd.close();
+    await running?.stop();
+    running = null;
+    agentArgs = args;
+    await start();
+  },
 });

@@ -24,6 +24,7 @@ const integrationBesideOthers = [
   'packages/controller/test/app-role.test.ts',
   'packages/controller/test/up-cli.test.ts',
   'packages/controller/test/health-api.test.ts',
+  'packages/controller/test/cluster-config.test.ts',
 ];
 
 export default defineConfig({

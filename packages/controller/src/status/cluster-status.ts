@@ -1,5 +1,6 @@
 import {
   type ClusterKeys,
+  ConfigRecord,
   ControllerRecord,
   LeaderRecord,
   MemberRecord,
@@ -25,6 +26,11 @@ export interface MemberStatus {
   readonly updatedAt: string;
   /** Its agent's health API (`http://host:port`), null when it serves none (or is older). */
   readonly api: string | null;
+  /**
+   * PostgreSQL parameters changed in the cluster's settings that wait for a restart of
+   * this member's postgres (empty when none).
+   */
+  readonly pendingRestart: readonly string[];
 }
 
 /** What `pgha status --json` prints: a stable shape scripts can rely on. */
@@ -54,6 +60,20 @@ export interface ClusterStatus {
     readonly id: string;
     readonly waiting: { readonly reason: string; readonly since: string } | null;
   } | null;
+  /**
+   * The cluster's stored settings (the `config` record): its version and the
+   * synchronous replication settings; null when none are stored (each process uses
+   * its flags).
+   */
+  readonly config: {
+    readonly version: number;
+    readonly synchronousMode: ConfigRecord['synchronousMode'];
+    readonly synchronousCount: number;
+    readonly synchronousStrict: boolean;
+    readonly maximumLagOnFailoverBytes: number;
+    readonly updatedAt: string;
+    readonly updatedBy: string;
+  } | null;
   /** Records that could not be parsed (shown, never fatal). */
   readonly problems: readonly string[];
 }
@@ -67,12 +87,24 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
   const members: MemberStatus[] = [];
   let target: TargetRecord | null = null;
   let controller: ClusterStatus['controller'] = null;
+  let config: ClusterStatus['config'] = null;
   for (const [key, value] of Object.entries(all)) {
     const parsed = keys.parse(key);
     try {
       if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
       else if (parsed?.kind === 'target') target = TargetRecord.decode(value);
-      else if (parsed?.kind === 'controller') {
+      else if (parsed?.kind === 'config') {
+        const r = ConfigRecord.decode(value);
+        config = {
+          version: r.version,
+          synchronousMode: r.synchronousMode,
+          synchronousCount: r.synchronousCount,
+          synchronousStrict: r.synchronousStrict,
+          maximumLagOnFailoverBytes: r.maximumLagOnFailoverBytes,
+          updatedAt: r.updatedAt,
+          updatedBy: r.updatedBy,
+        };
+      } else if (parsed?.kind === 'controller') {
         const r = ControllerRecord.decode(value);
         controller = { id: r.id, waiting: r.waiting ?? null };
       } else if (parsed?.kind === 'leader') {
@@ -94,6 +126,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
           problem: r.problem,
           updatedAt: r.updatedAt,
           api: r.api ?? null,
+          pendingRestart: r.pendingRestart ?? [],
         });
       }
     } catch (error) {
@@ -113,6 +146,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
       target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason },
     },
     controller,
+    config,
     problems,
   };
 }
@@ -129,7 +163,7 @@ export function formatStatus(status: ClusterStatus): string {
     m.timeline === null ? '-' : String(m.timeline),
     m.lagBytes === null ? '-' : `${formatBytes(m.lagBytes)}${m.lagSeconds ? ` / ${m.lagSeconds}s` : ''}`,
     ...(withApi ? [m.api ?? '-'] : []),
-    m.healthy ? 'ok' : (m.problem ?? 'unhealthy'),
+    `${m.healthy ? 'ok' : (m.problem ?? 'unhealthy')}${m.pendingRestart.length > 0 ? ` (pending restart: ${m.pendingRestart.join(', ')})` : ''}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
@@ -137,7 +171,14 @@ export function formatStatus(status: ClusterStatus): string {
     status.leader === null
       ? 'none'
       : `${status.leader.member} (${status.leader.host}:${status.leader.port}${status.leader.writable ? '' : ', not writable yet'})`;
-  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}`];
+  // The stored settings' synchronous mode, when settings are stored (else each
+  // process uses its flags, and `pgha config show` says so).
+  const c = status.config;
+  const settings =
+    c === null
+      ? ''
+      : `  synchronous ${c.synchronousMode === 'off' ? 'off' : `${c.synchronousMode} (ANY ${c.synchronousCount}${c.synchronousStrict ? ', strict' : ''})`}  settings v${c.version}`;
+  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}${settings}`];
   if (status.failover.inProgress) {
     const t = status.failover.target;
     out.push(`FAILOVER IN PROGRESS${t === null ? '' : `: ${t.reason} to ${t.member} for term ${t.term}`}`);

@@ -19,6 +19,8 @@ export interface MemberReportSnapshot {
   readonly isLeader: boolean;
   /** The agent's health API address (`http://host:port`), null when it runs none. */
   readonly api?: string | null;
+  /** PostgreSQL parameters whose new value waits for a restart of postgres. Default none. */
+  readonly pendingRestart?: readonly string[];
   readonly now: Date;
 }
 
@@ -76,5 +78,6 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
     tags: s.tags,
     updatedAt: s.now.toISOString(),
     ...(s.api ? { api: s.api } : {}),
+    ...(s.pendingRestart !== undefined && s.pendingRestart.length > 0 ? { pendingRestart: [...s.pendingRestart] } : {}),
   };
 }

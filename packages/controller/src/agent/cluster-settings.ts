@@ -74,13 +74,14 @@ function sameParameters(a: Readonly<Record<string, string>>, b: Readonly<Record<
 export class ClusterSettings {
   private leaseTiming: LeaseTiming;
   private parameters: Record<string, string>;
-  private version: number | null = null;
+  private stored: ConfigRecord | null = null;
   private watcher: Watcher | null = null;
   private dirty = false;
   private readAt = 0;
   private reloadedAt: number | null = null;
   private pending: string[] = [];
   private refused = '';
+  private mergeNote = '[[],[]]';
 
   constructor(private readonly o: ClusterSettingsOptions) {
     this.leaseTiming = o.lease;
@@ -95,6 +96,16 @@ export class ClusterSettings {
   /** The extra PostgreSQL parameters pgha.conf carries now. */
   get postgresParameters(): Readonly<Record<string, string>> {
     return this.parameters;
+  }
+
+  /**
+   * The stored record as last read (null: none stored, or none readable yet): kept
+   * current by the watch and the periodic re-read, for live settings such as the
+   * synchronous ones. Read at the control loop's pace (at most one report interval, or
+   * 5 s without a watch event, behind etcd).
+   */
+  get record(): ConfigRecord | null {
+    return this.stored;
   }
 
   /** Parameters whose new value waits for a restart of postgres (the member record's `pendingRestart`). */
@@ -117,7 +128,7 @@ export class ClusterSettings {
       this.o.log.warn(`${error.message}; using the flags meanwhile`);
     }
     this.readAt = this.o.clock.now();
-    this.version = record?.version ?? null;
+    this.stored = record;
     const f = this.o.lease;
     this.leaseTiming =
       record === null
@@ -157,8 +168,12 @@ export class ClusterSettings {
     }
   }
 
+  /** The effective parameters; logs overrides and ignored names when they change (not at every re-read). */
   private merge(record: ConfigRecord | null): Record<string, string> {
     const { parameters, overridden, ignored } = effectivePostgresParameters(this.o.postgresParameters, record);
+    const note = JSON.stringify([overridden, ignored]);
+    if (note === this.mergeNote) return parameters;
+    this.mergeNote = note;
     for (const o of overridden)
       this.o.log.info(
         `postgres parameter ${o.name}: the cluster settings' ${JSON.stringify(o.record)} replaces --postgres-parameter's ${JSON.stringify(o.flag)}`,
@@ -191,17 +206,15 @@ export class ClusterSettings {
       }
       this.readAt = now;
       const next = this.merge(record);
-      if (record?.version !== this.version || !sameParameters(next, this.parameters)) {
-        const before = this.parameters;
-        this.version = record?.version ?? null;
-        if (!sameParameters(next, before)) {
-          this.parameters = next;
-          const reloaded = await postgres.applyExtraParameters(next);
-          this.o.log.info(
-            `postgres parameters from the cluster settings (version ${this.version ?? 'none'}): ${describeDifference(before, next)}; ${reloaded ? 'pgha.conf rewritten and postgres reloaded' : 'written at the next start of postgres'}`,
-          );
-          if (reloaded) this.reloadedAt = now;
-        }
+      this.stored = record;
+      const before = this.parameters;
+      if (!sameParameters(next, before)) {
+        this.parameters = next;
+        const reloaded = await postgres.applyExtraParameters(next);
+        this.o.log.info(
+          `postgres parameters from the cluster settings (version ${record?.version ?? 'none'}): ${describeDifference(before, next)}; ${reloaded ? 'pgha.conf rewritten and postgres reloaded' : 'written at the next start of postgres'}`,
+        );
+        if (reloaded) this.reloadedAt = now;
       }
       await this.refreshPending(postgres);
       return;

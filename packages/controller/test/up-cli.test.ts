@@ -5,9 +5,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { createEtcdClient } from '../src/adapters/etcd.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
@@ -167,25 +169,23 @@ test('pgha up prints a working connection string, status --json shows the cluste
     20_000,
     250,
   );
-  await waitFor(
-    'max_files_per_process pending a restart on every member',
-    async () => {
-      const { stdout: json } = await run(process.execPath, [
-        cliPath(),
-        'status',
-        '--etcd',
-        etcd,
-        '--cluster',
-        'quick',
-        '--json',
-      ]);
-      return JSON.parse(json).members.every((m: { pendingRestart: string[] }) =>
-        m.pendingRestart.includes('max_files_per_process'),
-      );
-    },
-    20_000,
-    500,
-  );
+  const reader = createEtcdClient({ endpoints: etcd });
+  try {
+    await waitFor(
+      'max_files_per_process pending a restart on every member',
+      async () => {
+        const records = Object.values(await reader.getAll().prefix(clusterKeys('quick').membersPrefix).strings());
+        return (
+          records.length === 3 &&
+          records.every((text) => MemberRecord.decode(text).pendingRestart?.includes('max_files_per_process'))
+        );
+      },
+      20_000,
+      250,
+    );
+  } finally {
+    reader.close();
+  }
   expect(await showOnEach(connection, ports, 'max_files_per_process')).toEqual(['1000', '1000', '1000']);
   expect(table).toMatch(/quick-2\s+replica\s+running/);
 
@@ -215,7 +215,7 @@ test('pgha up prints a working connection string, status --json shows the cluste
   ).rejects.toMatchObject({
     stderr: expect.stringMatching(/cannot reach etcd/),
   });
-});
+}, 240_000);
 
 test('after a switchover, pgha up on the same state prints the member that leads, not the first one', async () => {
   // The first test left its state in stateDir. After a switchover away from quick-0
@@ -226,7 +226,8 @@ test('after a switchover, pgha up on the same state prints the member that leads
   const etcd = `http://127.0.0.1:${etcdPort}`;
   const status = async (): Promise<{
     leader: { member: string; port: number };
-    members: Array<{ role: string; streaming: boolean; lagBytes: number }>;
+    members: Array<{ role: string; streaming: boolean; lagBytes: number; pendingRestart: string[] }>;
+    config: unknown;
   }> => {
     const { stdout } = await run(process.execPath, [
       cliPath(),
@@ -262,11 +263,11 @@ test('after a switchover, pgha up on the same state prints the member that leads
     /changed the stored cluster settings \(version 2 -> 3\) as the flags say: synchronousMode: off -> quorum/,
   );
   expect(started.stdout()).toMatch(/settings: synchronous replication quorum \(ANY 1 of the replicas/);
-  const after = (await status()) as unknown as { config: unknown; members: Array<{ pendingRestart: string[] }> };
+  const after = await status();
   expect(after.config).toMatchObject({ version: 3, synchronousMode: 'quorum', synchronousCount: 1 });
   // The restart applied the parameter that was pending.
   expect(after.members.map((m) => m.pendingRestart)).toEqual([[], [], []]);
-  const leader = (await status()).leader;
+  const leader = after.leader;
   expect(started.connection).toContain(`127.0.0.1:${leader.port}/`);
   const client = new pg.Client({ connectionString: started.connection });
   await client.connect();

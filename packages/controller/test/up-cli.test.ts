@@ -162,6 +162,8 @@ test('pgha up prints a working connection string, status --json shows the cluste
     'quick',
     'postgresParameters.work_mem=8MB',
     'postgresParameters.max_files_per_process=900',
+    // Applied at the next start of each agent (the second test's restart).
+    'leaseTtlMillis=3000',
   ]);
   await waitFor(
     'work_mem 8MB on every member',
@@ -265,6 +267,14 @@ test('after a switchover, pgha up on the same state prints the member that leads
   expect(started.stdout()).toMatch(/settings: synchronous replication quorum \(ANY 1 of the replicas/);
   const after = await status();
   expect(after.config).toMatchObject({ version: 3, synchronousMode: 'quorum', synchronousCount: 1 });
+  // The agents took their lease timing from the stored settings, over their flags' 2000 ms.
+  for (const m of ['quick-0', 'quick-1', 'quick-2']) {
+    const log = readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8');
+    expect(log).toMatch(
+      /lease timing: TTL 3000 ms, keepalive 250 ms, fencing margin 500 ms \(cluster settings \/pgha\/quick\/config, version 3\)/,
+    );
+    expect(log).toMatch(/the cluster settings replace the lease flags \(TTL 2000 ms/);
+  }
   // The restart applied the parameter that was pending.
   expect(after.members.map((m) => m.pendingRestart)).toEqual([[], [], []]);
   const leader = after.leader;

@@ -1,15 +1,22 @@
 // bench/failover: failover timing and data loss of pgha against Patroni on this
 // machine, in one run. See README.md for the command and the measured numbers.
 //
-//   npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials 5]
+//   npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials 5] [--modes async,sync | --synchronous]
 //       [--faults host-loss,postgres-crash,switchover] [--profiles defaults,tightest] [--json FILE]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { keepLogs, onExit, runCleanups } from './lib/processes.js';
-import { formatRatios, formatSummary, formatTrial } from './lib/report.js';
-import { faults as allFaults, type Fault, type Target, type TargetMember } from './lib/target.js';
+import { formatModeRatios, formatRatios, formatSummary, formatSyncLoss, formatTrial } from './lib/report.js';
+import {
+  faults as allFaults,
+  modes as allModes,
+  type Fault,
+  type Mode,
+  type Target,
+  type TargetMember,
+} from './lib/target.js';
 import { defaultLimits, runTrial, type TrialResult } from './lib/trial.js';
 
 const targetNames = ['pgha', 'patroni'] as const;
@@ -45,6 +52,8 @@ async function main(): Promise<number> {
       trials: { type: 'string', default: '5' },
       faults: { type: 'string', default: allFaults.join(',') },
       profiles: { type: 'string' },
+      modes: { type: 'string' },
+      synchronous: { type: 'boolean', default: false },
       json: { type: 'string' },
       report: { type: 'string' },
       'rejoin-timeout': { type: 'string', default: String(defaultLimits.rejoinMillis / 1000) },
@@ -53,17 +62,20 @@ async function main(): Promise<number> {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--profiles NAME,...] [--rejoin-timeout SECONDS] [--json FILE] | --report FILE\n',
+      'usage: npx tsx bench/failover/run.ts [--target pgha,patroni] [--trials N] [--faults host-loss,postgres-crash,switchover] [--modes async,sync | --synchronous] [--profiles NAME,...] [--rejoin-timeout SECONDS] [--json FILE] | --report FILE\n',
     );
     return 0;
   }
   if (values.report !== undefined) {
     // Re-print the tables of a run saved with --json, without running anything.
     const saved = JSON.parse(readFileSync(values.report, 'utf8')) as { results: TrialResult[] };
-    const ratios = formatRatios(saved.results);
-    process.stdout.write(`${formatSummary(saved.results)}\n${ratios === null ? '' : `\n${ratios}\n`}`);
-    return 0;
+    const { lines, syncLoss } = closingTables(saved.results);
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return syncLoss ? 1 : 0;
   }
+  if (values.synchronous && values.modes !== undefined)
+    throw new Error('--synchronous is short for --modes sync; give one of them, not both');
+  const modes = values.synchronous ? (['sync'] as Mode[]) : list(values.modes ?? allModes.join(','), allModes, 'modes');
   const targets = list(values.target!, targetNames, 'target');
   const faults = list(values.faults!, allFaults, 'faults') as Fault[];
   const trials = Number(values.trials);
@@ -78,7 +90,7 @@ async function main(): Promise<number> {
   const started = new Date();
   const logsDir = join('/tmp', `bench-failover-logs-${started.toISOString().replace(/[:.]/g, '-')}`);
   log(
-    `bench/failover: targets ${targets.join(', ')}; faults ${faults.join(', ')}; ${trials} trials each; ${cpus().length} cores`,
+    `bench/failover: targets ${targets.join(', ')}; modes ${modes.join(', ')}; faults ${faults.join(', ')}; ${trials} trials each; ${cpus().length} cores`,
   );
   const results: TrialResult[] = [];
   const setupFailures: string[] = [];
@@ -91,45 +103,58 @@ async function main(): Promise<number> {
       const profiles = target.profiles.filter((p) => profileFilter === undefined || profileFilter.includes(p.name));
       for (const settings of profiles) {
         profileLines.push(`- ${name}/${settings.name}: ${settings.description}`);
-        log(`${name}/${settings.name} (${settings.description}): setting up`);
-        let members: readonly TargetMember[];
-        try {
-          members = await target.setup(settings);
-        } catch (error) {
-          const message = `${name}/${settings.name}: setup failed: ${(error as Error).message}`;
-          log(message);
-          setupFailures.push(message);
-          await target.teardown();
-          continue;
-        }
-        for (const fault of faults) {
-          for (let trial = 1; trial <= trials; trial++) {
-            log(`${name}/${settings.name} ${fault} #${trial}`);
-            const result = await runTrial({ target, profile: settings.name, members, fault, trial, limits, log });
-            results.push(result);
-            process.stdout.write(`${formatTrial(result)}\n`);
-            // Logs are cumulative per cluster: a trial's copy holds everything up to it.
-            if ((result.error !== undefined || keepAllLogs) && target.logDir !== null) {
-              const to = join(logsDir, `${name}-${settings.name}-${fault}-${trial}`);
-              if (keepLogs(target.logDir, to) > 0) log(`  logs kept in ${to}`);
-            }
-            if (result.error !== undefined) {
-              // Start the next trial from a known state: healthy again, else a fresh cluster.
-              try {
-                await target.waitHealthy(60_000);
-              } catch {
-                log(`${name}/${settings.name}: not healthy after a failed trial; starting a fresh cluster`);
+        for (const mode of modes) {
+          const label = `${name}/${settings.name} ${mode}`;
+          log(`${label} (${settings.description}): setting up`);
+          let members: readonly TargetMember[];
+          try {
+            members = await target.setup(settings, mode);
+          } catch (error) {
+            const message = `${label}: setup failed: ${(error as Error).message}`;
+            log(message);
+            setupFailures.push(message);
+            await target.teardown();
+            continue;
+          }
+          for (const fault of faults) {
+            for (let trial = 1; trial <= trials; trial++) {
+              log(`${label} ${fault} #${trial}`);
+              const result = await runTrial({
+                target,
+                profile: settings.name,
+                mode,
+                members,
+                fault,
+                trial,
+                limits,
+                log,
+              });
+              results.push(result);
+              process.stdout.write(`${formatTrial(result)}\n`);
+              // Logs are cumulative per cluster: a trial's copy holds everything up to it.
+              const lossy = mode === 'sync' && result.lost !== null && result.lost > 0;
+              if ((result.error !== undefined || lossy || keepAllLogs) && target.logDir !== null) {
+                const to = join(logsDir, `${name}-${settings.name}-${mode}-${fault}-${trial}`);
+                if (keepLogs(target.logDir, to) > 0) log(`  logs kept in ${to}`);
+              }
+              if (result.error !== undefined) {
+                // Start the next trial from a known state: healthy again, else a fresh cluster.
                 try {
-                  members = await target.setup(settings);
-                } catch (error) {
-                  setupFailures.push(`${name}/${settings.name}: setup failed: ${(error as Error).message}`);
-                  break;
+                  await target.waitHealthy(60_000);
+                } catch {
+                  log(`${label}: not healthy after a failed trial; starting a fresh cluster`);
+                  try {
+                    members = await target.setup(settings, mode);
+                  } catch (error) {
+                    setupFailures.push(`${label}: setup failed: ${(error as Error).message}`);
+                    break;
+                  }
                 }
               }
             }
           }
+          await target.teardown();
         }
-        await target.teardown();
       }
     } finally {
       await target.teardown();
@@ -137,24 +162,36 @@ async function main(): Promise<number> {
     }
   }
 
+  const closing = closingTables(results);
   const summary = [
-    `bench/failover, ${started.toISOString()}, ${cpus().length} cores, ${trials} trials per fault`,
+    `bench/failover, ${started.toISOString()}, ${cpus().length} cores, ${trials} trials per fault and mode`,
     '',
     ...profileLines,
     '',
-    formatSummary(results),
+    ...closing.lines,
   ];
-  const ratios = formatRatios(results);
-  if (ratios !== null) summary.push('', 'pgha / patroni (medians; below 1 is faster):', '', ratios);
   if (setupFailures.length > 0) summary.push('', ...setupFailures);
   process.stdout.write(`\n${summary.join('\n')}\n`);
   if (values.json !== undefined) {
     writeFileSync(
       values.json,
-      `${JSON.stringify({ started: started.toISOString(), trials, faults, results, setupFailures }, null, 2)}\n`,
+      `${JSON.stringify({ started: started.toISOString(), trials, faults, modes, results, setupFailures }, null, 2)}\n`,
     );
   }
-  return results.some((r) => r.error !== undefined) || setupFailures.length > 0 ? 1 : 0;
+  return results.some((r) => r.error !== undefined) || setupFailures.length > 0 || closing.syncLoss ? 1 : 0;
+}
+
+/** The tables after the trials: summary, pgha / Patroni per mode, sync / async, and the synchronous data-loss verdict. */
+function closingTables(results: readonly TrialResult[]): { lines: string[]; syncLoss: boolean } {
+  const lines = [formatSummary(results)];
+  const ratios = formatRatios(results);
+  if (ratios !== null) lines.push('', 'pgha / patroni, per mode (medians; below 1 is faster):', '', ratios);
+  const modeRatios = formatModeRatios(results);
+  if (modeRatios !== null)
+    lines.push('', 'synchronous / asynchronous, per system (medians; above 1 is slower):', '', modeRatios);
+  const verdict = formatSyncLoss(results);
+  if (verdict !== null) lines.push('', verdict.text);
+  return { lines, syncLoss: verdict?.lost ?? false };
 }
 
 let exiting = false;

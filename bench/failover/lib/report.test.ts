@@ -1,11 +1,12 @@
 import { describe, expect, test } from 'vitest';
-import { formatRatios, formatSummary, summarize } from './report.js';
+import { formatModeRatios, formatRatios, formatSummary, formatSyncLoss, formatTrial, summarize } from './report.js';
 import { longestPause, type TrialResult } from './trial.js';
 import type { Ack } from './writer.js';
 
 const trial = (over: Partial<TrialResult> = {}): TrialResult => ({
   system: 'patroni',
   profile: 'defaults',
+  mode: 'async',
   fault: 'host-loss',
   trial: 1,
   oldPrimary: 'a',
@@ -44,11 +45,54 @@ describe('longestPause', () => {
 describe('the report', () => {
   test('counts failed trials but leaves them out of the statistics', () => {
     const table = formatSummary([trial({ toWrite: 2 }), trial({ toWrite: null, error: 'timed out' })]);
-    expect(table).toContain('| patroni/defaults | host-loss | 1/2 | 1/1 | 2.00 / 2.00 / 2.00 |');
+    expect(table).toContain('| patroni/defaults | async | host-loss | 1/2 | 1/1 | 2.00 / 2.00 / 2.00 |');
   });
   test('prints ratios of medians only when both systems ran', () => {
     expect(formatRatios([trial()])).toBeNull();
     const ratios = formatRatios([trial({ toWrite: 20 }), trial({ system: 'pgha', toWrite: 2 })]);
-    expect(ratios).toContain('| host-loss | defaults vs defaults | 0.10x (2.00 / 20.00) |');
+    expect(ratios).toContain('| host-loss | async | defaults vs defaults | 0.10x (2.00 / 20.00) |');
+  });
+  test('keeps the modes apart: a row per mode, each system compared within it', () => {
+    const results = [
+      trial({ toWrite: 20 }),
+      trial({ system: 'pgha', toWrite: 2 }),
+      trial({ mode: 'sync', toWrite: 25 }),
+      trial({ mode: 'sync', system: 'pgha', toWrite: 5 }),
+    ];
+    const table = formatSummary(results);
+    expect(table).toContain('| patroni/defaults | sync | host-loss | 1/1 | 1/1 | 25.00 / 25.00 / 25.00 |');
+    const ratios = formatRatios(results)!;
+    expect(ratios).toContain('| host-loss | async | defaults vs defaults | 0.10x (2.00 / 20.00) |');
+    expect(ratios).toContain('| host-loss | sync | defaults vs defaults | 0.20x (5.00 / 25.00) |');
+    expect(formatModeRatios(results)).toContain('| pgha/defaults | host-loss | 2.50x (5.00 / 2.00) |');
+  });
+  test('reads results saved before modes existed as asynchronous', () => {
+    const { mode: _dropped, ...old } = trial();
+    expect(formatSummary([old as TrialResult])).toContain('| patroni/defaults | async | host-loss |');
+    expect(formatSyncLoss([old as TrialResult])).toBeNull();
+  });
+});
+
+describe('data loss in synchronous mode', () => {
+  test('is flagged loudly on the trial line and in the verdict', () => {
+    const lossy = trial({ mode: 'sync', lost: 2, trial: 3 });
+    expect(formatTrial(lossy)).toContain(
+      '!!! DATA LOSS IN SYNCHRONOUS MODE: 2 acknowledged writes missing after patroni/defaults host-loss #3 !!!',
+    );
+    const verdict = formatSyncLoss([trial({ mode: 'sync' }), lossy]);
+    expect(verdict?.lost).toBe(true);
+    expect(verdict?.text).toContain('DATA LOSS IN SYNCHRONOUS MODE');
+  });
+  test('is not flagged for an asynchronous trial, whose loss is only reported', () => {
+    const line = formatTrial(trial({ lost: 2 }));
+    expect(line).toContain('lost acked 2');
+    expect(line).not.toContain('DATA LOSS');
+  });
+  test('says how many synchronous trials were checked when none lost anything', () => {
+    const verdict = formatSyncLoss([trial({ mode: 'sync' }), trial({ mode: 'sync', lost: null, error: 'timed out' })]);
+    expect(verdict).toEqual({
+      text: 'Synchronous mode: no acknowledged write lost in 1 trial (1 failed before the count).',
+      lost: false,
+    });
   });
 });

@@ -65,3 +65,20 @@ export async function sqlHealth(
     return { problem: `${missing.map((m) => m.name).join(', ')} not streaming from ${primary.name}` };
   return { primary };
 }
+
+/**
+ * How many standbys confirm `primary`'s commits right now: its streaming walsenders
+ * whose `sync_state` is `sync` or `quorum`, and only while `synchronous_commit`
+ * waits for a standby at all (anything but `off` and `local`).
+ */
+export async function synchronousStandbys(config: pg.ClientConfig): Promise<number> {
+  const [row] = await queryOnce<{ n: string }>(
+    config,
+    `SELECT CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 0
+            ELSE (SELECT count(*) FROM pg_stat_replication
+                  WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END AS n`,
+    [],
+    1000,
+  );
+  return Number(row?.n ?? 0);
+}

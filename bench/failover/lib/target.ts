@@ -6,6 +6,15 @@ import type pg from 'pg';
 export const faults = ['host-loss', 'postgres-crash', 'switchover'] as const;
 export type Fault = (typeof faults)[number];
 
+/**
+ * Replication modes a target runs in: `async` (the systems' default) and `sync`
+ * (pgha's `config` record in `quorum` mode with count 1; Patroni's
+ * `synchronous_mode: true` with `synchronous_node_count` 1): a commit is
+ * acknowledged only once one standby has flushed it.
+ */
+export const modes = ['async', 'sync'] as const;
+export type Mode = (typeof modes)[number];
+
 /** A named settings profile of a system (its defaults, its tightest accepted, ...). */
 export interface Settings {
   readonly name: string;
@@ -33,8 +42,23 @@ export interface Target {
   /** `patroni` or `pgha`. */
   readonly system: string;
   readonly profiles: readonly Settings[];
-  /** Starts a fresh three-member cluster with `settings` and waits until it is healthy. */
-  setup(settings: Settings): Promise<readonly TargetMember[]>;
+  /**
+   * Starts a fresh three-member cluster with `settings` in `mode` and waits until it
+   * is healthy (in `sync` mode: and until a standby confirms commits).
+   */
+  setup(settings: Settings, mode: Mode): Promise<readonly TargetMember[]>;
+  /**
+   * Switches the running cluster's replication mode through the system's own
+   * cluster-wide setting and resolves once the primary applies it (`sync`: a standby
+   * confirms commits; `async`: none is asked to).
+   */
+  setMode(mode: Mode, timeoutMillis: number): Promise<void>;
+  /**
+   * Resolves once the system itself says a standby confirms the current primary's
+   * commits (pgha: the `sync` claim of the current term has quorum ≥ 1; Patroni: a
+   * member has the `sync_standby` role).
+   */
+  waitSynchronous(timeoutMillis: number): Promise<void>;
   pids(member: TargetMember): MemberPids;
   /** How to connect to `member` as a superuser (the harness adds its own timeouts). */
   clientConfig(member: TargetMember): pg.ClientConfig;

@@ -1,16 +1,24 @@
 // One trial: a healthy cluster, the writer running, one fault, then the three
 // measurements. Every wait is bounded; a trial that times out is reported as failed.
 import { bounded, now, sleep, waitFor } from './processes.js';
-import { queryOnce, streamingReplicas } from './sql.js';
-import type { Fault, Target, TargetMember } from './target.js';
+import { queryOnce, streamingReplicas, synchronousStandbys } from './sql.js';
+import type { Fault, Mode, Target, TargetMember } from './target.js';
 import { type Ack, Writer, writesTable } from './writer.js';
 
 /** What one trial measured. Seconds unless named otherwise. */
 export interface TrialResult {
   readonly system: string;
   readonly profile: string;
+  /** The replication mode the cluster ran in (absent in results saved before modes existed: `async`). */
+  readonly mode?: Mode;
   readonly fault: Fault;
   readonly trial: number;
+  /**
+   * Standbys confirming the primary's commits (pg_stat_replication `sync`/`quorum`)
+   * just before the fault; a `sync` trial with none fails, since it would not test
+   * synchronous replication. Absent in older results.
+   */
+  readonly syncStandbys?: number | null;
   readonly oldPrimary: string;
   readonly newPrimary: string | null;
   /** From the fault to the first acknowledged write on the new primary (or on the restarted old one). */
@@ -52,34 +60,45 @@ const seconds = (ms: number) => ms / 1000;
 export async function runTrial(options: {
   target: Target;
   profile: string;
+  mode: Mode;
   members: readonly TargetMember[];
   fault: Fault;
   trial: number;
   limits?: TrialLimits;
   log: (line: string) => void;
 }): Promise<TrialResult> {
-  const { target, members, fault, trial, log } = options;
+  const { target, members, fault, trial, mode, log } = options;
   const limits = options.limits ?? defaultLimits;
   const configOf = (m: TargetMember) => target.clientConfig(m);
   const primary = await target.waitHealthy(limits.healthyMillis);
-  const key = `${target.system}/${options.profile}/${fault}/${trial}/${Date.now()}`;
+  const key = `${target.system}/${options.profile}/${mode}/${fault}/${trial}/${Date.now()}`;
   const writer = new Writer(members, configOf, key, primary);
   const base = {
     system: target.system,
     profile: options.profile,
+    mode,
     fault,
     trial,
     oldPrimary: primary.name,
   };
+  let syncStandbys: number | null = null;
   let command: Promise<void> | null = null;
   let newPrimary: string | null = null;
   try {
+    // In synchronous mode a trial starts only once the system says a standby confirms
+    // commits (after a failover the new primary has to re-establish it).
+    if (mode === 'sync') await target.waitSynchronous(limits.healthyMillis);
     writer.start();
     await writer.waitForAck(
       `${warmupAcks} writes on ${primary.name} before the fault`,
       () => writer.acks.length >= warmupAcks,
       30_000,
     );
+    syncStandbys = await synchronousStandbys(configOf(primary));
+    if (mode === 'sync' && syncStandbys === 0)
+      throw new Error(
+        `${primary.name} has no synchronous standby just before the fault (pg_stat_replication shows none with sync_state sync/quorum): this would not test synchronous replication`,
+      );
 
     const t0 = now();
     switch (fault) {
@@ -146,6 +165,7 @@ export async function runTrial(options: {
       newPrimary === primary.name ? 0 : writer.acks.filter((a) => a.member === primary.name && a.at > first.at).length;
     return {
       ...base,
+      syncStandbys,
       newPrimary,
       toWrite,
       pause: longestPause(writer.acks, t0),
@@ -159,6 +179,7 @@ export async function runTrial(options: {
     if (command !== null) await bounded('the switchover command to finish', command, 120_000).catch(() => undefined);
     return {
       ...base,
+      syncStandbys,
       newPrimary,
       toWrite: null,
       pause: null,

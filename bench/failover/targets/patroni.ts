@@ -5,6 +5,12 @@
 // taken from Patroni's code. Two profiles differ only in the timing triple that
 // governs failover: Patroni's defaults, and the smallest values its documentation
 // accepts (ttl ≥ 20, loop_wait ≥ 1, retry_timeout ≥ 3, loop_wait + 2·retry_timeout ≤ ttl).
+//
+// Synchronous mode is Patroni's `synchronous_mode: true` (one synchronous standby:
+// `synchronous_node_count` 1, its default; not strict), a dynamic (DCS) setting:
+// given at bootstrap in `bootstrap.dcs` for a cluster that starts in it, and changed
+// on a running cluster with the REST API's `PATCH /config`, as `patronictl
+// edit-config` does.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,8 +30,8 @@ import {
   spawnDaemon,
   waitFor,
 } from '../lib/processes.js';
-import { queryOnce, sqlHealth } from '../lib/sql.js';
-import type { MemberPids, Settings, Target, TargetMember } from '../lib/target.js';
+import { queryOnce, sqlHealth, synchronousStandbys } from '../lib/sql.js';
+import type { MemberPids, Mode, Settings, Target, TargetMember } from '../lib/target.js';
 import { createWritesTable } from '../lib/writer.js';
 
 /** A Patroni settings profile: the dynamic (DCS) timing settings in seconds. */
@@ -111,6 +117,63 @@ export function patroniTarget(): Target {
     return null;
   };
 
+  /** The leader's name and the members Patroni calls `sync_standby`, from its REST API. */
+  const patroniRoles = async (): Promise<{ leader: string | null; sync: string[] }> => {
+    const m = members[0]!;
+    const response = await fetch(`http://127.0.0.1:${m.restPort}/cluster`, { signal: AbortSignal.timeout(1000) });
+    const body = (await response.json()) as { members?: { name: string; role: string; state: string }[] };
+    const list = body.members ?? [];
+    return {
+      leader: list.find((x) => x.role === 'leader')?.name ?? null,
+      sync: list
+        .filter((x) => x.role === 'sync_standby' && (x.state === 'running' || x.state === 'streaming'))
+        .map((x) => x.name),
+    };
+  };
+
+  const waitSynchronous = async (timeoutMillis: number): Promise<void> => {
+    await waitFor(
+      `Patroni to name a synchronous standby of its leader (logs in ${dir})`,
+      async () => {
+        const { leader, sync } = await patroniRoles();
+        const primary = members.find((x) => x.name === leader);
+        if (primary === undefined) throw new Error('no leader');
+        if (sync.length === 0) throw new Error(`no member has the sync_standby role (leader ${leader})`);
+        const n = await synchronousStandbys(clientConfig(primary));
+        if (n === 0) throw new Error(`Patroni names ${sync.join(', ')}, but ${leader} has no synchronous walsender`);
+        return true;
+      },
+      timeoutMillis,
+      200,
+    );
+  };
+
+  const setMode = async (mode: Mode, timeoutMillis: number): Promise<void> => {
+    const m = members[0]!;
+    const response = await fetch(`http://127.0.0.1:${m.restPort}/config`, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ synchronous_mode: mode === 'sync' }),
+      signal: AbortSignal.timeout(5000),
+    });
+    if (!response.ok)
+      throw new Error(`Patroni refused PATCH /config: HTTP ${response.status} ${await response.text()}`);
+    if (mode === 'sync') return waitSynchronous(timeoutMillis);
+    await waitFor(
+      `the Patroni leader to stop waiting for standbys (logs in ${dir})`,
+      async () => {
+        const { leader } = await patroniRoles();
+        const primary = members.find((x) => x.name === leader);
+        if (primary === undefined) throw new Error('no leader');
+        const n = await synchronousStandbys(clientConfig(primary));
+        if (n > 0) throw new Error(`${leader} still has ${n} synchronous standbys`);
+        return true;
+      },
+      timeoutMillis,
+      200,
+    );
+  };
+
   const waitHealthy = async (timeoutMillis: number): Promise<TargetMember> => {
     return waitFor(
       `the Patroni cluster to be healthy (logs in ${dir})`,
@@ -147,7 +210,7 @@ export function patroniTarget(): Target {
     get logDir() {
       return dir;
     },
-    async setup(settings: Settings) {
+    async setup(settings: Settings, mode: Mode) {
       const s = settings as PatroniSettings;
       if (dir !== null) await teardown();
       user = postgresOsUser();
@@ -186,6 +249,10 @@ export function patroniTarget(): Target {
               loop_wait: s.loopWait,
               retry_timeout: s.retryTimeout,
               maximum_lag_on_failover: 1048576,
+              // Patroni's synchronous mode: one synchronous standby (synchronous_node_count
+              // 1), not strict, like pgha's quorum 1 without synchronousStrict.
+              synchronous_mode: mode === 'sync',
+              synchronous_node_count: 1,
               // pg_rewind is what lets a failed primary rejoin by itself; without it
               // Patroni would leave it down and the rejoin metric would not exist.
               postgresql: { use_pg_rewind: true, use_slots: true },
@@ -222,10 +289,13 @@ export function patroniTarget(): Target {
       }
       for (const m of members) startDaemon(m);
       const primary = await waitHealthy(180_000);
+      if (mode === 'sync') await waitSynchronous(60_000);
       await queryOnce(clientConfig(primary), createWritesTable, [], 10_000);
       await waitHealthy(60_000);
       return members;
     },
+    setMode,
+    waitSynchronous,
     pids,
     clientConfig,
     async hostLoss(m) {

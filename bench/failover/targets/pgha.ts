@@ -5,15 +5,23 @@
 // built: members[i].agentPid(), memberDir/data/postmaster.pid, connectionString(),
 // startMember(), hold() when the runtime has it, and the `pgha switchover` subcommand. Needs `pnpm build` first
 // (the agents run packages/controller/dist/cli.js).
+//
+// Synchronous mode: the bench writes the cluster's `config` record itself
+// (`synchronousMode: 'quorum'`, count 1, not strict) right after the cluster starts,
+// as `pgha config set` will; the primary's agent applies it within a report interval
+// or two and publishes its claim in the `sync` record, which the bench waits for.
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigRecord, clusterKeys, defaultConfig, LeaderRecord, SyncRecord } from '@pgha/core';
+import type { Etcd3 } from 'etcd3';
 import type pg from 'pg';
+import { createEtcdClient } from '../../../packages/controller/src/adapters/etcd.js';
 import type { LocalCluster, LocalMember } from '../../../packages/controller/src/runtime/local/local-cluster.js';
 import { freePort, freePortRange } from '../lib/ports.js';
 import { isAlive, killAndWait, pidsMentioning, postmasterPid, signalPid, waitFor } from '../lib/processes.js';
-import { queryOnce, sqlHealth } from '../lib/sql.js';
-import type { MemberPids, Settings, Target, TargetMember } from '../lib/target.js';
+import { queryOnce, sqlHealth, synchronousStandbys } from '../lib/sql.js';
+import type { MemberPids, Mode, Settings, Target, TargetMember } from '../lib/target.js';
 import { createWritesTable } from '../lib/writer.js';
 
 export const pghaProfiles: readonly Settings[] = [
@@ -37,6 +45,9 @@ export function pghaTarget(): Target {
   const everyPid = new Set<number>();
   /** The agent PID each member had when a host loss killed it. */
   const killedAgents = new Map<string, number>();
+  /** A client of the cluster's etcd, for the config and sync records. */
+  let etcd: Etcd3 | null = null;
+  let configVersion = 0;
 
   const local = (m: TargetMember): LocalMember => {
     const found = cluster?.members.find((x) => x.name === m.name);
@@ -74,7 +85,78 @@ export function pghaTarget(): Target {
       100,
     );
 
+  const keys = () => clusterKeys(cluster!.cluster, cluster!.keyRoot);
+
+  /** The writable leader's record and the `sync` claim, as etcd holds them now. */
+  const leaderAndClaim = async (): Promise<{ leader: LeaderRecord | null; claim: SyncRecord | null }> => {
+    const k = keys();
+    const [leaderText, syncText] = await Promise.all([etcd!.get(k.leader).string(), etcd!.get(k.sync).string()]);
+    return {
+      leader: leaderText === null ? null : LeaderRecord.decode(leaderText),
+      claim: syncText === null ? null : SyncRecord.decode(syncText),
+    };
+  };
+
+  /** The sync claim made by the current writable leader, in its term, or a sentence saying what is missing. */
+  const currentClaim = async (): Promise<{ claim: SyncRecord | null; leader: LeaderRecord } | string> => {
+    const { leader, claim } = await leaderAndClaim();
+    if (leader === null || !leader.writable) return 'no writable leader';
+    if (claim === null || claim.term !== leader.term || claim.member !== leader.member) return { claim: null, leader };
+    return { claim, leader };
+  };
+
+  const waitSynchronous = async (timeoutMillis: number): Promise<void> => {
+    let last = '';
+    await waitFor(
+      `the pgha primary's sync claim of its term to have quorum ≥ 1 (logs in ${stateDir}/logs)`,
+      async () => {
+        const now = await currentClaim();
+        if (typeof now === 'string') last = now;
+        else if (now.claim === null) last = `no claim of term ${now.leader.term} by ${now.leader.member} yet`;
+        else if (now.claim.quorum < 1) last = `claim of term ${now.claim.term}: quorum 0 (asynchronous)`;
+        else return true;
+        throw new Error(last);
+      },
+      timeoutMillis,
+      100,
+    );
+  };
+
+  const setMode = async (mode: Mode, timeoutMillis: number): Promise<void> => {
+    configVersion += 1;
+    const record: ConfigRecord = {
+      ...defaultConfig,
+      synchronousMode: mode === 'sync' ? 'quorum' : 'off',
+      synchronousCount: 1,
+      synchronousStrict: false,
+      version: configVersion,
+      updatedAt: new Date().toISOString(),
+      updatedBy: 'bench',
+    };
+    await etcd!.put(keys().config).value(ConfigRecord.encode(record));
+    if (mode === 'sync') return waitSynchronous(timeoutMillis);
+    // Asynchronous: the claim of the term says so and postgres no longer waits for a standby.
+    await waitFor(
+      `the pgha primary to stop waiting for standbys (logs in ${stateDir}/logs)`,
+      async () => {
+        const now = await currentClaim();
+        if (typeof now === 'string') throw new Error(now);
+        if (now.claim !== null && now.claim.quorum > 0)
+          throw new Error(`claim of term ${now.claim.term}: quorum ${now.claim.quorum}`);
+        const primary = members().find((m) => m.name === now.leader.member);
+        if (primary === undefined) throw new Error(`leader ${now.leader.member} is not a member`);
+        const n = await synchronousStandbys(clientConfig(primary));
+        if (n > 0) throw new Error(`${primary.name} still has ${n} synchronous standbys`);
+        return true;
+      },
+      timeoutMillis,
+      100,
+    );
+  };
+
   const teardown = async () => {
+    etcd?.close();
+    etcd = null;
     const c = cluster;
     cluster = null;
     if (c !== null) {
@@ -103,7 +185,7 @@ export function pghaTarget(): Target {
     get logDir() {
       return stateDir === null ? null : join(stateDir, 'logs');
     },
-    async setup(_settings: Settings) {
+    async setup(_settings: Settings, mode: Mode) {
       if (cluster !== null || stateDir !== null) await teardown();
       const { startLocalCluster, cliPath } = await import(
         '../../../packages/controller/src/runtime/local/local-cluster.js'
@@ -127,11 +209,16 @@ export function pghaTarget(): Target {
       });
       if (cluster.etcdPid !== null) everyPid.add(cluster.etcdPid);
       for (const pid of controllerPids(cluster)) everyPid.add(pid);
+      etcd = createEtcdClient({ endpoints: cluster.etcdEndpoint });
+      configVersion = 0;
+      if (mode === 'sync') await setMode('sync', 60_000);
       const primary = await waitHealthy(120_000);
       await queryOnce(clientConfig(primary), createWritesTable, [], 10_000);
       await waitHealthy(60_000);
       return members();
     },
+    setMode,
+    waitSynchronous,
     pids,
     clientConfig,
     async hostLoss(m) {

@@ -91,6 +91,13 @@ const memberSchema = z.object({
   tags: tagsSchema,
   updatedAt: timestamp,
   /**
+   * When postgres was last queried for the positions in this record (wall clock), null
+   * when it did not answer. A synchronous-mode election counts a standby's position
+   * only when it was observed after the leader record vanished. Optional: records of
+   * older agents parse.
+   */
+  observedAt: timestamp.nullable().optional(),
+  /**
    * The agent's health API (`http://host:port`: /primary, /replica, /readiness…),
    * absent when it runs none. Optional so records of older agents still parse (and
    * older readers, which strip unknown fields, accept newer records).

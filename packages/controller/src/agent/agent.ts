@@ -32,6 +32,7 @@ import type { LeaseTiming } from './lease-keeper.js';
 import { replicationUser, superUser } from './postgres-config.js';
 import { PostgresMember } from './postgres-member.js';
 import { RoleChanges } from './role-changes.js';
+import { SynchronousReplication } from './synchronous-replication.js';
 
 /** Everything an agent needs to run one member. */
 export interface AgentOptions {
@@ -122,6 +123,7 @@ export class Agent {
   private lead: Leadership | null = null;
   private roleChanges: RoleChanges | null = null;
   private settings: ClusterSettings | null = null;
+  private synchronous: SynchronousReplication | null = null;
   private state: MemberState = 'starting';
   private notStreamingSince: number | null = null;
   private stopping = false;
@@ -136,6 +138,8 @@ export class Agent {
   private actingSince: number | null = null;
   private observation: PostgresObservation | null = null;
   private observedAt: number | null = null;
+  /** Wall time of `observation` (published as the member record's observedAt). */
+  private observedWall: Date | null = null;
   private lastReport: MemberRecord | null = null;
 
   constructor(private readonly options: AgentOptions) {
@@ -249,12 +253,22 @@ export class Agent {
       poke: () => this.poke(),
       onRegranted: async () => this.publish(await this.postgres.observe()),
     });
+    this.synchronous = new SynchronousReplication({
+      name: o.name,
+      keys: this.keys,
+      etcd: this.etcd,
+      postgres: this.pg,
+      leadership: this.lead,
+      clock: this.clock,
+      log: this.log,
+    });
     this.roleChanges = new RoleChanges({
       name: o.name,
       keys: this.keys,
       etcd: this.etcd,
       postgres: this.pg,
       leadership: this.lead,
+      synchronous: this.synchronous,
       clock: this.clock,
       log: this.log,
       catchUpTimeoutMillis: o.catchUpTimeoutMillis,
@@ -549,6 +563,7 @@ export class Agent {
   private noteObservation(observation: PostgresObservation | null): PostgresObservation | null {
     this.observation = observation;
     this.observedAt = observation === null ? null : this.clock.now();
+    this.observedWall = observation === null ? null : this.clock.date();
     return observation;
   }
 
@@ -693,6 +708,10 @@ export class Agent {
     if (observation !== null && !observation.inRecovery && lead.holdsLeader) {
       await this.roles.ensureSlots();
       if (observation.currentLsn !== null) await lead.recordPosition(observation.currentLsn, observation.timeline ?? 1);
+      // Never a reason to miss this report: logged, and decided again with the next.
+      await this.synchronous
+        ?.tick(observation)
+        .catch((error) => this.log.warn(`synchronous replication: ${(error as Error).message}`));
     }
     const pg = this.postgres;
     const record = buildMemberRecord({
@@ -708,6 +727,8 @@ export class Agent {
       isLeader: lead.holdsLeader,
       api: this.apiAddress,
       pendingRestart: this.settings?.pendingRestart ?? [],
+      // Only for the observation it was taken with (a later time would overstate it).
+      observedAt: observation !== null && observation === this.observation ? this.observedWall : null,
       now: this.clock.date(),
     });
     this.lastReport = record;

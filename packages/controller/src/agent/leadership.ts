@@ -2,10 +2,12 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
+  ConfigRecord,
   LastPrimaryRecord,
   LeaderRecord,
   PghaError,
   recordVersion,
+  SyncRecord,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -52,6 +54,17 @@ export interface ClusterView {
   /** The target's ModRevision, for the install guard. */
   readonly targetMod: string | null;
   readonly lastPrimary: LastPrimaryRecord | null;
+  /** The cluster settings (`config`), null while none is stored; a malformed one keeps the last good. */
+  readonly config: ConfigRecord | null;
+  /** The synchronous claim (`sync`) of whichever primary wrote it last; null when none or malformed. */
+  readonly sync: SyncRecord | null;
+}
+
+/** The synchronous claim a new leader takes the record with (see decide/synchronous-standbys.ts). */
+export interface InitialClaim {
+  readonly standbys: readonly string[];
+  readonly quorum: number;
+  readonly strict: boolean;
 }
 
 /**
@@ -87,7 +100,10 @@ export class Leadership {
     target: null,
     targetMod: null,
     lastPrimary: null,
+    config: null,
+    sync: null,
   };
+  private configProblem: string | null = null;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -258,11 +274,13 @@ export class Leadership {
   /** Reads leader, term, target and last-primary; updates whether we hold the leader record. */
   async read(): Promise<ClusterView> {
     const k = this.o.keys;
-    const [leaderRes, termText, targetRes, lastText] = await Promise.all([
+    const [leaderRes, termText, targetRes, lastText, configText, syncText] = await Promise.all([
       this.etcd.get(k.leader).exec(),
       this.etcd.get(k.term).string(),
       this.etcd.get(k.target).exec(),
       this.etcd.get(k.lastPrimary).string(),
+      this.etcd.get(k.config).string(),
+      this.etcd.get(k.sync).string(),
     ]);
     const kv = leaderRes.kvs[0];
     const targetKv = targetRes.kvs[0];
@@ -273,6 +291,8 @@ export class Leadership {
       target: targetKv === undefined ? null : TargetRecord.decode(targetKv.value.toString()),
       targetMod: targetKv === undefined ? null : targetKv.mod_revision,
       lastPrimary: lastText === null ? null : LastPrimaryRecord.decode(lastText),
+      config: this.parseConfig(configText),
+      sync: this.parseSync(syncText),
     };
     const ours =
       this.view.leader !== null &&
@@ -284,6 +304,70 @@ export class Leadership {
     this.holdsLeader = ours;
     if (lost) this.postgresChanged();
     return this.view;
+  }
+
+  /**
+   * A malformed `config` must not stop the agent (nor look like etcd being
+   * unreachable, which can fence): the last good settings stay, and it is logged once.
+   */
+  private parseConfig(text: string | null): ConfigRecord | null {
+    if (text === null) {
+      this.configProblem = null;
+      return null;
+    }
+    try {
+      const config = ConfigRecord.decode(text);
+      this.configProblem = null;
+      return config;
+    } catch (error) {
+      const problem = (error as Error).message;
+      if (problem !== this.configProblem)
+        this.o.log.error(`ignoring the stored cluster settings: ${problem}; fix them with pgha config set`);
+      this.configProblem = problem;
+      return this.view.config;
+    }
+  }
+
+  private parseSync(text: string | null): SyncRecord | null {
+    if (text === null) return null;
+    try {
+      return SyncRecord.decode(text);
+    } catch (error) {
+      this.o.log.warn(`ignoring the sync record: ${(error as Error).message}`);
+      return null;
+    }
+  }
+
+  /**
+   * Publishes our synchronous claim for our term, guarded by holding the leader
+   * record. False when the guard failed (we no longer lead) or etcd did not answer
+   * (the caller decides again on the next pass; a claim is only ever weakened before
+   * postgres's setting changes, so an unknown outcome of a weakening blocks the change).
+   */
+  async publishSync(claim: { standbys: readonly string[]; quorum: number }, strict: boolean): Promise<boolean> {
+    const leader = this.view.leader;
+    if (!this.holdsLeader || leader === null || this.keeper === null) return false;
+    const record: SyncRecord = {
+      v: recordVersion,
+      term: leader.term,
+      member: this.o.name,
+      standbys: [...claim.standbys],
+      quorum: claim.quorum,
+      strict,
+      at: this.o.clock.date().toISOString(),
+    };
+    try {
+      const result = await this.etcd
+        .if(this.o.keys.leader, 'Lease', '==', this.keeper.id)
+        .then(this.etcd.put(this.o.keys.sync).value(SyncRecord.encode(record)))
+        .commit();
+      if (result.succeeded) this.view = { ...this.view, sync: record };
+      return result.succeeded;
+    } catch (error) {
+      this.o.log.warn(`publishing the synchronous claim: ${(error as Error).message}`);
+      await this.readBack().catch(() => undefined);
+      return this.view.sync !== null && this.view.sync.term === record.term && this.view.sync.at === record.at;
+    }
   }
 
   // ---- the leader record ------------------------------------------------------
@@ -300,6 +384,7 @@ export class Leadership {
     timeline: number,
     targetMod: string | null,
     fromLsn: string | null = null,
+    claim: InitialClaim = { standbys: [], quorum: 0, strict: false },
   ): Promise<boolean> {
     const k = this.o.keys;
     const termRes = await this.etcd.get(k.term).exec();
@@ -317,6 +402,15 @@ export class Leadership {
       writable: false,
       ...(fromLsn === null ? {} : { fromLsn }),
     };
+    const sync: SyncRecord = {
+      v: recordVersion,
+      term,
+      member: this.o.name,
+      standbys: [...claim.standbys],
+      quorum: claim.quorum,
+      strict: claim.strict,
+      at: record.since,
+    };
     let guard = this.etcd.if(k.leader, 'Create', '==', 0);
     guard = kv === undefined ? guard.and(k.term, 'Create', '==', 0) : guard.and(k.term, 'Mod', '==', kv.mod_revision);
     if (targetMod !== null) guard = guard.and(k.target, 'Mod', '==', targetMod);
@@ -327,6 +421,8 @@ export class Leadership {
         .then(
           this.etcd.put(k.leader).value(LeaderRecord.encode(record)).lease(leaseId),
           this.etcd.put(k.term).value(TermRecord.encode({ v: recordVersion, term })),
+          // The claim is of the new term before anything can be written in it.
+          this.etcd.put(k.sync).value(SyncRecord.encode(sync)),
         )
         .commit();
       succeeded = result.succeeded;
@@ -352,7 +448,7 @@ export class Leadership {
       this.armWatchdog();
       return true;
     }
-    this.view = { ...this.view, leader: record, leaderLease: leaseId, term };
+    this.view = { ...this.view, leader: record, leaderLease: leaseId, term, sync };
     this.holdsLeader = true;
     this.fencedWhileLeading = false;
     this.lastHealthyAt = this.o.clock.now();

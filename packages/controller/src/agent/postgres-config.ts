@@ -47,6 +47,11 @@ export interface ServerSettings {
    * (`decideStartParameters` in standby-parameters.ts). Absent: none.
    */
   readonly floor?: Partial<FloorValues>;
+  /**
+   * `synchronous_standby_names`, managed by the primary's agent (synchronous quorum
+   * mode; decide/synchronous-standbys.ts). Absent or '': none.
+   */
+  readonly synchronousStandbyNames?: string;
 }
 
 /**
@@ -190,6 +195,7 @@ export function renderServerConfig(settings: ServerSettings): string {
     ['wal_retrieve_retry_interval', quote('1s')],
     ['logging_collector', 'off'],
     ['log_line_prefix', quote('%m [%p] %q%u@%d ')],
+    ['synchronous_standby_names', quote(settings.synchronousStandbyNames ?? '')],
   ];
   if (settings.upstream !== null) {
     const up = settings.upstream;

@@ -25,6 +25,11 @@ import {
 import type { PostgresBinaries } from '../adapters/prerequisites.js';
 import type { Clock } from '../clock.js';
 import type { PostgresState } from '../decide/agent-role.js';
+import {
+  type ReplicationConnection,
+  renderSynchronousStandbyNames,
+  type SynchronousSetting,
+} from '../decide/synchronous-standbys.js';
 import type { Logger } from '../log.js';
 import {
   type AppRole,
@@ -124,6 +129,8 @@ export class PostgresMember {
   private floor: Partial<FloorValues> = {};
   /** Values a standby that stopped named in its log as the primary's (the control data's fallback). */
   private stoppedFor: Partial<FloorValues> = {};
+  /** What `synchronous_standby_names` says (managed by the primary's agent; none on a standby). */
+  private synchronousSetting: SynchronousSetting = { standbys: [], quorum: 0 };
 
   /**
    * The extra settings pgha.conf carries: `--postgres-parameter`, then the cluster
@@ -215,6 +222,7 @@ export class PostgresMember {
       extraParameters: this.extra,
       floor,
       upstream,
+      synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
     };
   }
 
@@ -233,7 +241,7 @@ export class PostgresMember {
     return highestOf(recorded, this.stoppedFor);
   }
 
-  private upstreamOf(leader: LeaderRecord): UpstreamSettings {
+  private upstreamOf(leader: Pick<LeaderRecord, 'host' | 'port'>): UpstreamSettings {
     return { host: leader.host, port: leader.port, passfile: this.passfile, member: this.o.name };
   }
 
@@ -361,6 +369,8 @@ export class PostgresMember {
 
   private writeStandbyFiles(leader: LeaderRecord | null): void {
     markStandby(this.dataDir, this.o.user);
+    // A standby waits for nobody; a promotion sets what it waits for first.
+    this.synchronousSetting = { standbys: [], quorum: 0 };
     writeServerFiles(
       this.dataDir,
       this.o.user,
@@ -665,6 +675,68 @@ export class PostgresMember {
       "SELECT name, error FROM pg_file_settings WHERE error IS NOT NULL AND name IS NOT NULL AND error <> 'setting could not be applied' ORDER BY name",
     );
     return { pendingRestart: pending.rows.map((r) => r.name), refused: refused.rows };
+  }
+
+  /** What `synchronous_standby_names` says now. */
+  get synchronous(): SynchronousSetting {
+    return this.synchronousSetting;
+  }
+
+  /**
+   * Sets `synchronous_standby_names` (pgha.conf, then a reload) and waits until a new
+   * backend sees it: the postmaster has reloaded, and every process it starts from
+   * now on (a walsender, a backend) has the setting. Running walsenders reload on
+   * their own; the caller checks their `sync_priority` before relying on it.
+   */
+  async applySynchronous(setting: SynchronousSetting): Promise<void> {
+    this.synchronousSetting = setting;
+    writeServerFiles(
+      this.dataDir,
+      this.o.user,
+      this.serverSettings(this.upstream === null ? null : this.upstreamOf(this.upstream), this.floor),
+      this.o.allowedNetworks,
+    );
+    if (this.connection === null) return;
+    await this.connection.query('SELECT pg_reload_conf()');
+    const wanted = renderSynchronousStandbyNames(setting);
+    const deadline = this.o.clock.now() + 5000;
+    for (;;) {
+      let seen: string | null = null;
+      const client = await connectLocal(
+        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+        1000,
+        1000,
+      ).catch(() => null);
+      if (client !== null) {
+        try {
+          const { rows } = await client.query('SHOW synchronous_standby_names');
+          seen = (rows[0] as { synchronous_standby_names: string }).synchronous_standby_names;
+        } catch {
+          // try again
+        } finally {
+          void client.end().catch(() => undefined);
+        }
+      }
+      if (seen === wanted) return;
+      if (this.o.clock.now() > deadline)
+        throw new PghaError('timeout', `postgres did not take synchronous_standby_names '${wanted}' within 5 s`);
+      await delay(20);
+    }
+  }
+
+  /** The walsenders (`pg_stat_replication`); null when postgres is not connected. */
+  async replicationConnections(): Promise<ReplicationConnection[] | null> {
+    if (this.connection === null) return null;
+    const { rows } = await this.connection.query<{
+      member: string;
+      state: string;
+      flush: string | null;
+      priority: number;
+    }>(
+      `SELECT application_name AS member, state, flush_lsn::text AS flush, sync_priority AS priority
+         FROM pg_stat_replication`,
+    );
+    return rows.map((r) => ({ member: r.member, state: r.state, flushLsn: r.flush, syncPriority: r.priority }));
   }
 
   /** Re-points a running standby at `leader` with a reload (no restart). */

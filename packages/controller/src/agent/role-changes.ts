@@ -11,9 +11,11 @@ import type { Etcd3 } from 'etcd3';
 import type { PostgresObservation } from '../adapters/postgres-observe.js';
 import type { Clock } from '../clock.js';
 import { decideMemberSlots, defaultMemberSlotsTtlMillis } from '../decide/member-slots.js';
+import type { SynchronousSetting } from '../decide/synchronous-standbys.js';
 import type { Logger } from '../log.js';
 import type { Leadership } from './leadership.js';
 import type { PostgresMember } from './postgres-member.js';
+import type { SynchronousReplication } from './synchronous-replication.js';
 
 /** What the role changes need from the agent around them. */
 export interface RoleChangeContext {
@@ -22,6 +24,7 @@ export interface RoleChangeContext {
   readonly etcd: Etcd3;
   readonly postgres: PostgresMember;
   readonly leadership: Leadership;
+  readonly synchronous: SynchronousReplication;
   readonly clock: Clock;
   readonly log: Logger;
   /** How long a candidate waits to receive a clean last primary's shutdown checkpoint (default 3000). */
@@ -60,21 +63,40 @@ export class RoleChanges {
       throw new PghaError('postgres-failed', 'cannot promote: postgres is not a running standby');
     const caughtUp = await this.caughtUpWithCleanPrimary(target, observation);
     if (!caughtUp.ok) return;
-    if (!(await lead.install(target.term, observation.timeline ?? 1, lead.view.targetMod, caughtUp.position))) {
+    const initial = await this.c.synchronous.initialClaim();
+    if (
+      !(await lead.install(
+        target.term,
+        observation.timeline ?? 1,
+        lead.view.targetMod,
+        caughtUp.position,
+        initial.claim,
+      ))
+    ) {
       log.info(`could not take the leader record for term ${target.term} (someone else did, or the target changed)`);
       return;
     }
-    await this.finishPromotion(started);
+    await this.finishPromotion(started, initial.setting);
   }
 
-  /** Promotes postgres (unless it already left recovery) and marks our leader record writable. */
-  async finishPromotion(started: number): Promise<void> {
+  /**
+   * Promotes postgres (unless it already left recovery) and marks our leader record
+   * writable. Before the promotion postgres is set to wait for the standbys our claim
+   * names (`setting`; by default what our published claim of this term says), so no
+   * commit of the new term is acknowledged outside the claim.
+   */
+  async finishPromotion(
+    started: number,
+    setting: SynchronousSetting = this.c.synchronous.settingForPromotion(),
+  ): Promise<void> {
     const { clock, postgres, leadership: lead, log } = this.c;
     const term = lead.view.leader?.term ?? lead.view.term;
     try {
       if (!lead.holdsLeader || !lead.lease.isValid()) {
         throw new PghaError('conflict', 'lost the leader record or passed the lease deadline before promoting');
       }
+      this.c.synchronous.reset(setting);
+      await postgres.applySynchronous(setting);
       const after = await postgres.promote();
       this.c.noteObservation(after);
       lead.postgresChanged();

@@ -11,6 +11,7 @@ import {
   MemberRecord,
   recordVersion,
   SwitchoverRecord,
+  SyncRecord,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -192,6 +193,7 @@ export class Controller {
       let targetText: string | null = null;
       let switchover: SwitchoverRecord | null = null;
       let switchoverMod = '0';
+      let sync: SyncRecord | null = null;
       const members: MemberRecord[] = [];
       let config: ConfigRecord | null = null;
       for (const kv of all.kvs) {
@@ -225,6 +227,9 @@ export class Controller {
               break;
             case 'config':
               config = ConfigRecord.decode(text);
+              break;
+            case 'sync':
+              sync = SyncRecord.decode(text);
               break;
             case 'history':
               if (parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
@@ -270,6 +275,7 @@ export class Controller {
         lastAsReplica: [...this.lastAsReplica.values()],
         switchover,
         lastHistoryTerm: this.lastHistoryTerm,
+        sync,
         policy: this.policyWith(config),
       });
       if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }))) return;

@@ -821,3 +821,81 @@ describe('decideController switchover qualification', () => {
     expect(expectTarget(decision).member).toBe('demo-2');
   });
 });
+
+describe('decideController in synchronous quorum mode', () => {
+  // demo-0 (term 3) claimed ANY 1 of demo-1, demo-2: both positions are needed, each
+  // observed after the leader vanished (12:00:09.200).
+  const claim = {
+    v: 1 as const,
+    term: 3,
+    member: 'demo-0',
+    standbys: ['demo-1', 'demo-2'],
+    quorum: 1,
+    strict: false,
+    at: '2024-05-01T12:00:00.000Z',
+  };
+  const observed = '2024-05-01T12:00:09.400Z';
+  const r1 = { ...replica1, observedAt: observed, receivedLsn: '0/4E00000', replayedLsn: '0/4E00000' };
+  const r2 = { ...replica2, observedAt: observed, receivedLsn: '0/4F00000', replayedLsn: '0/4E00000' };
+  const down = member({ name: 'demo-0', role: 'unknown', state: 'running', receivedLsn: null, replayedLsn: null });
+
+  it('promotes the most advanced standby once enough positions count', () => {
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, r2] }));
+    expect(expectTarget(decision).member).toBe('demo-2');
+  });
+
+  it('waits, saying for whom, while a standby of the claim has no position observed after the loss', () => {
+    const stale = { ...r2, observedAt: '2024-05-01T12:00:09.000Z' };
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, stale], now: now + 5000 }));
+    expect(decision.type).toBe('wait');
+    if (decision.type !== 'wait') throw new Error('unreachable');
+    expect(decision.reason).toMatch(
+      /synchronous quorum \(ANY 1 of demo-1, demo-2.*needs positions .* from 2 of them, and has 1 \(demo-1\); waiting for demo-2/,
+    );
+  });
+
+  it('does not count a standby without a WAL receiver position (its replay may trail what it flushed)', () => {
+    const restarted = { ...r2, receivedLsn: null };
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, restarted], now: now + 5000 }));
+    expect(decision.type).toBe('wait');
+  });
+
+  it('waits rather than promote a member short of the most advanced standby (it may lack an acknowledged commit)', () => {
+    // demo-2 is the most advanced but tagged noFailover: demo-1 lacks what only demo-2 may hold.
+    const tagged = { ...r2, tags: { noFailover: true } };
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, tagged] }));
+    expect(decision.type).toBe('wait');
+    if (decision.type !== 'wait') throw new Error('unreachable');
+    expect(decision.reason).toMatch(/waiting for a member holding 0\/4F00000/);
+  });
+
+  it('ignores the asynchronous lag bound for a standby holding the quorum floor', () => {
+    const far = { ...r2, receivedLsn: '0/4F00000' };
+    const decision = decideController(
+      leaderless({
+        sync: claim,
+        members: [down, r1, far],
+        lastPrimaryRecords: [lastPrimaryRecord({ term: 3, lsn: '1/0', clean: false, member: 'demo-0' })],
+        lastPrimary: primary0,
+      }),
+    );
+    expect(expectTarget(decision).member).toBe('demo-2');
+  });
+
+  it('decides as before with a claim of an older term or one that claims nothing', () => {
+    expect(expectTarget(decideController(leaderless({ sync: { ...claim, term: 2 } }))).member).toBe('demo-1');
+    expect(expectTarget(decideController(leaderless({ sync: { ...claim, quorum: 0, standbys: [] } }))).member).toBe(
+      'demo-1',
+    );
+  });
+
+  it('rejects a manual failover that cannot count the quorum unless it accepts data loss', () => {
+    const request = switchover({ to: 'demo-1' });
+    const decision = decideController(leaderless({ sync: claim, members: [down, r1, replica2], switchover: request }));
+    expect(decision.type).toBe('reject-switchover');
+    const forced = decideController(
+      leaderless({ sync: claim, members: [down, r1, replica2], switchover: { ...request, acceptDataLoss: true } }),
+    );
+    expect(expectTarget(forced).member).toBe('demo-1');
+  });
+});

@@ -8,6 +8,7 @@ import {
   maxLsn,
   recordVersion,
   type SwitchoverRecord,
+  type SyncRecord,
   type TargetReason,
   type TargetRecord,
 } from '@pgha/core';
@@ -69,6 +70,12 @@ export interface ControllerSnapshot {
   readonly switchover: SwitchoverRecord | null;
   /** The newest term with a history record. */
   readonly lastHistoryTerm: number;
+  /**
+   * The synchronous claim (`sync`) as last read: when it is of the current term and
+   * claims a quorum, an election counts positions from enough of its standbys and
+   * promotes only a member holding the most advanced of them.
+   */
+  readonly sync?: SyncRecord | null;
   readonly policy: ControllerPolicy;
 }
 
@@ -177,6 +184,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     // everything up to it was: only a member holding it is lossless.
     mustHold: record?.clean === true ? record.lsn : null,
   };
+  const quorum = synchronousQuorum(s);
   const manual = s.switchover !== null && s.switchover.to !== null ? s.switchover.to : null;
   if (manual !== null) {
     const m = s.members.find((x) => x.name === manual);
@@ -189,9 +197,15 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     if (s.switchover?.acceptDataLoss !== true) {
       // The same qualification as an election; picking by hand overrides only the
       // noFailover tag. Anything that may lose data needs acceptDataLoss.
+      if (quorum !== null && quorum.floor === null) {
+        return {
+          type: 'reject-switchover',
+          reason: `${manual} cannot be promoted without risking acknowledged writes: ${quorum.short}; request it with acceptDataLoss (pgha failover --accept-data-loss) to promote it anyway`,
+        };
+      }
       const ranking = rankCandidates(
         s.members.map((x) => (x.name === manual ? { ...x, tags: { ...x.tags, noFailover: false } } : x)),
-        { ...qualification, exclude: new Set() },
+        { ...qualification, ...synchronousQualification(qualification.mustHold, quorum), exclude: new Set() },
       );
       const why = ranking.rejected.find((r) => r.member === manual);
       if (why !== undefined) {
@@ -233,11 +247,24 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
       };
     }
   }
+  // Synchronous quorum: every acknowledged commit is on `quorum` of the claim's
+  // standbys, so the most advanced of any |standbys| − quorum + 1 of them has them all.
+  if (quorum !== null && quorum.floor === null) return { type: 'wait', reason: quorum.short };
   // The old primary is not excluded: once fenced and back as a running replica it
   // holds everything it acknowledged, so it may well be the best (lossless) choice.
-  const ranking = rankCandidates(s.members, { ...qualification, exclude: failedTarget });
+  const ranking = rankCandidates(s.members, {
+    ...qualification,
+    ...synchronousQualification(qualification.mustHold, quorum),
+    exclude: failedTarget,
+  });
   const best = ranking.candidates[0];
   const reasons = ranking.rejected.map((r) => `${r.member} ${r.reason}`).join('; ') || 'no member reports';
+  if (best === undefined && quorum !== null) {
+    return {
+      type: 'wait',
+      reason: `waiting for a member holding ${quorum.floor}, the most advanced position of the synchronous standbys (${quorum.counted.join(', ')}): only it is sure to hold every acknowledged commit (${reasons}); pgha failover --to MEMBER --accept-data-loss overrides`,
+    };
+  }
   if (best === undefined && record?.clean === true) {
     return {
       type: 'wait',
@@ -256,6 +283,62 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     target: target(nextTerm, best.name, 'failover', oldPrimary, s.now),
     consumeSwitchover: false,
   };
+}
+
+/** What a synchronous claim of the current term requires of an election. */
+interface SynchronousQuorum {
+  /** The most advanced position among the counted standbys; null when too few count. */
+  readonly floor: LsnText | null;
+  readonly counted: readonly string[];
+  /** Why the election cannot go on yet (when `floor` is null). */
+  readonly short: string;
+}
+
+/**
+ * The synchronous claim of the current term's primary, if it claims a quorum: the
+ * standbys whose positions count (running replicas with a WAL receiver position,
+ * observed after the leader record vanished — the old primary was fenced by then, so
+ * they are final) and, when at least
+ * |standbys| − quorum + 1 of them count, the most advanced of their positions.
+ */
+function synchronousQuorum(s: ControllerSnapshot): SynchronousQuorum | null {
+  const claim = s.sync ?? null;
+  if (claim === null || claim.term !== s.term || claim.quorum === 0) return null;
+  const counted = s.members.filter(
+    (m) =>
+      claim.standbys.includes(m.name) &&
+      m.role === 'replica' &&
+      m.state === 'running' &&
+      // A WAL receiver was started since postgres started: the startup process asks
+      // for one only after replaying all the WAL on disk, so the position is no longer
+      // an underestimate of what the standby has flushed.
+      m.receivedLsn !== null &&
+      (s.leaderLostAt === null ||
+        (m.observedAt !== undefined && m.observedAt !== null && Date.parse(m.observedAt) >= s.leaderLostAt)),
+  );
+  const need = claim.standbys.length - claim.quorum + 1;
+  if (counted.length >= need) {
+    let floor: LsnText | null = null;
+    for (const m of counted) floor = maxLsn(floor, maxLsn(m.receivedLsn, m.replayedLsn));
+    return { floor, counted: counted.map((m) => m.name), short: '' };
+  }
+  const missing = claim.standbys
+    .filter((n) => !counted.some((m) => m.name === n))
+    .map((n) => `${n}: ${describeMember(s.members.find((m) => m.name === n))}`);
+  return {
+    floor: null,
+    counted: counted.map((m) => m.name),
+    short: `synchronous quorum (ANY ${claim.quorum} of ${claim.standbys.join(', ')}, claimed by ${claim.member} in term ${claim.term}): an election needs positions observed after the primary was lost from ${need} of them, and has ${counted.length}${counted.length > 0 ? ` (${counted.map((m) => m.name).join(', ')})` : ''}; waiting for ${missing.join('; ')}`,
+  };
+}
+
+/** With a synchronous quorum, a candidate must hold its floor; the asynchronous lag bound does not apply. */
+function synchronousQualification(
+  mustHold: LsnText | null,
+  quorum: SynchronousQuorum | null,
+): { mustHold?: LsnText | null; maximumLagOnFailoverBytes?: number } {
+  if (quorum === null || quorum.floor === null) return {};
+  return { mustHold: maxLsn(mustHold, quorum.floor), maximumLagOnFailoverBytes: Number.POSITIVE_INFINITY };
 }
 
 function describeMember(m: MemberRecord | undefined): string {

@@ -21,6 +21,8 @@ export interface MemberReportSnapshot {
   readonly api?: string | null;
   /** PostgreSQL parameters whose new value waits for a restart of postgres. Default none. */
   readonly pendingRestart?: readonly string[];
+  /** When `observation` was taken (wall clock), null without one. */
+  readonly observedAt?: Date | null;
   readonly now: Date;
 }
 
@@ -77,6 +79,7 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
     problem,
     tags: s.tags,
     updatedAt: s.now.toISOString(),
+    ...(o !== null && s.observedAt ? { observedAt: s.observedAt.toISOString() } : {}),
     ...(s.api ? { api: s.api } : {}),
     ...(s.pendingRestart !== undefined && s.pendingRestart.length > 0 ? { pendingRestart: [...s.pendingRestart] } : {}),
   };

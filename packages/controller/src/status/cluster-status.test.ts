@@ -35,6 +35,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
     failover: { inProgress: false, target: null },
     controller: { id: '4242-0a1b2c3d', waiting: null },
     config: null,
+    synchronous: { mode: 'off', count: 1, strict: false, claim: null, degraded: null },
     problems: [],
     ...overrides,
   };
@@ -146,6 +147,30 @@ describe('formatStatus', () => {
     expect(text.split('\n')[2]).toBe('no active controller: nothing elects a primary (is `pgha controller` running?)');
   });
 
+  it('shows the synchronous claim, and says when it is degraded', () => {
+    const claim = { standbys: ['demo-1', 'demo-2'], quorum: 1, term: 1 };
+    expect(
+      formatStatus(status({ synchronous: { mode: 'quorum', count: 1, strict: false, claim, degraded: null } })).split(
+        '\n',
+      )[1],
+    ).toBe('synchronous quorum 1: ANY 1 of demo-1, demo-2');
+    const degraded = formatStatus(
+      status({
+        synchronous: {
+          mode: 'quorum',
+          count: 1,
+          strict: true,
+          claim: null,
+          degraded: 'no standby confirms commits: strict mode, commits wait',
+        },
+      }),
+    ).split('\n')[1];
+    expect(degraded).toBe(
+      'synchronous quorum 1 strict: no standby holds every commit — DEGRADED: no standby confirms commits: strict mode, commits wait',
+    );
+    expect(formatStatus(status())).not.toContain('synchronous');
+  });
+
   it('prints no FAILOVER line when none is in progress', () => {
     expect(formatStatus(status())).not.toContain('FAILOVER');
   });
@@ -216,7 +241,7 @@ describe('formatStatus', () => {
     expect(text.split('\n').slice(-3)).toEqual(['! /pgha/demo/members/demo-9: v must be 1', '! bad leader', '']);
   });
 
-  it('adds the stored synchronous mode and settings version to the summary line', () => {
+  it('adds the stored settings version to the summary line, and an asynchronous mode', () => {
     const config = {
       version: 4,
       synchronousMode: 'quorum' as const,
@@ -227,7 +252,7 @@ describe('formatStatus', () => {
       updatedBy: 'pgha config set',
     };
     expect(formatStatus(status({ config })).split('\n')[0]).toBe(
-      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)  synchronous quorum (ANY 2, strict)  settings v4',
+      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)  settings v4',
     );
     expect(formatStatus(status({ config: { ...config, synchronousMode: 'off' } })).split('\n')[0]).toMatch(
       /leader demo-0 \(127\.0\.0\.1:5432\) {2}synchronous off {2}settings v4$/,

@@ -5,6 +5,7 @@ import {
   LeaderRecord,
   MemberRecord,
   ProtocolError,
+  SyncRecord,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -74,6 +75,19 @@ export interface ClusterStatus {
     readonly updatedAt: string;
     readonly updatedBy: string;
   } | null;
+  /**
+   * Synchronous replication: the configured mode (the `config` record; off without
+   * one), the current primary's claim (standbys that hold every acknowledged commit,
+   * null when it claims nothing in this term) and why it falls short of the
+   * configuration (null when it does not).
+   */
+  readonly synchronous: {
+    readonly mode: ConfigRecord['synchronousMode'];
+    readonly count: number;
+    readonly strict: boolean;
+    readonly claim: { readonly standbys: readonly string[]; readonly quorum: number; readonly term: number } | null;
+    readonly degraded: string | null;
+  };
   /** Records that could not be parsed (shown, never fatal). */
   readonly problems: readonly string[];
 }
@@ -87,24 +101,16 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
   const members: MemberStatus[] = [];
   let target: TargetRecord | null = null;
   let controller: ClusterStatus['controller'] = null;
-  let config: ClusterStatus['config'] = null;
+  let config: ConfigRecord | null = null;
+  let sync: SyncRecord | null = null;
   for (const [key, value] of Object.entries(all)) {
     const parsed = keys.parse(key);
     try {
       if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
+      else if (parsed?.kind === 'config') config = ConfigRecord.decode(value);
+      else if (parsed?.kind === 'sync') sync = SyncRecord.decode(value);
       else if (parsed?.kind === 'target') target = TargetRecord.decode(value);
-      else if (parsed?.kind === 'config') {
-        const r = ConfigRecord.decode(value);
-        config = {
-          version: r.version,
-          synchronousMode: r.synchronousMode,
-          synchronousCount: r.synchronousCount,
-          synchronousStrict: r.synchronousStrict,
-          maximumLagOnFailoverBytes: r.maximumLagOnFailoverBytes,
-          updatedAt: r.updatedAt,
-          updatedBy: r.updatedBy,
-        };
-      } else if (parsed?.kind === 'controller') {
+      else if (parsed?.kind === 'controller') {
         const r = ControllerRecord.decode(value);
         controller = { id: r.id, waiting: r.waiting ?? null };
       } else if (parsed?.kind === 'leader') {
@@ -146,9 +152,45 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
       target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason },
     },
     controller,
-    config,
+    config: configSection(config),
+    synchronous: synchronousStatus(config, sync, term),
     problems,
   };
+}
+
+/** The `config` section of the status: the stored record's version and main settings. */
+function configSection(r: ConfigRecord | null): ClusterStatus['config'] {
+  return r === null
+    ? null
+    : {
+        version: r.version,
+        synchronousMode: r.synchronousMode,
+        synchronousCount: r.synchronousCount,
+        synchronousStrict: r.synchronousStrict,
+        maximumLagOnFailoverBytes: r.maximumLagOnFailoverBytes,
+        updatedAt: r.updatedAt,
+        updatedBy: r.updatedBy,
+      };
+}
+
+function synchronousStatus(
+  config: ConfigRecord | null,
+  sync: SyncRecord | null,
+  term: number,
+): ClusterStatus['synchronous'] {
+  const mode = config?.synchronousMode ?? 'off';
+  const count = config?.synchronousCount ?? 1;
+  const strict = config?.synchronousStrict ?? false;
+  const current = sync !== null && sync.term === term && sync.quorum > 0 ? sync : null;
+  const claim = current === null ? null : { standbys: current.standbys, quorum: current.quorum, term: current.term };
+  let degraded: string | null = null;
+  if (mode === 'quorum' && (claim === null || claim.quorum < count)) {
+    degraded =
+      claim === null
+        ? `no standby confirms commits: ${strict ? 'strict mode, commits wait' : 'asynchronous until one streams'}`
+        : `only ${claim.quorum} of the ${count} standbys required confirm commits`;
+  }
+  return { mode, count, strict, claim, degraded };
 }
 
 /** A human-readable table of a status; an API column only when some member serves one. Pure. */
@@ -171,13 +213,12 @@ export function formatStatus(status: ClusterStatus): string {
     status.leader === null
       ? 'none'
       : `${status.leader.member} (${status.leader.host}:${status.leader.port}${status.leader.writable ? '' : ', not writable yet'})`;
-  // The stored settings' synchronous mode, when settings are stored (else each
-  // process uses its flags, and `pgha config show` says so).
+  // The stored settings' version, when settings are stored (else each process uses
+  // its flags, and `pgha config show` says so); an asynchronous cluster says so here,
+  // a synchronous one on its own line below (with the primary's claim).
   const c = status.config;
   const settings =
-    c === null
-      ? ''
-      : `  synchronous ${c.synchronousMode === 'off' ? 'off' : `${c.synchronousMode} (ANY ${c.synchronousCount}${c.synchronousStrict ? ', strict' : ''})`}  settings v${c.version}`;
+    c === null ? '' : `${c.synchronousMode === 'off' ? '  synchronous off' : ''}  settings v${c.version}`;
   const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}${settings}`];
   if (status.failover.inProgress) {
     const t = status.failover.target;
@@ -187,6 +228,16 @@ export function formatStatus(status: ClusterStatus): string {
   }
   const waiting = status.controller?.waiting ?? null;
   if (waiting !== null) out.push(`ELECTION WAITING since ${waiting.since}: ${waiting.reason}`);
+  const sync = status.synchronous;
+  if (sync.mode !== 'off') {
+    const claim =
+      sync.claim === null
+        ? 'no standby holds every commit'
+        : `ANY ${sync.claim.quorum} of ${sync.claim.standbys.join(', ')}`;
+    out.push(
+      `synchronous ${sync.mode} ${sync.count}${sync.strict ? ' strict' : ''}: ${claim}${sync.degraded === null ? '' : ` — DEGRADED: ${sync.degraded}`}`,
+    );
+  }
   out.push('', line(header), ...rows.map(line));
   if (status.members.length === 0) out.push('(no member reports: are the agents running?)');
   for (const p of status.problems) out.push(`! ${p}`);

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { clusterKeys, defaultConfig, LeaderRecord } from '@pgha/core';
 import { createEtcdClient } from '../../packages/controller/src/adapters/etcd.js';
 import { createLogger } from '../../packages/controller/src/log.js';
-import { type EtcdServer, startEtcdServer } from '../../packages/controller/src/runtime/local/etcd-server.js';
+import { startLocalEtcdCluster } from '../../packages/controller/src/runtime/local/etcd-cluster.js';
 import { startLocalCluster } from '../../packages/controller/src/runtime/local/local-cluster.js';
 import { alive, findFreePortRange, waitFor } from '../../testing/cluster.js';
 import { createAckTable, startWriter } from '../../testing/writer.js';
@@ -40,47 +40,23 @@ const cluster = 'etcdloss';
 const keys = clusterKeys(cluster);
 const stateDir = mkdtempSync(join(tmpdir(), 'pgha-bench-etcd-loss-'));
 chmodSync(stateDir, 0o711); // postgres runs as its own OS user and must enter it
-const names = ['etcd-0', 'etcd-1', 'etcd-2'];
-const servers: Array<EtcdServer | undefined> = [];
-const etcdPids = new Set<number>();
-
 const base = await findFreePortRange(9);
-const ports = [0, 1, 2].map((k) => ({ client: base + 3 + 2 * k, peer: base + 4 + 2 * k }));
-const endpoints = ports.map((p) => `http://127.0.0.1:${p.client}`).join(',');
-const startMember = async (k: number) => {
-  const server = await startEtcdServer({
-    dataDir: join(stateDir, names[k]!),
-    clientPort: ports[k]!.client,
-    peerPort: ports[k]!.peer,
-    name: names[k],
-    initialCluster: names.map((n, j) => `${n}=http://127.0.0.1:${ports[j]!.peer}`).join(','),
-    heartbeatIntervalMillis: heartbeat,
-    electionTimeoutMillis: election,
-    logFile: join(stateDir, `${names[k]}.log`),
-    detached: true,
-  });
-  servers[k] = server;
-  etcdPids.add(server.pid);
-};
-
-const statuses = async () =>
-  Promise.all(
-    ports.map(async (p) => {
-      const probe = createEtcdClient({ endpoints: `http://127.0.0.1:${p.client}` }, 500);
-      try {
-        const s = await probe.maintenance.status();
-        return { id: s.header.member_id, leader: s.leader };
-      } catch {
-        return null;
-      } finally {
-        probe.close();
-      }
-    }),
-  );
+// The three-member etcd of the local runtime (also what `pgha check` uses for its
+// etcd-member-loss fault): members etcd-0..2, client ports base+3, +5, +7.
+const etcdCluster = await startLocalEtcdCluster({
+  dir: stateDir,
+  size: 3,
+  basePort: base + 3,
+  heartbeatIntervalMillis: heartbeat,
+  electionTimeoutMillis: election,
+});
+const names = etcdCluster.members.map((m) => m.name);
+const endpoints = etcdCluster.endpoints;
+const etcdPids = new Set(etcdCluster.members.map((m) => m.pid()!));
+const statuses = () => etcdCluster.statuses();
 
 const results: Array<{ longest: number; electedIn: number }> = [];
 let exitCode = 0;
-await Promise.all([0, 1, 2].map(startMember));
 const c = await startLocalCluster({
   cluster,
   stateDir: join(stateDir, 'cluster'),
@@ -114,7 +90,7 @@ try {
     const raftLeader = before.findIndex((s) => s !== null && s.id === s.leader);
     const k = kill === 'leader' ? raftLeader : [0, 1, 2].find((j) => j !== raftLeader)!;
     const faultAt = Date.now();
-    process.kill(servers[k]!.pid, 'SIGKILL');
+    etcdCluster.kill(k);
     const electedAt = await waitFor(
       'the surviving members to agree on a leader',
       async () => {
@@ -140,8 +116,8 @@ try {
     console.log(
       `trial ${trial}: killed ${names[k]} (${kill}); etcd elected in ${electedAt - faultAt} ms; ${inWindow.length - 1} writes in the ${windowEnd - faultAt} ms window; longest write gap ${longest} ms`,
     );
-    servers[k] = undefined;
-    await startMember(k);
+    await etcdCluster.restart(k);
+    etcdPids.add(etcdCluster.members[k]!.pid()!);
     await waitFor(
       'all three members to agree on a leader',
       async () => {
@@ -162,7 +138,7 @@ try {
 } finally {
   etcd.close();
   await c.stop().catch(() => undefined);
-  await Promise.all(servers.map((s) => s?.stop().catch(() => undefined)));
+  await etcdCluster.stop();
   for (const pid of alive([...etcdPids])) process.kill(pid, 'SIGKILL');
   rmSync(stateDir, { recursive: true, force: true });
 }

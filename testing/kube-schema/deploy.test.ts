@@ -20,6 +20,7 @@ describe('deploy/', () => {
   const operator = kustomize('deploy');
   const etcd = kustomize('deploy/etcd');
   const example = parse(readFileSync(join(repo, 'deploy/examples/pghacluster.yaml'), 'utf8'));
+  const synchronousExample = parse(readFileSync(join(repo, 'deploy/examples/pghacluster-synchronous.yaml'), 'utf8'));
 
   it('builds with kubectl kustomize into the operator and the optional etcd', () => {
     expect(operator.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
@@ -43,7 +44,7 @@ describe('deploy/', () => {
   });
 
   it('validates every object against the Kubernetes schemas and the CRD, with selectors, names and bindings consistent', () => {
-    expect(validateObjects([...operator, ...etcd, ...example])).toEqual([]);
+    expect(validateObjects([...operator, ...etcd, ...example, ...synchronousExample])).toEqual([]);
   });
 
   it('runs the operator with 2 replicas and etcd with heartbeat 50 ms and election timeout 300 ms', () => {

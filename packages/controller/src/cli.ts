@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
- * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `config`. Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `config`, `check` (the consistency checker). Every command takes its etcd and cluster from flags, else PGHA_ETCD and
  * PGHA_CLUSTER.
  */
 import { resolve } from 'node:path';
@@ -12,6 +12,7 @@ import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
+import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
 import { registerKubeSim } from './cli/kube-sim-command.js';
 import { registerOperations } from './cli/operations.js';
@@ -359,6 +360,7 @@ registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoo
 registerConfig(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' });
 registerOperator(program, integer);
 registerKubeSim(program);
+registerCheck(program, integer);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof PghaError) {

@@ -17,10 +17,11 @@ import { clusterKeys, LeaderRecord, MemberRecord, recordVersion, SwitchoverRecor
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { alive, childPids, commandLine, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import { createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { livingGroupMembers } from '../src/adapters/postgres-server.js';
+import { watchdogOf } from '../src/adapters/proc.js';
 import { createLogger } from '../src/log.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
@@ -130,10 +131,6 @@ function thaw(pid: number): void {
   } catch {
     /* gone */
   }
-}
-
-function watchdogOf(agentPid: number): number | undefined {
-  return childPids(agentPid).find((p) => /watchdog/.test(commandLine(p)));
 }
 
 /** Waits (bounded) until `file` matches `pattern`: logs reach their files through pipes, a moment late. */

@@ -12,7 +12,6 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
   alive,
-  childPids,
   commandLine,
   findFreePortRange,
   living,
@@ -31,6 +30,7 @@ import {
   type Writer,
 } from '../../../testing/writer.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
+import { processState, watchdogOf } from '../src/adapters/proc.js';
 import { createLogger } from '../src/log.js';
 import { type EtcdServer, startEtcdServer } from '../src/runtime/local/etcd-server.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -101,10 +101,6 @@ async function stopWriters(): Promise<void> {
 
 function member(name: string) {
   return c.members.find((m) => m.name === name)!;
-}
-
-function watchdogOf(agentPid: number): number | undefined {
-  return childPids(agentPid).find((p) => /watchdog/.test(commandLine(p)));
 }
 
 /** Waits for a new writable leader of a newer term than `old`. */
@@ -185,16 +181,6 @@ function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at
     .filter((line) => pattern.test(line))
     .map((line) => ({ at: Date.parse(line.slice(0, 24)), line }))
     .filter((x) => x.at >= since);
-}
-
-/** The state letter of `pid` in /proc (R, S, D, T, Z…), or '' when it is gone. */
-function processState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]!;
-  } catch {
-    return '';
-  }
 }
 
 /** PIDs of living processes whose command line contains every one of `parts`. */

@@ -6,13 +6,17 @@
  * `controller` key appears in etcd, a real local cluster (agents and postgres, no
  * `pgha controller`) fails over when its primary's agent is killed, an unreachable
  * etcd is reported in the status, and a deleted cluster's or a stopped operator's
- * controllers release their keys.
+ * controllers release their keys. Synchronous replication: a cluster with
+ * `spec.synchronous.mode: quorum` gets its config record in etcd, and its
+ * `Synchronous` condition and events follow the primary's claim (degraded by a count
+ * the standbys left cannot reach, restored when it is lowered again).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
+  ConfigRecord,
   ControllerRecord,
   clusterKeys,
   LeaderRecord,
@@ -50,6 +54,8 @@ interface StatusCondition {
 interface KubeEvent {
   type: string;
   reason: string;
+  message?: string;
+  metadata: { name: string; resourceVersion: string };
   involvedObject?: { name?: string };
 }
 /** A real cluster (three agents with postgres, no controller process) whose failover is the operator's. */
@@ -63,6 +69,23 @@ const controllerOf = async (k: typeof keys) => {
 };
 
 const call = apiCaller(() => api.url);
+
+const synchronousCondition = async (name: string): Promise<StatusCondition | undefined> => {
+  const r = await call('GET', `/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/${name}`);
+  return (r.body.status?.conditions ?? []).find((c: StatusCondition) => c.type === 'Synchronous');
+};
+/** The cluster's Synchronous* events, oldest first (by resourceVersion: the list is in name order). */
+const synchronousEvents = async (name: string): Promise<KubeEvent[]> =>
+  (await call('GET', '/api/v1/namespaces/db/events')).body.items
+    .filter((e: KubeEvent) => e.involvedObject?.name === name && e.reason.startsWith('Synchronous'))
+    .sort((a: KubeEvent, b: KubeEvent) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
+const setSynchronous = (name: string, synchronous: Record<string, unknown>) =>
+  call(
+    'PATCH',
+    `/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/${name}`,
+    { spec: { synchronous } },
+    'application/merge-patch+json',
+  );
 
 const until = <T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, millis = 15_000): Promise<T> =>
   pollUntil(what, read, ok, { millis, intervalMillis: 100, context: () => `operator:\n${output}` });
@@ -98,6 +121,9 @@ beforeAll(async () => {
       // any free port for /healthz and /readyz: 8081 may be taken on a shared machine
       '--health-port',
       '0',
+      // A settings change the primary's claim does not reach is Degraded after 1 s, not 5.
+      '--synchronous-grace-millis',
+      '1000',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -173,6 +199,11 @@ describe('pgha operator', () => {
       (r) => r.body.status?.primary === 'demo-2' && r.body.status?.phase === 'Healthy',
     );
     expect(status.body.status).toMatchObject({ term: 1, ready: '3/3' });
+    // spec.synchronous defaults to off: no config record is written (none means off).
+    expect(status.body.status.conditions).toContainEqual(
+      expect.objectContaining({ type: 'Synchronous', status: 'False', reason: 'Off' }),
+    );
+    expect(await etcd.get(keys.config).string()).toBeNull();
     const pod = (await call('GET', '/api/v1/namespaces/db/pods/demo-2')).body;
     expect(pod.metadata.labels['pgha.dev/role']).toBe('primary');
 
@@ -338,7 +369,29 @@ describe('pgha operator', () => {
       apiVersion: 'pgha.dev/v1alpha1',
       kind: 'PgHaCluster',
       metadata: { name: 'ha' },
-      spec: { etcd: { endpoints: [etcdServer.endpoint], keyRoot: haKeyRoot }, leaseTtlMillis: 3000 },
+      spec: {
+        etcd: { endpoints: [etcdServer.endpoint], keyRoot: haKeyRoot },
+        leaseTtlMillis: 3000,
+        synchronous: { mode: 'quorum' },
+      },
+    });
+    // The operator writes spec.synchronous into the cluster's config record (created:
+    // the agents start in quorum mode), its other fields from what the spec gives them.
+    const config = await until(
+      "ha's config record",
+      async () => {
+        const text = await etcd.get(haKeys.config).string();
+        return text === null ? null : ConfigRecord.decode(text);
+      },
+      (r) => r !== null,
+    );
+    expect(config).toMatchObject({
+      version: 1,
+      synchronousMode: 'quorum',
+      synchronousCount: 1,
+      synchronousStrict: false,
+      leaseTtlMillis: 3000,
+      updatedBy: 'pgha operator',
     });
     const startedAt = Date.now();
     local = await startLocalCluster({
@@ -361,6 +414,17 @@ describe('pgha operator', () => {
       (r) => r !== null,
     );
     expect(active!.pid).toBe(operator.pid);
+    // The primary claims its commits are on one of the two standbys: Synchronous True.
+    const readyAt = Date.now();
+    const synchronous = await until(
+      'Synchronous True on ha',
+      () => synchronousCondition('ha'),
+      (c) => c?.status === 'True',
+      30_000,
+    );
+    console.log(
+      `Synchronous True on ha ${Date.now() - readyAt} ms after the cluster was ready: ${synchronous!.message}`,
+    );
     const before = LeaderRecord.decode((await etcd.get(haKeys.leader).string())!);
     const primary = local.members.find((m) => m.name === before.member)!;
     const killedAt = Date.now();
@@ -383,6 +447,68 @@ describe('pgha operator', () => {
       (t) => t !== null,
     );
     expect(JSON.parse(history!)).toMatchObject({ oldPrimary: before.member, newPrimary: after!.member });
+  });
+
+  it('reports degraded synchronous replication (condition, Warning event once) and its recovery (Normal event)', async () => {
+    // After the failover, one standby is left (the killed member stays down).
+    const leader = LeaderRecord.decode((await etcd.get(haKeys.leader).string())!);
+    await until(
+      "Synchronous True on ha under the new primary's claim",
+      () => synchronousCondition('ha'),
+      (c) => c?.status === 'True' && c.message.includes(`primary ${leader.member} (term ${leader.term})`),
+      30_000,
+    );
+    const eventsBefore = (await synchronousEvents('ha')).length;
+    const before = ConfigRecord.decode((await etcd.get(haKeys.config).string())!);
+    // Two confirmations asked of one streaming standby: degraded (not strict: commits go on).
+    const patchedAt = Date.now();
+    await setSynchronous('ha', { mode: 'quorum', count: 2 });
+    const degraded = await until(
+      'Synchronous False/Degraded on ha',
+      () => synchronousCondition('ha'),
+      (c) => c?.status === 'False' && c.reason === 'Degraded',
+      30_000,
+    );
+    console.log(`degraded reported ${Date.now() - patchedAt} ms after the patch: ${degraded!.message}`);
+    expect(degraded!.message).toContain('spec.synchronous.count is 2');
+    const after = ConfigRecord.decode((await etcd.get(haKeys.config).string())!);
+    // Only the synchronous fields changed, version + 1.
+    expect(after).toEqual({
+      ...before,
+      version: before.version + 1,
+      synchronousCount: 2,
+      updatedAt: after.updatedAt,
+      updatedBy: 'pgha operator',
+    });
+    const warned = await until(
+      'a SynchronousDegraded event',
+      () => synchronousEvents('ha'),
+      (e) => e.slice(eventsBefore).some((x) => x.reason === 'SynchronousDegraded'),
+    );
+    expect(warned.slice(eventsBefore).map((e) => `${e.type} ${e.reason}`)).toEqual(['Warning SynchronousDegraded']);
+
+    const loweredAt = Date.now();
+    await setSynchronous('ha', { mode: 'quorum', count: 1 });
+    await until(
+      'Synchronous True on ha again',
+      () => synchronousCondition('ha'),
+      (c) => c?.status === 'True',
+      30_000,
+    );
+    console.log(`restored reported ${Date.now() - loweredAt} ms after the patch`);
+    const restored = await until(
+      'a SynchronousRestored event',
+      () => synchronousEvents('ha'),
+      (e) => e.slice(eventsBefore).some((x) => x.reason === 'SynchronousRestored'),
+    );
+    expect(restored.slice(eventsBefore).map((e) => `${e.type} ${e.reason}`)).toEqual([
+      'Warning SynchronousDegraded',
+      'Normal SynchronousRestored',
+    ]);
+    expect(ConfigRecord.decode((await etcd.get(haKeys.config).string())!)).toMatchObject({
+      version: before.version + 2,
+      synchronousCount: 1,
+    });
   });
 
   it("stops a deleted cluster's controller: its controller key goes", async () => {

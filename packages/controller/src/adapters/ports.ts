@@ -42,3 +42,19 @@ export function findFreePort(host = '127.0.0.1'): Promise<number> {
     });
   });
 }
+
+/**
+ * The first of `count` consecutive loopback ports that are free now, from a random
+ * base in 20000-54999 (a local cluster's postgres, etcd and API ports).
+ *
+ * @throws PghaError `invalid-option` when 200 tries found none.
+ */
+export async function findFreePortRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 35_000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await isPortFree(base + i);
+    if (ok) return base;
+  }
+  throw new PghaError('invalid-option', `no ${count} consecutive free ports found on 127.0.0.1; free some ports`);
+}

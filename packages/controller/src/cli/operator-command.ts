@@ -11,12 +11,28 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { clusterKeys, LeaderRecord, PghaError, RemovedMemberRecord, recordVersion, SwitchoverRecord } from '@pgha/core';
+import {
+  type ClusterKeys,
+  ConfigRecord,
+  clusterKeys,
+  LeaderRecord,
+  MemberRecord,
+  PghaError,
+  RemovedMemberRecord,
+  recordVersion,
+  SwitchoverRecord,
+  SyncRecord,
+} from '@pgha/core';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../adapters/etcd.js';
 import { createLogger } from '../log.js';
 import { leaderElectionTimingProblem } from '../runtime/kubernetes/decide-leader-election.js';
+import type {
+  ConfigWrite,
+  StoredConfigObservation,
+  SynchronousObservation,
+} from '../runtime/kubernetes/decide-synchronous.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
 
 /** Where a pod's namespace is when neither a flag nor POD_NAMESPACE names it. */
@@ -46,6 +62,7 @@ interface OperatorFlags {
   leaseDurationSeconds: number;
   renewDeadlineMillis: number;
   retryPeriodMillis: number;
+  synchronousGraceMillis: number;
 }
 
 export function registerOperator(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
@@ -89,6 +106,12 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       10_000,
     )
     .option('--retry-period-millis <ms>', 'how often the Lease is renewed or tried', integer(10, 3_600_000), 2000)
+    .option(
+      '--synchronous-grace-millis <ms>',
+      'after a change of spec.synchronous, how long the primary has to claim it before the Synchronous condition says Degraded',
+      integer(0, 600_000),
+      5000,
+    )
     .action(async (opts: OperatorFlags) => {
       const timing = leaderElectionTimingProblem(opts);
       if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
@@ -142,6 +165,7 @@ export function registerOperator(program: Command, integer: (min: number, max: n
           kubeConfig,
           namespace: opts.namespace,
           resyncIntervalMillis: opts.resyncIntervalMillis,
+          synchronousGraceMillis: opts.synchronousGraceMillis,
           log,
           mayWrite,
           // A fresh set per leadership, stopped with its Operator.
@@ -156,12 +180,12 @@ export function registerOperator(program: Command, integer: (min: number, max: n
             new LeaderWatches({
               onChange,
               log,
-              open: (target, events) =>
-                openEtcdLeaderWatch(
-                  clientOf(target.endpoints),
-                  clusterKeys(target.cluster, target.keyRoot).leader,
-                  events,
-                ),
+              // The leader record, and the records the Synchronous condition reads (the
+              // primary's claim, the settings): each rarely changes.
+              open: (target, events) => {
+                const k = clusterKeys(target.cluster, target.keyRoot);
+                return openEtcdLeaderWatch(clientOf(target.endpoints), [k.leader, k.sync, k.config], events);
+              },
             }),
           readLeader: async (cluster) => {
             const { client, keys } = etcdOf(cluster);
@@ -192,6 +216,16 @@ export function registerOperator(program: Command, integer: (min: number, max: n
               .if(keys.switchover, 'Create', '==', 0)
               .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
               .commit();
+          },
+          synchronous: {
+            read: async (cluster) => {
+              const { client, keys } = etcdOf(cluster);
+              return readSynchronous(client, keys);
+            },
+            write: async (cluster, write) => {
+              const { client, keys } = etcdOf(cluster);
+              return writeConfig(client, keys, write);
+            },
           },
           removedMembers: {
             read: async (cluster) => {
@@ -249,4 +283,64 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       log.info(`candidate ${identity} for Lease ${leaseNamespace}/${opts.leaseName}`);
       await new Promise(() => undefined); // run until a signal stops us
     });
+}
+
+/**
+ * What the operator's `Synchronous` condition and config writes read from a cluster's
+ * etcd, in one transaction (one revision): the `config` record with its mod revision,
+ * the `sync` record and the member records (which replicas stream).
+ */
+async function readSynchronous(etcd: Etcd3, keys: ClusterKeys): Promise<SynchronousObservation> {
+  const res = await etcd
+    .if(keys.config, 'Create', '>', -1) // always true: a read-only transaction
+    .then(etcd.get(keys.config), etcd.get(keys.sync), etcd.getAll().prefix(keys.membersPrefix))
+    .commit();
+  const [configKvs, syncKvs, memberKvs] = res.responses.map((r) => r.response_range?.kvs ?? []);
+  let config: StoredConfigObservation = { state: 'absent' };
+  const configKv = configKvs?.[0];
+  if (configKv !== undefined)
+    try {
+      config = {
+        state: 'stored',
+        record: ConfigRecord.decode(configKv.value.toString()),
+        modRevision: String(configKv.mod_revision),
+      };
+    } catch (error) {
+      config = { state: 'malformed', problem: (error as Error).message };
+    }
+  let sync: SyncRecord | null = null;
+  let syncProblem: string | undefined;
+  const syncKv = syncKvs?.[0];
+  if (syncKv !== undefined)
+    try {
+      sync = SyncRecord.decode(syncKv.value.toString());
+    } catch (error) {
+      syncProblem = (error as Error).message;
+    }
+  const streaming: string[] = [];
+  for (const kv of memberKvs ?? []) {
+    try {
+      const member = MemberRecord.decode(kv.value.toString());
+      if (member.role === 'replica' && member.streaming) streaming.push(member.name);
+    } catch {
+      // a malformed member record: that member is not counted as streaming
+    }
+  }
+  return { config, sync, ...(syncProblem !== undefined ? { syncProblem } : {}), streaming: streaming.sort() };
+}
+
+/**
+ * Writes the `config` record as decided: create-if-absent, or only while its mod
+ * revision is the one read. False when the guard failed (someone wrote first).
+ * (When packages/controller/src/adapters/cluster-config.ts lands, this is its
+ * guarded create and update.)
+ */
+async function writeConfig(etcd: Etcd3, keys: ClusterKeys, write: ConfigWrite): Promise<boolean> {
+  const text = ConfigRecord.encode(write.record);
+  const guard =
+    'create' in write.expect
+      ? etcd.if(keys.config, 'Create', '==', 0)
+      : etcd.if(keys.config, 'Mod', '==', write.expect.modRevision);
+  const res = await guard.then(etcd.put(keys.config).value(text)).commit();
+  return res.succeeded;
 }

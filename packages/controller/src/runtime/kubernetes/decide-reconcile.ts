@@ -41,6 +41,10 @@
  *   that stays is requested; with no known primary, replicas never go down.
  * - Immutable StatefulSet fields (storage, service name) are not "updated" into a
  *   request the API server would reject: the change is reported in a condition.
+ * - The cluster's `config` record (etcd) is written only for `spec.synchronous`
+ *   (decide-synchronous.ts): its synchronous fields alone, with a valid spec and a
+ *   readable etcd, create-if-absent or guarded by the mod revision read, never over
+ *   a record that does not parse.
  * - When etcd cannot be read (`leaderReadError`), the leader is unknown, not absent:
  *   role labels stay as they are (taking them off would empty `-rw` because of the
  *   operator's own trouble), the last known primary stays in the status, and the
@@ -53,6 +57,14 @@ import {
   failoverControllerConditionType,
 } from './decide-failover-controller.js';
 import { decideRollingUpdate, updatedConditionType } from './decide-rolling-update.js';
+import {
+  type ConfigWrite,
+  decideSynchronousCondition,
+  decideSynchronousConfig,
+  defaultApplyGraceMillis,
+  type SynchronousObservation,
+  synchronousConditionType,
+} from './decide-synchronous.js';
 import {
   desiredHashAnnotation,
   desiredPodDisruptionBudget,
@@ -109,6 +121,14 @@ export interface ReconcileSnapshot {
    * read; absent when the operator keeps no marks (then none are written).
    */
   readonly removedMembers?: readonly string[] | null;
+  /**
+   * Synchronous replication as read from the cluster's etcd (its `config` and `sync`
+   * records, which members stream); null when it could not be read; absent when the
+   * operator does not manage it (then no `Synchronous` condition and no config writes).
+   */
+  readonly synchronous?: SynchronousObservation | null;
+  /** How long a change of the synchronous settings may go unanswered by the primary's claim before it counts as degraded (default 5000 ms). */
+  readonly synchronousGraceMillis?: number;
   /** ISO time, for condition transition times. */
   readonly now: string;
   /** The random source for generated passwords (crypto.randomBytes in the shell). */
@@ -138,6 +158,14 @@ export type ReconcileAction =
   | { readonly type: 'mark-removed'; readonly member: string; readonly reason: string }
   /** Take the mark off a member that is wanted again (before the StatefulSet grows). */
   | { readonly type: 'unmark-removed'; readonly member: string }
+  /**
+   * Write the cluster's `config` record in etcd (its synchronous fields follow
+   * `spec.synchronous`), create-if-absent or guarded by the mod revision read: a
+   * failed guard fails the round, which reads again.
+   */
+  | { readonly type: 'write-config'; readonly write: ConfigWrite }
+  /** Reconcile this cluster again after this long (a state that changes with time alone). */
+  | { readonly type: 'recheck'; readonly afterMillis: number; readonly reason: string }
   | { readonly type: 'update-status'; readonly status: PgHaClusterStatus }
   | {
       readonly type: 'event';
@@ -221,14 +249,22 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
   };
 
   const parsed = parsePgHaCluster(cluster);
+  const keepPrevious = (type: string) => {
+    const previous = cluster.status?.conditions?.find((c) => c.type === type);
+    if (previous !== undefined) conditions.push(previous);
+  };
   if (!parsed.ok) {
     condition('SpecValid', false, 'InvalidSpec', parsed.problems.join('; '));
     failoverControllerReady();
+    keepPrevious(synchronousConditionType); // bad input changes nothing, the config record included
     return [...roleLabels(), ...statusAction('Failed', primaryStatus()), ...events];
   }
   const spec = parsed.spec;
   condition('SpecValid', true, 'Valid', 'the spec is valid');
   failoverControllerReady();
+  // Applied after the Kubernetes objects, before the status: an etcd write that fails
+  // must not hold back the objects (the round fails there and is retried).
+  const syncActions = synchronousReplication(s, spec, conditions, events);
 
   const actions: ReconcileAction[] = [];
   const missing =
@@ -259,7 +295,12 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
         ? `Secret ${spec.credentialsSecret} (named in spec.credentialsSecret) does not exist: create it with keys ${requiredSecretKeys.join(' and ')}, or remove spec.credentialsSecret to have ${name}-credentials generated`
         : `Secret ${spec.credentialsSecret} lacks ${missing.join(', ')}`,
     );
-    return [...roleLabels(), ...statusAction('Pending', { ...statusCounts(s, spec), ...primaryStatus() }), ...events];
+    return [
+      ...roleLabels(),
+      ...syncActions,
+      ...statusAction('Pending', { ...statusCounts(s, spec), ...primaryStatus() }),
+      ...events,
+    ];
   } else condition('CredentialsReady', true, 'SecretFound', `Secret ${spec.credentialsSecret} has the passwords`);
 
   const find = (kind: string, objectName: string) =>
@@ -446,6 +487,7 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     );
     return [
       ...actions,
+      ...syncActions,
       ...statusAction(observedSts ? 'Degraded' : 'Creating', { ...counts, ...primaryStatus() }),
       ...events,
     ];
@@ -464,7 +506,59 @@ export function decideReconcile(s: ReconcileSnapshot): ReconcileAction[] {
     `${counts.ready} members ready${s.leader ? `, primary ${s.leader.member} (term ${s.leader.term})` : ', no primary'}`,
     false, // a state, not a problem: no event
   );
-  return [...actions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
+  return [...actions, ...syncActions, ...statusAction(phase, { ...counts, ...primaryStatus() }), ...events];
+}
+
+/**
+ * The config record's synchronous fields and the `Synchronous` condition
+ * (decide-synchronous.ts): pushes the condition and its event, returns the config
+ * write and the recheck. Nothing is written while etcd could not be read.
+ */
+function synchronousReplication(
+  s: ReconcileSnapshot,
+  spec: PgHaClusterSpec,
+  conditions: Condition[],
+  events: ReconcileAction[],
+): ReconcileAction[] {
+  if (s.synchronous === undefined) return [];
+  const observed = s.leaderReadError === undefined ? s.synchronous : null;
+  const config = observed === null ? null : decideSynchronousConfig({ spec, config: observed.config, now: s.now });
+  const writing = config?.type === 'write' ? config.write : null;
+  const previous = s.cluster.status?.conditions?.find((c) => c.type === synchronousConditionType);
+  const decision = decideSynchronousCondition({
+    spec: spec.synchronous,
+    leader: s.leaderReadError === undefined ? s.leader : null,
+    observed,
+    writing,
+    blocked: config?.type === 'blocked' ? config.problem : null,
+    previous,
+    nowMillis: Date.parse(s.now),
+    graceMillis: s.synchronousGraceMillis ?? defaultApplyGraceMillis,
+  });
+  if (decision.condition === 'keep') {
+    if (previous !== undefined) conditions.push(previous);
+  } else {
+    const generation = s.cluster.metadata.generation;
+    const { status, reason, message } = decision.condition;
+    conditions.push({
+      type: synchronousConditionType,
+      status,
+      reason,
+      message,
+      ...(generation !== undefined ? { observedGeneration: generation } : {}),
+      lastTransitionTime: previous && previous.status === status ? previous.lastTransitionTime : s.now,
+    });
+  }
+  if (decision.event !== null) events.push({ type: 'event', ...decision.event });
+  const actions: ReconcileAction[] = [];
+  if (writing !== null) actions.push({ type: 'write-config', write: writing });
+  if (decision.recheckAfterMillis !== null)
+    actions.push({
+      type: 'recheck',
+      afterMillis: decision.recheckAfterMillis,
+      reason: 'the primary is applying new synchronous settings',
+    });
+  return actions;
 }
 
 /**

@@ -12,7 +12,8 @@
  * the spec is invalid, and closed once the cluster is gone.
  *
  * What triggers a reconcile of the cluster (`onChange`): every put or delete of the
- * leader key, and every (re)connection of the watch — the first one closes the gap
+ * leader key (and of the other keys the opener watches with it: `pgha operator`
+ * adds the `sync` and `config` records, which the `Synchronous` condition reads), and every (re)connection of the watch — the first one closes the gap
  * between the reconcile that opened it and the watch's start, later ones follow an
  * etcd outage. A watch etcd cancels (compaction, an error) is reopened after a
  * doubling delay. Nothing here throws into the operator: a watch that fails only
@@ -241,28 +242,39 @@ export class LeaderWatches implements LeaderWatchSet {
 const describe = (error: unknown) => (error instanceof Error ? error.message.split('\n')[0]! : String(error));
 
 /**
- * A watch on `leaderKey` with etcd3: created with `watcher()` (not `create()`, which
- * waits for etcd and would hang while it is unreachable), reconnected by the client
- * itself after a dropped stream, resuming from the revision after the last it saw.
+ * A watch on `leaderKey` (or on several keys: one etcd watcher each, reported as one
+ * watch — a change of any is `changed`, each (re)connection `connected`, and a failure
+ * of any fails the whole, which the owner reopens) with etcd3: created with
+ * `watcher()` (not `create()`, which waits for etcd and would hang while it is
+ * unreachable), reconnected by the client itself after a dropped stream, resuming
+ * from the revision after the last it saw.
  */
-export function openEtcdLeaderWatch(etcd: Etcd3, leaderKey: string, events: LeaderWatchEvents): LeaderWatchHandle {
-  const watcher: Watcher = etcd.watch().key(leaderKey).watcher();
+export function openEtcdLeaderWatch(
+  etcd: Etcd3,
+  leaderKey: string | readonly string[],
+  events: LeaderWatchEvents,
+): LeaderWatchHandle {
   let closed = false;
-  watcher.on('put', () => closed || events.changed());
-  watcher.on('delete', () => closed || events.changed());
-  watcher.on('connected', () => closed || events.connected());
-  watcher.on('disconnected', (error: unknown) => closed || events.disconnected(error));
-  // etcd3 emits 'error' when etcd cancels the watch (e.g. its revision was compacted);
-  // the watcher is then detached and never reconnects. Unhandled, it would crash us.
-  watcher.on('error', (error: unknown) => {
-    if (!closed) events.failed(error);
-  });
+  const watchers: Watcher[] = [];
+  for (const key of typeof leaderKey === 'string' ? [leaderKey] : leaderKey) {
+    const watcher: Watcher = etcd.watch().key(key).watcher();
+    watchers.push(watcher);
+    watcher.on('put', () => closed || events.changed());
+    watcher.on('delete', () => closed || events.changed());
+    watcher.on('connected', () => closed || events.connected());
+    watcher.on('disconnected', (error: unknown) => closed || events.disconnected(error));
+    // etcd3 emits 'error' when etcd cancels the watch (e.g. its revision was compacted);
+    // the watcher is then detached and never reconnects. Unhandled, it would crash us.
+    watcher.on('error', (error: unknown) => {
+      if (!closed) events.failed(error);
+    });
+  }
   return {
     close() {
       closed = true;
       // Not awaited: etcd3 waits for etcd to confirm a cancel, which never comes from an
       // etcd that is down.
-      void watcher.cancel().catch(() => undefined);
+      for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
     },
   };
 }

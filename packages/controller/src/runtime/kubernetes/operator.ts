@@ -12,6 +12,11 @@
  * that took a rolling-update step (`delete-pod`, a switchover request) is followed by
  * another within a second.
  *
+ * Synchronous replication: the injected `synchronous` reads each cluster's `config`
+ * and `sync` records (with the leader record) and writes the `config` record when
+ * the decision says so (`write-config`); a `recheck` action re-enqueues the cluster
+ * after a delay (the end of the grace while a primary applies new settings).
+ *
  * Each cluster's failover controller runs in the Operator too, through the
  * injected `failoverControllers` (cluster-controllers.ts): every reconcile of a
  * cluster syncs its controller first (start, restart on new settings, stop once the
@@ -36,6 +41,7 @@ import {
 } from '@kubernetes/client-node';
 import type { FailoverControllerSet } from './cluster-controllers.js';
 import { decideReconcile, type ObservedPod, type ReconcileAction } from './decide-reconcile.js';
+import type { ConfigWrite, SynchronousObservation } from './decide-synchronous.js';
 import { clusterLabel, type KubeObject } from './desired-objects.js';
 import type { LeaderWatchSet } from './leader-watches.js';
 import { type PgHaClusterObject, pghaApiVersion, pghaGroup, pghaVersion } from './pgha-cluster.js';
@@ -64,6 +70,21 @@ export interface OperatorOptions {
     mark(cluster: PgHaClusterObject, member: string, reason: string): Promise<void>;
     unmark(cluster: PgHaClusterObject, member: string): Promise<void>;
   };
+  /**
+   * Synchronous replication in the cluster's etcd: `read` its `config` and `sync`
+   * records and which members stream; `write` the `config` record (create-if-absent,
+   * or guarded by the mod revision read), false when the guard failed. Without it the
+   * operator neither writes the config record nor reports a `Synchronous` condition.
+   */
+  synchronous?: {
+    read(cluster: PgHaClusterObject): Promise<SynchronousObservation>;
+    write(cluster: PgHaClusterObject, write: ConfigWrite): Promise<boolean>;
+  };
+  /**
+   * How long after a change of the synchronous settings a claim that does not reach
+   * them yet counts as being applied (condition `Applying`), not degraded. Default 5000 ms.
+   */
+  synchronousGraceMillis?: number;
   log: OperatorLog;
   /** Every cluster is reconciled at least this often. Default 5000 ms. */
   resyncIntervalMillis?: number;
@@ -381,6 +402,19 @@ export class Operator {
         this.options.log.warn(`${key}: cannot read the removal marks (${(error as Error).message})`);
         return null;
       });
+    // Read with the leader record (same etcd); null when it cannot be read: the
+    // condition then keeps its last value and the config record is not written.
+    let synchronous: SynchronousObservation | null | undefined;
+    if (this.options.synchronous !== undefined)
+      synchronous =
+        leaderReadError !== undefined
+          ? null
+          : await this.options.synchronous.read(cluster).catch((error) => {
+              this.options.log.warn(
+                `${key}: cannot read the synchronous replication records (${(error as Error).message})`,
+              );
+              return null;
+            });
     const actions = decideReconcile({
       cluster,
       objects,
@@ -390,6 +424,10 @@ export class Operator {
       ...(leaderReadError !== undefined ? { leaderReadError } : {}),
       ...(this.controllers ? { failoverController: this.controllers.state(key) } : {}),
       ...(removedMembers !== undefined ? { removedMembers } : {}),
+      ...(synchronous !== undefined ? { synchronous } : {}),
+      ...(this.options.synchronousGraceMillis !== undefined
+        ? { synchronousGraceMillis: this.options.synchronousGraceMillis }
+        : {}),
       now: (this.options.now?.() ?? new Date()).toISOString().replace(/\.\d+Z$/, 'Z'),
       randomBytes,
     });
@@ -470,6 +508,19 @@ export class Operator {
         }
         return;
       }
+      case 'write-config': {
+        const sync = this.options.synchronous;
+        if (sync === undefined) throw new Error('write-config without synchronous');
+        log(`config record: ${action.write.change}`);
+        if (!(await sync.write(cluster, action.write)))
+          throw new Error(
+            "the cluster's config record changed in etcd since it was read (another writer, such as pgha config set): reading it again",
+          );
+        return;
+      }
+      case 'recheck':
+        this.later(() => this.enqueue(keyOf(namespace, name)), action.afterMillis);
+        return;
       case 'update-status': {
         log(`status ${action.status.phase} ${action.status.ready ?? ''}`);
         // PUT to the status subresource with the resourceVersion read: a 409 means re-read.

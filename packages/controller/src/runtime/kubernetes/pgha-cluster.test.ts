@@ -21,7 +21,7 @@ describe('parsePgHaCluster', () => {
         credentialsSecret: 'demo-credentials',
         credentialsSecretGenerated: true,
         postgresParameters: {},
-        synchronous: { mode: 'off' },
+        synchronous: { mode: 'off', count: 1, strict: false },
       },
     });
   });
@@ -80,13 +80,52 @@ describe('parsePgHaCluster', () => {
     ]);
   });
 
-  it('accepts only synchronous.mode off for now', () => {
-    expect(parsePgHaCluster(cluster({ synchronous: { mode: 'off' } }))).toMatchObject({ ok: true });
-    expect(problems({ synchronous: { mode: 'quorum' } })).toEqual([
-      'spec.synchronous.mode "quorum" is not supported: only off (synchronous replication is issue 13)',
+  it('reads synchronous: mode off or quorum, count (default 1) and strict (default false)', () => {
+    expect(parsePgHaCluster(cluster({ synchronous: { mode: 'off' } }))).toMatchObject({
+      ok: true,
+      spec: { synchronous: { mode: 'off', count: 1, strict: false } },
+    });
+    expect(parsePgHaCluster(cluster({ synchronous: { mode: 'quorum' } }))).toMatchObject({
+      ok: true,
+      spec: { synchronous: { mode: 'quorum', count: 1, strict: false } },
+    });
+    expect(
+      parsePgHaCluster(cluster({ instances: 5, synchronous: { mode: 'quorum', count: 4, strict: true } })),
+    ).toMatchObject({
+      ok: true,
+      spec: { synchronous: { mode: 'quorum', count: 4, strict: true } },
+    });
+  });
+
+  it('refuses a synchronous count the standbys cannot reach, and values of the wrong type', () => {
+    expect(problems({ synchronous: { mode: 'quorum', count: 3 } })).toEqual([
+      'spec.synchronous.count 3 is more than the 2 standbys of 3 instances: lower it to at most 2 or raise spec.instances',
+    ]);
+    expect(problems({ instances: 1, synchronous: { mode: 'quorum' } })).toEqual([
+      'spec.synchronous.mode quorum needs at least 2 instances (a primary and a standby to confirm its commits): raise spec.instances or set mode "off"',
+    ]);
+    // Off: the count is not checked against the instances (kept for when quorum returns).
+    expect(parsePgHaCluster(cluster({ instances: 1, synchronous: { mode: 'off', count: 2 } }))).toMatchObject({
+      ok: true,
+      spec: { synchronous: { mode: 'off', count: 2 } },
+    });
+    expect(problems({ synchronous: { mode: 'quorum', count: 0 } })).toEqual([
+      'spec.synchronous.count must be a whole number from 1 to 8, not 0',
+    ]);
+    expect(problems({ synchronous: { mode: 'quorum', count: 1.5 } })).toHaveLength(1);
+    expect(problems({ synchronous: { mode: 'quorum', strict: 'yes' } })).toEqual([
+      'spec.synchronous.strict must be true or false, not "yes"',
+    ]);
+    expect(problems({ synchronous: { mode: 'sync' } })).toEqual([
+      'spec.synchronous.mode "sync" is not one of off, quorum',
     ]);
     // YAML's bare off is a boolean.
-    expect(problems({ synchronous: { mode: false } })).toHaveLength(1);
+    expect(problems({ synchronous: { mode: false } })).toEqual([
+      'spec.synchronous.mode false is not one of off, quorum (a bare off in YAML is a boolean: quote it, "off")',
+    ]);
+    expect(problems({ synchronous: 'quorum' })).toEqual([
+      'spec.synchronous must be an object such as {mode: quorum, count: 1}',
+    ]);
   });
 
   it('accepts the reserved etcd.credentialsSecret and refuses a non-name', () => {

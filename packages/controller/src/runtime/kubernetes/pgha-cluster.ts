@@ -14,9 +14,25 @@ export const supportedPostgresVersions = [15, 16, 17] as const;
 export type PostgresVersion = (typeof supportedPostgresVersions)[number];
 export const pvcRetentionPolicies = ['Retain', 'Delete'] as const;
 export type PvcRetentionPolicy = (typeof pvcRetentionPolicies)[number];
-/** Only `off` for now: quorum modes arrive with synchronous replication (issue 13). */
-export const synchronousModes = ['off'] as const;
+/**
+ * `spec.synchronous.mode`: `off` (asynchronous streaming) or `quorum` (each commit
+ * waits for `count` of the streaming standbys; the cluster's `config` record in etcd,
+ * which the operator keeps equal to the spec).
+ */
+export const synchronousModes = ['off', 'quorum'] as const;
 export type SynchronousMode = (typeof synchronousModes)[number];
+
+/** The most standbys a count can name: a cluster has at most 9 instances. */
+export const maximumSynchronousCount = 8;
+
+/** `spec.synchronous`, defaults applied. */
+export interface SynchronousSpec {
+  readonly mode: SynchronousMode;
+  /** `quorum`: how many standbys confirm each commit (1 ≤ count ≤ instances − 1). Default 1. */
+  readonly count: number;
+  /** `quorum`: commits wait rather than go on with fewer confirmations. Default false. */
+  readonly strict: boolean;
+}
 
 /**
  * The smallest termination grace period that covers an agent's handover: a stopping
@@ -48,7 +64,7 @@ export interface PgHaClusterSpec {
   readonly credentialsSecretGenerated: boolean;
   /** Extra postgresql.conf settings, by name (never one of {@link reservedPostgresParameters}). */
   readonly postgresParameters: Readonly<Record<string, string>>;
-  readonly synchronous: { readonly mode: SynchronousMode };
+  readonly synchronous: SynchronousSpec;
   /** Reserved: the agent takes no etcd credentials yet, so a Secret named here is not used. */
   readonly etcdCredentialsSecret?: string;
   readonly resources?: Readonly<Record<string, unknown>>;
@@ -191,12 +207,7 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
       else postgresParameters[key.toLowerCase()] = value;
     }
 
-  const synchronous = spec.synchronous ?? {};
-  const synchronousMode = isObject(synchronous) ? (synchronous.mode ?? 'off') : undefined;
-  if (!synchronousModes.includes(synchronousMode as SynchronousMode))
-    problems.push(
-      `spec.synchronous.mode ${JSON.stringify(synchronousMode)} is not supported: only off (synchronous replication is issue 13)`,
-    );
+  const synchronous = readSynchronous(spec.synchronous, instances, problems);
 
   const etcdCredentialsSecret = etcd.credentialsSecret;
   if (
@@ -232,12 +243,56 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
       credentialsSecret: credentialsSecret as string,
       credentialsSecretGenerated: spec.credentialsSecret === undefined,
       postgresParameters,
-      synchronous: { mode: synchronousMode as SynchronousMode },
+      synchronous,
       ...(etcdCredentialsSecret !== undefined ? { etcdCredentialsSecret: etcdCredentialsSecret as string } : {}),
       ...(spec.resources !== undefined ? { resources: spec.resources as Record<string, unknown> } : {}),
       leaseTtlMillis,
       maximumLagOnFailoverBytes,
       terminationGracePeriodSeconds,
     },
+  };
+}
+
+/**
+ * `spec.synchronous`: the mode, and in quorum mode a count that leaves the primary
+ * out (at most instances − 1: a count no standby set can reach would block every
+ * commit in strict mode and claim nothing otherwise). Count and strict are checked for
+ * their type in every mode (the CRD's schema does too) and kept, so switching the mode
+ * back on keeps them.
+ */
+function readSynchronous(value: unknown, instances: number, problems: string[]): SynchronousSpec {
+  const fallback: SynchronousSpec = { mode: 'off', count: 1, strict: false };
+  if (value === undefined) return fallback;
+  if (!isObject(value)) {
+    problems.push('spec.synchronous must be an object such as {mode: quorum, count: 1}');
+    return fallback;
+  }
+  const mode = value.mode ?? 'off';
+  if (!synchronousModes.includes(mode as SynchronousMode))
+    problems.push(
+      `spec.synchronous.mode ${JSON.stringify(mode)} is not one of ${synchronousModes.join(', ')}${
+        mode === false ? ' (a bare off in YAML is a boolean: quote it, "off")' : ''
+      }`,
+    );
+  const count = value.count ?? 1;
+  const countOk =
+    typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= maximumSynchronousCount;
+  if (!countOk)
+    problems.push(
+      `spec.synchronous.count must be a whole number from 1 to ${maximumSynchronousCount}, not ${JSON.stringify(count)}`,
+    );
+  else if (mode === 'quorum' && count > instances - 1)
+    problems.push(
+      instances === 1
+        ? 'spec.synchronous.mode quorum needs at least 2 instances (a primary and a standby to confirm its commits): raise spec.instances or set mode "off"'
+        : `spec.synchronous.count ${count} is more than the ${instances - 1} standbys of ${instances} instances: lower it to at most ${instances - 1} or raise spec.instances`,
+    );
+  const strict = value.strict ?? false;
+  if (typeof strict !== 'boolean')
+    problems.push(`spec.synchronous.strict must be true or false, not ${JSON.stringify(strict)}`);
+  return {
+    mode: synchronousModes.includes(mode as SynchronousMode) ? (mode as SynchronousMode) : 'off',
+    count: countOk ? (count as number) : 1,
+    strict: strict === true,
   };
 }

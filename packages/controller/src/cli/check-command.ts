@@ -1,0 +1,130 @@
+import { randomInt } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { type SynchronousMode, synchronousModes } from '@pgha/core';
+import { type Command, Option } from 'commander';
+import { formatSummary } from '../check/report.js';
+import { runCheck } from '../check/run-check.js';
+import { faultKinds, parseDuration, parseFaults } from '../check/settings.js';
+
+interface CheckFlags {
+  etcd?: string;
+  cluster: string;
+  members: number;
+  duration?: string;
+  faultsPerKind?: number;
+  faults: string;
+  rate: number;
+  seed?: number;
+  synchronous: SynchronousMode;
+  synchronousCount: number;
+  synchronousStrict: boolean;
+  stateDir?: string;
+  json?: string | boolean;
+  keep: boolean;
+  verbose: boolean;
+}
+
+/** Registers `pgha check`: the consistency checker (docs/check.md). */
+export function registerCheck(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
+  program
+    .command('check')
+    .description(
+      'consistency check: start a local cluster, write through the pgha Pool and directly to every member, inject seeded faults, and verify no acknowledged write was lost (quorum mode) or acknowledged by a superseded primary',
+    )
+    .option('--etcd <url>', 'use this etcd instead of starting one (etcd-member-loss and partition then cannot run)')
+    .option('--cluster <name>', 'cluster name (must not exist yet in etcd)', 'check')
+    .addOption(new Option('--members <n>', 'number of members').argParser(integer(1, 9)).default(3))
+    .option(
+      '--duration <time>',
+      'stop injecting faults after this long: 90s, 30m, 1h (default 5m, or none with --faults-per-kind)',
+    )
+    .addOption(
+      new Option('--faults-per-kind <n>', 'stop after this many faults of each kind').argParser(integer(1, 100_000)),
+    )
+    .option('--faults <list>', `comma-separated fault kinds, or all: ${faultKinds.join(', ')}`, 'all')
+    .addOption(new Option('--rate <n>', 'writes per second in total').argParser(integer(1, 10_000)).default(100))
+    .addOption(
+      new Option('--seed <n>', 'seed of the fault order, targets and pauses (default: random, printed)').argParser(
+        integer(0, 2 ** 31 - 1),
+      ),
+    )
+    .addOption(
+      new Option('--synchronous <mode>', 'replication mode written to the config record before the members start')
+        .choices([...synchronousModes])
+        .default('off'),
+    )
+    .addOption(
+      new Option('--synchronous-count <n>', 'quorum: replicas that confirm each commit')
+        .argParser(integer(1, 64))
+        .default(1),
+    )
+    .option('--synchronous-strict', 'quorum: block commits rather than degrade when too few replicas confirm', false)
+    .option(
+      '--state-dir <dir>',
+      'where data and logs go (empty or new; default: a temporary directory, removed after a passed run)',
+    )
+    .option(
+      '--json [file]',
+      'write the report as JSON to FILE (or, without FILE, to stdout; the summary then goes to stderr)',
+    )
+    .option('--keep', 'leave the cluster running after the report, until Ctrl-C', false)
+    .option('--verbose', 'print every step (fault details, term changes, member states)', false)
+    .action(async (opts: CheckFlags) => {
+      const faults = parseFaults(opts.faults);
+      const durationMillis =
+        opts.duration !== undefined ? parseDuration(opts.duration) : opts.faultsPerKind !== undefined ? null : 300_000;
+      const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
+      const jsonToStdout = opts.json === true;
+      const out = (text: string) => (jsonToStdout ? process.stderr : process.stdout).write(text);
+      const progress = (line: string) => process.stderr.write(`${line}\n`);
+      const abort = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (abort.signal.aborted) return;
+        process.stderr.write(`\n${signal}: stopping the check and everything it started...\n`);
+        abort.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      progress(`pgha check: seed ${seed} (repeat a run with --seed ${seed})`);
+      let run: Awaited<ReturnType<typeof runCheck>>;
+      try {
+        run = await runCheck({
+          cluster: opts.cluster,
+          members: opts.members,
+          durationMillis,
+          faultsPerKind: opts.faultsPerKind ?? null,
+          faults,
+          rate: opts.rate,
+          seed,
+          synchronousMode: opts.synchronous,
+          synchronousCount: opts.synchronousCount,
+          synchronousStrict: opts.synchronousStrict,
+          etcd: opts.etcd,
+          stateDir: opts.stateDir,
+          verbose: opts.verbose,
+          progress,
+          signal: abort.signal,
+        });
+      } catch (error) {
+        if (abort.signal.aborted) process.exit(130);
+        throw error;
+      }
+      const { report } = run;
+      out(formatSummary(report));
+      if (typeof opts.json === 'string') {
+        writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
+        out(`report written to ${opts.json}\n`);
+      } else if (jsonToStdout) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      if (opts.keep && !abort.signal.aborted) {
+        const c = run.cluster;
+        progress(
+          `cluster ${c.cluster} left running (rows in table ${report.table}): psql '${c.connectionString(report.finalPrimary)}'; etcd ${c.etcdEndpoint}; Ctrl-C stops it`,
+        );
+        await new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }));
+      }
+      await run.close();
+      if (!report.passed) progress(`state and logs kept in ${report.stateDir}`);
+      if (abort.signal.aborted && !opts.keep) process.exit(130);
+      process.exit(report.passed ? 0 : 1);
+    });
+}

@@ -41,6 +41,8 @@ const integrationBesideOthers = [
   // Member stops and starts the test asks for, synchronous settings it writes; every
   // wait a condition with a deadline.
   'packages/controller/test/synchronous.test.ts',
+  // The config CLI against a real etcd (no cluster).
+  'packages/controller/test/cluster-config.test.ts',
 ];
 
 export default defineConfig({

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
- * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `check` (the consistency checker). Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `config`, `check` (the consistency checker). Every command takes its etcd and cluster from flags, else PGHA_ETCD and
  * PGHA_CLUSTER.
  */
 import { resolve } from 'node:path';
-import { clusterKeys, defaultConfig, PghaError } from '@pgha/core';
+import { clusterKeys, defaultConfig, PghaError, type SynchronousMode, synchronousModes } from '@pgha/core';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
@@ -13,6 +13,7 @@ import { Agent } from './agent/agent.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerCheck } from './cli/check-command.js';
+import { registerConfig } from './cli/config-command.js';
 import { registerKubeSim } from './cli/kube-sim-command.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
@@ -20,6 +21,7 @@ import { defaultMemberSlotsTtlMillis } from './decide/member-slots.js';
 import { createLogger } from './log.js';
 import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
+import { describeSynchronous } from './runtime/local/stored-settings.js';
 import { formatStatus, readClusterStatus } from './status/cluster-status.js';
 
 const env = process.env;
@@ -92,6 +94,23 @@ program
       'client port of the etcd pgha starts; peer port is the next (default 2379)',
     ).argParser(integer(1024, 65534)),
   )
+  .addOption(
+    new Option(
+      '--synchronous <mode>',
+      "synchronous replication: off, or quorum (ANY n of the replicas confirms each commit); stored in the cluster's settings (default: keep the stored setting; off for a new cluster)",
+    ).choices(synchronousModes),
+  )
+  .addOption(
+    new Option(
+      '--synchronous-count <n>',
+      'quorum: how many replicas confirm each commit (default: keep the stored setting; 1 for a new cluster)',
+    ).argParser(integer(1, 64)),
+  )
+  .option(
+    '--synchronous-strict',
+    'quorum: commits wait while too few replicas can confirm them, instead of degrading to asynchronous',
+  )
+  .option('--no-synchronous-strict', 'quorum: degrade to asynchronous while too few replicas can confirm commits')
   .action(
     async (opts: {
       cluster?: string;
@@ -101,6 +120,9 @@ program
       etcd?: string;
       etcdPort?: number;
       apiPort?: number;
+      synchronous?: SynchronousMode;
+      synchronousCount?: number;
+      synchronousStrict?: boolean;
     }) => {
       const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
       let stateDir: string;
@@ -130,6 +152,11 @@ program
         etcd: opts.etcd,
         etcdPort: opts.etcdPort,
         apiBasePort: (opts.apiPort ?? 8008) === 0 ? undefined : (opts.apiPort ?? 8008),
+        synchronous: {
+          ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
+          ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
+          ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
+        },
         log,
         signal: abort.signal,
         progress: (line) => process.stderr.write(`  ${line}\n`),
@@ -143,6 +170,7 @@ program
           `  primary:  ${c.connectionString(c.primaryAtStart)}`,
           `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
           `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+          `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint} --cluster ${c.cluster})`,
           ...(c.members[0]?.api
             ? [
                 `  health:   curl ${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
@@ -329,6 +357,7 @@ program
   });
 
 registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' }, integer);
+registerConfig(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' });
 registerOperator(program, integer);
 registerKubeSim(program);
 registerCheck(program, integer);

@@ -4,19 +4,22 @@
 // controller that lost the `controller` key writes neither a target nor history;
 // (c) `pgha failover --to M` is refused for a member behind a clean last-primary
 // record unless --accept-data-loss, and the history then names the old primary
-// from that record. Every wait is a deadline on a condition.
+// from that record; (d) the lag bound comes from the stored cluster settings when
+// there are some. Every wait is a deadline on a condition.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
   type ClusterKeys,
   ControllerRecord,
   clusterKeys,
+  defaultConfig,
   HistoryRecord,
   LastPrimaryRecord as LastPrimaryCodec,
   type LastPrimaryRecord,
   LeaderRecord,
   MemberRecord,
   recordVersion,
+  SwitchoverRecord,
   TargetRecord,
   TermRecord,
 } from '@pgha/core';
@@ -24,6 +27,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../testing/etcd.js';
+import { createClusterConfigIfAbsent, updateClusterConfig } from '../src/adapters/cluster-config.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { Controller } from '../src/controller/controller.js';
 import { createLogger } from '../src/log.js';
@@ -390,5 +394,55 @@ describe('pgha failover --to behind a clean last-primary record', () => {
       lostBytes: 0x100000,
       lastKnownLsn: { 'demo-0': '0/5000000', 'demo-1': '0/4F00000' },
     });
+  });
+});
+
+describe('the cluster settings', () => {
+  it("judges candidates by the stored maximumLagOnFailoverBytes, not its flag's, re-read on every pass", async () => {
+    const keyRoot = uniqueKeyRoot();
+    const keys = clusterKeys(cluster, keyRoot);
+    // demo-1 streams 1 MiB behind the primary: eligible under the flag's 16 MiB.
+    const members = () => [
+      member('demo-0', { role: 'primary', receivedLsn: '0/5000000', replayedLsn: '0/5000000' }),
+      member('demo-1', { streaming: true }),
+    ];
+    await seed(keys, { term: 3, historyUpTo: 3, leader: leader(3, 'demo-0'), members: members() });
+    await createClusterConfigIfAbsent(etcd, keys, { ...defaultConfig, maximumLagOnFailoverBytes: 1024 });
+    const { lines } = await startController(keyRoot);
+    const request = () =>
+      etcd.put(keys.switchover).value(
+        SwitchoverRecord.encode({
+          v: recordVersion,
+          from: null,
+          to: 'demo-1',
+          at: null,
+          requestedAt: new Date().toISOString(),
+        }),
+      );
+    await request();
+    const rejected = await waitFor(
+      'the switchover to be rejected',
+      async () => {
+        const text = await etcd.get(keys.switchover).string();
+        return (text === null ? null : SwitchoverRecord.decode(text).rejected) ?? undefined;
+      },
+      15_000,
+    );
+    expect(rejected).toBe(
+      'no eligible replica demo-1: demo-1 1048576 bytes behind, over maximumLagOnFailoverBytes 1024',
+    );
+    expect(lines.join('')).toMatch(/failover lag bound: 1024 B \(cluster settings, version 1\)/);
+
+    // Raised in the record: the next request is carried out with the new bound.
+    await updateClusterConfig(etcd, keys, (c) => ({ ...c, maximumLagOnFailoverBytes: 2 * 1024 * 1024 }), {
+      base: defaultConfig,
+      updatedBy: 'test',
+    });
+    for (const m of members()) await etcd.put(keys.member(m.name)).value(MemberRecord.encode(m));
+    await etcd.delete().key(keys.switchover);
+    await request();
+    const written = await waitFor('a target for term 4', async () => (await readTarget(keys)) ?? undefined, 15_000);
+    expect(written.record).toMatchObject({ term: 4, member: 'demo-1', reason: 'switchover' });
+    expect(lines.join('')).toMatch(/failover lag bound: 2097152 B \(cluster settings, version 2\)/);
   });
 });

@@ -5,9 +5,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { createEtcdClient } from '../src/adapters/etcd.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
@@ -21,7 +23,11 @@ afterAll(() => {
 });
 
 /** Runs `pgha up` in the foreground on `stateDir`; resolves with the printed primary URL once it is up. */
-async function startUp(base: number, etcdPort: number): Promise<{ connection: string; stderr: () => string }> {
+async function startUp(
+  base: number,
+  etcdPort: number,
+  extra: readonly string[] = [],
+): Promise<{ connection: string; stdout: () => string; stderr: () => string }> {
   // Not the default 8008: another cluster on this host may hold it.
   const apiBase = await findFreePortRange(3);
   const child = spawn(
@@ -39,6 +45,7 @@ async function startUp(base: number, etcdPort: number): Promise<{ connection: st
       String(etcdPort),
       '--api-port',
       String(apiBase),
+      ...extra,
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -58,7 +65,24 @@ async function startUp(base: number, etcdPort: number): Promise<{ connection: st
     120_000,
     200,
   );
-  return { connection, stderr: () => stderr };
+  return { connection, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** `SHOW name` on each member (the superuser's URL with each member's port). */
+async function showOnEach(connection: string, ports: readonly number[], name: string): Promise<string[]> {
+  return Promise.all(
+    ports.map(async (port) => {
+      const url = new URL(connection);
+      url.port = String(port);
+      const client = new pg.Client({ connectionString: url.toString() });
+      await client.connect();
+      try {
+        return (await client.query(`SHOW ${name}`)).rows[0][name] as string;
+      } finally {
+        await client.end();
+      }
+    }),
+  );
 }
 
 /** SIGINT to the running `pgha up`, as Ctrl-C; waits for it to exit 0. */
@@ -113,8 +137,58 @@ test('pgha up prints a working connection string, status --json shows the cluste
   ]);
   for (const m of status.members) expect(m).toHaveProperty('timeline', 1);
 
+  // A new cluster's settings are stored from pgha up's flags: asynchronous.
+  expect(started.stdout()).toMatch(/settings: synchronous replication off \(asynchronous\); version 1/);
+  expect(status.config).toMatchObject({
+    version: 1,
+    synchronousMode: 'off',
+    synchronousCount: 1,
+    updatedBy: 'pgha up',
+  });
   const { stdout: table } = await run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick']);
-  expect(table).toMatch(/term 1\s+leader quick-0/);
+  expect(table).toMatch(/term 1\s+leader quick-0 \(127\.0\.0\.1:\d+\) {2}synchronous off {2}settings v1/);
+
+  // A parameter of the cluster settings reaches every member's postgres with a
+  // reload; one that needs a restart is reported as pending on every member.
+  const ports = [base, base + 1, base + 2];
+  expect(await showOnEach(connection, ports, 'work_mem')).toEqual(['4MB', '4MB', '4MB']);
+  await run(process.execPath, [
+    cliPath(),
+    'config',
+    'set',
+    '--etcd',
+    etcd,
+    '--cluster',
+    'quick',
+    'postgresParameters.work_mem=8MB',
+    'postgresParameters.max_files_per_process=900',
+    // Applied at the next start of each agent (the second test's restart).
+    'leaseTtlMillis=3000',
+  ]);
+  await waitFor(
+    'work_mem 8MB on every member',
+    async () => (await showOnEach(connection, ports, 'work_mem')).every((v) => v === '8MB'),
+    20_000,
+    250,
+  );
+  const reader = createEtcdClient({ endpoints: etcd });
+  try {
+    await waitFor(
+      'max_files_per_process pending a restart on every member',
+      async () => {
+        const records = Object.values(await reader.getAll().prefix(clusterKeys('quick').membersPrefix).strings());
+        return (
+          records.length === 3 &&
+          records.every((text) => MemberRecord.decode(text).pendingRestart?.includes('max_files_per_process'))
+        );
+      },
+      20_000,
+      250,
+    );
+  } finally {
+    reader.close();
+  }
+  expect(await showOnEach(connection, ports, 'max_files_per_process')).toEqual(['1000', '1000', '1000']);
   expect(table).toMatch(/quick-2\s+replica\s+running/);
 
   const members = ['quick-0', 'quick-1', 'quick-2'];
@@ -143,7 +217,7 @@ test('pgha up prints a working connection string, status --json shows the cluste
   ).rejects.toMatchObject({
     stderr: expect.stringMatching(/cannot reach etcd/),
   });
-});
+}, 240_000);
 
 test('after a switchover, pgha up on the same state prints the member that leads, not the first one', async () => {
   // The first test left its state in stateDir. After a switchover away from quick-0
@@ -154,7 +228,8 @@ test('after a switchover, pgha up on the same state prints the member that leads
   const etcd = `http://127.0.0.1:${etcdPort}`;
   const status = async (): Promise<{
     leader: { member: string; port: number };
-    members: Array<{ role: string; streaming: boolean; lagBytes: number }>;
+    members: Array<{ role: string; streaming: boolean; lagBytes: number; pendingRestart: string[] }>;
+    config: unknown;
   }> => {
     const { stdout } = await run(process.execPath, [
       cliPath(),
@@ -184,13 +259,35 @@ test('after a switchover, pgha up on the same state prints the member that leads
   );
   await interruptUp();
 
-  const started = await startUp(base, etcdPort);
-  const leader = (await status()).leader;
+  const started = await startUp(base, etcdPort, ['--synchronous', 'quorum']);
+  // The explicit flag changed the stored setting (version 2 was the config set), and says so.
+  expect(started.stderr()).toMatch(
+    /changed the stored cluster settings \(version 2 -> 3\) as the flags say: synchronousMode: off -> quorum/,
+  );
+  expect(started.stdout()).toMatch(/settings: synchronous replication quorum \(ANY 1 of the replicas/);
+  const after = await status();
+  expect(after.config).toMatchObject({ version: 3, synchronousMode: 'quorum', synchronousCount: 1 });
+  // The agents took their lease timing from the stored settings, over their flags' 2000 ms.
+  for (const m of ['quick-0', 'quick-1', 'quick-2']) {
+    const log = readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8');
+    expect(log).toMatch(
+      /lease timing: TTL 3000 ms, keepalive 250 ms, fencing margin 500 ms \(cluster settings \/pgha\/quick\/config, version 3\)/,
+    );
+    expect(log).toMatch(/the cluster settings replace the lease flags \(TTL 2000 ms/);
+  }
+  // The restart applied the parameter that was pending.
+  expect(after.members.map((m) => m.pendingRestart)).toEqual([[], [], []]);
+  const leader = after.leader;
   expect(started.connection).toContain(`127.0.0.1:${leader.port}/`);
   const client = new pg.Client({ connectionString: started.connection });
   await client.connect();
   const { rows } = await client.query('SELECT pg_is_in_recovery() AS r');
   await client.end();
   expect(rows).toEqual([{ r: false }]);
+  expect(await showOnEach(started.connection, [base, base + 1, base + 2], 'max_files_per_process')).toEqual([
+    '900',
+    '900',
+    '900',
+  ]);
   await interruptUp();
 }, 240_000);

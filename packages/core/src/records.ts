@@ -107,6 +107,12 @@ const memberSchema = z.object({
     .max(300)
     .regex(/^https?:\/\/[^\s/?#]+$/, 'must be http://host:port')
     .optional(),
+  /**
+   * PostgreSQL parameters whose new value (the `config` record's `postgresParameters`)
+   * is in pgha.conf but waits for a restart of postgres (`pg_settings.pending_restart`).
+   * Absent when none (and in records of older agents).
+   */
+  pendingRestart: z.array(z.string().max(63)).max(64).optional(),
 });
 
 const leaderSchema = z.object({

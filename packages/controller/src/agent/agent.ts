@@ -24,6 +24,7 @@ import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
 import type { AppRole } from './app-role.js';
+import { ClusterSettings } from './cluster-settings.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
 import { apiUrl, type HealthServer, startHealthServer } from './health-server.js';
 import { Leadership, withTimeout } from './leadership.js';
@@ -121,6 +122,7 @@ export class Agent {
   private pg: PostgresMember | null = null;
   private lead: Leadership | null = null;
   private roleChanges: RoleChanges | null = null;
+  private settings: ClusterSettings | null = null;
   private synchronous: SynchronousReplication | null = null;
   private state: MemberState = 'starting';
   private notStreamingSince: number | null = null;
@@ -199,6 +201,17 @@ export class Agent {
     // Calls shorter than the fencing budget: a tick must not hang past a deadline.
     this.etcd = createEtcdClient(o.etcd, 1500);
     await assertEtcdReachable(this.etcd, o.etcd.endpoints);
+    // The cluster's stored settings (lease timing, postgres parameters) win over flags.
+    this.settings = new ClusterSettings({
+      etcd: this.etcd,
+      keys: this.keys,
+      lease: o.lease,
+      postgresParameters: o.postgresParameters ?? {},
+      log: this.log,
+      clock: this.clock,
+      poke: () => this.poke(),
+    });
+    await this.settings.load();
 
     this.pg = new PostgresMember({
       cluster: o.cluster,
@@ -212,7 +225,7 @@ export class Agent {
       allowedNetworks: o.allowedNetworks,
       sharedBuffers: o.sharedBuffers,
       maxConnections: o.maxConnections,
-      postgresParameters: o.postgresParameters ?? {},
+      postgresParameters: this.settings.postgresParameters,
       queryTimeoutMillis: 5000,
       bins,
       user,
@@ -232,7 +245,7 @@ export class Agent {
       port: o.port,
       memberDir: o.memberDir,
       keys: this.keys,
-      lease: o.lease,
+      lease: this.settings.lease,
       healthBoundMillis: o.healthTimeoutMillis ?? 3000,
       cliPath: o.cliPath,
       log: this.log,
@@ -538,6 +551,10 @@ export class Agent {
         pg.upstream = null;
         this.poke();
       }
+      if (!this.busy && this.state === 'running')
+        await this.settings
+          ?.sync(pg)
+          .catch((error) => this.log.warn(`applying the cluster settings failed: ${(error as Error).message}`));
     }
     await this.publish(observation === null ? this.noteObservation(await pg.observe()) : observation);
   }
@@ -709,6 +726,7 @@ export class Agent {
       primaryLsn,
       isLeader: lead.holdsLeader,
       api: this.apiAddress,
+      pendingRestart: this.settings?.pendingRestart ?? [],
       // Only for the observation it was taken with (a later time would overstate it).
       observedAt: observation !== null && observation === this.observation ? this.observedWall : null,
       now: this.clock.date(),
@@ -749,6 +767,7 @@ export class Agent {
       );
     }
     await lead?.stop();
+    await this.settings?.stop();
     this.etcd?.close();
     this.etcd = null;
     await this.healthServer?.close();

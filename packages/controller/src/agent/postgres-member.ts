@@ -132,7 +132,15 @@ export class PostgresMember {
   /** What `synchronous_standby_names` says (managed by the primary's agent; none on a standby). */
   private synchronousSetting: SynchronousSetting = { standbys: [], quorum: 0 };
 
-  constructor(private readonly o: PostgresMemberOptions) {}
+  /**
+   * The extra settings pgha.conf carries: `--postgres-parameter`, then the cluster
+   * settings' parameters (agent/cluster-settings.ts), which may change while postgres runs.
+   */
+  private extra: Readonly<Record<string, string>>;
+
+  constructor(private readonly o: PostgresMemberOptions) {
+    this.extra = o.postgresParameters;
+  }
 
   get dataDir(): string {
     return join(this.o.memberDir, 'data');
@@ -211,7 +219,7 @@ export class PostgresMember {
       port: this.o.port,
       sharedBuffers: this.o.sharedBuffers,
       maxConnections: this.o.maxConnections,
-      extraParameters: this.o.postgresParameters,
+      extraParameters: this.extra,
       floor,
       upstream,
       synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
@@ -349,7 +357,7 @@ export class PostgresMember {
       configured: configuredFloorValues({
         maxConnections: this.o.maxConnections,
         maxWalSenders,
-        extraParameters: this.o.postgresParameters,
+        extraParameters: this.extra,
       }),
       recorded: await this.recordedSettings(),
     });
@@ -628,6 +636,45 @@ export class PostgresMember {
     );
     const running = rows[0] as FloorValues;
     return insufficientSettings(running, await this.recordedSettings());
+  }
+
+  /**
+   * Replaces the extra settings (the cluster settings changed) and, while postgres
+   * runs, rewrites pgha.conf with them — keeping the upstream and the floor this start
+   * used — and reloads. Returns whether postgres was reloaded (false: not running; its
+   * next start writes them).
+   */
+  async applyExtraParameters(parameters: Readonly<Record<string, string>>): Promise<boolean> {
+    this.extra = parameters;
+    const conn = this.connection;
+    if (this.process === null || conn === null) return false;
+    const up = this.upstream;
+    const upstream =
+      up === null ? null : { host: up.host, port: up.port, passfile: this.passfile, member: this.o.name };
+    writeServerFiles(this.dataDir, this.o.user, this.serverSettings(upstream, this.floor), this.o.allowedNetworks);
+    await conn.query('SELECT pg_reload_conf()');
+    return true;
+  }
+
+  /**
+   * What postgres makes of its configuration files: the parameters whose new value
+   * waits for a restart (`pg_settings.pending_restart`), and the settings it refuses
+   * (`pg_file_settings.error`, other than "could not be applied" for those). Null when
+   * postgres does not answer.
+   */
+  async configurationState(): Promise<{
+    pendingRestart: string[];
+    refused: Array<{ name: string; error: string }>;
+  } | null> {
+    const conn = this.connection;
+    if (conn === null) return null;
+    const pending = await conn.query<{ name: string }>(
+      'SELECT name FROM pg_settings WHERE pending_restart ORDER BY name',
+    );
+    const refused = await conn.query<{ name: string; error: string }>(
+      "SELECT name, error FROM pg_file_settings WHERE error IS NOT NULL AND name IS NOT NULL AND error <> 'setting could not be applied' ORDER BY name",
+    );
+    return { pendingRestart: pending.rows.map((r) => r.name), refused: refused.rows };
   }
 
   /** What `synchronous_standby_names` says now. */

@@ -23,7 +23,8 @@ export interface ClusterFlags {
   readonly keyRoot: string;
 }
 
-async function withEtcd<T>(flags: ClusterFlags, body: (etcd: Etcd3) => Promise<T>): Promise<T> {
+/** Runs `body` with an etcd client that answered, translating etcd's failures; closes it after. */
+export async function withEtcd<T>(flags: ClusterFlags, body: (etcd: Etcd3) => Promise<T>): Promise<T> {
   const etcd = createEtcdClient({ endpoints: flags.etcd }, 3000);
   try {
     await assertEtcdReachable(etcd, flags.etcd);
@@ -241,7 +242,10 @@ export function registerOperations(
         .default(defaultConfig.leaseTtlMillis),
     )
     .addOption(
-      new Option('--maximum-lag-on-failover-bytes <n>', 'skip replicas further behind')
+      new Option(
+        '--maximum-lag-on-failover-bytes <n>',
+        "skip replicas further behind; the cluster settings' maximumLagOnFailoverBytes replaces it when stored (pgha config set)",
+      )
         .argParser(integer(0, Number.MAX_SAFE_INTEGER))
         .default(defaultConfig.maximumLagOnFailoverBytes),
     )

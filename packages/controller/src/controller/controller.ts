@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
+  ConfigRecord,
   ControllerRecord,
   clusterKeys,
   HistoryRecord,
@@ -67,6 +68,7 @@ export class Controller {
   private lastHistoryTerm = 0;
   private lastWait = '';
   private lastProblem: string | null = null;
+  private lagBoundSource = '';
 
   constructor(private readonly options: ControllerOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
@@ -193,6 +195,7 @@ export class Controller {
       let switchoverMod = '0';
       let sync: SyncRecord | null = null;
       const members: MemberRecord[] = [];
+      let config: ConfigRecord | null = null;
       for (const kv of all.kvs) {
         const parsed = this.keys.parse(kv.key.toString());
         const text = kv.value.toString();
@@ -221,6 +224,9 @@ export class Controller {
             }
             case 'member':
               members.push(MemberRecord.decode(text));
+              break;
+            case 'config':
+              config = ConfigRecord.decode(text);
               break;
             case 'sync':
               sync = SyncRecord.decode(text);
@@ -270,10 +276,29 @@ export class Controller {
         switchover,
         lastHistoryTerm: this.lastHistoryTerm,
         sync,
-        policy: this.options.policy,
+        policy: this.policyWith(config),
       });
       if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }))) return;
     }
+  }
+
+  /**
+   * The policy of this pass: the cluster's stored lag bound (the `config` record, read
+   * with every pass) when there is one, else the flag's. Logs where it comes from
+   * whenever that changes.
+   */
+  private policyWith(config: ConfigRecord | null): ControllerPolicy {
+    const policy =
+      config === null
+        ? this.options.policy
+        : { ...this.options.policy, maximumLagOnFailoverBytes: config.maximumLagOnFailoverBytes };
+    const source =
+      config === null
+        ? `${policy.maximumLagOnFailoverBytes} B (flag; no cluster settings stored)`
+        : `${policy.maximumLagOnFailoverBytes} B (cluster settings, version ${config.version})`;
+    if (source !== this.lagBoundSource) this.log.info(`failover lag bound: ${source}`);
+    this.lagBoundSource = source;
+    return policy;
   }
 
   /**

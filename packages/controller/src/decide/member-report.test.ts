@@ -97,6 +97,15 @@ describe('buildMemberRecord for a primary', () => {
     expect('api' in build({ api: null })).toBe(false);
   });
 
+  it('publishes the parameters waiting for a restart, healthy all the same, and no field when none wait', () => {
+    const record = build({ pendingRestart: ['max_files_per_process'] });
+    expect(record.pendingRestart).toEqual(['max_files_per_process']);
+    expect(record.healthy).toBe(true);
+    expect(MemberRecord.parse(record)).toEqual(record);
+    expect('pendingRestart' in build({ pendingRestart: [] })).toBe(false);
+    expect('pendingRestart' in build({})).toBe(false);
+  });
+
   it('ignores any published primary position for its own lag', () => {
     expect(build({ observation: primaryObservation(), isLeader: true, primaryLsn: '0/9000000' }).lagBytes).toBe(0);
   });

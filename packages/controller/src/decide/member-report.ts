@@ -19,6 +19,8 @@ export interface MemberReportSnapshot {
   readonly isLeader: boolean;
   /** The agent's health API address (`http://host:port`), null when it runs none. */
   readonly api?: string | null;
+  /** PostgreSQL parameters whose new value waits for a restart of postgres. Default none. */
+  readonly pendingRestart?: readonly string[];
   /** When `observation` was taken (wall clock), null without one. */
   readonly observedAt?: Date | null;
   readonly now: Date;
@@ -79,5 +81,6 @@ export function buildMemberRecord(s: MemberReportSnapshot): MemberRecord {
     updatedAt: s.now.toISOString(),
     ...(o !== null && s.observedAt ? { observedAt: s.observedAt.toISOString() } : {}),
     ...(s.api ? { api: s.api } : {}),
+    ...(s.pendingRestart !== undefined && s.pendingRestart.length > 0 ? { pendingRestart: [...s.pendingRestart] } : {}),
   };
 }

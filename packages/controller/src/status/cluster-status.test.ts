@@ -17,6 +17,7 @@ function member(overrides: Partial<MemberStatus> = {}): MemberStatus {
     problem: null,
     updatedAt: '2024-05-01T12:00:00.000Z',
     api: null,
+    pendingRestart: [],
     ...overrides,
   };
 }
@@ -33,6 +34,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
     ],
     failover: { inProgress: false, target: null },
     controller: { id: '4242-0a1b2c3d', waiting: null },
+    config: null,
     synchronous: { mode: 'off', count: 1, strict: false, claim: null, degraded: null },
     problems: [],
     ...overrides,
@@ -237,5 +239,32 @@ describe('formatStatus', () => {
   it('lists records it could not parse after the table', () => {
     const text = formatStatus(status({ problems: ['/pgha/demo/members/demo-9: v must be 1', 'bad leader'] }));
     expect(text.split('\n').slice(-3)).toEqual(['! /pgha/demo/members/demo-9: v must be 1', '! bad leader', '']);
+  });
+
+  it('adds the stored settings version to the summary line, and an asynchronous mode', () => {
+    const config = {
+      version: 4,
+      synchronousMode: 'quorum' as const,
+      synchronousCount: 2,
+      synchronousStrict: true,
+      maximumLagOnFailoverBytes: 1024,
+      updatedAt: '2024-05-01T12:00:00.000Z',
+      updatedBy: 'pgha config set',
+    };
+    expect(formatStatus(status({ config })).split('\n')[0]).toBe(
+      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)  settings v4',
+    );
+    expect(formatStatus(status({ config: { ...config, synchronousMode: 'off' } })).split('\n')[0]).toMatch(
+      /leader demo-0 \(127\.0\.0\.1:5432\) {2}synchronous off {2}settings v4$/,
+    );
+  });
+
+  it('says which parameters wait for a restart of a member', () => {
+    const text = formatStatus(
+      status({ members: [member({ pendingRestart: ['max_files_per_process', 'shared_preload_libraries'] })] }),
+    );
+    expect(rows(text)).toEqual([
+      'demo-0 *  primary  running  127.0.0.1:5432  1   0 B  ok (pending restart: max_files_per_process, shared_preload_libraries)',
+    ]);
   });
 });

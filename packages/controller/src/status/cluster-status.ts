@@ -27,6 +27,11 @@ export interface MemberStatus {
   readonly updatedAt: string;
   /** Its agent's health API (`http://host:port`), null when it serves none (or is older). */
   readonly api: string | null;
+  /**
+   * PostgreSQL parameters changed in the cluster's settings that wait for a restart of
+   * this member's postgres (empty when none).
+   */
+  readonly pendingRestart: readonly string[];
 }
 
 /** What `pgha status --json` prints: a stable shape scripts can rely on. */
@@ -55,6 +60,20 @@ export interface ClusterStatus {
   readonly controller: {
     readonly id: string;
     readonly waiting: { readonly reason: string; readonly since: string } | null;
+  } | null;
+  /**
+   * The cluster's stored settings (the `config` record): its version and the
+   * synchronous replication settings; null when none are stored (each process uses
+   * its flags).
+   */
+  readonly config: {
+    readonly version: number;
+    readonly synchronousMode: ConfigRecord['synchronousMode'];
+    readonly synchronousCount: number;
+    readonly synchronousStrict: boolean;
+    readonly maximumLagOnFailoverBytes: number;
+    readonly updatedAt: string;
+    readonly updatedBy: string;
   } | null;
   /**
    * Synchronous replication: the configured mode (the `config` record; off without
@@ -113,6 +132,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
           problem: r.problem,
           updatedAt: r.updatedAt,
           api: r.api ?? null,
+          pendingRestart: r.pendingRestart ?? [],
         });
       }
     } catch (error) {
@@ -132,9 +152,25 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
       target: pending === null ? null : { member: pending.member, term: pending.term, reason: pending.reason },
     },
     controller,
+    config: configSection(config),
     synchronous: synchronousStatus(config, sync, term),
     problems,
   };
+}
+
+/** The `config` section of the status: the stored record's version and main settings. */
+function configSection(r: ConfigRecord | null): ClusterStatus['config'] {
+  return r === null
+    ? null
+    : {
+        version: r.version,
+        synchronousMode: r.synchronousMode,
+        synchronousCount: r.synchronousCount,
+        synchronousStrict: r.synchronousStrict,
+        maximumLagOnFailoverBytes: r.maximumLagOnFailoverBytes,
+        updatedAt: r.updatedAt,
+        updatedBy: r.updatedBy,
+      };
 }
 
 function synchronousStatus(
@@ -169,7 +205,7 @@ export function formatStatus(status: ClusterStatus): string {
     m.timeline === null ? '-' : String(m.timeline),
     m.lagBytes === null ? '-' : `${formatBytes(m.lagBytes)}${m.lagSeconds ? ` / ${m.lagSeconds}s` : ''}`,
     ...(withApi ? [m.api ?? '-'] : []),
-    m.healthy ? 'ok' : (m.problem ?? 'unhealthy'),
+    `${m.healthy ? 'ok' : (m.problem ?? 'unhealthy')}${m.pendingRestart.length > 0 ? ` (pending restart: ${m.pendingRestart.join(', ')})` : ''}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
@@ -177,7 +213,13 @@ export function formatStatus(status: ClusterStatus): string {
     status.leader === null
       ? 'none'
       : `${status.leader.member} (${status.leader.host}:${status.leader.port}${status.leader.writable ? '' : ', not writable yet'})`;
-  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}`];
+  // The stored settings' version, when settings are stored (else each process uses
+  // its flags, and `pgha config show` says so); an asynchronous cluster says so here,
+  // a synchronous one on its own line below (with the primary's claim).
+  const c = status.config;
+  const settings =
+    c === null ? '' : `${c.synchronousMode === 'off' ? '  synchronous off' : ''}  settings v${c.version}`;
+  const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}${settings}`];
   if (status.failover.inProgress) {
     const t = status.failover.target;
     out.push(`FAILOVER IN PROGRESS${t === null ? '' : `: ${t.reason} to ${t.member} for term ${t.term}`}`);

@@ -3,7 +3,15 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { assertValidName, clusterKeys, LeaderRecord, MemberRecord, memberName, PghaError } from '@pgha/core';
+import {
+  assertValidName,
+  type ConfigRecord,
+  clusterKeys,
+  LeaderRecord,
+  MemberRecord,
+  memberName,
+  PghaError,
+} from '@pgha/core';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../../adapters/etcd.js';
 import { postgresOsUser } from '../../adapters/os-user.js';
 import { assertPortsFree } from '../../adapters/ports.js';
@@ -14,6 +22,7 @@ import { apiUrl } from '../../agent/health-server.js';
 import type { Logger } from '../../log.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
+import { describeSynchronous, type SynchronousFlags, settleStoredSettings } from './stored-settings.js';
 
 /** Options of {@link startLocalCluster} (the `pgha up` flags). */
 export interface LocalClusterOptions {
@@ -39,6 +48,15 @@ export interface LocalClusterOptions {
   /** Keepalive interval and fencing margin handed to the agents. */
   readonly keepaliveIntervalMillis?: number;
   readonly fencingMarginMillis?: number;
+  /**
+   * Synchronous replication settings given explicitly (`pgha up --synchronous`,
+   * `--synchronous-count`, `--synchronous-strict`): stored in the cluster's `config`
+   * record when it is created, and changed in it when they differ. Absent: keep the
+   * stored ones (`off` for a new cluster).
+   */
+  readonly synchronous?: SynchronousFlags;
+  /** The lag bound stored when the cluster's `config` record is created. Default 16 MiB. */
+  readonly maximumLagOnFailoverBytes?: number;
   /** How many controllers to run (one is active, the others stand by). Default 1. */
   readonly controllers?: number;
   /** Restart an agent or controller that exits unexpectedly, as Kubernetes restarts a pod. Default true. */
@@ -91,6 +109,8 @@ export interface LocalCluster {
   readonly members: readonly LocalMember[];
   /** The member that was the writable primary when the cluster came up (not necessarily the first: a restart keeps the last primary). */
   readonly primaryAtStart: string;
+  /** The cluster's stored settings (`config` record) as they were when the agents started. */
+  readonly settings: ConfigRecord;
   readonly superuserPassword: string;
   /** `postgresql://` URL of `member` (the superuser; for local use). */
   connectionString(member: string): string;
@@ -221,6 +241,38 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     });
   }
   const etcdEndpoint = etcdServer?.endpoint ?? options.etcd!;
+  // The settings are stored before any agent starts: agents take their lease timing
+  // from the record at start.
+  let settings: ConfigRecord;
+  {
+    const etcd = createEtcdClient({ endpoints: etcdEndpoint }, 5000);
+    try {
+      settings = await settleStoredSettings(
+        etcd,
+        clusterKeys(cluster, options.keyRoot),
+        {
+          leaseTtlMillis: options.leaseTtlMillis,
+          keepaliveIntervalMillis: options.keepaliveIntervalMillis,
+          fencingMarginMillis: options.fencingMarginMillis,
+          maximumLagOnFailoverBytes: options.maximumLagOnFailoverBytes,
+        },
+        options.synchronous ?? {},
+        progress,
+      ).catch((error) => {
+        throw castEtcdError(error, etcdEndpoint, 'storing the cluster settings');
+      });
+    } catch (error) {
+      await etcdServer?.stop();
+      throw error;
+    } finally {
+      etcd.close();
+    }
+  }
+  progress(describeSynchronous(settings));
+  if (settings.synchronousMode !== 'off' && settings.synchronousCount > members - 1)
+    progress(
+      `warning: synchronousCount ${settings.synchronousCount} needs at least ${settings.synchronousCount + 1} members, and this cluster has ${members}: ${settings.synchronousStrict ? 'commits will wait' : 'replication degrades to asynchronous'} (change it with pgha config set synchronousCount=N)`,
+    );
   const cli = cliPath();
   const agents = new Map<string, ChildProcess>();
   const memberList: LocalMember[] = names.map((name, i) => ({
@@ -433,6 +485,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     keyRoot: options.keyRoot,
     members: memberList,
     primaryAtStart,
+    settings,
     superuserPassword: state.superuserPassword,
     connectionString(member: string) {
       const m = memberList.find((x) => x.name === member);

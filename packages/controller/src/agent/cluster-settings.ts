@@ -19,6 +19,7 @@ import type { Etcd3, Watcher } from 'etcd3';
 import { readClusterConfig } from '../adapters/cluster-config.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
+import { withTimeout } from './leadership.js';
 import type { LeaseTiming } from './lease-keeper.js';
 import { isPostgresParameterName, reservedPostgresParameters } from './postgres-config.js';
 import type { PostgresMember } from './postgres-member.js';
@@ -245,9 +246,11 @@ export class ClusterSettings {
   }
 
   /** Stops the watch. */
+  /** Cancels the watch, bounded: etcd may not answer (a frozen or lost etcd must not hold up a stop). */
   async stop(): Promise<void> {
-    await this.watcher?.cancel().catch(() => undefined);
+    const watcher = this.watcher;
     this.watcher = null;
+    if (watcher !== null) await withTimeout(watcher.cancel(), 1000).catch(() => undefined);
   }
 }
 

@@ -28,6 +28,9 @@ const locks = new Map<string, number>();
 
 async function show(member: string): Promise<string> {
   const client = new pg.Client({ connectionString: running.connectionString(member), connectionTimeoutMillis: 5000 });
+  // A member restarted by the test ends this session: an 'error' event without a
+  // listener would be an uncaught exception (the query's own error still rejects).
+  client.on('error', () => undefined);
   await client.connect();
   try {
     const { rows } = await client.query<{ v: string }>(`SELECT current_setting('max_locks_per_transaction') AS v`);
@@ -63,6 +66,9 @@ async function healthy(what: string): Promise<LeaderRecord> {
 /** The names of the members streaming from `primary`, per its pg_stat_replication. */
 async function streamingFrom(primary: string): Promise<string[]> {
   const client = new pg.Client({ connectionString: running.connectionString(primary), connectionTimeoutMillis: 5000 });
+  // A member restarted by the test ends this session: an 'error' event without a
+  // listener would be an uncaught exception (the query's own error still rejects).
+  client.on('error', () => undefined);
   await client.connect();
   try {
     const { rows } = await client.query<{ name: string }>(

@@ -75,6 +75,9 @@ async function claimIs(standbys: string[], quorum: number, timeoutMillis = 30_00
 
 async function query<T extends pg.QueryResultRow>(member: string, sql: string, params: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: c.connectionString(member), connectionTimeoutMillis: 5000 });
+  // A member restarted by the test ends this session: an 'error' event without a
+  // listener would be an uncaught exception (the query's own error still rejects).
+  client.on('error', () => undefined);
   await client.connect();
   try {
     return (await client.query<T>(sql, params)).rows;

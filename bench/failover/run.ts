@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { keepLogs, onExit, runCleanups } from './lib/processes.js';
+import { keepLogs, onExit, runBenchmark } from './lib/processes.js';
 import { formatModeRatios, formatRatios, formatSummary, formatSyncLoss, formatTrial } from './lib/report.js';
 import {
   faults as allFaults,
@@ -194,30 +194,4 @@ function closingTables(results: readonly TrialResult[]): { lines: string[]; sync
   return { lines, syncLoss: verdict?.lost ?? false };
 }
 
-let exiting = false;
-async function exit(code: number): Promise<never> {
-  if (!exiting) {
-    exiting = true;
-    await runCleanups();
-  }
-  process.exit(code);
-}
-
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    log(`${signal}: stopping every process the benchmark started`);
-    void exit(130);
-  });
-}
-process.on('unhandledRejection', (error) => {
-  log(`unhandled: ${(error as Error)?.stack ?? error}`);
-  void exit(1);
-});
-
-main().then(
-  (code) => exit(code),
-  (error) => {
-    log(`error: ${(error as Error).message ?? error}`);
-    return exit(1);
-  },
-);
+runBenchmark(main, log);

@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { onExit, runCleanups } from '../failover/lib/processes.js';
+import { onExit, runBenchmark } from '../failover/lib/processes.js';
 import { queryOnce, synchronousStandbys } from '../failover/lib/sql.js';
 import type { Mode, Target, TargetMember } from '../failover/lib/target.js';
 import { createCostTable, pgbenchPath, runPgbench } from './lib/pgbench.js';
@@ -189,30 +189,4 @@ async function main(): Promise<number> {
   return failures.length > 0 || runs.some((r) => r.error !== undefined) ? 1 : 0;
 }
 
-let exiting = false;
-async function exit(code: number): Promise<never> {
-  if (!exiting) {
-    exiting = true;
-    await runCleanups();
-  }
-  process.exit(code);
-}
-
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    log(`${signal}: stopping every process the benchmark started`);
-    void exit(130);
-  });
-}
-process.on('unhandledRejection', (error) => {
-  log(`unhandled: ${(error as Error)?.stack ?? error}`);
-  void exit(1);
-});
-
-main().then(
-  (code) => exit(code),
-  (error) => {
-    log(`error: ${(error as Error).message ?? error}`);
-    return exit(1);
-  },
-);
+runBenchmark(main, log);

@@ -221,3 +221,36 @@ export function keepLogs(from: string, to: string): number {
   walk(from, '');
   return copied;
 }
+
+/**
+ * Runs a benchmark's `main` as the process: its exit code, or 1 on an error or an
+ * unhandled rejection, 130 on SIGINT/SIGTERM/SIGHUP; every process it started is
+ * stopped ({@link runCleanups}) before the process exits, once.
+ */
+export function runBenchmark(main: () => Promise<number>, log: (line: string) => void): void {
+  let exiting = false;
+  const exit = async (code: number): Promise<never> => {
+    if (!exiting) {
+      exiting = true;
+      await runCleanups();
+    }
+    process.exit(code);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      log(`${signal}: stopping every process the benchmark started`);
+      void exit(130);
+    });
+  }
+  process.on('unhandledRejection', (error) => {
+    log(`unhandled: ${(error as Error)?.stack ?? error}`);
+    void exit(1);
+  });
+  main().then(
+    (code) => exit(code),
+    (error) => {
+      log(`error: ${(error as Error).message ?? error}`);
+      return exit(1);
+    },
+  );
+}

@@ -112,6 +112,26 @@ export async function createClusterConfigIfAbsent(
   }
 }
 
+/**
+ * Writes `record` only while the stored one is the version read: `expectedModRevision`
+ * null means "only if there is none" (create-if-absent). Returns the new mod revision,
+ * or null when the guard failed (someone wrote first: read again and decide again).
+ */
+export async function putClusterConfigIf(
+  etcd: Etcd3,
+  keys: ClusterKeys,
+  record: ConfigRecord,
+  expectedModRevision: string | null,
+): Promise<string | null> {
+  const text = ConfigRecord.encode(record);
+  const guard =
+    expectedModRevision === null
+      ? etcd.if(keys.config, 'Create', '==', 0)
+      : etcd.if(keys.config, 'Mod', '==', expectedModRevision);
+  const res = await guard.then(etcd.put(keys.config).value(text)).commit();
+  return res.succeeded ? String(res.header.revision) : null;
+}
+
 /** Options of {@link updateClusterConfig}. */
 export interface ConfigUpdateOptions {
   /** The settings to start from when no record exists (a process's flags over the defaults). */
@@ -205,11 +225,8 @@ export async function updateClusterConfig(
       updatedAt: now().toISOString(),
       updatedBy: options.updatedBy.slice(0, 200),
     });
-    const text = ConfigRecord.encode(next);
-    const guard =
-      raw === null ? etcd.if(keys.config, 'Create', '==', 0) : etcd.if(keys.config, 'Mod', '==', raw.modRevision);
-    const res = await guard.then(etcd.put(keys.config).value(text)).commit();
-    if (res.succeeded) return { record: next, modRevision: String(res.header.revision), previous, written: true };
+    const modRevision = await putClusterConfigIf(etcd, keys, next, raw?.modRevision ?? null);
+    if (modRevision !== null) return { record: next, modRevision, previous, written: true };
   }
   throw new PghaError(
     'conflict',

@@ -259,6 +259,7 @@ export class Agent {
       etcd: this.etcd,
       postgres: this.pg,
       leadership: this.lead,
+      config: () => this.settings?.record ?? null,
       clock: this.clock,
       log: this.log,
     });

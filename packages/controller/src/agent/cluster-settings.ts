@@ -245,7 +245,6 @@ export class ClusterSettings {
     this.refused = refused;
   }
 
-  /** Stops the watch. */
   /** Cancels the watch, bounded: etcd may not answer (a frozen or lost etcd must not hold up a stop). */
   async stop(): Promise<void> {
     const watcher = this.watcher;

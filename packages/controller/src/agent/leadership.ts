@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
-  ConfigRecord,
   LastPrimaryRecord,
   LeaderRecord,
   PghaError,
@@ -54,8 +53,6 @@ export interface ClusterView {
   /** The target's ModRevision, for the install guard. */
   readonly targetMod: string | null;
   readonly lastPrimary: LastPrimaryRecord | null;
-  /** The cluster settings (`config`), null while none is stored; a malformed one keeps the last good. */
-  readonly config: ConfigRecord | null;
   /** The synchronous claim (`sync`) of whichever primary wrote it last; null when none or malformed. */
   readonly sync: SyncRecord | null;
 }
@@ -100,10 +97,8 @@ export class Leadership {
     target: null,
     targetMod: null,
     lastPrimary: null,
-    config: null,
     sync: null,
   };
-  private configProblem: string | null = null;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -274,12 +269,11 @@ export class Leadership {
   /** Reads leader, term, target and last-primary; updates whether we hold the leader record. */
   async read(): Promise<ClusterView> {
     const k = this.o.keys;
-    const [leaderRes, termText, targetRes, lastText, configText, syncText] = await Promise.all([
+    const [leaderRes, termText, targetRes, lastText, syncText] = await Promise.all([
       this.etcd.get(k.leader).exec(),
       this.etcd.get(k.term).string(),
       this.etcd.get(k.target).exec(),
       this.etcd.get(k.lastPrimary).string(),
-      this.etcd.get(k.config).string(),
       this.etcd.get(k.sync).string(),
     ]);
     const kv = leaderRes.kvs[0];
@@ -291,7 +285,6 @@ export class Leadership {
       target: targetKv === undefined ? null : TargetRecord.decode(targetKv.value.toString()),
       targetMod: targetKv === undefined ? null : targetKv.mod_revision,
       lastPrimary: lastText === null ? null : LastPrimaryRecord.decode(lastText),
-      config: this.parseConfig(configText),
       sync: this.parseSync(syncText),
     };
     const ours =
@@ -304,28 +297,6 @@ export class Leadership {
     this.holdsLeader = ours;
     if (lost) this.postgresChanged();
     return this.view;
-  }
-
-  /**
-   * A malformed `config` must not stop the agent (nor look like etcd being
-   * unreachable, which can fence): the last good settings stay, and it is logged once.
-   */
-  private parseConfig(text: string | null): ConfigRecord | null {
-    if (text === null) {
-      this.configProblem = null;
-      return null;
-    }
-    try {
-      const config = ConfigRecord.decode(text);
-      this.configProblem = null;
-      return config;
-    } catch (error) {
-      const problem = (error as Error).message;
-      if (problem !== this.configProblem)
-        this.o.log.error(`ignoring the stored cluster settings: ${problem}; fix them with pgha config set`);
-      this.configProblem = problem;
-      return this.view.config;
-    }
   }
 
   private parseSync(text: string | null): SyncRecord | null {

@@ -6,6 +6,7 @@ import {
   decideSynchronousStandbys,
   initialSynchronousSetting,
   type PendingSetting,
+  promotionSetting,
   renderSynchronousStandbyNames,
   type SynchronousClaim,
   type SynchronousSetting,
@@ -21,6 +22,8 @@ export interface SynchronousReplicationContext {
   readonly etcd: Etcd3;
   readonly postgres: PostgresMember;
   readonly leadership: Leadership;
+  /** The cluster settings as the agent last read them (agent/cluster-settings.ts); null: none stored. */
+  config(): ConfigRecord | null;
   readonly clock: Clock;
   readonly log: Logger;
   /** How long walsenders must show a new setting before the catch-up mark (default 1000). */
@@ -74,7 +77,7 @@ export class SynchronousReplication {
 
   /** The setting and claim to take the leader record with (the claim goes into the install transaction). */
   async initialClaim(): Promise<{ setting: SynchronousSetting; claim: InitialClaim }> {
-    const settings = synchronousSettings(this.c.leadership.view.config);
+    const settings = synchronousSettings(this.c.config());
     if (settings.mode === 'off')
       return { setting: { standbys: [], quorum: 0 }, claim: { standbys: [], quorum: 0, strict: false } };
     const initial = initialSynchronousSetting({ ...settings, members: await this.otherMembers() });
@@ -88,14 +91,12 @@ export class SynchronousReplication {
    */
   settingForPromotion(): SynchronousSetting {
     const lead = this.c.leadership;
-    const sync = lead.view.sync;
-    const term = lead.view.leader?.term ?? null;
-    if (sync === null || sync.term !== term || sync.member !== this.c.name) return { standbys: [], quorum: 0 };
-    if (sync.strict) {
-      const { count } = synchronousSettings(lead.view.config);
-      return { standbys: sync.standbys, quorum: Math.max(count, sync.quorum) };
-    }
-    return { standbys: sync.standbys, quorum: sync.quorum };
+    return promotionSetting({
+      self: this.c.name,
+      term: lead.view.leader?.term ?? null,
+      published: lead.view.sync,
+      count: synchronousSettings(this.c.config()).count,
+    });
   }
 
   /**
@@ -115,7 +116,7 @@ export class SynchronousReplication {
     if (!lead.holdsLeader || leader === null || !leader.writable) return;
     const connections = await postgres.replicationConnections();
     if (connections === null) return;
-    const settings = synchronousSettings(lead.view.config);
+    const settings = synchronousSettings(this.c.config());
     const sync = lead.view.sync;
     const published: SynchronousClaim | null =
       sync !== null && sync.term === leader.term && sync.member === this.c.name ? sync : null;

@@ -162,6 +162,29 @@ export function startWorkload(options: WorkloadOptions): Workload {
   });
   pool.on('error', () => undefined); // idle connections to a dying server report here
 
+  /** One insert on `client`, its acknowledgement recorded with the member and timeline that gave it. */
+  const insertAndRecord = async (
+    client: pg.ClientBase,
+    writer: string,
+    seq: number,
+    source: WriteSource,
+    term: number,
+  ): Promise<void> => {
+    const sentAt = options.now();
+    const { rows } = await client.query(insert, [writer, seq]);
+    const ackAt = options.now();
+    acks.push({
+      writer,
+      seq,
+      source,
+      member: String(rows[0].member),
+      term,
+      timeline: timelineOf(rows[0].walfile),
+      sentAt,
+      ackAt,
+    });
+  };
+
   const poolWriter = async (index: number) => {
     const writer = `pool-${index}`;
     const interval = (1000 * poolWriters) / poolRate;
@@ -176,20 +199,7 @@ export function startWorkload(options: WorkloadOptions): Workload {
         client = await pool.connect();
         // The term believed when the statement goes out: after the checkout, which
         // may have waited out a failover.
-        const term = pool.discovery.term;
-        const sentAt = options.now();
-        const { rows } = await client.query(insert, [writer, seq]);
-        const ackAt = options.now();
-        acks.push({
-          writer,
-          seq,
-          source: 'pool',
-          member: String(rows[0].member),
-          term,
-          timeline: timelineOf(rows[0].walfile),
-          sentAt,
-          ackAt,
-        });
+        await insertAndRecord(client, writer, seq, 'pool', pool.discovery.term);
         client.release();
       } catch (error) {
         failures.push({ writer, source: 'pool', member: null, type: failureType(error), at: options.now() });
@@ -225,20 +235,7 @@ export function startWorkload(options: WorkloadOptions): Workload {
           client = c;
           await c.connect();
         }
-        const term = options.observedTerm();
-        const sentAt = options.now();
-        const { rows } = await client.query(insert, [writer, seq]);
-        const ackAt = options.now();
-        acks.push({
-          writer,
-          seq,
-          source: 'direct',
-          member: String(rows[0].member),
-          term,
-          timeline: timelineOf(rows[0].walfile),
-          sentAt,
-          ackAt,
-        });
+        await insertAndRecord(client, writer, seq, 'direct', options.observedTerm());
       } catch (error) {
         const type = failureType(error);
         failures.push({ writer, source: 'direct', member: member.name, type, at: options.now() });

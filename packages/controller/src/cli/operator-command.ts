@@ -25,6 +25,7 @@ import {
 } from '@pgha/core';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
+import { putClusterConfigIf } from '../adapters/cluster-config.js';
 import { createEtcdClient } from '../adapters/etcd.js';
 import { createLogger } from '../log.js';
 import { leaderElectionTimingProblem } from '../runtime/kubernetes/decide-leader-election.js';
@@ -329,18 +330,8 @@ async function readSynchronous(etcd: Etcd3, keys: ClusterKeys): Promise<Synchron
   return { config, sync, ...(syncProblem !== undefined ? { syncProblem } : {}), streaming: streaming.sort() };
 }
 
-/**
- * Writes the `config` record as decided: create-if-absent, or only while its mod
- * revision is the one read. False when the guard failed (someone wrote first).
- * (When packages/controller/src/adapters/cluster-config.ts lands, this is its
- * guarded create and update.)
- */
+/** Writes the `config` record as decided (adapters/cluster-config.ts); false when the guard failed (someone wrote first). */
 async function writeConfig(etcd: Etcd3, keys: ClusterKeys, write: ConfigWrite): Promise<boolean> {
-  const text = ConfigRecord.encode(write.record);
-  const guard =
-    'create' in write.expect
-      ? etcd.if(keys.config, 'Create', '==', 0)
-      : etcd.if(keys.config, 'Mod', '==', write.expect.modRevision);
-  const res = await guard.then(etcd.put(keys.config).value(text)).commit();
-  return res.succeeded;
+  const expected = 'create' in write.expect ? null : write.expect.modRevision;
+  return (await putClusterConfigIf(etcd, keys, write.record, expected)) !== null;
 }

@@ -7,6 +7,7 @@ import {
   desiredSetting,
   initialSynchronousSetting,
   type PendingSetting,
+  promotionSetting,
   type ReplicationConnection,
   renderSynchronousStandbyNames,
   type SynchronousClaim,
@@ -311,5 +312,33 @@ describe('the streaming grace', () => {
 
   it('never counts a name that is no member', () => {
     expect(desiredSetting(snapshot({ connections: [], recentlyStreaming: ['gone'] })).setting).toEqual(none);
+  });
+});
+
+describe('promotionSetting', () => {
+  const sync = {
+    v: 1 as const,
+    term: 5,
+    member: 'demo-1',
+    standbys: ['demo-0', 'demo-2'],
+    quorum: 1,
+    strict: false,
+    at: '2024-05-01T12:00:00.000Z',
+  };
+
+  it('waits for what our claim of the term names; strict: count of them', () => {
+    expect(promotionSetting({ self: 'demo-1', term: 5, published: sync, count: 2 })).toEqual({
+      standbys: ['demo-0', 'demo-2'],
+      quorum: 1,
+    });
+    expect(promotionSetting({ self: 'demo-1', term: 5, published: { ...sync, strict: true }, count: 2 }).quorum).toBe(
+      2,
+    );
+  });
+
+  it('waits for nothing without a claim of ours for the term', () => {
+    expect(promotionSetting({ self: 'demo-1', term: 6, published: sync, count: 1 })).toEqual(none);
+    expect(promotionSetting({ self: 'demo-2', term: 5, published: sync, count: 1 })).toEqual(none);
+    expect(promotionSetting({ self: 'demo-1', term: 5, published: null, count: 1 })).toEqual(none);
   });
 });

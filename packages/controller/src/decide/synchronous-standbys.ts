@@ -1,4 +1,4 @@
-import { compareLsn, type LsnText, type SynchronousMode } from '@pgha/core';
+import { compareLsn, type LsnText, type SynchronousMode, type SyncRecord } from '@pgha/core';
 
 /**
  * Synchronous quorum replication, the primary's side: which standbys postgres waits
@@ -255,4 +255,21 @@ export function initialSynchronousSetting(s: Pick<SynchronousSnapshot, 'mode' | 
   }
   const setting = { standbys, quorum: s.strict ? s.count : Math.min(s.count, standbys.length) };
   return { setting, claim: claimOf(setting) };
+}
+
+/**
+ * What postgres waits for before a promotion whose leader record is already held is
+ * finished (the agent restarted between the install and `pg_promote`): what our
+ * published claim of this term names, `count` of them in strict mode; nothing when
+ * there is no claim of ours for the term (then nothing was claimed either).
+ */
+export function promotionSetting(s: {
+  readonly self: string;
+  readonly term: number | null;
+  readonly published: SyncRecord | null;
+  readonly count: number;
+}): SynchronousSetting {
+  const sync = s.published;
+  if (sync === null || sync.term !== s.term || sync.member !== s.self) return { standbys: [], quorum: 0 };
+  return { standbys: sync.standbys, quorum: sync.strict ? Math.max(s.count, sync.quorum) : sync.quorum };
 }

@@ -219,7 +219,7 @@ export function formatSummary(report: CheckReport): string {
         .join(', ') || 'none'
     }`,
     ...report.unavailableKinds.map((u) => `not run: ${u.kind} (${u.reason})`),
-    `mode ${mode}${mode === 'quorum' ? ` (count ${report.settings.synchronousCount}${report.settings.synchronousStrict ? ', strict' : ''})` : ''}; seed ${report.seed} (repeat with --seed ${report.seed}); versions: ${Object.entries(
+    `mode ${mode}${mode === 'quorum' ? ` (count ${report.settings.synchronousCount}${report.settings.synchronousStrict ? ', strict' : ''})` : ''}; lease ${report.settings.leaseTtlMillis} ms, keepalive ${report.settings.keepaliveIntervalMillis} ms, fencing margin ${report.settings.fencingMarginMillis} ms${report.settings.etcdElectionTimeoutMillis !== null ? `, etcd election ${report.settings.etcdElectionTimeoutMillis} ms` : ''}${report.settings.etcdHeartbeatMillis !== null ? `, etcd heartbeat ${report.settings.etcdHeartbeatMillis} ms` : ''}; CPU hog: ${report.settings.cpuHog === 0 ? 'none' : `${report.settings.cpuHog} processes`}; seed ${report.seed} (repeat with --seed ${report.seed}); versions: ${Object.entries(
       report.versions,
     )
       .map(([k, v]) => `${k} ${v}`)

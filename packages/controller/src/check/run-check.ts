@@ -6,6 +6,8 @@
  * analysis. Everything it starts is stopped by PID on the way out (errors and
  * Ctrl-C included), frozen processes are resumed and cut links healed first.
  */
+
+import type { ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   createWriteStream,
@@ -33,6 +35,7 @@ import pg from 'pg';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, parseEndpoints } from '../adapters/etcd.js';
 import { postgresOsUser } from '../adapters/os-user.js';
 import { findFreePortRange } from '../adapters/ports.js';
+import { spawnOwned } from '../adapters/processes.js';
 import { createLogger } from '../log.js';
 import { type LocalEtcdCluster, startLocalEtcdCluster } from '../runtime/local/etcd-cluster.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../runtime/local/local-cluster.js';
@@ -103,7 +106,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
   const recoveryTimeoutMillis = options.recoveryTimeoutMillis ?? 90_000;
   const random = seededRandom(options.seed);
   const keys = clusterKeys(options.cluster);
-  const leaseTtlMillis = defaultConfig.leaseTtlMillis;
+  const leaseTtlMillis = options.leaseTtlMillis;
 
   // The state directory: a fresh one, never a previous run's cluster.
   let stateDir: string;
@@ -166,6 +169,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
   let workload: Workload | null = null;
   let monitorStop = false;
   let monitor: Promise<void> = Promise.resolve();
+  const hogs: ChildProcess[] = [];
   const frozen = new Set<number>();
   let closed = false;
 
@@ -181,6 +185,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       }
     }
     frozen.clear();
+    for (const hog of hogs) hog.kill('SIGKILL');
     for (const host of network?.hosts ?? []) {
       try {
         network!.heal(host.index);
@@ -222,6 +227,10 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
         namePrefix: `${options.cluster}-etcd`,
         // One member never holds an election; three must elect within the fencing budget.
         ...(size === 1 ? { heartbeatIntervalMillis: 100, electionTimeoutMillis: 1000 } : {}),
+        ...(options.etcdHeartbeatMillis !== null ? { heartbeatIntervalMillis: options.etcdHeartbeatMillis } : {}),
+        ...(options.etcdElectionTimeoutMillis !== null
+          ? { electionTimeoutMillis: options.etcdElectionTimeoutMillis }
+          : {}),
       });
       endpoints = etcdCluster.endpoints;
     }
@@ -247,6 +256,9 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       synchronousMode: options.synchronousMode,
       synchronousCount: options.synchronousCount,
       synchronousStrict: options.synchronousStrict,
+      leaseTtlMillis: options.leaseTtlMillis,
+      keepaliveIntervalMillis: options.keepaliveIntervalMillis,
+      fencingMarginMillis: options.fencingMarginMillis,
       updatedAt: new Date().toISOString(),
       updatedBy: 'pgha check',
     };
@@ -366,6 +378,12 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
     progress(
       `cluster up: primary ${first.member} (term ${first.term}); writing ${options.rate}/s; seed ${options.seed}; faults: ${kinds.join(', ')}`,
     );
+
+    // The CPU hog: busy loops beside the cluster for the whole run, at the same
+    // priority, so that every deadline is kept on a saturated machine.
+    for (let k = 0; k < options.cpuHog; k++)
+      hogs.push(spawnOwned(process.execPath, ['-e', 'for (;;) {}'], { logFile: join(logDir, 'cpu-hog.log') }));
+    if (options.cpuHog > 0) progress(`CPU hog: ${options.cpuHog} busy-looping processes started`);
 
     const ctx: FaultContext = {
       cluster: c,

@@ -20,6 +20,12 @@ const settings = (overrides: Partial<CheckSettings> = {}): CheckSettings => ({
   synchronousMode: 'off',
   synchronousCount: 1,
   synchronousStrict: false,
+  leaseTtlMillis: 2000,
+  keepaliveIntervalMillis: 250,
+  fencingMarginMillis: 500,
+  etcdHeartbeatMillis: null,
+  etcdElectionTimeoutMillis: null,
+  cpuHog: 0,
   ...overrides,
 });
 
@@ -48,6 +54,25 @@ describe('check settings', () => {
     );
     expect(() => assertSettings(settings({ members: 1 }))).toThrow(/nobody to fail over to/);
     expect(() => assertSettings(settings({ rate: 2 }))).toThrow(/at least 3/);
+  });
+
+  test('a lease profile that cannot keep its own deadlines, or an etcd election etcd refuses, is refused with why', () => {
+    expect(() =>
+      assertSettings(settings({ leaseTtlMillis: 1000, keepaliveIntervalMillis: 125, fencingMarginMillis: 250 })),
+    ).not.toThrow();
+    expect(() => assertSettings(settings({ leaseTtlMillis: 500 }))).toThrow(/below the minimum lease TTL/);
+    expect(() => assertSettings(settings({ leaseTtlMillis: 1000, keepaliveIntervalMillis: 600 }))).toThrow(
+      /--keepalive 600 must be at most half of --lease-ttl 1000/,
+    );
+    expect(() =>
+      assertSettings(settings({ leaseTtlMillis: 1000, keepaliveIntervalMillis: 250, fencingMarginMillis: 100 })),
+    ).toThrow(/--fencing-margin 100 must be at least --keepalive 250/);
+    expect(() =>
+      assertSettings(settings({ leaseTtlMillis: 1000, keepaliveIntervalMillis: 250, fencingMarginMillis: 750 })),
+    ).toThrow(/must be below --lease-ttl 1000/);
+    expect(() => assertSettings(settings({ etcdHeartbeatMillis: 100, etcdElectionTimeoutMillis: 300 }))).toThrow(
+      /at least 5 times --etcd-heartbeat 100/,
+    );
   });
 
   test('the same seed gives the same schedule; every round holds every kind once', () => {

@@ -32,6 +32,15 @@ export interface CheckSettings {
   readonly synchronousMode: SynchronousMode;
   readonly synchronousCount: number;
   readonly synchronousStrict: boolean;
+  /** Lease timing written to the config record (defaults: the cluster defaults). */
+  readonly leaseTtlMillis: number;
+  readonly keepaliveIntervalMillis: number;
+  readonly fencingMarginMillis: number;
+  /** Raft timing of the etcd pgha check starts (null: its defaults). */
+  readonly etcdHeartbeatMillis: number | null;
+  readonly etcdElectionTimeoutMillis: number | null;
+  /** Busy-looping processes run beside the cluster for the whole run (0: none). */
+  readonly cpuHog: number;
 }
 
 function invalid(message: string): PghaError {
@@ -73,6 +82,26 @@ export function assertSettings(s: CheckSettings): void {
     );
   if (s.members < 2 && s.faults.some((f) => f !== 'postgres-kill'))
     throw invalid('--members 1 leaves nobody to fail over to; use 2 or more (default 3)');
+  if (s.leaseTtlMillis < 1000)
+    throw invalid(`--lease-ttl ${s.leaseTtlMillis} is below the minimum lease TTL of 1000 ms`);
+  if (s.keepaliveIntervalMillis * 2 > s.leaseTtlMillis)
+    throw invalid(`--keepalive ${s.keepaliveIntervalMillis} must be at most half of --lease-ttl ${s.leaseTtlMillis}`);
+  if (s.fencingMarginMillis < s.keepaliveIntervalMillis)
+    throw invalid(
+      `--fencing-margin ${s.fencingMarginMillis} must be at least --keepalive ${s.keepaliveIntervalMillis}`,
+    );
+  if (s.fencingMarginMillis + s.keepaliveIntervalMillis >= s.leaseTtlMillis)
+    throw invalid(
+      `--fencing-margin ${s.fencingMarginMillis} plus --keepalive ${s.keepaliveIntervalMillis} must be below --lease-ttl ${s.leaseTtlMillis}`,
+    );
+  if (
+    s.etcdHeartbeatMillis !== null &&
+    s.etcdElectionTimeoutMillis !== null &&
+    s.etcdElectionTimeoutMillis < 5 * s.etcdHeartbeatMillis
+  )
+    throw invalid(
+      `--etcd-election-timeout ${s.etcdElectionTimeoutMillis} must be at least 5 times --etcd-heartbeat ${s.etcdHeartbeatMillis} (etcd refuses less)`,
+    );
   if (s.rate < s.members)
     throw invalid(`--rate ${s.rate} is below one write per second per member; use at least ${s.members}`);
 }

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { type SynchronousMode, synchronousModes } from '@pgha/core';
+import { availableParallelism } from 'node:os';
+import { defaultConfig, type SynchronousMode, synchronousModes } from '@pgha/core';
 import { type Command, Option } from 'commander';
 import { formatSummary } from '../check/report.js';
 import { runCheck } from '../check/run-check.js';
@@ -18,6 +19,12 @@ interface CheckFlags {
   synchronous: SynchronousMode;
   synchronousCount: number;
   synchronousStrict: boolean;
+  leaseTtl: number;
+  keepalive: number;
+  fencingMargin: number;
+  etcdHeartbeat?: number;
+  etcdElectionTimeout?: number;
+  cpuHog: number;
   stateDir?: string;
   json?: string | boolean;
   keep: boolean;
@@ -59,6 +66,42 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
         .default(1),
     )
     .option('--synchronous-strict', 'quorum: block commits rather than degrade when too few replicas confirm', false)
+    .addOption(
+      new Option('--lease-ttl <ms>', 'lease TTL of the members (written to the config record)')
+        .argParser(integer(1000, 600_000))
+        .default(defaultConfig.leaseTtlMillis),
+    )
+    .addOption(
+      new Option('--keepalive <ms>', 'lease keepalive interval (at most half the TTL)')
+        .argParser(integer(50, 60_000))
+        .default(defaultConfig.keepaliveIntervalMillis),
+    )
+    .addOption(
+      new Option('--fencing-margin <ms>', 'a primary fences this long before its lease could expire')
+        .argParser(integer(0, 60_000))
+        .default(defaultConfig.fencingMarginMillis),
+    )
+    .addOption(
+      new Option(
+        '--etcd-heartbeat <ms>',
+        "heartbeat interval of the etcd pgha check starts (default: etcd's, 50 ms with 3 members)",
+      ).argParser(integer(10, 10_000)),
+    )
+    .addOption(
+      new Option(
+        '--etcd-election-timeout <ms>',
+        'election timeout of the etcd pgha check starts, at least 5 heartbeats (default 300 ms with 3 members); it must fit in the lease TTL minus the fencing margin',
+      ).argParser(integer(50, 60_000)),
+    )
+    .addOption(
+      new Option(
+        '--cpu-hog [n]',
+        'run n busy-looping processes beside the cluster for the whole run (without n: one per CPU) to check the deadlines on a saturated machine',
+      )
+        .argParser(integer(1, 256))
+        .preset(availableParallelism())
+        .default(0),
+    )
     .option(
       '--state-dir <dir>',
       'where data and logs go (empty or new; default: a temporary directory, removed after a passed run)',
@@ -99,6 +142,12 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
           synchronousMode: opts.synchronous,
           synchronousCount: opts.synchronousCount,
           synchronousStrict: opts.synchronousStrict,
+          leaseTtlMillis: opts.leaseTtl,
+          keepaliveIntervalMillis: opts.keepalive,
+          fencingMarginMillis: opts.fencingMargin,
+          etcdHeartbeatMillis: opts.etcdHeartbeat ?? null,
+          etcdElectionTimeoutMillis: opts.etcdElectionTimeout ?? null,
+          cpuHog: opts.cpuHog,
           etcd: opts.etcd,
           stateDir: opts.stateDir,
           verbose: opts.verbose,

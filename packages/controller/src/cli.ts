@@ -362,6 +362,34 @@ registerOperator(program, integer);
 registerKubeSim(program);
 registerCheck(program, integer);
 
+program
+  .command('options', { hidden: true })
+  .description(
+    'internal: every visible command and its long options, as JSON (docs/reference.md is checked against it)',
+  )
+  .action(() => {
+    const help = program.createHelp();
+    const listing: Array<{ command: string; options: string[] }> = [];
+    const walk = (command: Command, path: readonly string[]) => {
+      for (const sub of help.visibleCommands(command)) {
+        if (sub.name() === 'help') continue;
+        const subPath = [...path, sub.name()];
+        const nested = help.visibleCommands(sub).filter((c) => c.name() !== 'help');
+        if (nested.length > 0) walk(sub, subPath);
+        else
+          listing.push({
+            command: subPath.join(' '),
+            options: help
+              .visibleOptions(sub)
+              .map((o) => o.long)
+              .filter((l): l is string => l !== undefined && l !== '--help'),
+          });
+      }
+    };
+    walk(program, []);
+    process.stdout.write(`${JSON.stringify(listing, null, 2)}\n`);
+  });
+
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof PghaError) {
     process.stderr.write(`pgha: ${error.message}\n`);

@@ -402,7 +402,9 @@ export class Agent {
     if (!this.leadership.holdsLeader || !this.leadership.lease.isValid())
       throw new PghaError('conflict', 'refusing to start writable without the leader record');
     this.setState('starting');
-    const observation = await this.postgres.startWritable();
+    const observation = bootstrap
+      ? await this.leadership.withStartGrace(() => this.postgres.startWritable())
+      : await this.postgres.startWritable();
     if (bootstrap) await this.postgres.createReplicationRole();
     await this.ensureAppRole(bootstrap);
     await this.publishInitialize(observation.systemId);

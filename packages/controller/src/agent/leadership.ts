@@ -86,6 +86,8 @@ export class Leadership {
   /** Set by a fence while we still hold the leader record: renew no more. */
   private fencedWhileLeading = false;
   private lastHealthyAt = Number.NEGATIVE_INFINITY;
+  /** Set while the bootstrap's first writable start runs: the health gate holds open. */
+  private startGrace = false;
   private probing = false;
   private unhealthyLogged = false;
   /** Whether we installed the leader record and have not seen it deleted or replaced since. */
@@ -153,7 +155,7 @@ export class Leadership {
   private mayRenew(): boolean {
     if (!this.holdsLeader) return true;
     if (this.fencedWhileLeading) return false;
-    if (this.postgres.state !== 'primary') return true; // installing, promoting, restarting in place
+    if (this.postgres.state !== 'primary' || this.startGrace) return true; // installing, promoting, restarting in place, bootstrapping
     const healthy = this.o.clock.now() - this.lastHealthyAt <= this.o.healthBoundMillis;
     if (!healthy && !this.unhealthyLogged) {
       this.o.log.warn(
@@ -166,8 +168,8 @@ export class Leadership {
 
   /** A fresh connection (through the postmaster) and one query, bounded on our clock. */
   private async probeHealth(): Promise<void> {
-    if (this.probing || this.postgres.state !== 'primary') {
-      if (this.postgres.state !== 'primary') this.lastHealthyAt = this.o.clock.now();
+    if (this.probing || this.postgres.state !== 'primary' || this.startGrace) {
+      if (this.postgres.state !== 'primary' || this.startGrace) this.lastHealthyAt = this.o.clock.now();
       return;
     }
     this.probing = true;
@@ -178,6 +180,24 @@ export class Leadership {
       }
     } finally {
       this.probing = false;
+    }
+  }
+
+  /**
+   * Runs the bootstrap's first writable start with the health gate held open: the
+   * bound on "confirmed healthy and writable" would otherwise count postgres's own
+   * start-up after initdb, which took 3.5 s on a loaded machine (load average 25)
+   * and fenced the only member there is (nobody else can take over before the
+   * replicas have cloned from it), so the cluster never came up. Postgres accepts
+   * no write before it is ready, and the lease deadline and its fences still apply.
+   */
+  async withStartGrace<T>(work: () => Promise<T>): Promise<T> {
+    this.startGrace = true;
+    try {
+      return await work();
+    } finally {
+      this.startGrace = false;
+      this.lastHealthyAt = this.o.clock.now();
     }
   }
 

@@ -387,14 +387,59 @@ export class Agent {
   // ---- start-up paths -------------------------------------------------------
 
   private async bootstrap(): Promise<void> {
-    if (!(await this.leadership.install(this.leadership.view.term + 1, 1, null))) {
+    if (!(await this.takeLeaderToBootstrap())) {
       this.log.info('another member is bootstrapping the cluster; cloning from it instead');
       await this.cloneAndStart();
       return;
     }
     this.setState('initializing');
     await this.postgres.initdb();
+    // On a loaded machine the lease can run out during initdb (measured: load
+    // average 25). Nothing has been written yet and nobody else can lead this new
+    // cluster's data, so take the record again for a new term rather than exit.
+    if (!this.leadership.holdsLeader || !this.leadership.lease.isValid()) {
+      this.log.warn('our leader record lapsed during initdb (the lease expired); taking it again');
+      if (!(await this.takeLeaderToBootstrap()))
+        throw new PghaError(
+          'conflict',
+          "another member bootstrapped the cluster while our lease had lapsed during initdb; remove this member's data directory so that it clones from the primary",
+        );
+    }
     await this.startPrimary(true);
+  }
+
+  /**
+   * Installs the leader record for the next term to bootstrap with. False when another
+   * member holds it (it bootstraps, we clone). A failure of our own — our lease expired
+   * before the install reached etcd, or etcd did not answer, both measured under load
+   * (load average 25) — is retried, bounded: it used to send the only bootstrapping
+   * member off to clone from nobody, and the cluster never came up.
+   */
+  private async takeLeaderToBootstrap(): Promise<boolean> {
+    const deadline = this.clock.now() + 120_000;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) {
+        const view = await this.leadership.read().catch(() => null);
+        const other = view?.leader;
+        if (other != null && other.member !== this.options.name) return false;
+      }
+      const installed = await this.leadership
+        .install(this.leadership.view.term + 1, 1, null)
+        .catch((error: unknown) => {
+          this.log.warn(`bootstrap: installing the leader record: ${(error as Error).message}`);
+          return false;
+        });
+      if (installed) return true;
+      const view = await this.leadership.read().catch(() => null);
+      if (view?.leader != null && view.leader.member !== this.options.name) return false;
+      if (this.clock.now() > deadline)
+        throw new PghaError(
+          'etcd-unavailable',
+          'could not take the leader record to bootstrap the cluster within 120 s (our lease kept expiring or etcd did not answer); check that etcd answers promptly',
+        );
+      this.log.warn('bootstrap: the leader record was not installed and no other member holds it; trying again');
+      await delay(500);
+    }
   }
 
   /** Starts the data directory writable: only while we hold the leader record. */

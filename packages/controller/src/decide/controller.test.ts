@@ -178,9 +178,17 @@ describe('decideController history', () => {
     });
   });
 
-  it('records a promotion nobody targeted as a bootstrap when no history exists yet', () => {
+  it('records a promotion nobody targeted as a bootstrap when no history exists yet, with nothing detected', () => {
     const decision = decideController(
-      snapshot({ term: 1, leader: leader({ term: 1 }), lastHistoryTerm: 0, lastPrimary: null, target: null }),
+      snapshot({
+        term: 1,
+        leader: leader({ term: 1 }),
+        lastHistoryTerm: 0,
+        lastPrimary: null,
+        target: null,
+        // A controller that ran before the bootstrap saw no leader: not a fault.
+        leaderLostAt: at('2024-05-01T12:00:01.000Z'),
+      }),
     );
     expect(decision).toMatchObject({
       type: 'record-history',

@@ -413,6 +413,10 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
   for (const m of s.members) lastKnownLsn[m.name] = positionOf(m);
   lastKnownLsn[leader.member] = newLsn;
   if (oldPrimary !== null && oldPrimary !== leader.member) lastKnownLsn[oldPrimary] = oldLsn;
+  const reason = byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart');
+  // A bootstrap answers no fault or request: nothing was detected (a controller that
+  // ran before it only saw a cluster without a leader yet).
+  const lostAt = reason === 'bootstrap' || s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString();
   return {
     type: 'record-history',
     history: {
@@ -421,8 +425,8 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
       oldPrimary,
       newPrimary: leader.member,
       timeline: leader.timeline,
-      reason: byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart'),
-      detectedAt: byTarget?.detectedAt ?? (s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString()),
+      reason,
+      detectedAt: byTarget?.detectedAt ?? lostAt,
       promotedAt: leader.since,
       lastKnownLsn,
       decidedAt: byTarget?.decidedAt ?? null,

@@ -85,10 +85,7 @@ describe('deriveWatchEvents', () => {
       leader: null,
       failover: { inProgress: true, target: { member: 'demo-1', term: 2, reason: 'switchover' } },
     });
-    expect(messages(before, gone)).toEqual([
-      'no leader (was demo-0)',
-      'failover in progress: switchover to demo-1 for term 2',
-    ]);
+    expect(messages(before, gone)).toEqual(['no leader (was demo-0)', 'switchover to demo-1 for term 2 in progress']);
     const after = view(
       {
         term: 2,
@@ -105,7 +102,7 @@ describe('deriveWatchEvents', () => {
     expect(events.map((e) => [e.type, e.member, e.message])).toEqual([
       ['term', null, 'term 1 -> 2'],
       ['leader', 'demo-1', 'leader none -> demo-1'],
-      ['failover', null, 'failover over: a writable leader and no pending target'],
+      ['failover', null, 'a writable leader again, no failover or switchover pending'],
       ['role', 'demo-0', 'demo-0 primary -> replica'],
       ['role', 'demo-1', 'demo-1 replica -> primary'],
       ['history', 'demo-1', 'history: term 2 demo-0 -> demo-1 (switchover, 0.90s detected to writable)'],

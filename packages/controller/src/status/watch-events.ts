@@ -91,8 +91,10 @@ export function deriveWatchEvents(prev: WatchView | null, next: WatchView, o: Wa
       'failover',
       b.failover.target?.member ?? null,
       b.failover.inProgress
-        ? `failover in progress${target(b) === '' ? '' : `: ${target(b)}`}`
-        : 'failover over: a writable leader and no pending target',
+        ? target(b) === ''
+          ? 'waiting for a writable leader'
+          : `${target(b)} in progress`
+        : 'a writable leader again, no failover or switchover pending',
     );
   }
 

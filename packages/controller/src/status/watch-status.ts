@@ -1,6 +1,6 @@
 import { type ClusterKeys, HistoryRecord } from '@pgha/core';
 import type { Etcd3, Watcher } from 'etcd3';
-import { createEtcdClient } from '../adapters/etcd.js';
+import { castEtcdError, createEtcdClient } from '../adapters/etcd.js';
 import { formatStatus, readClusterStatus, type StatusUrlOptions } from './cluster-status.js';
 import {
   deriveWatchEvents,
@@ -119,7 +119,7 @@ export async function watchStatus(o: WatchStatusOptions): Promise<void> {
         events = [...events, ...deriveWatchEvents(view, next, { now, lagThresholdBytes: o.lagThresholdBytes })];
         view = next;
       } catch (error) {
-        const message = (error as Error).message.split('\n')[0] ?? String(error);
+        const message = castEtcdError(error, o.etcd, 'reading the cluster').message;
         if (unreachable === null) {
           unreachable = { since: now, error: message };
           events.push(etcdEvent(now, message, null));

@@ -23,6 +23,8 @@ import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
 import { describeSynchronous } from './runtime/local/stored-settings.js';
 import { formatStatus, readClusterStatus } from './status/cluster-status.js';
+import { clusterUrls } from './status/connection-urls.js';
+import { watchStatus } from './status/watch-status.js';
 
 const env = process.env;
 const defaultEtcd = env.PGHA_ETCD ?? 'http://127.0.0.1:2379';
@@ -162,6 +164,13 @@ program
         progress: (line) => process.stderr.write(`  ${line}\n`),
       });
       const c = running;
+      // Every member, for clients that follow the primary themselves (libpq, pgjdbc).
+      const urls = clusterUrls({
+        user: 'postgres',
+        password: c.superuserPassword,
+        database: 'postgres',
+        members: c.members,
+      });
       process.stdout.write(
         [
           '',
@@ -169,6 +178,9 @@ program
           '',
           `  primary:  ${c.connectionString(c.primaryAtStart)}`,
           `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
+          `  read-write (follows the primary; psql, psycopg, pgx): ${urls.readWrite}`,
+          `  read-only (a replica, else the primary):               ${urls.readOnly}`,
+          `  JDBC:     ${urls.jdbcReadWrite}`,
           `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
           `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint} --cluster ${c.cluster})`,
           ...(c.members[0]?.api
@@ -337,24 +349,56 @@ program
 
 program
   .command('status')
-  .description("show the cluster: term, leader, each member's role, state and lag")
+  .description("show the cluster: term, leader, each member's role, state and lag, and connection strings")
   .option('--etcd <urls>', 'etcd endpoints', defaultEtcd)
   .option('--cluster <name>', 'cluster name', defaultCluster)
   .option('--key-root <prefix>', 'etcd key root', '/pgha/')
-  .option('--json', 'print one JSON object', false)
-  .action(async (opts: { etcd: string; cluster: string; keyRoot: string; json: boolean }) => {
-    const keys = clusterKeys(opts.cluster, opts.keyRoot);
-    const etcd = createEtcdClient({ endpoints: opts.etcd }, 3000);
-    try {
-      await assertEtcdReachable(etcd, opts.etcd);
-      const status = await readClusterStatus(etcd, opts.cluster, keys).catch((error) => {
-        throw castEtcdError(error, opts.etcd, 'reading the cluster');
-      });
-      process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
-    } finally {
-      etcd.close();
-    }
-  });
+  .option('--json', 'print one JSON object (with --watch: one per change, NDJSON)', false)
+  .option('--watch', 'keep watching: redraw on every change (at least every second), with recent events; Ctrl-C exits')
+  .option('--user <name>', 'the user in the printed connection strings', 'postgres')
+  .option('--database <name>', 'the database in the printed connection strings', 'postgres')
+  .addOption(
+    new Option('--lag-threshold-bytes <n>', '--watch: a replica lagging more than this is an event')
+      .argParser(integer(0, Number.MAX_SAFE_INTEGER))
+      .default(16 * 1024 * 1024, '16777216 (16 MiB)'),
+  )
+  .action(
+    async (opts: {
+      etcd: string;
+      cluster: string;
+      keyRoot: string;
+      json: boolean;
+      watch?: boolean;
+      user: string;
+      database: string;
+      lagThresholdBytes: number;
+    }) => {
+      const keys = clusterKeys(opts.cluster, opts.keyRoot);
+      const urlOptions = { user: opts.user, database: opts.database };
+      if (opts.watch) {
+        await watchStatus({
+          etcd: opts.etcd,
+          cluster: opts.cluster,
+          keys,
+          json: opts.json,
+          urlOptions,
+          lagThresholdBytes: opts.lagThresholdBytes,
+        });
+        // Ctrl-C: a clean exit, whatever etcd's client still holds open.
+        process.exit(0);
+      }
+      const etcd = createEtcdClient({ endpoints: opts.etcd }, 3000);
+      try {
+        await assertEtcdReachable(etcd, opts.etcd);
+        const status = await readClusterStatus(etcd, opts.cluster, keys, urlOptions).catch((error) => {
+          throw castEtcdError(error, opts.etcd, 'reading the cluster');
+        });
+        process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      } finally {
+        etcd.close();
+      }
+    },
+  );
 
 registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' }, integer);
 registerConfig(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' });

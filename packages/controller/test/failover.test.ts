@@ -34,6 +34,7 @@ import { processState, watchdogOf } from '../src/adapters/proc.js';
 import { createLogger } from '../src/log.js';
 import { type EtcdServer, startEtcdServer } from '../src/runtime/local/etcd-server.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
+import { historyTimings } from '../src/status/history-timings.js';
 
 const cluster = 'faults';
 const keys = clusterKeys(cluster);
@@ -283,10 +284,20 @@ describe('failover', () => {
       // The pinned writer kept trying the old primary through its restart as a replica.
       expect(acksAfter(pinned, old.member, Date.parse(next.since))).toEqual([]);
       const { missing, lostBytes, total } = await lossOf([pinned, follower], next, old.member);
-      const history = (await etcd.getAll().prefix(keys.historyPrefix).strings()) as Record<string, string>;
-      const record = Object.values(history)
-        .map((v) => HistoryRecord.decode(v))
-        .find((h) => h.term === next.term);
+      const record = await waitFor(
+        'the history record of the failover',
+        async () =>
+          Object.values(await etcd.getAll().prefix(keys.historyPrefix).strings())
+            .map((v) => HistoryRecord.decode(v))
+            .find((h) => h.term === next.term),
+        10_000,
+      );
+      // History names the old primary, and its times are in order on the controller's
+      // clock: the leader seen gone, then the target, then the new primary writable.
+      expect(record).toMatchObject({ oldPrimary: old.member, newPrimary: next.member, reason: 'failover' });
+      expect(Date.parse(record.detectedAt!)).toBeLessThanOrEqual(Date.parse(record.decidedAt!));
+      expect(Date.parse(record.decidedAt!)).toBeLessThanOrEqual(Date.parse(record.writableAt!));
+      expect(historyTimings(record).clamped).toEqual([]);
       console.log(
         `(a) fault -> first write on new primary: ${((first.at - faultAt) / 1000).toFixed(2)} s; acknowledged writes lost: ${missing.length} of ${total} (${lostBytes} WAL bytes past the switch point; history lostBytes ${record?.lostBytes}; bound ${defaultConfig.maximumLagOnFailoverBytes})`,
       );

@@ -1,5 +1,8 @@
 // The quick start as a user runs it: `pgha up` in the foreground, `pgha status
 // --json`, psql-style writes on the printed connection string, Ctrl-C (SIGINT).
+// After a switchover: the real psql through the printed multi-host URL lands on the
+// new primary, `pgha status --watch --json` reports the change, and `pgha history`
+// names the old primary with timings in order.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +13,7 @@ import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
+import { findPostgresBinaries } from '../src/adapters/prerequisites.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
@@ -242,10 +246,70 @@ test('after a switchover, pgha up on the same state prints the member that leads
     ]);
     return JSON.parse(stdout);
   };
-  await startUp(base, etcdPort);
+  const first = await startUp(base, etcdPort);
+  // The multi-host URLs pgha up prints beside the primary's.
+  const readWrite = /read-write \(follows the primary[^)]*\):\s+(postgresql:\/\/\S+)/.exec(first.stdout())?.[1];
+  expect(readWrite).toContain(`@127.0.0.1:${base},127.0.0.1:${base + 1},127.0.0.1:${base + 2}/postgres?`);
+  expect(readWrite).toContain('target_session_attrs=read-write&connect_timeout=2');
+  expect(first.stdout()).toMatch(
+    /read-only \(a replica, else the primary\):\s+postgresql:\/\/\S+target_session_attrs=prefer-standby/,
+  );
   const before = (await status()).leader;
   const to = before.member === 'quick-1' ? 'quick-2' : 'quick-1';
-  await run(process.execPath, [cliPath(), 'switchover', '--etcd', etcd, '--cluster', 'quick', '--to', to]);
+
+  // A live view in NDJSON, started before the switchover: it must see it.
+  const watch = spawn(
+    process.execPath,
+    [cliPath(), 'status', '--watch', '--json', '--etcd', etcd, '--cluster', 'quick'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let watched = '';
+  let watchErrors = '';
+  watch.stdout!.on('data', (d) => (watched += d));
+  watch.stderr!.on('data', (d) => (watchErrors += d));
+  const frames = () =>
+    watched
+      .slice(0, watched.lastIndexOf('\n') + 1) // whole lines only: a chunk may end mid-line
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            events: Array<{ type: string; member: string | null; message: string }>;
+            status: { term: number; urls: { readWrite: string } } | null;
+          },
+      );
+  try {
+    await waitFor(
+      'the first frame of status --watch --json',
+      () => {
+        if (watch.exitCode !== null) throw new StopWaiting(`status --watch exited ${watch.exitCode}: ${watchErrors}`);
+        return frames()[0]?.status !== null && frames().length > 0;
+      },
+      30_000,
+      100,
+    );
+    expect(frames()[0]!.events).toEqual([]);
+    expect(frames()[0]!.status!.urls.readWrite).toContain('target_session_attrs=read-write');
+    await run(process.execPath, [cliPath(), 'switchover', '--etcd', etcd, '--cluster', 'quick', '--to', to]);
+    const events = await waitFor(
+      `status --watch to report the history record of the switchover to ${to}`,
+      () => {
+        if (watch.exitCode !== null) throw new StopWaiting(`status --watch exited ${watch.exitCode}: ${watchErrors}`);
+        const all = frames().flatMap((f) => f.events);
+        return all.some((e) => e.type === 'history' && e.member === to) ? all : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['term', 'leader', 'role', 'history']));
+    expect(events.find((e) => e.type === 'leader' && e.member === to)).toBeDefined();
+  } finally {
+    watch.kill('SIGINT');
+  }
+  await waitFor('status --watch to exit on SIGINT', () => watch.exitCode !== null || watch.signalCode !== null, 10_000);
+  expect(watch.exitCode).toBe(0);
+
   await waitFor(
     `${to} to lead with both replicas streaming`,
     async () => {
@@ -257,6 +321,58 @@ test('after a switchover, pgha up on the same state prints the member that leads
     30_000,
     250,
   );
+
+  // The real psql through the multi-host URL printed before the switchover lands on
+  // the new primary (libpq skips the old one, now a replica).
+  const psql = join((await findPostgresBinaries()).binDir, 'psql');
+  const { stdout: landed } = await run(psql, [readWrite!, '-XAtc', 'SELECT pg_is_in_recovery(), inet_server_port()']);
+  const newPort = (await status()).leader.port;
+  expect(landed.trim()).toBe(`f|${newPort}`);
+
+  // History: the switchover names the old primary, and its timings are in order
+  // (detected at the request, before the decision; writable after).
+  const { stdout: historyJson } = await run(process.execPath, [
+    cliPath(),
+    'history',
+    '--json',
+    '--etcd',
+    etcd,
+    '--cluster',
+    'quick',
+  ]);
+  const history = JSON.parse(historyJson) as Array<{
+    term: number;
+    reason: string;
+    oldPrimary: string | null;
+    newPrimary: string;
+    detectedAt: string;
+    decidedAt: string;
+    writableAt: string;
+    timings: {
+      detectedToDecidedMillis: number;
+      decidedToPromotedMillis: number;
+      totalMillis: number;
+      clamped: string[];
+    };
+  }>;
+  const switched = history.at(-1)!;
+  expect(switched).toMatchObject({ reason: 'switchover', oldPrimary: before.member, newPrimary: to });
+  expect(Date.parse(switched.detectedAt)).toBeLessThanOrEqual(Date.parse(switched.decidedAt));
+  expect(Date.parse(switched.decidedAt)).toBeLessThanOrEqual(Date.parse(switched.writableAt));
+  expect(switched.timings.clamped).toEqual([]);
+  expect(switched.timings.totalMillis).toBeGreaterThanOrEqual(switched.timings.detectedToDecidedMillis);
+  for (const h of history.filter((x) => x.term > 1)) expect(h.oldPrimary, `history of term ${h.term}`).not.toBeNull();
+  const { stdout: historyTable } = await run(process.execPath, [
+    cliPath(),
+    'history',
+    '--etcd',
+    etcd,
+    '--cluster',
+    'quick',
+  ]);
+  expect(historyTable).toMatch(/DETECTED→DECIDED\s+DECIDED→PROMOTED\s+TOTAL/);
+  expect(historyTable).not.toMatch(/-\d+\.\d+s/);
+  console.log(`history after the switchover:\n${historyTable}`);
   await interruptUp();
 
   const started = await startUp(base, etcdPort, ['--synchronous', 'quorum']);
@@ -284,6 +400,28 @@ test('after a switchover, pgha up on the same state prints the member that leads
   const { rows } = await client.query('SELECT pg_is_in_recovery() AS r');
   await client.end();
   expect(rows).toEqual([{ r: false }]);
+  // The promotion after the whole-cluster restart names the old primary too, timings in order.
+  const restartPromotion = await waitFor(
+    'the history record of the promotion after the restart',
+    async () => {
+      const { stdout } = await run(process.execPath, [
+        cliPath(),
+        'history',
+        '--json',
+        '--etcd',
+        etcd,
+        '--cluster',
+        'quick',
+      ]);
+      const last = (JSON.parse(stdout) as typeof history).at(-1);
+      return last !== undefined && last.term > switched.term ? last : undefined;
+    },
+    20_000,
+    250,
+  );
+  expect(restartPromotion.term).toBeGreaterThan(switched.term);
+  expect(restartPromotion.oldPrimary).toBe(to);
+  expect(restartPromotion.timings.clamped).toEqual([]);
   expect(await showOnEach(started.connection, [base, base + 1, base + 2], 'max_files_per_process')).toEqual([
     '900',
     '900',

@@ -266,6 +266,13 @@ const targetSchema = z.object({
   /** The primary being replaced, when there was one. */
   from: name.nullable().optional(),
   decidedAt: timestamp,
+  /**
+   * When the controller saw what this target answers (on its clock, like
+   * `decidedAt`): the leader record gone for a failover, the request for a switchover
+   * or manual failover. History takes its `detectedAt` from here. Absent in records
+   * of earlier versions.
+   */
+  detectedAt: timestamp.optional(),
 });
 
 const switchoverSchema = z.object({
@@ -290,12 +297,25 @@ const historySchema = z.object({
   newPrimary: name,
   timeline: z.number().int().min(1).max(0xffffffff),
   reason: shortText,
+  /**
+   * When the controller saw the cause (its clock): the request of a switchover or
+   * manual failover, the leader record gone for a failover (a lease expiry is seen
+   * when it happens, up to one TTL after the fault), the first pass without a leader
+   * for a restart; null for a bootstrap.
+   */
   detectedAt: timestamp.nullable(),
+  /** When the new primary's agent installed the leader record (the agent's clock). */
   promotedAt: timestamp,
   /** The last LSN known for each member when the decision was made. */
   lastKnownLsn: z.record(name, lsn.nullable()),
   /** When the controller wrote the target. */
   decidedAt: timestamp.nullable().optional(),
+  /**
+   * When the controller saw the new leader writable (on its clock, like `detectedAt`
+   * and `decidedAt`): the end of the outage or handover. Absent in records of earlier
+   * versions.
+   */
+  writableAt: timestamp.nullable().optional(),
   /**
    * Bytes of WAL the old primary was known to have beyond the new primary's position
    * at the decision (the visible data-loss window of an asynchronous failover); null

@@ -15,6 +15,7 @@ import { runWatchdog } from '../agent/watchdog.js';
 import { Controller } from '../controller/controller.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
 import { createLogger } from '../log.js';
+import { formatHistory, withTimings } from '../status/history-timings.js';
 
 /** Flags every etcd-talking command shares. */
 export interface ClusterFlags {
@@ -190,48 +191,18 @@ export function registerOperations(
   clusterOptions(
     program
       .command('history')
-      .description('list past promotions: term, old and new primary, reason, timings, possible loss'),
+      .description(
+        'list past promotions: term, old and new primary, reason, detected→decided, decided→promoted and total times, possible loss',
+      ),
   )
-    .option('--json', 'print a JSON array', false)
+    .option('--json', 'print a JSON array: each record as stored, plus its computed timings', false)
     .action(async (opts: ClusterFlags & { json: boolean }) => {
       await withEtcd(opts, async (etcd) => {
         const keys = clusterKeys(opts.cluster, opts.keyRoot);
         const values = await etcd.getAll().prefix(keys.historyPrefix).sort('Key', 'Ascend').strings();
         const records = Object.values(values).map((v) => HistoryRecord.decode(v));
-        records.sort((a, b) => a.term - b.term);
-        if (opts.json) {
-          process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
-          return;
-        }
-        if (records.length === 0) {
-          process.stdout.write('no promotions recorded yet\n');
-          return;
-        }
-        const rows = records.map((h) => {
-          const decided =
-            h.detectedAt && h.decidedAt
-              ? `${((Date.parse(h.decidedAt) - Date.parse(h.detectedAt)) / 1000).toFixed(2)}s`
-              : '-';
-          return [
-            String(h.term),
-            String(h.timeline),
-            h.oldPrimary ?? '-',
-            h.newPrimary,
-            h.reason,
-            h.promotedAt,
-            decided,
-            h.lostBytes == null ? '-' : `${h.lostBytes} B`,
-          ];
-        });
-        const header = ['TERM', 'TL', 'OLD', 'NEW', 'REASON', 'PROMOTED AT', 'DECIDED IN', 'POSSIBLY LOST'];
-        const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-        for (const r of [header, ...rows])
-          process.stdout.write(
-            `${r
-              .map((c, i) => c.padEnd(widths[i]!))
-              .join('  ')
-              .trimEnd()}\n`,
-          );
+        // --json: the raw records, each with its computed timings (never negative).
+        process.stdout.write(opts.json ? `${JSON.stringify(withTimings(records), null, 2)}\n` : formatHistory(records));
       });
     });
 

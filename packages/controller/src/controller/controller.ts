@@ -65,7 +65,11 @@ export class Controller {
   /** Our `controller` record as last written (its `waiting` is what status shows). */
   private record: ControllerRecord | null = null;
   private targetSeen: { text: string; at: number } | null = null;
+  /** The pending switchover request and when this controller first saw it (a switchover's detectedAt). */
+  private switchoverSeen: { text: string; at: number } | null = null;
   private lastHistoryTerm = 0;
+  /** The newest history record read (its new primary names an old primary no last-primary record names). */
+  private lastHistory: { term: number; newPrimary: string } | null = null;
   private lastWait = '';
   private lastProblem: string | null = null;
   private lagBoundSource = '';
@@ -192,6 +196,7 @@ export class Controller {
       let target: TargetRecord | null = null;
       let targetText: string | null = null;
       let switchover: SwitchoverRecord | null = null;
+      let switchoverText: string | null = null;
       let switchoverMod = '0';
       let sync: SyncRecord | null = null;
       const members: MemberRecord[] = [];
@@ -215,6 +220,7 @@ export class Controller {
               break;
             case 'switchover':
               switchover = SwitchoverRecord.decode(text);
+              switchoverText = text;
               switchoverMod = kv.mod_revision;
               break;
             case 'last-primary': {
@@ -233,6 +239,8 @@ export class Controller {
               break;
             case 'history':
               if (parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
+              if (parsed.term > (this.lastHistory?.term ?? 0))
+                this.lastHistory = { term: parsed.term, newPrimary: HistoryRecord.decode(text).newPrimary };
               break;
             default:
               break;
@@ -260,6 +268,8 @@ export class Controller {
       }
       if (targetText !== this.targetSeen?.text)
         this.targetSeen = targetText === null ? null : { text: targetText, at: now };
+      if (switchoverText !== this.switchoverSeen?.text)
+        this.switchoverSeen = switchoverText === null ? null : { text: switchoverText, at: now };
       if (!act) return;
 
       const decision = decideController({
@@ -274,7 +284,9 @@ export class Controller {
         lastPrimaryRecords: [...this.lastPrimaryRecords.values()],
         lastAsReplica: [...this.lastAsReplica.values()],
         switchover,
+        switchoverSeenAt: this.switchoverSeen?.at ?? null,
         lastHistoryTerm: this.lastHistoryTerm,
+        lastHistory: this.lastHistory,
         sync,
         policy: this.policyWith(config),
       });

@@ -100,9 +100,60 @@ describe('decideController history', () => {
         promotedAt: '2024-05-01T12:00:09.900Z',
         lastKnownLsn: { 'demo-0': '0/5000000', 'demo-1': '0/4F00000', 'demo-2': '0/4E00000' },
         decidedAt: '2024-05-01T12:00:09.800Z',
+        writableAt: '2024-05-01T12:00:10.000Z',
         lostBytes: 0x100000,
       },
     });
+  });
+
+  it('takes detectedAt from the target, so a switchover is detected at its request, before the decision', () => {
+    // The controller saw the request at 09.500, wrote the target at 09.800 and saw the
+    // old primary release the leader record (leaderLostAt) only after that, at 09.850.
+    const decision = decideController(
+      snapshot({
+        ...promoted,
+        target: target({ reason: 'switchover', detectedAt: '2024-05-01T12:00:09.500Z' }),
+        leaderLostAt: at('2024-05-01T12:00:09.850Z'),
+      }),
+    );
+    expect(decision).toMatchObject({
+      type: 'record-history',
+      history: {
+        detectedAt: '2024-05-01T12:00:09.500Z',
+        decidedAt: '2024-05-01T12:00:09.800Z',
+        writableAt: '2024-05-01T12:00:10.000Z',
+      },
+    });
+  });
+
+  it('names the old primary from the target when no last-primary record or remembered primary does', () => {
+    const decision = decideController(snapshot({ ...promoted, lastPrimary: null, lastPrimaryRecords: [] }));
+    expect(decision).toMatchObject({ type: 'record-history', history: { oldPrimary: 'demo-0' } });
+  });
+
+  it('names the old primary from the previous term’s history when nothing else does (a controller started late)', () => {
+    const decision = decideController(
+      snapshot({
+        term: 4,
+        leader: leader({ term: 4, member: 'demo-1' }),
+        target: null,
+        lastPrimary: null,
+        lastPrimaryRecords: [],
+        lastHistory: { term: 3, newPrimary: 'demo-2' },
+      }),
+    );
+    expect(decision).toMatchObject({ type: 'record-history', history: { reason: 'restart', oldPrimary: 'demo-2' } });
+    const older = decideController(
+      snapshot({
+        term: 4,
+        leader: leader({ term: 4, member: 'demo-1' }),
+        target: null,
+        lastPrimary: null,
+        lastPrimaryRecords: [],
+        lastHistory: { term: 2, newPrimary: 'demo-2' },
+      }),
+    );
+    expect(older).toMatchObject({ type: 'record-history', history: { oldPrimary: null } });
   });
 
   it('records history before it considers a switchover request', () => {
@@ -127,9 +178,17 @@ describe('decideController history', () => {
     });
   });
 
-  it('records a promotion nobody targeted as a bootstrap when no history exists yet', () => {
+  it('records a promotion nobody targeted as a bootstrap when no history exists yet, with nothing detected', () => {
     const decision = decideController(
-      snapshot({ term: 1, leader: leader({ term: 1 }), lastHistoryTerm: 0, lastPrimary: null, target: null }),
+      snapshot({
+        term: 1,
+        leader: leader({ term: 1 }),
+        lastHistoryTerm: 0,
+        lastPrimary: null,
+        target: null,
+        // A controller that ran before the bootstrap saw no leader: not a fault.
+        leaderLostAt: at('2024-05-01T12:00:01.000Z'),
+      }),
     );
     expect(decision).toMatchObject({
       type: 'record-history',
@@ -166,8 +225,10 @@ describe('decideController history', () => {
 });
 
 describe('decideController switchover', () => {
-  it('targets the best replica for the next term and consumes the request', () => {
-    const decision = decideController(snapshot({ switchover: switchover() }));
+  it('targets the best replica for the next term and consumes the request, detected when the request was seen', () => {
+    const decision = decideController(
+      snapshot({ switchover: switchover(), switchoverSeenAt: at('2024-05-01T12:00:09.500Z') }),
+    );
     expect(decision).toEqual({
       type: 'set-target',
       target: {
@@ -177,6 +238,7 @@ describe('decideController switchover', () => {
         reason: 'switchover',
         from: 'demo-0',
         decidedAt: '2024-05-01T12:00:10.000Z',
+        detectedAt: '2024-05-01T12:00:09.500Z',
       },
       consumeSwitchover: true,
     });
@@ -305,6 +367,7 @@ describe('decideController failover', () => {
         reason: 'failover',
         from: 'demo-0',
         decidedAt: '2024-05-01T12:00:10.000Z',
+        detectedAt: '2024-05-01T12:00:09.200Z',
       },
       consumeSwitchover: false,
     });
@@ -447,6 +510,7 @@ describe('decideController manual failover', () => {
         reason: 'manual-failover',
         from: 'demo-0',
         decidedAt: '2024-05-01T12:00:10.000Z',
+        detectedAt: '2024-05-01T12:00:10.000Z',
       },
       consumeSwitchover: true,
     });

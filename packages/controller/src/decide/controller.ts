@@ -68,8 +68,20 @@ export interface ControllerSnapshot {
   /** Each member's newest record seen while it ran as a replica (a new primary's position before promotion). */
   readonly lastAsReplica: readonly MemberRecord[];
   readonly switchover: SwitchoverRecord | null;
+  /**
+   * When this controller first saw the current switchover request (its clock, like
+   * `now`): the `detectedAt` of the target that answers it. Null or absent: `now`.
+   */
+  readonly switchoverSeenAt?: number | null;
   /** The newest term with a history record. */
   readonly lastHistoryTerm: number;
+  /**
+   * The newest history record as read (its new primary was the primary of that
+   * term): names the old primary of a promotion when no `last-primary` record of the
+   * previous term was seen (a controller that started after the new primary's record
+   * replaced it). Null or absent when none.
+   */
+  readonly lastHistory?: { readonly term: number; readonly newPrimary: string } | null;
   /**
    * The synchronous claim (`sync`) as last read: when it is of the current term and
    * claims a quorum, an election counts positions from enough of its standbys and
@@ -89,8 +101,23 @@ export type ControllerDecision =
   | { readonly type: 'reject-switchover'; readonly reason: string }
   | { readonly type: 'record-history'; readonly history: HistoryRecord };
 
-function target(term: number, member: string, reason: TargetReason, from: string | null, now: number): TargetRecord {
-  return { v: recordVersion, term, member, reason, from, decidedAt: new Date(now).toISOString() };
+function target(
+  term: number,
+  member: string,
+  reason: TargetReason,
+  from: string | null,
+  now: number,
+  detectedAt: number,
+): TargetRecord {
+  return {
+    v: recordVersion,
+    term,
+    member,
+    reason,
+    from,
+    decidedAt: new Date(now).toISOString(),
+    detectedAt: new Date(Math.min(detectedAt, now)).toISOString(),
+  };
 }
 
 function positionOf(m: MemberRecord | null): LsnText | null {
@@ -143,7 +170,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     }
     return {
       type: 'set-target',
-      target: target(nextTerm, chosen.name, 'switchover', s.leader.member, s.now),
+      target: target(nextTerm, chosen.name, 'switchover', s.leader.member, s.now, s.switchoverSeenAt ?? s.now),
       consumeSwitchover: true,
     };
   }
@@ -217,7 +244,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
     }
     return {
       type: 'set-target',
-      target: target(nextTerm, manual, 'manual-failover', oldPrimary, s.now),
+      target: target(nextTerm, manual, 'manual-failover', oldPrimary, s.now, s.switchoverSeenAt ?? s.now),
       consumeSwitchover: true,
     };
   }
@@ -280,7 +307,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   }
   return {
     type: 'set-target',
-    target: target(nextTerm, best.name, 'failover', oldPrimary, s.now),
+    target: target(nextTerm, best.name, 'failover', oldPrimary, s.now, s.leaderLostAt ?? s.now),
     consumeSwitchover: false,
   };
 }
@@ -354,7 +381,14 @@ function describeRecord(r: LastPrimaryRecord | null): string {
 /**
  * The history record of `leader`'s promotion. The old primary is the one of the
  * durable record of the previous term (the same member when it was re-elected after
- * a restart), else the one this controller saw lead. `lostBytes` is, for every
+ * a restart), else the target's `from`, else the one this controller saw lead, else
+ * the new primary of the previous term's history record.
+ *
+ * Timings: `detectedAt` is the target's (when the controller saw the request or the
+ * leader gone), else when this controller saw no leader; `decidedAt` the target's;
+ * `writableAt` now (this controller sees the leader writable). All three are on the
+ * controller's clock, so their differences do not depend on clocks agreeing;
+ * `promotedAt` is the agent's. `lostBytes` is, for every
  * reason, how far the old primary's furthest known position was ahead of what the
  * new primary held when it took the record (`fromLsn`; failing that its last report
  * as a replica): max(0, old − new), null when either is unknown.
@@ -363,7 +397,9 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
   const byTarget = s.target !== null && s.target.term === leader.term ? s.target : null;
   const previous = s.lastPrimaryRecords.find((r) => r.term === leader.term - 1) ?? null;
   const remembered = s.lastPrimary !== null && s.lastPrimary.name !== leader.member ? s.lastPrimary : null;
-  const oldPrimary = previous?.member ?? remembered?.name ?? null;
+  const fromTarget = byTarget?.from != null && byTarget.from !== leader.member ? byTarget.from : null;
+  const fromHistory = s.lastHistory != null && s.lastHistory.term === leader.term - 1 ? s.lastHistory.newPrimary : null;
+  const oldPrimary = previous?.member ?? fromTarget ?? remembered?.name ?? fromHistory;
   const oldLsn = maxLsn(
     previous?.lsn ?? null,
     s.lastPrimary !== null && s.lastPrimary.name === oldPrimary ? positionOf(s.lastPrimary) : null,
@@ -377,6 +413,10 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
   for (const m of s.members) lastKnownLsn[m.name] = positionOf(m);
   lastKnownLsn[leader.member] = newLsn;
   if (oldPrimary !== null && oldPrimary !== leader.member) lastKnownLsn[oldPrimary] = oldLsn;
+  const reason = byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart');
+  // A bootstrap answers no fault or request: nothing was detected (a controller that
+  // ran before it only saw a cluster without a leader yet).
+  const lostAt = reason === 'bootstrap' || s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString();
   return {
     type: 'record-history',
     history: {
@@ -385,11 +425,12 @@ function recordHistory(s: ControllerSnapshot, leader: LeaderRecord): ControllerD
       oldPrimary,
       newPrimary: leader.member,
       timeline: leader.timeline,
-      reason: byTarget?.reason ?? (s.lastHistoryTerm === 0 ? 'bootstrap' : 'restart'),
-      detectedAt: s.leaderLostAt === null ? null : new Date(s.leaderLostAt).toISOString(),
+      reason,
+      detectedAt: byTarget?.detectedAt ?? lostAt,
       promotedAt: leader.since,
       lastKnownLsn,
       decidedAt: byTarget?.decidedAt ?? null,
+      writableAt: new Date(s.now).toISOString(),
       lostBytes: oldLsn !== null && newLsn !== null ? lsnLagBytes(oldLsn, newLsn) : null,
     },
   };

@@ -36,6 +36,7 @@ function status(overrides: Partial<ClusterStatus> = {}): ClusterStatus {
     controller: { id: '4242-0a1b2c3d', waiting: null },
     config: null,
     synchronous: { mode: 'off', count: 1, strict: false, claim: null, degraded: null },
+    urls: null,
     problems: [],
     ...overrides,
   };
@@ -265,6 +266,22 @@ describe('formatStatus', () => {
     );
     expect(rows(text)).toEqual([
       'demo-0 *  primary  running  127.0.0.1:5432  1   0 B  ok (pending restart: max_files_per_process, shared_preload_libraries)',
+    ]);
+  });
+
+  it('prints the multi-host connection strings after the table when there are any', () => {
+    const urls = {
+      readWrite: 'postgresql://postgres@127.0.0.1:5432,127.0.0.1:5433/postgres?target_session_attrs=read-write',
+      readOnly: 'postgresql://postgres@127.0.0.1:5432,127.0.0.1:5433/postgres?target_session_attrs=prefer-standby',
+      jdbcReadWrite: 'jdbc:postgresql://127.0.0.1:5432,127.0.0.1:5433/postgres?targetServerType=primary',
+      jdbcReadOnly: 'jdbc:postgresql://127.0.0.1:5432,127.0.0.1:5433/postgres?targetServerType=preferSecondary',
+    };
+    expect(formatStatus(status({ urls })).split('\n').slice(-5)).toEqual([
+      '',
+      `read-write:  ${urls.readWrite}`,
+      `read-only:   ${urls.readOnly}`,
+      `JDBC:        ${urls.jdbcReadWrite}`,
+      '',
     ]);
   });
 });

@@ -10,6 +10,7 @@ import {
   TermRecord,
 } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
+import { type ClusterUrls, clusterUrls } from './connection-urls.js';
 
 /** One member as `pgha status` shows it. */
 export interface MemberStatus {
@@ -88,12 +89,30 @@ export interface ClusterStatus {
     readonly claim: { readonly standbys: readonly string[]; readonly quorum: number; readonly term: number } | null;
     readonly degraded: string | null;
   };
+  /**
+   * Multi-host connection strings over every member's host:port (libpq's
+   * `target_session_attrs` and pgjdbc's `targetServerType`): clients given them find
+   * the primary wherever it is. No password (libpq reads PGPASSWORD or ~/.pgpass);
+   * null while no member reports.
+   */
+  readonly urls: ClusterUrls | null;
   /** Records that could not be parsed (shown, never fatal). */
   readonly problems: readonly string[];
 }
 
+/** Who the status's connection strings connect as. */
+export interface StatusUrlOptions {
+  readonly user: string;
+  readonly database: string;
+}
+
 /** Reads the cluster's term, leader and member records from etcd. */
-export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: ClusterKeys): Promise<ClusterStatus> {
+export async function readClusterStatus(
+  etcd: Etcd3,
+  cluster: string,
+  keys: ClusterKeys,
+  urlOptions: StatusUrlOptions = { user: 'postgres', database: 'postgres' },
+): Promise<ClusterStatus> {
   const all = await etcd.getAll().prefix(keys.prefix).strings();
   const problems: string[] = [];
   let term = 0;
@@ -154,6 +173,7 @@ export async function readClusterStatus(etcd: Etcd3, cluster: string, keys: Clus
     controller,
     config: configSection(config),
     synchronous: synchronousStatus(config, sync, term),
+    urls: members.length === 0 ? null : clusterUrls({ ...urlOptions, members }),
     problems,
   };
 }
@@ -240,6 +260,14 @@ export function formatStatus(status: ClusterStatus): string {
   }
   out.push('', line(header), ...rows.map(line));
   if (status.members.length === 0) out.push('(no member reports: are the agents running?)');
+  if (status.urls !== null) {
+    out.push(
+      '',
+      `read-write:  ${status.urls.readWrite}`,
+      `read-only:   ${status.urls.readOnly}`,
+      `JDBC:        ${status.urls.jdbcReadWrite}`,
+    );
+  }
   for (const p of status.problems) out.push(`! ${p}`);
   return `${out.join('\n')}\n`;
 }

@@ -25,6 +25,7 @@ interface CheckFlags {
   etcdHeartbeat?: number;
   etcdElectionTimeout?: number;
   cpuHog: number;
+  recoveryTimeout: number;
   stateDir?: string;
   json?: string | boolean;
   keep: boolean;
@@ -102,6 +103,14 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
         .preset(availableParallelism())
         .default(0),
     )
+    .addOption(
+      new Option(
+        '--recovery-timeout <s>',
+        'seconds a fault may take to recover (cluster healthy again) before the run stops as not recovered; raise it on a loaded machine',
+      )
+        .argParser(integer(10, 3600))
+        .default(90),
+    )
     .option(
       '--state-dir <dir>',
       'where data and logs go (empty or new; default: a temporary directory, removed after a passed run)',
@@ -148,6 +157,7 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
           etcdHeartbeatMillis: opts.etcdHeartbeat ?? null,
           etcdElectionTimeoutMillis: opts.etcdElectionTimeout ?? null,
           cpuHog: opts.cpuHog,
+          recoveryTimeoutMillis: opts.recoveryTimeout * 1000,
           etcd: opts.etcd,
           stateDir: opts.stateDir,
           verbose: opts.verbose,

@@ -19,8 +19,10 @@ export interface LeaseTiming {
  * differences and the time to fence). We never wait for the etcd3 client's "lost"
  * event, which can arrive about 2×TTL late.
  *
- * Emits `renewed` (with the new deadline) after each acknowledged keepalive, and
- * `expired` when etcd answers that the lease no longer exists.
+ * Emits `renewed` (with the new deadline) after each acknowledged keepalive that
+ * extends it, `acknowledged` (milliseconds from sending that keepalive to its answer,
+ * for the latency metric) after every answered one, and `expired` when etcd answers
+ * that the lease no longer exists.
  */
 export class LeaseKeeper extends EventEmitter {
   private leaseId: string | null = null;
@@ -126,6 +128,7 @@ export class LeaseKeeper extends EventEmitter {
         this.emit('expired');
         return;
       }
+      if (sentAt !== undefined) this.emit('acknowledged', this.clock.now() - sentAt);
       if (sentAt !== undefined && sentAt > this.lastAckedSend) {
         this.lastAckedSend = sentAt;
         this.lastAckedSendWall = sentAtWall ?? Number.NEGATIVE_INFINITY;

@@ -2,7 +2,8 @@
  * The opt-in Prometheus metrics of a {@link Pool} (`metrics: { registry }`).
  *
  * prom-client is an optional peer dependency: this module imports only its types, and
- * loads it (synchronously, with `require`) the first time a pool is given a registry,
+ * loads it (synchronously, with a `require` made by `createRequire`) the first time a
+ * pool is given a registry,
  * so an application that does not ask for metrics never loads it. It is resolved from
  * here, which finds the application's own copy (npm and pnpm link an installed peer
  * beside this package); even a second copy would do, as a metric registers itself in
@@ -60,12 +61,21 @@ const byRegistry = new WeakMap<PromClient.Registry, SharedMetrics>();
 
 let promClient: typeof PromClient | null = null;
 
+/**
+ * Where this module is, to resolve prom-client from: its URL in the ESM build, its
+ * file name in the CommonJS one (whose `import.meta` the bundler leaves empty). Not a
+ * bare `require`: the ESM bundle replaces it with a stub that refuses to load modules.
+ */
+function moduleLocation(): string {
+  const url = (import.meta as { url?: string }).url;
+  if (typeof url === 'string') return url;
+  return typeof __filename === 'string' ? __filename : `${process.cwd()}/`;
+}
+
 function loadPromClient(): typeof PromClient {
   if (promClient !== null) return promClient;
   try {
-    // CommonJS build: `require`; ESM build: a require of this module's own.
-    const load = typeof require === 'function' ? require : createRequire(import.meta.url);
-    promClient = load('prom-client') as typeof PromClient;
+    promClient = createRequire(moduleLocation())('prom-client') as typeof PromClient;
     return promClient;
   } catch (error) {
     throw new PghaError(

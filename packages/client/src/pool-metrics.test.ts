@@ -1,9 +1,25 @@
 import { DatabaseError } from 'pg';
 import { Registry } from 'prom-client';
 import { describe, expect, test } from 'vitest';
-import { parsePrometheusText } from '../../../testing/prometheus-text.js';
 import { NoPrimaryError, OutcomeUnknownError, PrimaryChangedError } from './errors.js';
 import { checkMetricsOptions, errorType, PoolMetrics } from './pool-metrics.js';
+
+/** The registry's samples through prom-client's own structured form (no text parsing). */
+async function read(registry: Registry) {
+  const metrics = await registry.getMetricsAsJSON();
+  const find = (name: string, labels: Record<string, string>) =>
+    (metrics.find((m) => m.name === name)?.values ?? []).filter((v) =>
+      Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x),
+    );
+  return {
+    find,
+    value(name: string, labels: Record<string, string>) {
+      const found = find(name, labels);
+      if (found.length !== 1) throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}`);
+      return found[0]!.value;
+    },
+  };
+}
 
 describe('pool metrics', () => {
   test.each([
@@ -29,7 +45,7 @@ describe('pool metrics', () => {
     a.rerouted();
     a.failed(new NoPrimaryError('none', { term: 1 }));
     b.failed(new Error('boom'));
-    let m = parsePrometheusText(await registry.metrics());
+    let m = await read(registry);
     expect(m.value('pgha_client_connections', { pool: 'a', role: 'primary' })).toBe(2);
     expect(m.value('pgha_client_connections', { pool: 'a', role: 'replica' })).toBe(0);
     expect(m.value('pgha_client_connections', { pool: 'b', role: 'replica' })).toBe(3);
@@ -40,7 +56,7 @@ describe('pool metrics', () => {
     expect(m.value('pgha_client_errors_total', { pool: 'b', type: 'other' })).toBe(1);
     expect(m.value('pgha_client_without_primary_seconds', { pool: 'b' })).toBe(1.5);
     b.close();
-    m = parsePrometheusText(await registry.metrics());
+    m = await read(registry);
     expect(m.find('pgha_client_connections', { pool: 'b' })).toEqual([]);
     expect(m.value('pgha_client_errors_total', { pool: 'b', type: 'other' })).toBe(1);
   });

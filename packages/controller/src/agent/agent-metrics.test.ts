@@ -1,5 +1,5 @@
+import type { Registry } from 'prom-client';
 import { describe, expect, test } from 'vitest';
-import { parsePrometheusText } from '../../../../testing/prometheus-text.js';
 import { type AgentFacts, AgentMetrics, fenceReasonClass } from './agent-metrics.js';
 
 const replica: AgentFacts = {
@@ -12,10 +12,40 @@ const replica: AgentFacts = {
   millisToDeadline: 1250,
 };
 
+/** The registry's samples through prom-client's own structured form (the text format is parsed in the integration tests). */
+async function samplesOf(registry: Registry) {
+  const metrics = await registry.getMetricsAsJSON();
+  // A histogram's values carry their own names (_bucket, _sum, _count).
+  const samples = metrics.flatMap((m) =>
+    m.values.map((v) => ({
+      name: (v as { metricName?: string }).metricName ?? m.name,
+      labels: v.labels,
+      value: v.value,
+    })),
+  );
+  const find = (name: string, labels: Record<string, string> = {}) =>
+    samples.filter(
+      (s) =>
+        s.name === name &&
+        Object.entries(labels).every(([k, x]) => String((s.labels as Record<string, unknown>)[k]) === x),
+    );
+  return {
+    samples,
+    types: Object.fromEntries(metrics.map((m) => [m.name, String(m.type)])),
+    find,
+    value(name: string, labels: Record<string, string> = {}) {
+      const found = find(name, labels);
+      if (found.length !== 1) throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}`);
+      return found[0]!.value;
+    },
+  };
+}
+
 async function scrape(metrics: AgentMetrics) {
   const { contentType, body } = await metrics.scrape();
   expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
-  return parsePrometheusText(body);
+  expect(body).toContain('# TYPE pgha_role gauge');
+  return samplesOf(metrics.registry);
 }
 
 describe('agent metrics', () => {

@@ -1,6 +1,6 @@
 import { recordVersion } from '@pgha/core';
+import type { Registry } from 'prom-client';
 import { describe, expect, test } from 'vitest';
-import { parsePrometheusText } from '../../../../testing/prometheus-text.js';
 import { ControllerMetrics } from './controller-metrics.js';
 
 const history = (reason: string, detectedAt: string | null) => ({
@@ -15,11 +15,40 @@ const history = (reason: string, detectedAt: string | null) => ({
   lastKnownLsn: {},
 });
 
+/** The registry's samples through prom-client's own structured form . */
+async function samplesOf(registry: Registry) {
+  const metrics = await registry.getMetricsAsJSON();
+  // A histogram's values carry their own names (_bucket, _sum, _count).
+  const samples = metrics.flatMap((m) =>
+    m.values.map((v) => ({
+      name: (v as { metricName?: string }).metricName ?? m.name,
+      labels: v.labels,
+      value: v.value,
+    })),
+  );
+  const find = (name: string, labels: Record<string, string> = {}) =>
+    samples.filter(
+      (s) =>
+        s.name === name &&
+        Object.entries(labels).every(([k, x]) => String((s.labels as Record<string, unknown>)[k]) === x),
+    );
+  return {
+    samples,
+    types: Object.fromEntries(metrics.map((m) => [m.name, String(m.type)])),
+    find,
+    value(name: string, labels: Record<string, string> = {}) {
+      const found = find(name, labels);
+      if (found.length !== 1) throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}`);
+      return found[0]!.value;
+    },
+  };
+}
+
 describe('controller metrics', () => {
   test('time without a primary: a gauge back to 0 with a primary, and a counter of every second', async () => {
     let now = Date.parse('2026-01-01T00:00:00.000Z');
     const metrics = new ControllerMetrics({ cluster: 'demo', now: () => now });
-    const read = async () => parsePrometheusText((await metrics.scrape()).body);
+    const read = async () => await samplesOf(metrics.registry);
     metrics.observe(true, true);
     let m = await read();
     expect(m.value('pgha_without_primary_seconds', { cluster: 'demo' })).toBe(0);
@@ -45,7 +74,7 @@ describe('controller metrics', () => {
     const metrics = new ControllerMetrics({ cluster: 'demo', now: () => now });
     metrics.promoted(history('failover', '2026-01-01T00:00:00.500Z'));
     metrics.promoted(history('switchover', null));
-    const m = parsePrometheusText((await metrics.scrape()).body);
+    const m = await samplesOf(metrics.registry);
     expect(m.value('pgha_promotions_total', { reason: 'failover' })).toBe(1);
     expect(m.value('pgha_promotions_total', { reason: 'switchover' })).toBe(1);
     expect(m.value('pgha_promotions_total', { reason: 'manual-failover' })).toBe(0);

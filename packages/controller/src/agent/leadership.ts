@@ -230,9 +230,17 @@ export class Leadership {
    */
   fence(reason: string): void {
     // A fence of nothing (postgres not running, not leading) is not counted; the
-    // watchdog's kill past the deadline is (we still held the record).
-    if (this.postgres.pid !== null || this.holdsLeader) this.o.onFence?.(reason);
+    // watchdog's kill past the deadline is (we still held the record). Counted after
+    // the kill, and nothing the counter does can keep the kill from happening.
+    const counts = this.postgres.pid !== null || this.holdsLeader;
     this.postgres.fenceKill(reason);
+    if (counts) {
+      try {
+        this.o.onFence?.(reason);
+      } catch {
+        /* a metric must never stand in the way of a fence */
+      }
+    }
     this.watchdog?.disarm();
     if (this.holdsLeader) {
       this.fencedWhileLeading = true;

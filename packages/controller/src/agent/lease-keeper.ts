@@ -128,12 +128,13 @@ export class LeaseKeeper extends EventEmitter {
         this.emit('expired');
         return;
       }
-      if (sentAt !== undefined) this.emit('acknowledged', this.clock.now() - sentAt);
       if (sentAt !== undefined && sentAt > this.lastAckedSend) {
         this.lastAckedSend = sentAt;
         this.lastAckedSendWall = sentAtWall ?? Number.NEGATIVE_INFINITY;
         this.emit('renewed', this.deadline());
       }
+      // After the deadline moved: a listener of the metric cannot hold back a renewal.
+      if (sentAt !== undefined) this.emit('acknowledged', this.clock.now() - sentAt);
     });
     const drop = () => {
       if (this.stream !== stream) return;

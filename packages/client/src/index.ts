@@ -27,6 +27,7 @@ export {
 } from './errors.js';
 export type { PoolEvents } from './pool.js';
 export { Pool } from './pool.js';
+export type { PoolMetricsOptions } from './pool-metrics.js';
 export type { PghaPoolOptions, PoolOptions } from './pool-options.js';
 export type { ReplicaPoolOptions } from './replica-pool.js';
 export { ReplicaPool } from './replica-pool.js';

@@ -6,6 +6,7 @@
 import { PghaError } from '@pgha/core';
 import type pg from 'pg';
 import { type ClusterWatcher, type EtcdOptions, watchCluster } from './discovery.js';
+import { checkMetricsOptions, type PoolMetricsOptions } from './pool-metrics.js';
 import { type StalePolicy, stalePolicies } from './routing.js';
 
 /** The options pgha adds to `pg.PoolConfig`. */
@@ -47,6 +48,13 @@ export interface PghaPoolOptions {
    * only then. Nothing is sent on such a connection before that check.
    */
   readonly preconnect?: boolean;
+  /**
+   * Prometheus metrics (opt-in): `{ registry, pool? }` with a prom-client `Registry`;
+   * the pool registers `pgha_client_connections`, `pgha_client_reroutes_total`,
+   * `pgha_client_errors_total` and `pgha_client_without_primary_seconds` in it,
+   * labelled `pool` (default `'default'`). Needs prom-client installed. Default none.
+   */
+  readonly metrics?: PoolMetricsOptions;
 }
 
 /** `new Pool(options)`: every `pg.PoolConfig` option plus {@link PghaPoolOptions}. */
@@ -63,6 +71,7 @@ const pghaOptionNames = [
   'drainTimeoutMillis',
   'stalePolicy',
   'preconnect',
+  'metrics',
   // ReplicaPool's (kept out of pool.options for every pool).
   'maxReplicaLagBytes',
   'maxReplicaLagMillis',
@@ -77,6 +86,7 @@ export interface ResolvedOptions {
   readonly drainTimeoutMillis: number;
   readonly stalePolicy: StalePolicy;
   readonly preconnect: boolean;
+  readonly metrics: PoolMetricsOptions | null;
 }
 
 function invalid(message: string): PghaError {
@@ -117,6 +127,8 @@ export function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.
   }
   const preconnect = options.preconnect ?? true;
   if (typeof preconnect !== 'boolean') throw invalid(`preconnect must be true or false, got ${String(preconnect)}`);
+  // Before the watcher starts: a bad option (or prom-client missing) leaves nothing running.
+  const metrics = options.metrics === undefined ? null : checkMetricsOptions(options.metrics);
   let watcher: ClusterWatcher;
   let ownsWatcher: boolean;
   if (options.discovery !== undefined) {
@@ -147,7 +159,7 @@ export function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.
   }
   return {
     pgOptions: pgOptions as pg.PoolConfig,
-    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy, preconnect },
+    pgha: { watcher, ownsWatcher, primaryWaitTimeoutMillis, drainTimeoutMillis, stalePolicy, preconnect, metrics },
   };
 }
 

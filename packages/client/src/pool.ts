@@ -14,6 +14,7 @@ import type {
   PrimaryChangedEvent,
 } from './discovery.js';
 import { DiscoveryStaleError, NotPrimaryError, PrimaryChangedError } from './errors.js';
+import { connectionRoles, PoolMetrics } from './pool-metrics.js';
 import { type PoolOptions, pointOptionsAtPrimary, splitOptions } from './pool-options.js';
 import { type ClientRouter, createRoutedClientClass, routingOf, terminateClient } from './routed-client.js';
 import {
@@ -128,6 +129,12 @@ export class Pool extends pg.Pool {
   private activityTimer: NodeJS.Timeout | null = null;
   /** The deadline of the checkout pg-pool is connecting a client for, while it does (see newClient). */
   private connectDeadline: number | null = null;
+  /** The pool's Prometheus metrics (the `metrics` option), else null. */
+  private readonly metrics: PoolMetrics | null;
+  /** Since when (epoch ms) discovery has said there is no primary (a `no-primary` event), null while there is one. */
+  private withoutPrimarySince: number | null = null;
+  /** Whether this pool has had a primary (the next one is a reroute). */
+  private hadPrimary: boolean;
   /** Stops listening to discovery; subclasses add their own detachers. */
   protected readonly detachers: Array<() => void> = [];
 
@@ -140,6 +147,7 @@ export class Pool extends pg.Pool {
     this.drainTimeoutMillis = pgha.drainTimeoutMillis;
     this.stalePolicy = pgha.stalePolicy;
     this.preconnect = pgha.preconnect;
+    this.hadPrimary = this.discovery.primary !== null;
 
     const internals = this as unknown as PoolInternals;
     const router: ClientRouter = {
@@ -178,6 +186,7 @@ export class Pool extends pg.Pool {
       ended: (client) => {
         this.sideClients.delete(client);
       },
+      failed: (error) => this.metrics?.failed(error),
     };
     const pool = this;
     // Routing needs pg's JavaScript client (its ReadyForQuery and ParameterStatus
@@ -186,6 +195,14 @@ export class Pool extends pg.Pool {
     // current primary, but is not role-checked, cut on a change or classified.
     this.routesClients = isPgJsClient(internals.Client);
     if (this.routesClients) internals.Client = createRoutedClientClass(internals.Client, router);
+    this.metrics =
+      pgha.metrics === null
+        ? null
+        : new PoolMetrics(pgha.metrics, {
+            connections: () => this.connectionsByRole(),
+            withoutPrimarySeconds: () =>
+              this.withoutPrimarySince === null ? 0 : Math.max(0, Date.now() - this.withoutPrimarySince) / 1000,
+          });
 
     // pool.options name each new primary before any listener hears of it, this pool's
     // and those on a shared watcher alike (see pointOptionsAtPrimary).
@@ -202,10 +219,14 @@ export class Pool extends pg.Pool {
       }
     };
     const onPrimary = (event: PrimaryChangedEvent) => {
+      this.withoutPrimarySince = null;
+      if (this.hadPrimary) this.metrics?.rerouted();
+      this.hadPrimary = true;
       this.drain();
       emitGuarded('primary-changed', event);
     };
     const onNoPrimary = (event: NoPrimaryEvent) => {
+      this.withoutPrimarySince ??= Date.now();
       this.drain();
       emitGuarded('no-primary', event);
     };
@@ -272,6 +293,18 @@ export class Pool extends pg.Pool {
     if (internals._pendingQueue.length > 0 || this.sideClients.size > 0) return true;
     if (internals._clients.length > internals._idle.length) return true;
     return internals._idle.length > 0 && this.options.allowExitOnIdle !== true;
+  }
+
+  /** Open connections by where they go (the pool's and `pool.Client` side connections), for the metrics. */
+  private connectionsByRole(): Record<string, number> {
+    const internals = this as unknown as PoolInternals;
+    const counts: Record<string, number> = Object.fromEntries(connectionRoles.map((role) => [role, 0]));
+    for (const client of [...internals._clients, ...this.sideClients]) {
+      // An unrouted Client connects where pool.options point: the primary.
+      const role = this.routesClients ? (routingOf(client)?.endpoint?.kind ?? 'connecting') : 'primary';
+      counts[role] = (counts[role] ?? 0) + 1;
+    }
+    return counts;
   }
 
   /** The writable primary new connections go to, or null while there is none. */
@@ -478,6 +511,7 @@ export class Pool extends pg.Pool {
     }
     if (!this.ending && this.stalePolicy === 'refuse' && this.discovery.staleSinceMillis !== null) {
       const error = this.staleError();
+      this.metrics?.failed(error);
       if (typeof cb === 'function') {
         process.nextTick(() => cb(error, undefined, NOOP));
         return undefined;
@@ -583,6 +617,7 @@ export class Pool extends pg.Pool {
           }, delay);
           return;
         }
+        if (err !== undefined && err !== null) this.metrics?.failed(err);
         pendingItem.callback(err, client, done);
       },
     };
@@ -640,6 +675,7 @@ export class Pool extends pg.Pool {
       for (const timer of this.drainTimers) clearTimeout(timer);
       this.drainTimers.clear();
       this.releaseDiscovery();
+      this.metrics?.close();
       return this.ownsDiscovery ? this.discovery.close() : Promise.resolve();
     };
     if (typeof cb === 'function') {

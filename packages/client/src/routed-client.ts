@@ -44,6 +44,8 @@ export interface ClientRouter {
   connected(client: pg.Client): void;
   /** A connection ended. */
   ended(client: pg.Client): void;
+  /** A statement failed with `error` (as its caller receives it: classified), for the pool's metrics. */
+  failed?(error: Error): void;
 }
 
 /** Per-connection routing state, kept under a symbol on the client. */
@@ -406,6 +408,8 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       const active = activeQueryOf(internals);
       const error =
         internals._connecting || !active ? msg : this.classify(msg, true, this.transactionStatus(), textOf(active));
+      // A failed connection attempt is counted by the pool, where it reaches the checkout.
+      if (!internals._connecting && active) router.failed?.(error);
       (Base.prototype as unknown as { _handleErrorMessage(msg: Error): void })._handleErrorMessage.call(this, error);
     }
 
@@ -414,7 +418,9 @@ export function createRoutedClientClass(Base: typeof pg.Client, router: ClientRo
       const client = this;
       const handleError = query.handleError;
       query.handleError = function (this: Statement, err: Error, connection: unknown) {
-        return handleError.call(this, client.classify(err, sent, transactionStatus, textOf(query)), connection);
+        const classified = client.classify(err, sent, transactionStatus, textOf(query));
+        router.failed?.(classified);
+        return handleError.call(this, classified, connection);
       };
     }
 

@@ -4,7 +4,9 @@
 // the record writable — the order of ARCHITECTURE.md's "Failover, step by step".
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
+import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parsePrometheusText } from '../../../testing/prometheus-text.js';
 import { OutcomeUnknownError, Pool, PrimaryChangedError } from '../src/index.js';
 import { startEnv, type TestEnv } from './support/env.js';
 import { nextEvent, until } from './support/wait.js';
@@ -52,12 +54,27 @@ describe('failover', () => {
       async () => (await standby.query("SELECT to_regclass('writes') AS t"))[0]?.t,
     );
 
+    // With the opt-in metrics: the registry is read before and after the failover.
+    const registry = new Registry();
     const pool = track(
-      new Pool(env.poolOptions({ max: 8, drainTimeoutMillis: 500, primaryWaitTimeoutMillis: 15_000 })),
+      new Pool(
+        env.poolOptions({
+          max: 8,
+          drainTimeoutMillis: 500,
+          primaryWaitTimeoutMillis: 15_000,
+          metrics: { registry, pool: 'writes' },
+        }),
+      ),
     );
+    const metrics = async () => parsePrometheusText(await registry.metrics());
     const changes: number[] = [];
     pool.on('primary-changed', (e) => changes.push(e.term));
     await pool.query('SELECT 1');
+    const before = await metrics();
+    expect(before.value('pgha_client_connections', { pool: 'writes', role: 'primary' })).toBe(1);
+    expect(before.value('pgha_client_reroutes_total', { pool: 'writes' })).toBe(0);
+    expect(before.value('pgha_client_without_primary_seconds', { pool: 'writes' })).toBe(0);
+    expect(before.find('pgha_client_errors_total')).toEqual([]);
 
     const insert =
       'INSERT INTO writes (caller, seq, port) VALUES ($1, $2, inet_server_port()) RETURNING id, port, pg_is_in_recovery() AS r';
@@ -108,6 +125,10 @@ describe('failover', () => {
     const fencedAt = Date.now();
     // 2. Its lease expires: the leader record disappears.
     await env.deleteLeader();
+    await until(
+      'the pool to report time without a primary',
+      async () => (await metrics()).value('pgha_client_without_primary_seconds', { pool: 'writes' }) > 0,
+    );
     // 3. The standby's agent installs the leader of term 2, not writable yet, and promotes.
     await env.publishLeader(standby, 2, { writable: false });
     await standby.promote();
@@ -141,6 +162,21 @@ describe('failover', () => {
     for (const o of all) if (o.kind === 'typed') expect(o.retryable).toBe(o.code !== 'outcome-unknown');
     expect(changes.filter((t) => t !== 1)).toEqual([2]);
     expect(pool.options.port).toBe(standby.port);
+
+    // The metrics: one reroute, a primary again, connections there only, and every
+    // error a caller saw counted under its code.
+    const after = await metrics();
+    expect(after.value('pgha_client_reroutes_total', { pool: 'writes' })).toBe(1);
+    expect(after.value('pgha_client_without_primary_seconds', { pool: 'writes' })).toBe(0);
+    expect(after.value('pgha_client_connections', { pool: 'writes', role: 'primary' })).toBeGreaterThan(0);
+    expect(after.value('pgha_client_connections', { pool: 'writes', role: 'replica' })).toBe(0);
+    const seen: Record<string, number> = {};
+    for (const o of all) if (o.kind === 'typed') seen[o.code] = (seen[o.code] ?? 0) + 1;
+    const counted = Object.fromEntries(
+      after.find('pgha_client_errors_total', { pool: 'writes' }).map((sample) => [sample.labels.type, sample.value]),
+    );
+    expect(counted).toEqual(seen);
+    console.log(`client metrics after the failover: errors by type ${JSON.stringify(counted)}`);
   });
 
   it('drains connections to an old primary that was not fenced: idle at once, busy on release, stragglers cut', async () => {

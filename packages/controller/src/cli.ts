@@ -67,6 +67,16 @@ function required(name: string): string {
   return value;
 }
 
+/**
+ * The controllers' first metrics port for `pgha up`: as given (0: none), else 1000
+ * above the health API's base (9008 beside the default 8008), none without a health API.
+ */
+function upMetricsPort(apiBase: number, metricsPort: number | undefined): number | undefined {
+  if (metricsPort !== undefined) return metricsPort === 0 ? undefined : metricsPort;
+  if (apiBase === 0 || apiBase + 1000 > 65535) return undefined;
+  return apiBase + 1000;
+}
+
 const program = new Command('pgha')
   .description('Highly available PostgreSQL for Node applications')
   .showHelpAfterError('(add --help for usage)')
@@ -88,6 +98,12 @@ program
     new Option(
       '--api-port <base>',
       "first health API port (curl http://127.0.0.1:<port>/primary); member i uses base+i; 0: none (default 8008, Patroni's)",
+    ).argParser(integer(0, 65535)),
+  )
+  .addOption(
+    new Option(
+      '--metrics-port <base>',
+      "first port of the controllers' Prometheus metrics (curl http://127.0.0.1:<port>/metrics); controller i uses base+i; 0: none (default: --api-port base + 1000, so 9008; none with --api-port 0)",
     ).argParser(integer(0, 65535)),
   )
   .addOption(
@@ -122,6 +138,7 @@ program
       etcd?: string;
       etcdPort?: number;
       apiPort?: number;
+      metricsPort?: number;
       synchronous?: SynchronousMode;
       synchronousCount?: number;
       synchronousStrict?: boolean;
@@ -154,6 +171,7 @@ program
         etcd: opts.etcd,
         etcdPort: opts.etcdPort,
         apiBasePort: (opts.apiPort ?? 8008) === 0 ? undefined : (opts.apiPort ?? 8008),
+        metricsBasePort: upMetricsPort(opts.apiPort ?? 8008, opts.metricsPort),
         synchronous: {
           ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
           ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
@@ -186,6 +204,11 @@ program
           ...(c.members[0]?.api
             ? [
                 `  health:   curl ${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
+              ]
+            : []),
+          ...(c.controllerMetrics.length > 0
+            ? [
+                `  metrics:  curl ${c.members[0]?.api ? `${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
               ]
             : []),
           `  logs:     ${c.stateDir}/logs/`,
@@ -288,6 +311,11 @@ program
       .argParser(integer(1000, 365 * 24 * 3_600_000))
       .default(defaultMemberSlotsTtlMillis, '1800000 (30 min)'),
   )
+  .option(
+    '--process-metrics',
+    "also export Node's process metrics (CPU, memory, event loop lag, GC; prefix pgha_agent_) on the health API's /metrics",
+    false,
+  )
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
     const appRole = appRoleOption(opts.appUser);
@@ -325,6 +353,7 @@ program
       tags: opts.failover === false ? { noFailover: true } : {},
       api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
       livenessTimeoutMillis: opts.livenessTimeoutMillis,
+      processMetrics: opts.processMetrics,
       memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
       cliPath: cliPath(),
       log,

@@ -2,7 +2,8 @@
 // controllers). Each fault is real: kill -9, SIGSTOP. Every test waits for the
 // cluster to be healthy first, is bounded in time, and leaves the cluster healthy
 // (or the next test's health wait fails it). Writers record every acknowledged
-// write and the member that acknowledged it.
+// write and the member that acknowledged it. (a) also scrapes the agents' and the
+// controllers' Prometheus metrics before and after its failover.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ import {
   StopWaiting,
   waitFor,
 } from '../../../testing/cluster.js';
+import { type Exposition, scrape } from '../../../testing/prometheus-text.js';
 import {
   type Ack,
   bytesPast,
@@ -169,6 +171,16 @@ async function lossOf(
   return { missing: all.filter((a) => ids.has(a.id)), lostBytes: bytesPast(all, oldMember, sp), total: all.length };
 }
 
+/** A scrape of `name`'s agent (its health API's /metrics). */
+function agentMetrics(name: string): Promise<Exposition> {
+  return scrape(`${member(name).api}/metrics`);
+}
+
+/** The sum of every sample `name` (with `labels`) over the expositions: the controllers' counters. */
+function sum(expositions: readonly Exposition[], name: string, labels?: Record<string, string>): number {
+  return expositions.reduce((total, m) => total + m.find(name, labels).reduce((t, s) => t + s.value, 0), 0);
+}
+
 /** ISO-timestamped lines of `file` matching `pattern`, at or after `since` (wall-clock ms). */
 function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at: number; line: string }> {
   let text = '';
@@ -215,12 +227,14 @@ function ids(): number {
 
 beforeAll(async () => {
   stateDir = mkdtempSync(join(tmpdir(), 'pgha-faults-'));
-  const base = await findFreePortRange(5);
+  const base = await findFreePortRange(10);
   c = await startLocalCluster({
     cluster,
     stateDir,
     basePort: base,
     etcdPort: base + 3,
+    apiBasePort: base + 5,
+    metricsBasePort: base + 8,
     members: 3,
     controllers: 2,
     log: createLogger('test', () => undefined),
@@ -266,6 +280,14 @@ describe('failover', () => {
       const m = member(old.member);
       const agentPid = m.agentPid()!;
       const pgPid = postmasterPid(m.memberDir)!;
+      const agentsBefore = new Map(
+        await Promise.all(c.members.map(async (x) => [x.name, await agentMetrics(x.name)] as const)),
+      );
+      expect(agentsBefore.get(old.member)!.value('pgha_role', { role: 'primary' })).toBe(1);
+      expect(agentsBefore.get(old.member)!.value('pgha_leader')).toBe(1);
+      const controllersBefore = await Promise.all(c.controllerMetrics.map(scrape));
+      expect(sum(controllersBefore, 'pgha_controller_active')).toBe(1);
+      expect(sum(controllersBefore, 'pgha_without_primary_seconds')).toBe(0);
       // The host stays down until a new primary is elected (without the hold, the
       // supervisor restarts it within 0.5 s and it may be re-elected, losslessly: (a2)).
       c.hold(old.member);
@@ -308,6 +330,52 @@ describe('failover', () => {
       expect(lostBytes).toBeLessThanOrEqual(BigInt(defaultConfig.maximumLagOnFailoverBytes));
       expect(record).toMatchObject({ oldPrimary: old.member, newPrimary: next.member, reason: 'failover' });
       expect(record!.lostBytes).toBeLessThanOrEqual(defaultConfig.maximumLagOnFailoverBytes);
+
+      // Metrics: the new primary's agent was a replica, and now leads a newer term on a
+      // newer timeline; the rejoined old primary is a replica.
+      const before = agentsBefore.get(next.member)!;
+      expect(before.value('pgha_role', { role: 'replica' })).toBe(1);
+      expect(before.value('pgha_leader')).toBe(0);
+      expect(before.value('pgha_replication_lag_bytes')).toBeGreaterThanOrEqual(0);
+      const now = await agentMetrics(next.member);
+      expect(now.value('pgha_role', { role: 'primary' })).toBe(1);
+      expect(now.value('pgha_role', { role: 'replica' })).toBe(0);
+      expect(now.value('pgha_leader')).toBe(1);
+      expect(now.value('pgha_term')).toBe(next.term);
+      expect(now.value('pgha_term')).toBeGreaterThan(before.value('pgha_term'));
+      expect(now.value('pgha_timeline')).toBe(next.timeline);
+      expect(now.value('pgha_timeline')).toBeGreaterThan(before.value('pgha_timeline'));
+      expect(now.value('pgha_replication_lag_bytes')).toBe(0); // a primary is never behind
+      expect(now.value('pgha_fencing_deadline_seconds')).toBeGreaterThan(0);
+      expect(now.value('pgha_lease_keepalive_latency_seconds_count')).toBeGreaterThan(0);
+      expect((await agentMetrics(old.member)).value('pgha_role', { role: 'replica' })).toBe(1);
+      // The controllers counted one failover and its election, and time without a primary.
+      const controllersAfter = await waitFor(
+        'the controllers to count the failover',
+        async () => {
+          const scraped = await Promise.all(c.controllerMetrics.map(scrape));
+          return sum(scraped, 'pgha_promotions_total', { reason: 'failover' }) >
+            sum(controllersBefore, 'pgha_promotions_total', { reason: 'failover' })
+            ? scraped
+            : undefined;
+        },
+        15_000,
+      );
+      const counted = (name: string, labels?: Record<string, string>) =>
+        sum(controllersAfter, name, labels) - sum(controllersBefore, name, labels);
+      expect(counted('pgha_promotions_total', { reason: 'failover' })).toBe(1);
+      expect(counted('pgha_promotions_total', { reason: 'switchover' })).toBe(0);
+      expect(counted('pgha_election_duration_seconds_count', { reason: 'failover' })).toBe(1);
+      const election = counted('pgha_election_duration_seconds_sum', { reason: 'failover' });
+      const withoutPrimary = counted('pgha_without_primary_seconds_total');
+      expect(election).toBeGreaterThan(0);
+      // Detection comes after the fault, and the new primary was writable by the first write (5 s of slack for a loaded machine).
+      expect(election).toBeLessThan((first.at - faultAt) / 1000 + 5);
+      expect(withoutPrimary).toBeGreaterThan(0);
+      expect(sum(controllersAfter, 'pgha_without_primary_seconds')).toBe(0);
+      console.log(
+        `(a) metrics: election ${election.toFixed(2)} s, without a primary ${withoutPrimary.toFixed(2)} s (summed over ${controllersAfter.length} controllers)`,
+      );
     },
   );
 

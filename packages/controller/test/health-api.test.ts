@@ -1,7 +1,8 @@
 // The agent's health API on a real local cluster (real etcd, real postgres): the
 // endpoints probes and load balancers use answer 200 on exactly the members they
 // should, before and after a switchover, and the address is published for
-// `pgha status`.
+// `pgha status`. The agents' /metrics (and the controller's) are scraped before and
+// after the switchover.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -14,6 +15,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
+import { type Exposition, scrape } from '../../../testing/prometheus-text.js';
 import type { HealthBody } from '../src/decide/health.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -33,12 +35,16 @@ beforeAll(async () => {
   const basePort = await findFreePortRange(3);
   let apiBase = await findFreePortRange(3);
   while (Math.abs(apiBase - basePort) < 3) apiBase = await findFreePortRange(3);
+  let metricsBase = await findFreePortRange(1);
+  while ([basePort, apiBase].some((b) => metricsBase >= b && metricsBase < b + 3))
+    metricsBase = await findFreePortRange(1);
   c = await startLocalCluster({
     cluster,
     stateDir,
     members: 3,
     basePort,
     apiBasePort: apiBase,
+    metricsBasePort: metricsBase,
     etcd: testEtcd.endpoint,
     log: createLogger('test', () => undefined),
     readyTimeoutMillis: 90_000,
@@ -82,6 +88,11 @@ function waitForStatuses(path: string, ok: readonly string[], timeoutMillis = 15
   );
 }
 
+/** Each member's /metrics, by name. */
+async function agentMetrics(): Promise<Record<string, Exposition>> {
+  return Object.fromEntries(await Promise.all(c.members.map(async (m) => [m.name, await scrape(`${m.api}/metrics`)])));
+}
+
 async function sql(member: string, text: string): Promise<void> {
   const client = new pg.Client({ connectionString: c.connectionString(member), connectionTimeoutMillis: 5000 });
   await client.connect();
@@ -109,6 +120,18 @@ describe('the health API of a running cluster', () => {
     const r = await get(replicas[0]!, '/primary');
     expect(r.body).toMatchObject({ role: 'replica', leader: primary, reason: `${primary} holds the leader record` });
     expect((await get(primary, '/replica')).body.reason).toBe('postgres is out of recovery');
+
+    // /metrics on each role: 200 in the Prometheus text format (scrape() checks both),
+    // the role gauge agreeing with the endpoints above; HEAD without a body.
+    const metrics = await agentMetrics();
+    for (const m of c.members) {
+      const role = m.name === primary ? 'primary' : 'replica';
+      expect(metrics[m.name]!.value('pgha_role', { role, cluster, member: m.name })).toBe(1);
+      expect(metrics[m.name]!.value('pgha_leader')).toBe(m.name === primary ? 1 : 0);
+    }
+    const head = await fetch(`${c.members[0]!.api}/metrics`, { method: 'HEAD', signal: AbortSignal.timeout(3000) });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe('');
   });
 
   test('answers 404 for an unknown path, 405 for a write, 400 for a lag that is not a size', async () => {
@@ -118,6 +141,12 @@ describe('the health API of a running cluster', () => {
     const bad = await get(name, '/replica?lag=lots');
     expect(bad.status).toBe(400);
     expect(bad.body.error).toMatch(/lag=lots is not a size/);
+    // The controller's metrics endpoint serves /metrics only.
+    const controller = c.controllerMetrics[0]!;
+    expect((await fetch(controller.replace(/\/metrics$/, '/nope'), { signal: AbortSignal.timeout(3000) })).status).toBe(
+      404,
+    );
+    expect((await fetch(controller, { method: 'POST', signal: AbortSignal.timeout(3000) })).status).toBe(405);
   });
 
   test('publishes each API address in the member record and in `pgha status --json`', async () => {
@@ -180,6 +209,9 @@ describe('the health API of a running cluster', () => {
   test('after a switchover /primary moves to the new primary and the old one answers /replica', async () => {
     const old = c.primaryAtStart;
     const next = c.members.find((m) => m.name !== old)!.name;
+    const before = await agentMetrics();
+    const [controllerBefore] = await Promise.all(c.controllerMetrics.map(scrape));
+    expect(controllerBefore!.value('pgha_controller_active')).toBe(1);
     await run(process.execPath, [
       cliPath(),
       'switchover',
@@ -203,6 +235,31 @@ describe('the health API of a running cluster', () => {
       '/liveness',
       c.members.map((m) => m.name),
     );
+
+    // The metrics saw it: the roles swapped, the term moved on, and the controller
+    // counted one switchover (and no failover).
+    const after = await agentMetrics();
+    expect(before[next]!.value('pgha_role', { role: 'replica' })).toBe(1);
+    expect(after[next]!.value('pgha_role', { role: 'primary' })).toBe(1);
+    expect(after[next]!.value('pgha_leader')).toBe(1);
+    expect(after[old]!.value('pgha_role', { role: 'replica' })).toBe(1);
+    expect(after[old]!.value('pgha_leader')).toBe(0);
+    expect(after[next]!.value('pgha_term')).toBeGreaterThan(before[next]!.value('pgha_term'));
+    expect(after[next]!.value('pgha_timeline')).toBeGreaterThan(before[next]!.value('pgha_timeline'));
+    const controllerAfter = await waitFor(
+      'the controller to count the switchover',
+      async () => {
+        const m = await scrape(c.controllerMetrics[0]!);
+        return m.value('pgha_promotions_total', { reason: 'switchover' }) > 0 ? m : undefined;
+      },
+      15_000,
+    );
+    const counted = (reason: string) =>
+      controllerAfter.value('pgha_promotions_total', { reason }) -
+      controllerBefore!.value('pgha_promotions_total', { reason });
+    expect(counted('switchover')).toBe(1);
+    expect(counted('failover')).toBe(0);
+    expect(controllerAfter.value('pgha_without_primary_seconds')).toBe(0);
   });
 });
 

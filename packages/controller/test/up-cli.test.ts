@@ -12,6 +12,7 @@ import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { scrape } from '../../../testing/prometheus-text.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findPostgresBinaries } from '../src/adapters/prerequisites.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
@@ -140,6 +141,18 @@ test('pgha up prints a working connection string, status --json shows the cluste
     ['quick-2', 'replica', 'running'],
   ]);
   for (const m of status.members) expect(m).toHaveProperty('timeline', 1);
+
+  // The printed metrics line names the controller's endpoint (by default 1000 above
+  // the health API's base), and it answers in the Prometheus text format.
+  const controllerMetrics = /metrics: .*?(http:\/\/127\.0\.0\.1:(\d+)\/metrics) \(controllers\)/.exec(started.stdout());
+  expect(controllerMetrics, started.stdout()).not.toBeNull();
+  const scraped = await waitFor(
+    'the controller to serve its metrics',
+    () => scrape(controllerMetrics![1]!).catch(() => undefined),
+    15_000,
+  );
+  expect(scraped.value('pgha_controller_active', { cluster: 'quick' })).toBe(1);
+  expect(scraped.value('pgha_promotions_total', { reason: 'bootstrap' })).toBe(1);
 
   // A new cluster's settings are stored from pgha up's flags: asynchronous.
   expect(started.stdout()).toMatch(/settings: synchronous replication off \(asynchronous\); version 1/);

@@ -23,6 +23,7 @@ import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
+import { AgentMetrics } from './agent-metrics.js';
 import type { AppRole } from './app-role.js';
 import { ClusterSettings } from './cluster-settings.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
@@ -85,6 +86,11 @@ export interface AgentOptions {
    */
   readonly api?: { readonly listen: string; readonly port: number } | null;
   /**
+   * Also export prom-client's default process metrics on the health API's `/metrics`
+   * (`--process-metrics`). Default false.
+   */
+  readonly processMetrics?: boolean;
+  /**
    * `/liveness` fails when the control loop has not finished a pass (and is not inside
    * an action) for this long. Default 15 000 ms.
    */
@@ -141,12 +147,33 @@ export class Agent {
   /** Wall time of `observation` (published as the member record's observedAt). */
   private observedWall: Date | null = null;
   private lastReport: MemberRecord | null = null;
+  /** Served at the health API's `/metrics`; counted whether or not an API runs. */
+  readonly metrics: AgentMetrics;
 
   constructor(private readonly options: AgentOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
     this.clock = options.clock ?? systemClock;
     this.log = options.log;
     this.lastTickAt = this.clock.now();
+    this.metrics = new AgentMetrics({
+      cluster: options.cluster,
+      member: options.name,
+      processMetrics: options.processMetrics ?? false,
+      facts: () => {
+        const lead = this.lead;
+        const leader = lead?.view.leader ?? null;
+        const deadline = lead?.hasLease ? lead.deadline() : null;
+        return {
+          postgres: this.pg?.state ?? 'down',
+          holdsLeader: lead?.holdsLeader ?? false,
+          term: Math.max(lead?.view.term ?? 0, leader?.term ?? 0),
+          timeline: this.observation?.timeline ?? null,
+          lagBytes: this.lastReport?.lagBytes ?? null,
+          lagSeconds: this.lastReport?.lagSeconds ?? null,
+          millisToDeadline: deadline === null ? null : deadline - this.clock.now(),
+        };
+      },
+    });
   }
 
   /** The health API's address (`http://host:port`), null when it runs none. */
@@ -192,6 +219,7 @@ export class Agent {
         host: o.api.listen,
         port: o.api.port,
         snapshot: () => this.healthSnapshot(),
+        metrics: () => this.metrics.scrape(),
         log: this.log,
       });
       this.apiAddress = apiUrl(o.host, this.healthServer.port);
@@ -252,6 +280,7 @@ export class Agent {
       clock: this.clock,
       poke: () => this.poke(),
       onRegranted: async () => this.publish(await this.postgres.observe()),
+      onFence: (reason) => this.metrics.fenced(reason),
     });
     this.synchronous = new SynchronousReplication({
       name: o.name,
@@ -322,6 +351,7 @@ export class Agent {
     );
 
     await this.leadership.start();
+    this.leadership.lease.on('acknowledged', (millis: number) => this.metrics.keepaliveAcknowledged(millis));
     this.loop = this.controlLoop();
 
     switch (decision.action) {
@@ -712,6 +742,7 @@ export class Agent {
         await this.roles.finishPromotion(this.clock.now());
         return;
       case 'restart':
+        this.metrics.restarted();
         this.setState('starting');
         if (action.as === 'primary') await this.startPrimary();
         else await this.postgres.startStandby(this.writableLeaderOtherThanUs(), () => this.setState('cloning'));

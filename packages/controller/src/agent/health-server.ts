@@ -11,6 +11,8 @@ export interface HealthServerOptions {
   readonly port: number;
   /** What the agent knows now; called once per request, must not throw. */
   readonly snapshot: () => HealthSnapshot;
+  /** `GET /metrics`: the Prometheus text and its content type. Absent: 404. */
+  readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
   readonly log: Logger;
 }
 
@@ -34,6 +36,7 @@ export function apiUrl(host: string, port: number): string {
  * `/health`, `/primary` (`/leader`, `/read-write`), `/replica` (`/read-only`, with
  * `?lag=16MB`). Each answers 200 or 503 with a small JSON body (see
  * {@link decideHealth}); unknown paths 404, other methods 405, a bad `lag` 400.
+ * `/metrics` answers the agent's Prometheus metrics (see agent-metrics.ts).
  *
  * Answers come from what the control loop last saw (no query to postgres or etcd per
  * request), so a probe is cheap and cannot pile up on a hung postgres. Nothing the
@@ -111,6 +114,29 @@ function send(res: ServerResponse, status: number, body: unknown, head: boolean)
   res.end(head ? undefined : text);
 }
 
+function sendMetrics(
+  res: ServerResponse,
+  metrics: NonNullable<HealthServerOptions['metrics']>,
+  head: boolean,
+  log: Logger,
+): void {
+  metrics().then(
+    ({ contentType, body }) => {
+      res.writeHead(200, {
+        'content-type': contentType,
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      });
+      res.end(head ? undefined : body);
+    },
+    (error: Error) => {
+      log.warn(`health API: /metrics failed: ${error.message}`);
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('metrics failed\n');
+    },
+  );
+}
+
 function handle(req: IncomingMessage, res: ServerResponse, o: HealthServerOptions): void {
   const url = new URL(req.url ?? '/', 'http://health');
   const head = req.method === 'HEAD';
@@ -120,6 +146,10 @@ function handle(req: IncomingMessage, res: ServerResponse, o: HealthServerOption
     return;
   }
   const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
+  if (path === '/metrics' && o.metrics !== undefined) {
+    sendMetrics(res, o.metrics, head, o.log);
+    return;
+  }
   const check = healthPaths[path];
   if (check === undefined) {
     send(res, 404, { error: `no such endpoint ${path}`, endpoints: Object.keys(healthPaths) }, head);

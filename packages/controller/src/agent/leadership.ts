@@ -41,6 +41,8 @@ export interface LeadershipOptions {
    * standby being restarted (a long step of the loop) must not wait for the next tick.
    */
   readonly onRegranted: () => Promise<void>;
+  /** Called for each fence of a running postgres or while leading (the agent counts them); must not throw. */
+  readonly onFence?: (reason: string) => void;
 }
 
 /** The cluster as the agent last read it from etcd. */
@@ -247,7 +249,18 @@ export class Leadership {
    * so the cluster fails over at once rather than after the TTL.
    */
   fence(reason: string): void {
+    // A fence of nothing (postgres not running, not leading) is not counted; the
+    // watchdog's kill past the deadline is (we still held the record). Counted after
+    // the kill, and nothing the counter does can keep the kill from happening.
+    const counts = this.postgres.pid !== null || this.holdsLeader;
     this.postgres.fenceKill(reason);
+    if (counts) {
+      try {
+        this.o.onFence?.(reason);
+      } catch {
+        /* a metric must never stand in the way of a fence */
+      }
+    }
     this.watchdog?.disarm();
     if (this.holdsLeader) {
       this.fencedWhileLeading = true;

@@ -84,6 +84,19 @@ describe('LeaseKeeper', () => {
     keeper.stop();
   });
 
+  test("reports each answered keepalive's latency, from its send to its answer (the latency metric)", async () => {
+    const { keeper, streams } = await granted();
+    const latencies: number[] = [];
+    keeper.on('acknowledged', (millis: number) => latencies.push(millis));
+    await vi.advanceTimersByTimeAsync(500); // sends at 250 and 500
+    await vi.advanceTimersByTimeAsync(30); // both answered at 530
+    streams[0]!.answer();
+    streams[0]!.answer();
+    streams[0]!.answer(); // a stray answer with no send left: no latency
+    expect(latencies).toEqual([280, 30]);
+    keeper.stop();
+  });
+
   test('answers on one stream are matched to its sends in order', async () => {
     const { keeper, streams, renewed } = await granted();
     await vi.advanceTimersByTimeAsync(500); // sends at 250 and 500

@@ -19,8 +19,10 @@ export interface LeaseTiming {
  * differences and the time to fence). We never wait for the etcd3 client's "lost"
  * event, which can arrive about 2×TTL late.
  *
- * Emits `renewed` (with the new deadline) after each acknowledged keepalive, and
- * `expired` when etcd answers that the lease no longer exists.
+ * Emits `renewed` (with the new deadline) after each acknowledged keepalive that
+ * extends it, `acknowledged` (milliseconds from sending that keepalive to its answer,
+ * for the latency metric) after every answered one, and `expired` when etcd answers
+ * that the lease no longer exists.
  */
 export class LeaseKeeper extends EventEmitter {
   private leaseId: string | null = null;
@@ -131,6 +133,8 @@ export class LeaseKeeper extends EventEmitter {
         this.lastAckedSendWall = sentAtWall ?? Number.NEGATIVE_INFINITY;
         this.emit('renewed', this.deadline());
       }
+      // After the deadline moved: a listener of the metric cannot hold back a renewal.
+      if (sentAt !== undefined) this.emit('acknowledged', this.clock.now() - sentAt);
     });
     const drop = () => {
       if (this.stream !== stream) return;

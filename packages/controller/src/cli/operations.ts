@@ -13,6 +13,7 @@ import type { Etcd3 } from 'etcd3';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../adapters/etcd.js';
 import { runWatchdog } from '../agent/watchdog.js';
 import { Controller } from '../controller/controller.js';
+import { startMetricsServer } from '../controller/metrics-server.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
 import { createLogger } from '../log.js';
 import { formatHistory, withTimings } from '../status/history-timings.js';
@@ -241,6 +242,17 @@ export function registerOperations(
         .argParser(integer(500, 600_000))
         .default(defaultControllerPolicy.maximumReportAgeMillis),
     )
+    .addOption(
+      new Option(
+        '--metrics-port <port>',
+        'serve Prometheus metrics (promotions, election durations, time without a primary) at http://<listen>:<port>/metrics (default: none)',
+      ).argParser(integer(0, 65535)),
+    )
+    .option(
+      '--metrics-listen <address>',
+      'address the metrics endpoint binds (0.0.0.0 for every interface)',
+      '127.0.0.1',
+    )
     .action(
       async (
         opts: ClusterFlags & {
@@ -249,6 +261,8 @@ export function registerOperations(
           targetInstallTimeoutMillis: number;
           lastPrimaryWaitMillis: number;
           maximumReportAgeMillis: number;
+          metricsPort?: number;
+          metricsListen: string;
         },
       ) => {
         const log = createLogger(`controller ${opts.cluster}`);
@@ -270,9 +284,22 @@ export function registerOperations(
           },
           log,
         });
+        // First: a port in use is a configuration error, found before anything runs.
+        const metrics =
+          opts.metricsPort === undefined
+            ? null
+            : await startMetricsServer({
+                host: opts.metricsListen,
+                port: opts.metricsPort,
+                scrape: () => controller.metrics.scrape(),
+                log,
+              });
         const onSignal = (signal: NodeJS.Signals) => {
           log.info(`${signal}: stopping`);
-          void controller.stop().then(() => process.exit(0));
+          void controller
+            .stop()
+            .then(() => metrics?.close())
+            .then(() => process.exit(0));
         };
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);

@@ -21,6 +21,7 @@ import { LeaseKeeper, type LeaseTiming } from '../agent/lease-keeper.js';
 import { type Clock, systemClock } from '../clock.js';
 import { type ControllerDecision, type ControllerPolicy, decideController } from '../decide/controller.js';
 import type { Logger } from '../log.js';
+import { ControllerMetrics } from './controller-metrics.js';
 
 /** Options of {@link Controller}. */
 export interface ControllerOptions {
@@ -73,11 +74,14 @@ export class Controller {
   private lastWait = '';
   private lastProblem: string | null = null;
   private lagBoundSource = '';
+  /** Promotions, election durations and time without a primary (`pgha controller --metrics-port`). */
+  readonly metrics: ControllerMetrics;
 
   constructor(private readonly options: ControllerOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
     this.clock = options.clock ?? systemClock;
     this.log = options.log;
+    this.metrics = new ControllerMetrics({ cluster: options.cluster, now: () => this.clock.date().getTime() });
   }
 
   /** Whether this controller is the active one. */
@@ -266,6 +270,7 @@ export class Controller {
         this.leaderLostAt = now;
         if (act) this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
       }
+      this.metrics.observe(leader?.writable === true, act);
       if (targetText !== this.targetSeen?.text)
         this.targetSeen = targetText === null ? null : { text: targetText, at: now };
       if (switchoverText !== this.switchoverSeen?.text)
@@ -389,6 +394,7 @@ export class Controller {
           .commit();
         if (!res.succeeded && !(await this.checkHeld(etcd, 'history'))) return false;
         this.lastHistoryTerm = h.term;
+        if (res.succeeded) this.metrics.promoted(h);
         if (res.succeeded)
           this.log.info(
             `history: term ${h.term} ${h.oldPrimary ?? '-'} -> ${h.newPrimary} (${h.reason}, timeline ${h.timeline}${h.lostBytes ? `, ${h.lostBytes} bytes possibly lost` : ''})`,

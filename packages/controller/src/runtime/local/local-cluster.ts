@@ -42,6 +42,12 @@ export interface LocalClusterOptions {
    * none (`pgha up` passes 8008).
    */
   readonly apiBasePort?: number;
+  /**
+   * First metrics port of the controllers: controller i serves
+   * `http://127.0.0.1:<metricsBasePort + i>/metrics`. Default: none (`pgha up` passes
+   * the health API's base + 1000).
+   */
+  readonly metricsBasePort?: number;
   readonly keyRoot?: string;
   /** Lease TTL handed to the agents and controllers. */
   readonly leaseTtlMillis?: number;
@@ -107,6 +113,8 @@ export interface LocalCluster {
   readonly etcdPid: number | null;
   readonly keyRoot: string | undefined;
   readonly members: readonly LocalMember[];
+  /** Each controller's metrics URL (`http://127.0.0.1:port/metrics`), by index; empty without metricsBasePort. */
+  readonly controllerMetrics: readonly string[];
   /** The member that was the writable primary when the cluster came up (not necessarily the first: a restart keeps the last primary). */
   readonly primaryAtStart: string;
   /** The cluster's stored settings (`config` record) as they were when the agents started. */
@@ -184,6 +192,17 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       `--api-port must leave room for ${members} ports between 1024 and 65535 (or be 0: none), got ${apiBasePort}`,
     );
   }
+  const metricsBasePort = options.metricsBasePort;
+  const controllers = options.controllers ?? 1;
+  if (
+    metricsBasePort !== undefined &&
+    (!Number.isInteger(metricsBasePort) || metricsBasePort < 1024 || metricsBasePort + controllers - 1 > 65535)
+  ) {
+    throw new PghaError(
+      'invalid-option',
+      `--metrics-port must leave room for ${controllers} ports between 1024 and 65535 (or be 0: none), got ${metricsBasePort}`,
+    );
+  }
   const ownEtcd = options.etcd === undefined;
   const etcdPort = ownEtcd ? (options.etcdPort ?? previous?.etcdPort ?? 2379) : null;
 
@@ -198,6 +217,12 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     ...(apiBasePort === undefined
       ? []
       : names.map((name, i) => ({ port: apiBasePort + i, use: `the health API of ${name} (--api-port)` }))),
+    ...(metricsBasePort === undefined
+      ? []
+      : Array.from({ length: controllers }, (_, i) => ({
+          port: metricsBasePort + i,
+          use: `the metrics of controller ${i} (--metrics-port)`,
+        }))),
     ...(etcdPort === null
       ? []
       : [
@@ -308,6 +333,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const args = [cli, 'controller', '--cluster', cluster, '--etcd', etcdEndpoint];
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
+    if (metricsBasePort !== undefined) args.push('--metrics-port', String(metricsBasePort + index));
     const child = spawnOwned(process.execPath, args, {
       logFile: join(logDir, `controller-${index}.log`),
       detached: true,
@@ -405,7 +431,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   };
 
   memberList.forEach(startAgent);
-  for (let i = 0; i < (options.controllers ?? 1); i++) startController(i);
+  for (let i = 0; i < controllers; i++) startController(i);
 
   const keys = clusterKeys(cluster, options.keyRoot);
   const etcd = createEtcdClient({ endpoints: etcdEndpoint });
@@ -508,6 +534,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     hold(name: string) {
       held.add(name);
     },
+    controllerMetrics:
+      metricsBasePort === undefined
+        ? []
+        : Array.from({ length: controllers }, (_, i) => `http://127.0.0.1:${metricsBasePort + i}/metrics`),
     controllerPids: () => controllerProcs.map((c) => c?.pid),
     async stopController(index: number) {
       held.add(`controller-${index}`);

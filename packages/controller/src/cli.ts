@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `pgha` command: `up` (local runtime), `agent` (beside each postgres),
- * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `config`, `check` (the consistency checker). Every command takes its etcd and cluster from flags, else PGHA_ETCD and
+ * `controller`, `operator` (Kubernetes), `kube-sim` (a simulated Kubernetes, from a clone), `status`, `switchover`, `failover`, `history`, `config`, `check` (the consistency checker), `demo` (a narrated failover). Every command takes its etcd and cluster from flags, else PGHA_ETCD and
  * PGHA_CLUSTER.
  */
 import { resolve } from 'node:path';
@@ -14,6 +14,7 @@ import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
+import { registerDemo } from './cli/demo-command.js';
 import { registerKubeSim } from './cli/kube-sim-command.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
@@ -434,6 +435,7 @@ registerConfig(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '
 registerOperator(program, integer);
 registerKubeSim(program);
 registerCheck(program, integer);
+registerDemo(program, integer);
 
 program
   .command('options', { hidden: true })

@@ -5,11 +5,11 @@
 // acknowledgement, terms advanced.
 // Nothing it started may outlive it.
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
-import { commandLine } from '../src/adapters/proc.js';
+import { killEverythingUnder, outputUntilExit, processesUnder } from '../../../testing/spawned-command.js';
 import type { CheckReport } from '../src/check/report.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
@@ -17,31 +17,10 @@ const dir = mkdtempSync(join(tmpdir(), 'pgha-check-test-'));
 chmodSync(dir, 0o711); // postgres runs as its own OS user and must enter it
 let childPid: number | undefined;
 
-/** PIDs of processes whose command line names `path` (what the check started lives under it). */
-function processesUnder(path: string): number[] {
-  return readdirSync('/proc')
-    .filter((e) => /^\d+$/.test(e))
-    .map(Number)
-    .filter((pid) => pid !== process.pid && commandLine(pid).includes(path));
-}
-
 afterAll(() => {
-  // The check stops what it started; should it hang or fail, its children die with
+  // The command stops what it started; should it hang or fail, its children die with
   // it (pdeathsig) once it is killed here.
-  if (childPid !== undefined) {
-    try {
-      process.kill(childPid, 'SIGKILL');
-    } catch {
-      /* exited */
-    }
-  }
-  for (const pid of processesUnder(dir)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
+  killEverythingUnder(dir, childPid);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -77,14 +56,7 @@ test('pgha check in quorum mode: a switchover, a host loss and a postgres kill, 
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   childPid = child.pid;
-  let output = '';
-  child.stdout.on('data', (d) => {
-    output += d;
-  });
-  child.stderr.on('data', (d) => {
-    output += d;
-  });
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const { code, output } = await outputUntilExit(child);
   childPid = undefined;
   console.log(`pgha check took ${((Date.now() - started) / 1000).toFixed(1)} s:\n${output}`);
   expect(code, output).toBe(0);

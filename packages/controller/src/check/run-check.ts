@@ -21,15 +21,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import {
-  ConfigRecord,
-  clusterKeys,
-  defaultConfig,
-  HistoryRecord,
-  LeaderRecord,
-  MemberRecord,
-  PghaError,
-} from '@pgha/core';
+import { ConfigRecord, clusterKeys, defaultConfig, HistoryRecord, LeaderRecord, PghaError } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, parseEndpoints } from '../adapters/etcd.js';
@@ -54,6 +46,7 @@ import {
   longestGap,
   type TermChange,
 } from './analysis.js';
+import { waitForHealthyCluster } from './cluster-health.js';
 import { chooseTarget, type FaultContext, injectors } from './faults.js';
 import { buildReport, type CheckReport, type FaultRun } from './report.js';
 import { assertSettings, type CheckSettings, type FaultKind, faultSchedule, seededRandom } from './settings.js';
@@ -320,38 +313,15 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       }
     })();
 
-    /**
-     * Waits until the cluster is healthy on reports written at least `settleMillis`
-     * from now: a report sent just before an agent noticed its fault (a postgres just
-     * killed) must not pass for recovery.
-     */
-    const healthy = async (timeoutMillis: number, settleMillis = 0): Promise<LeaderRecord | null> => {
-      const since = Date.now() + settleMillis;
-      const deadline = now() + timeoutMillis;
-      while (now() < deadline) {
-        interrupted(signal);
-        try {
-          const l = await readLeader();
-          if (l !== null && l.writable) {
-            const all = await etcd!.getAll().prefix(keys.membersPrefix).strings();
-            const records = new Map(
-              Object.values(all).map((v) => [MemberRecord.decode(v).name, MemberRecord.decode(v)]),
-            );
-            const ok = c.members.every((m) => {
-              const r = records.get(m.name);
-              if (r === undefined || r.state !== 'running' || r.timeline !== l.timeline) return false;
-              if (Date.parse(r.updatedAt) < since) return false;
-              return m.name === l.member ? r.role === 'primary' : r.role === 'replica' && r.streaming;
-            });
-            if (ok) return l;
-          }
-        } catch {
-          /* etcd busy: poll again */
-        }
-        await delay(200);
-      }
-      return null;
-    };
+    const healthy = (timeoutMillis: number, settleMillis = 0): Promise<LeaderRecord | null> =>
+      waitForHealthyCluster({
+        etcd: etcd!,
+        keys,
+        members: c.members.map((m) => m.name),
+        timeoutMillis,
+        settleMillis,
+        interrupted: () => interrupted(signal),
+      });
 
     workload = startWorkload({
       etcdEndpoints: parseEndpoints(endpoints),

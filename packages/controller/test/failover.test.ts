@@ -168,6 +168,16 @@ async function lossOf(
   return { missing: all.filter((a) => ids.has(a.id)), lostBytes: bytesPast(all, oldMember, sp), total: all.length };
 }
 
+/** When a log line was written: an agent's or controller's JSON line (`time`), or a watchdog's `<ISO time> ...` line. */
+function logLineTime(line: string): number {
+  if (!line.startsWith('{')) return Date.parse(line.slice(0, 24));
+  try {
+    return Date.parse((JSON.parse(line) as { time: string }).time);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** ISO-timestamped lines of `file` matching `pattern`, at or after `since` (wall-clock ms). */
 function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at: number; line: string }> {
   let text = '';
@@ -179,7 +189,7 @@ function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at
   return text
     .split('\n')
     .filter((line) => pattern.test(line))
-    .map((line) => ({ at: Date.parse(line.slice(0, 24)), line }))
+    .map((line) => ({ at: logLineTime(line), line }))
     .filter((x) => x.at >= since);
 }
 

@@ -14,7 +14,7 @@ import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../adapter
 import { runWatchdog } from '../agent/watchdog.js';
 import { Controller } from '../controller/controller.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
-import { createLogger } from '../log.js';
+import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 
 /** Flags every etcd-talking command shares. */
 export interface ClusterFlags {
@@ -270,6 +270,8 @@ export function registerOperations(
         .argParser(integer(500, 600_000))
         .default(defaultControllerPolicy.maximumReportAgeMillis),
     )
+    .addOption(logFormatOption())
+    .addOption(logLevelOption())
     .action(
       async (
         opts: ClusterFlags & {
@@ -278,9 +280,9 @@ export function registerOperations(
           targetInstallTimeoutMillis: number;
           lastPrimaryWaitMillis: number;
           maximumReportAgeMillis: number;
-        },
+        } & LogFlags,
       ) => {
-        const log = createLogger(`controller ${opts.cluster}`);
+        const log = commandLogger('controller', opts, { cluster: opts.cluster });
         const controller = new Controller({
           cluster: opts.cluster,
           etcd: { endpoints: opts.etcd },

@@ -678,7 +678,7 @@ export class Agent {
   /** Milliseconds until our lease deadline (negative: passed), null without a lease. */
   private leaseRemaining(): number | null {
     const deadline = this.lead?.deadline() ?? null;
-    return deadline === null ? null : deadline - this.clock.now();
+    return deadline === null ? null : Math.round(deadline - this.clock.now());
   }
 
   private async apply(action: Exclude<AgentAction, { type: 'none' }>): Promise<void> {

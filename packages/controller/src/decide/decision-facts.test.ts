@@ -83,6 +83,11 @@ describe('agentDecisionFacts', () => {
     expect(facts).toMatchObject({ decision: 'fence', reason: 'lease deadline passed', leaseRemainingMillis: -100 });
   });
 
+  it('rounds the lease remaining to whole milliseconds (the monotonic clock has fractions)', () => {
+    const s = agent({ leader: null, target: target(), now: 10_000.4, leaseDeadline: 11_295.9 });
+    expect(agentDecisionFacts(s, decideAgentAction(s)).leaseRemainingMillis).toBe(1296);
+  });
+
   it('names the leader to follow and what a restart starts as', () => {
     const moved = leader({ member: 'demo-2', port: 5434, term: 4 });
     const follow = agent({ leader: moved, term: 4 });

@@ -55,7 +55,8 @@ export function agentDecisionFacts(s: AgentSnapshot, decision: AgentAction): Age
     leader: leader === null ? null : { member: leader.member, term: leader.term, writable: leader.writable },
     target: target === null ? null : { member: target.member, term: target.term, reason: target.reason },
     holdsLeader: s.holdsLeader,
-    leaseRemainingMillis: s.leaseDeadline === null ? null : s.leaseDeadline - s.now,
+    // Whole milliseconds: the monotonic clock has fractions no reader needs.
+    leaseRemainingMillis: s.leaseDeadline === null ? null : Math.round(s.leaseDeadline - s.now),
     postgres: s.postgres,
     observedWritable: s.observedWritable,
     crashes: s.crashes,

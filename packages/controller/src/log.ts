@@ -102,7 +102,14 @@ let stderr: DestinationStream | null = null;
 
 /** One synchronous stderr destination per process, shared by every logger. */
 function stderrDestination(): DestinationStream {
-  stderr ??= destination({ dest: 2, sync: true });
+  if (stderr === null) {
+    const boom = destination({ dest: 2, sync: true });
+    // A log line that cannot be written (stderr's reader gone: EPIPE) must not take
+    // the process down with an unhandled 'error': an agent's postgres dies with it.
+    // A full pipe (EAGAIN) is retried by the destination itself, as before.
+    boom.on('error', () => undefined);
+    stderr = boom;
+  }
   return stderr;
 }
 

@@ -16,10 +16,11 @@ import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
 import { registerDemo } from './cli/demo-command.js';
 import { registerKubeSim } from './cli/kube-sim-command.js';
+import { commandLogger, logFormatOption, logLevelOption } from './cli/log-options.js';
 import { registerOperations } from './cli/operations.js';
 import { registerOperator } from './cli/operator-command.js';
 import { defaultMemberSlotsTtlMillis } from './decide/member-slots.js';
-import { createLogger } from './log.js';
+import { createLogger, logLevels, resolveLogSettings } from './log.js';
 import { cliPath, startLocalCluster } from './runtime/local/local-cluster.js';
 import { defaultStateDir } from './runtime/local/state-dir.js';
 import { describeSynchronous } from './runtime/local/stored-settings.js';
@@ -130,6 +131,12 @@ program
     'quorum: commits wait while too few replicas can confirm them, instead of degrading to asynchronous',
   )
   .option('--no-synchronous-strict', 'quorum: degrade to asynchronous while too few replicas can confirm commits')
+  .addOption(
+    new Option(
+      '--log-level <level>',
+      'least severe level the agents and controllers log; their files under <state-dir>/logs/ are JSON lines whatever PGHA_LOG_FORMAT says (env PGHA_LOG_LEVEL; default info)',
+    ).choices(logLevels),
+  )
   .action(
     async (opts: {
       cluster?: string;
@@ -143,7 +150,9 @@ program
       synchronous?: SynchronousMode;
       synchronousCount?: number;
       synchronousStrict?: boolean;
+      logLevel?: string;
     }) => {
+      const { level: logLevel } = resolveLogSettings({ logLevel: opts.logLevel }, process.env);
       const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
       let stateDir: string;
       if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
@@ -179,6 +188,7 @@ program
           ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
         },
         log,
+        logLevel,
         signal: abort.signal,
         progress: (line) => process.stderr.write(`  ${line}\n`),
       });
@@ -317,10 +327,12 @@ program
     "also export Node's process metrics (CPU, memory, event loop lag, GC; prefix pgha_agent_) on the health API's /metrics",
     false,
   )
+  .addOption(logFormatOption())
+  .addOption(logLevelOption())
   .action(async (opts) => {
     assertNetworks(opts.allowCidr);
     const appRole = appRoleOption(opts.appUser);
-    const log = createLogger(opts.name);
+    const log = commandLogger('agent', opts, { cluster: opts.cluster, member: opts.name });
     // A promise of the plumbing that fails with nobody waiting (a late etcd answer, a
     // closed stream) is logged, not a reason for the agent to die: its postgres would
     // die with it (pdeathsig) and the cluster would fail over for nothing.

@@ -90,7 +90,7 @@ function agentLogs(): string {
       (m) =>
         `--- ${m}\n${readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8')
           .split('\n')
-          .filter((l) => /INFO|WARN|ERROR/.test(l))
+          .filter((l) => /"level":"(info|warn|error)"/.test(l))
           .slice(-25)
           .join('\n')}`,
     )

@@ -208,6 +208,26 @@ describe('controller targets and leases', () => {
     });
     expect(written.record).toMatchObject({ term: 4, member: 'demo-1', reason: 'failover' });
     expect(written.lease).not.toBe('0');
+    // Its log is JSON lines, and the election is one of them, with the facts it was made from.
+    const decided = await waitFor(
+      'the election in the controller log',
+      () => stderr.split('\n').find((l) => l.includes('target for term 4: demo-1 (failover)')),
+      5000,
+      20,
+    );
+    expect(JSON.parse(decided)).toMatchObject({
+      level: 'info',
+      component: 'controller',
+      cluster,
+      msg: 'target for term 4: demo-1 (failover)',
+      decision: 'set-target',
+      reason: 'failover',
+      term: 3,
+      leader: null,
+      target: { member: 'demo-1', term: 4, reason: 'failover' },
+      candidates: [{ member: 'demo-1', role: 'replica', state: 'running', lsn: '0/4F00000', timeline: 1 }],
+    });
+    for (const line of stderr.split('\n').filter((l) => l !== '')) expect(() => JSON.parse(line)).not.toThrow();
 
     killGroup(child); // kill -9: no revoke, the lease has to expire
     // TTL 2 s, plus etcd's expiry check: gone well within 15 s.

@@ -181,6 +181,16 @@ function sum(expositions: readonly Exposition[], name: string, labels?: Record<s
   return expositions.reduce((total, m) => total + m.find(name, labels).reduce((t, s) => t + s.value, 0), 0);
 }
 
+/** When a log line was written: an agent's or controller's JSON line (`time`), or a watchdog's `<ISO time> ...` line. */
+function logLineTime(line: string): number {
+  if (!line.startsWith('{')) return Date.parse(line.slice(0, 24));
+  try {
+    return Date.parse((JSON.parse(line) as { time: string }).time);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** ISO-timestamped lines of `file` matching `pattern`, at or after `since` (wall-clock ms). */
 function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at: number; line: string }> {
   let text = '';
@@ -192,7 +202,7 @@ function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at
   return text
     .split('\n')
     .filter((line) => pattern.test(line))
-    .map((line) => ({ at: Date.parse(line.slice(0, 24)), line }))
+    .map((line) => ({ at: logLineTime(line), line }))
     .filter((x) => x.at >= since);
 }
 
@@ -302,6 +312,39 @@ describe('failover', () => {
       expect(after.member).toBe(next.member);
       const rejoined = (await members()).get(old.member);
       expect(rejoined).toMatchObject({ role: 'replica', streaming: true, timeline: after.timeline });
+      // Each side of the election is one JSON log line carrying the facts it was decided on.
+      const decisions = (file: string, decision: string) =>
+        logLinesAfter(file, new RegExp(`"decision":"${decision}"`), faultAt)
+          .map((x) => JSON.parse(x.line))
+          .filter((l) => l.target?.term === next.term);
+      const elected = [0, 1].flatMap((i) => decisions(join(stateDir, 'logs', `controller-${i}.log`), 'set-target'));
+      expect(elected.length).toBeGreaterThanOrEqual(1);
+      expect(elected.at(-1)).toMatchObject({
+        level: 'info',
+        component: 'controller',
+        msg: `target for term ${next.term}: ${next.member} (failover)`,
+        term: next.term - 1,
+        leader: null,
+        lastPrimary: old.member,
+      });
+      expect(elected.at(-1).candidates.find((x: { member: string }) => x.member === next.member)).toMatchObject({
+        role: 'replica',
+        state: 'running',
+        lsn: expect.stringMatching(/^[0-9A-F]+\/[0-9A-F]+$/),
+      });
+      const promoted = decisions(member(next.member).logFile, 'promote');
+      expect(promoted).toHaveLength(1);
+      expect(promoted[0]).toMatchObject({
+        level: 'info',
+        component: 'agent',
+        member: next.member,
+        msg: 'action: promote',
+        leader: null,
+        target: { member: next.member, term: next.term, reason: 'failover' },
+        holdsLeader: false,
+        postgres: 'replica',
+      });
+      expect(promoted[0].leaseRemainingMillis).toBeGreaterThan(0);
       await stopWriters();
       // The pinned writer kept trying the old primary through its restart as a replica.
       expect(acksAfter(pinned, old.member, Date.parse(next.since))).toEqual([]);

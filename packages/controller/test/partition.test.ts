@@ -154,13 +154,23 @@ class Harness {
   }
 }
 
+/** When a log line was written: an agent's or controller's JSON line (`time`), or a watchdog's `<ISO time> ...` line. */
+function logLineTime(line: string): number {
+  if (!line.startsWith('{')) return Date.parse(line.slice(0, 24));
+  try {
+    return Date.parse((JSON.parse(line) as { time: string }).time);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** ISO-timestamped lines of a member's agent log matching `pattern`, at or after `since`. */
 function logLinesAfter(file: string, pattern: RegExp, since: number): Array<{ at: number; line: string }> {
   if (!existsSync(file)) return [];
   return readFileSync(file, 'utf8')
     .split('\n')
     .filter((line) => pattern.test(line))
-    .map((line) => ({ at: Date.parse(line.slice(0, 24)), line }))
+    .map((line) => ({ at: logLineTime(line), line }))
     .filter((x) => x.at >= since);
 }
 

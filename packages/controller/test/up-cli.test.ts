@@ -218,7 +218,7 @@ test('pgha up prints a working connection string, status --json shows the cluste
       console.log(
         readFileSync(join(stateDir, 'logs', `${m}.log`), 'utf8')
           .split('\n')
-          .filter((l) => /INFO|WARN|ERROR/.test(l))
+          .filter((l) => /"level":"(info|warn|error)"/.test(l))
           .slice(-15)
           .join('\n'),
       );

@@ -18,7 +18,8 @@ import type { PostgresObservation } from '../adapters/postgres-observe.js';
 import { clearStaleLock, isStandby, makeOwnedDir, writeOwnedFile } from '../adapters/postgres-server.js';
 import { findPostgresBinaries } from '../adapters/prerequisites.js';
 import { type Clock, systemClock } from '../clock.js';
-import { type AgentAction, decideAgentAction, decideWithoutEtcd } from '../decide/agent-role.js';
+import { type AgentAction, type AgentSnapshot, decideAgentAction, decideWithoutEtcd } from '../decide/agent-role.js';
+import { agentDecisionFacts } from '../decide/decision-facts.js';
 import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { decideStartup } from '../decide/startup.js';
@@ -149,6 +150,8 @@ export class Agent {
   private lastReport: MemberRecord | null = null;
   /** Served at the health API's `/metrics`; counted whether or not an API runs. */
   readonly metrics: AgentMetrics;
+  /** The control loop's last decision (a `none` after `none` is not logged). */
+  private lastDecision: AgentAction['type'] | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
@@ -585,12 +588,22 @@ export class Agent {
         holdsLeader: this.leadership.holdsLeader,
         leaseValid: this.leadership.lease.isValid(),
       });
-      if (fence !== null) this.leadership.fence(fence.reason);
+      if (fence !== null) {
+        this.log.info(`action: fence (${fence.reason})`, {
+          decision: 'fence',
+          reason: fence.reason,
+          etcd: 'unreachable',
+          observedWritable: observation === null ? null : !observation.inRecovery,
+          holdsLeader: this.leadership.holdsLeader,
+          leaseRemainingMillis: this.leaseRemaining(),
+        });
+        this.leadership.fence(fence.reason);
+      }
     }
     // Actions run only once start() has brought postgres up (state 'running').
     if (etcdOk && !this.busy && this.state === 'running') {
       const lead = this.leadership;
-      const action = decideAgentAction({
+      const snapshot: AgentSnapshot = {
         self: this.options.name,
         now: this.clock.now(),
         leaseDeadline: lead.deadline(),
@@ -603,7 +616,9 @@ export class Agent {
         target: lead.view.target,
         following: pg.upstream,
         maxRestarts: this.options.maxRestarts ?? 1,
-      });
+      };
+      const action = decideAgentAction(snapshot);
+      this.logDecision(snapshot, action);
       if (action.type !== 'none') {
         this.busy = true;
         this.actingSince = this.clock.now();
@@ -722,8 +737,28 @@ export class Agent {
     );
   }
 
+  /**
+   * One line per decision, at info, with the facts it was made from; `none` (the
+   * steady state, decided every tick) only at debug and only when it follows another
+   * decision. Rewinding or re-cloning happen inside `restart` and `follow`:
+   * `needsRewind` says whether one is due.
+   */
+  private logDecision(snapshot: AgentSnapshot, action: AgentAction): void {
+    const previous = this.lastDecision;
+    this.lastDecision = action.type;
+    if (action.type === 'none' && previous === 'none') return;
+    const facts = { ...agentDecisionFacts(snapshot, action), needsRewind: this.postgres.needsRewind() };
+    if (action.type === 'none') this.log.debug('decision: none', facts);
+    else this.log.info(`action: ${action.type}${'reason' in action ? ` (${action.reason})` : ''}`, facts);
+  }
+
+  /** Milliseconds until our lease deadline (negative: passed), null without a lease. */
+  private leaseRemaining(): number | null {
+    const deadline = this.lead?.deadline() ?? null;
+    return deadline === null ? null : Math.round(deadline - this.clock.now());
+  }
+
   private async apply(action: Exclude<AgentAction, { type: 'none' }>): Promise<void> {
-    this.log.info(`action: ${action.type}${'reason' in action ? ` (${action.reason})` : ''}`);
     switch (action.type) {
       case 'fence':
         this.leadership.fence(action.reason);

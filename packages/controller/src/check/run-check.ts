@@ -129,8 +129,9 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
   const logStream = createWriteStream(join(logDir, 'check.log'), { flags: 'a' });
   logStream.on('error', () => undefined);
   const log = createLogger('check', (line) => logStream.write(line));
+  // One format in the file: the checker's steps are JSON lines like its logger's.
   const note = (line: string) => {
-    logStream.write(`${new Date().toISOString()} ${line}\n`);
+    log.info(line);
     if (options.verbose) progress(`  ${line}`);
   };
 

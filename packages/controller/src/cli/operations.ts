@@ -17,6 +17,7 @@ import { startMetricsServer } from '../controller/metrics-server.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
 import { createLogger } from '../log.js';
 import { formatHistory, withTimings } from '../status/history-timings.js';
+import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 
 /** Flags every etcd-talking command shares. */
 export interface ClusterFlags {
@@ -253,6 +254,8 @@ export function registerOperations(
       'address the metrics endpoint binds (0.0.0.0 for every interface)',
       '127.0.0.1',
     )
+    .addOption(logFormatOption())
+    .addOption(logLevelOption())
     .action(
       async (
         opts: ClusterFlags & {
@@ -263,9 +266,9 @@ export function registerOperations(
           maximumReportAgeMillis: number;
           metricsPort?: number;
           metricsListen: string;
-        },
+        } & LogFlags,
       ) => {
-        const log = createLogger(`controller ${opts.cluster}`);
+        const log = commandLogger('controller', opts, { cluster: opts.cluster });
         const controller = new Controller({
           cluster: opts.cluster,
           etcd: { endpoints: opts.etcd },

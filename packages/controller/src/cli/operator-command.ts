@@ -27,7 +27,6 @@ import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { putClusterConfigIf } from '../adapters/cluster-config.js';
 import { createEtcdClient } from '../adapters/etcd.js';
-import { createLogger } from '../log.js';
 import { leaderElectionTimingProblem } from '../runtime/kubernetes/decide-leader-election.js';
 import type {
   ConfigWrite,
@@ -35,6 +34,7 @@ import type {
   SynchronousObservation,
 } from '../runtime/kubernetes/decide-synchronous.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
+import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 
 /** Where a pod's namespace is when neither a flag nor POD_NAMESPACE names it. */
 const serviceAccountNamespaceFile = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
@@ -113,10 +113,12 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       integer(0, 600_000),
       5000,
     )
-    .action(async (opts: OperatorFlags) => {
+    .addOption(logFormatOption())
+    .addOption(logLevelOption())
+    .action(async (opts: OperatorFlags & LogFlags) => {
       const timing = leaderElectionTimingProblem(opts);
       if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
-      const log = createLogger('operator');
+      const log = commandLogger('operator', opts, {});
       // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
       // and every other command (the agent above all) must not pay for it.
       const { KubeConfig } = await import('@kubernetes/client-node');

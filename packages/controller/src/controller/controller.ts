@@ -19,7 +19,13 @@ import type { Etcd3, Watcher } from 'etcd3';
 import { assertEtcdReachable, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
 import { LeaseKeeper, type LeaseTiming } from '../agent/lease-keeper.js';
 import { type Clock, systemClock } from '../clock.js';
-import { type ControllerDecision, type ControllerPolicy, decideController } from '../decide/controller.js';
+import {
+  type ControllerDecision,
+  type ControllerPolicy,
+  type ControllerSnapshot,
+  decideController,
+} from '../decide/controller.js';
+import { type ControllerDecisionFacts, controllerDecisionFacts } from '../decide/decision-facts.js';
 import type { Logger } from '../log.js';
 import { ControllerMetrics } from './controller-metrics.js';
 
@@ -76,6 +82,8 @@ export class Controller {
   private lagBoundSource = '';
   /** Promotions, election durations and time without a primary (`pgha controller --metrics-port`). */
   readonly metrics: ControllerMetrics;
+  /** The last pass's decision (a `none` after `none` is not logged). */
+  private lastDecision: ControllerDecision['type'] | null = null;
 
   constructor(private readonly options: ControllerOptions) {
     this.keys = clusterKeys(options.cluster, options.keyRoot);
@@ -268,7 +276,11 @@ export class Controller {
         }
       } else if (this.leaderLostAt === null) {
         this.leaderLostAt = now;
-        if (act) this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`);
+        if (act)
+          this.log.info(`no leader (last primary ${this.lastPrimary?.name ?? 'unknown'}): failover begins`, {
+            term,
+            lastPrimary: this.lastPrimary?.name ?? null,
+          });
       }
       this.metrics.observe(leader?.writable === true, act);
       if (targetText !== this.targetSeen?.text)
@@ -277,7 +289,7 @@ export class Controller {
         this.switchoverSeen = switchoverText === null ? null : { text: switchoverText, at: now };
       if (!act) return;
 
-      const decision = decideController({
+      const snapshot: ControllerSnapshot = {
         now,
         term,
         leader,
@@ -294,8 +306,12 @@ export class Controller {
         lastHistory: this.lastHistory,
         sync,
         policy: this.policyWith(config),
-      });
-      if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }))) return;
+      };
+      const decision = decideController(snapshot);
+      const facts = () => controllerDecisionFacts(snapshot, decision);
+      if (decision.type === 'none' && this.lastDecision !== 'none') this.log.debug('decision: none', facts());
+      this.lastDecision = decision.type;
+      if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }, facts))) return;
     }
   }
 
@@ -331,6 +347,7 @@ export class Controller {
     etcd: Etcd3,
     decision: ControllerDecision,
     seen: { leaderMod: string; termMod: string; switchover: SwitchoverRecord | null; switchoverMod: string },
+    facts: () => ControllerDecisionFacts,
   ): Promise<boolean> {
     const leaseId = this.lease!.id;
     switch (decision.type) {
@@ -341,7 +358,7 @@ export class Controller {
       case 'wait':
       case 'no-candidate':
         if (decision.reason !== this.lastWait)
-          this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`);
+          this.log.info(`${decision.type === 'wait' ? 'waiting' : 'NO CANDIDATE'}: ${decision.reason}`, facts());
         this.lastWait = decision.reason;
         await this.publishWaiting(etcd, decision.reason);
         return false;
@@ -363,6 +380,7 @@ export class Controller {
         if (res.succeeded) {
           this.log.info(
             `target for term ${decision.target.term}: ${decision.target.member} (${decision.target.reason})`,
+            facts(),
           );
           this.lastWait = '';
           await this.publishWaiting(etcd, null);
@@ -381,7 +399,7 @@ export class Controller {
               .value(SwitchoverRecord.encode({ ...seen.switchover, rejected: decision.reason.slice(0, 1024) })),
           )
           .commit();
-        if (res.succeeded) this.log.warn(`switchover rejected: ${decision.reason}`);
+        if (res.succeeded) this.log.warn(`switchover rejected: ${decision.reason}`, facts());
         else await this.checkHeld(etcd, 'a switchover rejection');
         return res.succeeded;
       }
@@ -398,6 +416,7 @@ export class Controller {
         if (res.succeeded)
           this.log.info(
             `history: term ${h.term} ${h.oldPrimary ?? '-'} -> ${h.newPrimary} (${h.reason}, timeline ${h.timeline}${h.lostBytes ? `, ${h.lostBytes} bytes possibly lost` : ''})`,
+            { decision: 'record-history', history: h },
           );
         return true;
       }

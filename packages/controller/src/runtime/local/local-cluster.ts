@@ -19,7 +19,7 @@ import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
 import { apiUrl } from '../../agent/health-server.js';
-import type { Logger } from '../../log.js';
+import type { Logger, LogLevel } from '../../log.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
 import { describeSynchronous, type SynchronousFlags, settleStoredSettings } from './stored-settings.js';
@@ -85,6 +85,11 @@ export interface LocalClusterOptions {
   /** How long to wait for every member to run. Default 300 s. */
   readonly readyTimeoutMillis?: number;
   readonly log: Logger;
+  /**
+   * The agents' and controllers' `--log-level`. Their files under `logs/` are JSON
+   * lines (`--log-format json`, whatever PGHA_LOG_FORMAT says). Default info.
+   */
+  readonly logLevel?: LogLevel;
   /** Called with one line per visible step (member states, readiness). */
   readonly progress?: (line: string) => void;
   /** Aborting stops the start-up and everything it started (Ctrl-C during bootstrap). */
@@ -328,9 +333,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       if (!shuttingDown && !held.has(key)) start();
     }, wait).unref();
   };
+  const logArgs = ['--log-format', 'json', '--log-level', options.logLevel ?? 'info'];
   const controllerProcs: Array<ChildProcess | undefined> = [];
   const startController = (index: number) => {
-    const args = [cli, 'controller', '--cluster', cluster, '--etcd', etcdEndpoint];
+    const args = [cli, 'controller', '--cluster', cluster, '--etcd', etcdEndpoint, ...logArgs];
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
     if (metricsBasePort !== undefined) args.push('--metrics-port', String(metricsBasePort + index));
@@ -361,6 +367,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       String(member.port),
       '--etcd',
       etcdEndpoint,
+      ...logArgs,
     ];
     if (index === 0) args.push('--bootstrap');
     if (apiBasePort !== undefined) args.push('--api-port', String(apiBasePort + index));

@@ -15,7 +15,6 @@ import { runWatchdog } from '../agent/watchdog.js';
 import { Controller } from '../controller/controller.js';
 import { startMetricsServer } from '../controller/metrics-server.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
-import { createLogger } from '../log.js';
 import { formatHistory, withTimings } from '../status/history-timings.js';
 import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 

@@ -11,6 +11,7 @@ import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
+import { readApiSecret } from './agent/failsafe.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
@@ -111,6 +112,11 @@ program
     'quorum: commits wait while too few replicas can confirm them, instead of degrading to asynchronous',
   )
   .option('--no-synchronous-strict', 'quorum: degrade to asynchronous while too few replicas can confirm commits')
+  .option(
+    '--failsafe',
+    "failsafe mode: while etcd is unreachable the primary stays writable as long as every member promises not to take over; stored in the cluster's settings (default: keep the stored setting; off for a new cluster)",
+  )
+  .option('--no-failsafe', 'turn failsafe mode off in the stored settings')
   .action(
     async (opts: {
       cluster?: string;
@@ -123,6 +129,7 @@ program
       synchronous?: SynchronousMode;
       synchronousCount?: number;
       synchronousStrict?: boolean;
+      failsafe?: boolean;
     }) => {
       const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
       let stateDir: string;
@@ -156,6 +163,7 @@ program
           ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
           ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
           ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
+          ...(opts.failsafe === undefined ? {} : { failsafe: opts.failsafe }),
         },
         log,
         signal: abort.signal,
@@ -260,6 +268,10 @@ program
     ).argParser(integer(0, 65535)),
   )
   .option('--api-listen <address>', 'address the health API binds (default: --host; 0.0.0.0 for every interface)')
+  .option(
+    '--api-secret-file <path>',
+    "file holding the members' shared API secret (at least 16 characters; else PGHA_API_SECRET): authenticates failsafe mode's POST /failsafe; without one this member fences on an etcd outage and promises nothing",
+  )
   .addOption(
     new Option(
       '--liveness-timeout-millis <ms>',
@@ -314,6 +326,7 @@ program
       api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
       livenessTimeoutMillis: opts.livenessTimeoutMillis,
       memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
+      apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
       cliPath: cliPath(),
       log,
     });

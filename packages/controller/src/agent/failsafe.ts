@@ -143,6 +143,11 @@ export class Failsafe {
     return { mono: this.o.clock.now(), wall: this.o.clock.date().getTime() };
   }
 
+  /** Whether failsafe mode is on (the `config` record's `failsafeMode`, as last read). */
+  get enabled(): boolean {
+    return this.o.enabled();
+  }
+
   get stallThresholdMillis(): number {
     return stallThresholdMillis(this.o.lease.keepaliveIntervalMillis);
   }

@@ -590,7 +590,7 @@ export class Leadership {
     this.fencedWhileLeading = false;
     this.lastHealthyAt = this.o.clock.now();
     // The failsafe record names the new leader's members before an outage can need it.
-    if (this.o.failsafe != null) void this.o.failsafe.maintain(leaseId, term).catch(() => undefined);
+    if (this.o.failsafe?.enabled) void this.o.failsafe.maintain(leaseId, term).catch(() => undefined);
     // Armed from the moment we may become writable: if this process freezes or dies
     // between here and the end of promotion, the watchdog still fences at the deadline.
     this.armWatchdog();

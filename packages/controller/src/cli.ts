@@ -11,6 +11,7 @@ import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
+import { readApiSecret } from './agent/failsafe.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
@@ -137,6 +138,11 @@ program
       'least severe level the agents and controllers log; their files under <state-dir>/logs/ are JSON lines whatever PGHA_LOG_FORMAT says (env PGHA_LOG_LEVEL; default info)',
     ).choices(logLevels),
   )
+  .option(
+    '--failsafe',
+    "failsafe mode: while etcd is unreachable the primary stays writable as long as every member promises not to take over; stored in the cluster's settings (default: keep the stored setting; off for a new cluster)",
+  )
+  .option('--no-failsafe', 'turn failsafe mode off in the stored settings')
   .action(
     async (opts: {
       cluster?: string;
@@ -151,6 +157,7 @@ program
       synchronousCount?: number;
       synchronousStrict?: boolean;
       logLevel?: string;
+      failsafe?: boolean;
     }) => {
       const { level: logLevel } = resolveLogSettings({ logLevel: opts.logLevel }, process.env);
       const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
@@ -186,6 +193,7 @@ program
           ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
           ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
           ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
+          ...(opts.failsafe === undefined ? {} : { failsafe: opts.failsafe }),
         },
         log,
         logLevel,
@@ -306,6 +314,10 @@ program
     ).argParser(integer(0, 65535)),
   )
   .option('--api-listen <address>', 'address the health API binds (default: --host; 0.0.0.0 for every interface)')
+  .option(
+    '--api-secret-file <path>',
+    "file holding the members' shared API secret (at least 16 characters; else PGHA_API_SECRET): authenticates failsafe mode's POST /failsafe; without one this member fences on an etcd outage and promises nothing",
+  )
   .addOption(
     new Option(
       '--liveness-timeout-millis <ms>',
@@ -368,6 +380,7 @@ program
       livenessTimeoutMillis: opts.livenessTimeoutMillis,
       processMetrics: opts.processMetrics,
       memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
+      apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
       cliPath: cliPath(),
       log,
     });

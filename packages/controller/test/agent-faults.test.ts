@@ -5,20 +5,35 @@
 // operator's pg_promote). Each test waits for a healthy cluster first, is bounded,
 // and leaves the cluster healthy; every process it freezes is resumed by PID.
 //
+// Failsafe mode (issue 14) is here too: it is switched on in the cluster's settings
+// for its own describe block only (the members always run an API and share a secret).
+//
 // Not here: "a promotion aborted after arming the watchdog does not later kill a
 // healthy replica". Every abort after the install that a real fault can cause either
 // passes the lease deadline (the armed watchdog and the fence then kill postgres by
 // design: it may have been promoting) or happens after pg_promote (fenced by design);
 // the release path disarms (Leadership.releaseLeader -> postgresChanged).
+
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clusterKeys, LeaderRecord, MemberRecord, recordVersion, SwitchoverRecord, TargetRecord } from '@pgha/core';
+import {
+  clusterKeys,
+  defaultConfig,
+  FailsafeRecord,
+  LeaderRecord,
+  MemberRecord,
+  recordVersion,
+  SwitchoverRecord,
+  TargetRecord,
+} from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import { createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
+import { updateClusterConfig } from '../src/adapters/cluster-config.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { livingGroupMembers } from '../src/adapters/postgres-server.js';
 import { watchdogOf } from '../src/adapters/proc.js';
@@ -228,12 +243,14 @@ async function failoverAfterUnhealthy(
 
 beforeAll(async () => {
   stateDir = mkdtempSync(join(tmpdir(), 'pgha-agent-faults-'));
-  const base = await findFreePortRange(5);
+  const base = await findFreePortRange(8);
   c = await startLocalCluster({
     cluster,
     stateDir,
     basePort: base,
     etcdPort: base + 3,
+    // The agents' APIs (failsafe mode's POST /failsafe); `pgha up` writes the shared secret.
+    apiBasePort: base + 5,
     members: 3,
     controllers: 1,
     leaseTtlMillis,
@@ -576,6 +593,140 @@ describe('no stuck state', () => {
       c.startMember(target);
       c.startMember(third);
     }
+    await healthy(90_000);
+  });
+});
+
+describe('failsafe mode (issue 14)', () => {
+  const secret = () => readFileSync(join(stateDir, 'api-secret'), 'utf8').trim();
+
+  async function setFailsafe(on: boolean): Promise<void> {
+    await updateClusterConfig(etcd, keys, (current) => ({ ...current, failsafeMode: on }), {
+      base: { ...defaultConfig, leaseTtlMillis, fencingMarginMillis },
+      updatedBy: 'agent-faults test',
+    });
+  }
+
+  /** Waits until the leader has written a failsafe record of its term naming every member. */
+  function failsafeRecord(l: LeaderRecord): Promise<FailsafeRecord> {
+    return waitFor(
+      'the failsafe record of the current term',
+      async () => {
+        const text = await etcd.get(keys.failsafe).string();
+        const r = text === null ? null : FailsafeRecord.decode(text);
+        return r !== null && r.term === l.term && r.leader === l.member && r.members.length === c.members.length
+          ? r
+          : undefined;
+      },
+      15_000,
+      100,
+    );
+  }
+
+  function post(api: string, body: string, signature?: string): Promise<Response> {
+    return fetch(`${api}/failsafe`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(signature ? { 'x-pgha-signature': signature } : {}) },
+      body,
+      signal: AbortSignal.timeout(5000),
+    });
+  }
+
+  beforeAll(async () => {
+    await setFailsafe(true);
+  });
+
+  afterAll(async () => {
+    await setFailsafe(false).catch(() => undefined);
+  });
+
+  test('POST /failsafe answers 401 without the shared secret, and a member that reaches etcd refuses to promise', async () => {
+    const l = await healthy();
+    await failsafeRecord(l);
+    const replica = c.members.find((m) => m.name !== l.member)!;
+    const body = JSON.stringify({
+      cluster,
+      leader: l.member,
+      term: l.term,
+      timeline: l.timeline,
+      nonce: 'n1',
+      promiseMillis: leaseTtlMillis,
+    });
+    expect((await post(replica.api!, body)).status).toBe(401);
+    expect((await post(replica.api!, body, 'ab'.repeat(32))).status).toBe(401);
+    const signed = await post(replica.api!, body, createHmac('sha256', secret()).update(body).digest('hex'));
+    expect(signed.status).toBe(200);
+    const text = (await signed.text()).replace(/\n$/, '');
+    expect(signed.headers.get('x-pgha-signature')).toBe(
+      createHmac('sha256', secret()).update(`n1${text}`).digest('hex'),
+    );
+    expect(JSON.parse(text)).toMatchObject({
+      confirmed: false,
+      reason: expect.stringMatching(/etcd is reachable from here/),
+    });
+    // The GET health endpoints stay unauthenticated.
+    expect((await fetch(`${replica.api}/health`, { signal: AbortSignal.timeout(5000) })).status).toBe(200);
+  });
+
+  test('etcd frozen for 30 s with every member healthy: the primary keeps acknowledging writes, no failover, nothing lost', async () => {
+    const old = await healthy();
+    await failsafeRecord(old);
+    const pgPid = postmasterPid(member(old.member).memberDir)!;
+    const w = writer(old.member);
+    await waitFor('writes flowing', () => w.acks.length > 20, 10_000);
+    const etcdPid = c.etcdPid!;
+    const frozenAt = Date.now();
+    freeze(etcdPid);
+    let thawedAt: number;
+    try {
+      await new Promise((r) => setTimeout(r, 30_000));
+    } finally {
+      thaw(etcdPid);
+      thawedAt = Date.now();
+    }
+    // A few seconds more of writes across etcd's return (the lease expired while etcd
+    // was stopped: the primary reclaims the leader record).
+    await waitFor('writes after etcd returned', () => w.firstAckAfter(thawedAt + 3000, 'none'), 20_000, 50);
+    await stopWriters();
+    const during = w.acks.filter((a) => a.at >= frozenAt && a.at <= thawedAt);
+    const times = w.acks.filter((a) => a.at >= frozenAt - 1000).map((a) => a.at);
+    let maxGap = 0;
+    for (let i = 1; i < times.length; i++) maxGap = Math.max(maxGap, times[i]! - times[i - 1]!);
+    const after = await healthy(60_000);
+    console.log(
+      `(failsafe, etcd frozen 30 s) ${during.length} writes acknowledged during the outage; longest pause ${maxGap} ms; term ${old.term} -> ${after.term} (${after.term === old.term ? 'lease survived' : 'reclaimed'}); leader ${after.member}`,
+    );
+    expect(during.length).toBeGreaterThan(0);
+    expect(maxGap).toBeLessThan(3000);
+    expect(after.member).toBe(old.member);
+    expect(after.term - old.term).toBeLessThanOrEqual(1);
+    expect(postmasterPid(member(old.member).memberDir)).toBe(pgPid); // never fenced
+    expect(await missingAcks(conn(after.member), w.acks)).toEqual([]);
+  });
+
+  test('etcd frozen and one replica unreachable (its agent frozen): the primary fences within its normal deadline', async () => {
+    const old = await healthy();
+    await failsafeRecord(old);
+    const pgPid = postmasterPid(member(old.member).memberDir)!;
+    const replica = member(c.members.map((m) => m.name).find((n) => n !== old.member)!);
+    const agentPid = replica.agentPid()!;
+    const etcdPid = c.etcdPid!;
+    freeze(agentPid);
+    const frozenAt = Date.now();
+    freeze(etcdPid);
+    let fencedIn: number;
+    try {
+      await waitFor('the primary to fence itself', () => livingGroupMembers(pgPid).length === 0, 10_000, 5);
+      fencedIn = Date.now() - frozenAt;
+    } finally {
+      thaw(etcdPid);
+      thaw(agentPid);
+    }
+    console.log(`(failsafe, a replica unreachable) the primary fenced ${fencedIn} ms after etcd froze`);
+    // The normal bound: TTL − margin after the last acknowledged keepalive, plus the
+    // 50 ms fence timer and slack for this loaded host.
+    expect(fencedIn).toBeLessThan(leaseTtlMillis - fencingMarginMillis + 1000);
+    await fencedAtDeadline(old.member, pgPid);
     await healthy(90_000);
   });
 });

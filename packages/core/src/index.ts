@@ -18,6 +18,7 @@ export {
   ConfigRecord,
   ControllerRecord,
   defaultConfig,
+  FailsafeRecord,
   HistoryRecord,
   InitializeRecord,
   LastPrimaryRecord,

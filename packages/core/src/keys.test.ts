@@ -73,6 +73,7 @@ describe('clusterKeys', () => {
       keys.history(1),
       keys.controller,
       keys.removed('demo-3'),
+      keys.failsafe,
     ];
     expect(built.map((key) => keys.parse(key)?.kind)).toEqual([...keyKinds]);
   });

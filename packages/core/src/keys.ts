@@ -20,6 +20,7 @@ import { assertValidName, isValidName } from './names.js';
  * | `history/<term>` | controller | — |
  * | `controller` | the active controller (create-if-absent) | the controller's |
  * | `removed/<name>` | the Kubernetes operator (a member it scaled away on purpose) | — |
+ * | `failsafe` | the primary's agent (guarded by holding `leader`) | — |
  */
 export const keyKinds = [
   'initialize',
@@ -34,6 +35,7 @@ export const keyKinds = [
   'history',
   'controller',
   'removed',
+  'failsafe',
 ] as const;
 
 /** One of {@link keyKinds}. */
@@ -51,7 +53,8 @@ export type ParsedKey =
         | 'term'
         | 'target'
         | 'switchover'
-        | 'controller';
+        | 'controller'
+        | 'failsafe';
     }
   | { readonly kind: 'member'; readonly name: string }
   | { readonly kind: 'history'; readonly term: number }
@@ -79,6 +82,11 @@ export interface ClusterKeys {
   readonly switchover: string;
   /** Held by the active controller under its lease (the controller election). */
   readonly controller: string;
+  /**
+   * The members the primary asks for promises during an etcd outage (failsafe mode,
+   * issue 14); no lease, so it outlives the outage. Written only by the leader.
+   */
+  readonly failsafe: string;
   /** Prefix of all member records (for range reads and watches). */
   readonly membersPrefix: string;
   /** Prefix of all history records. */
@@ -108,6 +116,7 @@ const singles = [
   'target',
   'switchover',
   'controller',
+  'failsafe',
 ] as const;
 
 /**
@@ -144,6 +153,7 @@ export function clusterKeys(cluster: string, root: string = defaultKeyRoot): Clu
     target: `${prefix}target`,
     switchover: `${prefix}switchover`,
     controller: `${prefix}controller`,
+    failsafe: `${prefix}failsafe`,
     membersPrefix,
     historyPrefix,
     removedPrefix,

@@ -4,6 +4,7 @@ import {
   ConfigRecord,
   ControllerRecord,
   defaultConfig,
+  FailsafeRecord,
   HistoryRecord,
   InitializeRecord,
   LastPrimaryRecord,
@@ -134,6 +135,19 @@ function removedMemberRecord(overrides: Loose = {}): Loose {
   return { v: 1, member: 'demo-3', reason: 'scaled down to 3 instances', at, ...overrides };
 }
 
+function failsafeRecord(overrides: Loose = {}): Loose {
+  return {
+    v: 1,
+    term: 3,
+    leader: 'demo-0',
+    members: [
+      { name: 'demo-0', api: 'http://127.0.0.1:8008', lastSeen: at },
+      { name: 'demo-1', api: 'http://127.0.0.1:8009', lastSeen: at },
+    ],
+    ...overrides,
+  };
+}
+
 interface Case {
   readonly codec: RecordCodec<unknown>;
   readonly make: (overrides?: Loose) => Loose;
@@ -151,6 +165,7 @@ const cases: ReadonlyArray<readonly [string, Case]> = [
   ['SwitchoverRecord', { codec: SwitchoverRecord as RecordCodec<unknown>, make: switchoverRecord }],
   ['HistoryRecord', { codec: HistoryRecord as RecordCodec<unknown>, make: historyRecord }],
   ['RemovedMemberRecord', { codec: RemovedMemberRecord as RecordCodec<unknown>, make: removedMemberRecord }],
+  ['FailsafeRecord', { codec: FailsafeRecord as RecordCodec<unknown>, make: failsafeRecord }],
 ];
 
 /** Runs `fn`, expects a ProtocolError of `codec`'s kind, and returns it. */
@@ -640,5 +655,22 @@ describe('ControllerRecord', () => {
   it('rejects a waiting reason longer than 1024 characters or without its time', () => {
     rejectsRecord(ControllerRecord, { ...base, waiting: { reason: 'r'.repeat(1025), since: at } }, /waiting\.reason/);
     rejectsRecord(ControllerRecord, { ...base, waiting: { reason: 'r' } }, /waiting\.since/);
+  });
+});
+
+describe('FailsafeRecord members', () => {
+  it('refuses a member named twice', () => {
+    const twice = failsafeRecord({
+      members: [
+        { name: 'demo-1', api: 'http://127.0.0.1:8009', lastSeen: at },
+        { name: 'demo-1', api: 'http://127.0.0.1:8010', lastSeen: at },
+      ],
+    });
+    rejectsRecord(FailsafeRecord as RecordCodec<unknown>, twice, /must not repeat a member/);
+  });
+
+  it('refuses an api that is not http://host:port', () => {
+    const bad = failsafeRecord({ members: [{ name: 'demo-1', api: 'ftp://x/y', lastSeen: at }] });
+    rejectsRecord(FailsafeRecord as RecordCodec<unknown>, bad, /http:\/\/host:port/);
   });
 });

@@ -201,6 +201,12 @@ const configSchema = z
      * one). Values are PostgreSQL's text form.
      */
     postgresParameters: z.record(parameterName, z.string().max(1024)),
+    /**
+     * Failsafe mode (issue 14): during an etcd outage the primary stays writable while
+     * every member of the `failsafe` record promises not to take over. Absent (records
+     * of older versions): off.
+     */
+    failsafeMode: z.boolean().optional(),
     /** When this version was written, and by whom (`pgha config set`, `pgha up`). */
     updatedAt: timestamp,
     updatedBy: shortText,
@@ -337,6 +343,39 @@ const controllerSchema = z.object({
   waiting: z.object({ reason: shortText, since: timestamp }).strict().nullable().optional(),
 });
 
+/**
+ * The members a primary in failsafe mode must all reach during an etcd outage, and
+ * the only members that may install a leader record while failsafe mode is on.
+ */
+const failsafeSchema = z
+  .object({
+    v: z.literal(recordVersion),
+    /** The term of the leader that wrote it. */
+    term: term.min(1),
+    leader: name,
+    members: z
+      .array(
+        z
+          .object({
+            name,
+            /** The member's agent API (`http://host:port`), where `/failsafe` is asked. */
+            api: z
+              .string()
+              .max(300)
+              .regex(/^https?:\/\/[^\s/?#]+$/, 'must be http://host:port'),
+            /** When the leader last saw the member's record (refreshed coarsely, not every report). */
+            lastSeen: timestamp,
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(64),
+  })
+  .superRefine((record, context) => {
+    if (new Set(record.members.map((m) => m.name)).size !== record.members.length)
+      context.addIssue({ code: 'custom', path: ['members'], message: 'must not repeat a member' });
+  });
+
 const removedMemberSchema = z.object({
   v: z.literal(recordVersion),
   /** The member removed (the key's name). */
@@ -359,6 +398,7 @@ export type HistoryRecord = z.infer<typeof historySchema>;
 export type ControllerRecord = z.infer<typeof controllerSchema>;
 export type MemberTags = z.infer<typeof tagsSchema>;
 export type RemovedMemberRecord = z.infer<typeof removedMemberSchema>;
+export type FailsafeRecord = z.infer<typeof failsafeSchema>;
 
 /** The companion object every record type has. */
 export interface RecordCodec<T> {
@@ -467,6 +507,12 @@ export const RemovedMemberRecord: RecordCodec<RemovedMemberRecord> = codec(
   'removed-member record',
   removedMemberSchema,
 );
+
+/**
+ * The failsafe members (`failsafe`): written by the leader (guarded by its leader
+ * record's lease), no lease of its own; see docs/architecture.md, "Failsafe mode".
+ */
+export const FailsafeRecord: RecordCodec<FailsafeRecord> = codec('failsafe record', failsafeSchema);
 
 /** The defaults of {@link ConfigRecord}; see docs/architecture.md for the timing budget. */
 export const defaultConfig: ConfigRecord = {

@@ -22,12 +22,14 @@ import { type AgentAction, type AgentSnapshot, decideAgentAction, decideWithoutE
 import { agentDecisionFacts } from '../decide/decision-facts.js';
 import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
+import { defaultMemberSlotsTtlMillis } from '../decide/member-slots.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
 import { AgentMetrics } from './agent-metrics.js';
 import type { AppRole } from './app-role.js';
 import { ClusterSettings } from './cluster-settings.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
+import { Failsafe, handleFailsafe } from './failsafe.js';
 import { apiUrl, type HealthServer, startHealthServer } from './health-server.js';
 import { Leadership, withTimeout } from './leadership.js';
 import type { LeaseTiming } from './lease-keeper.js';
@@ -102,6 +104,12 @@ export interface AgentOptions {
    * `removed/<name>` loses it as soon as its record is gone. Default 30 min.
    */
   readonly memberSlotsTtlMillis?: number;
+  /**
+   * The members' shared secret for the agent API's authenticated endpoints (`POST
+   * /failsafe`): `--api-secret-file` or PGHA_API_SECRET. Null or absent: failsafe mode
+   * cannot run on this member (it fences on an etcd outage, and promises nothing).
+   */
+  readonly apiSecret?: Buffer | null;
   /** The pgha CLI (for the watchdog process). */
   readonly cliPath: string;
   readonly log: Logger;
@@ -131,6 +139,9 @@ export class Agent {
   private roleChanges: RoleChanges | null = null;
   private settings: ClusterSettings | null = null;
   private synchronous: SynchronousReplication | null = null;
+  private failsafe: Failsafe | null = null;
+  /** The action the loop is applying (failsafe: a member promoting promises nothing). */
+  private acting: AgentAction['type'] | null = null;
   private state: MemberState = 'starting';
   private notStreamingSince: number | null = null;
   private stopping = false;
@@ -223,6 +234,7 @@ export class Agent {
         port: o.api.port,
         snapshot: () => this.healthSnapshot(),
         metrics: () => this.metrics.scrape(),
+        failsafe: (req, res) => handleFailsafe(req, res, this.failsafe, this.clock),
         log: this.log,
       });
       this.apiAddress = apiUrl(o.host, this.healthServer.port);
@@ -270,6 +282,18 @@ export class Agent {
         this.poke();
       },
     });
+    this.failsafe = new Failsafe({
+      cluster: o.cluster,
+      name: o.name,
+      keys: this.keys,
+      etcd: this.etcd,
+      secret: o.apiSecret ?? null,
+      lease: this.settings.lease,
+      enabled: () => this.settings?.record?.failsafeMode === true,
+      forgetAfterMillis: o.memberSlotsTtlMillis ?? defaultMemberSlotsTtlMillis,
+      clock: this.clock,
+      log: this.log,
+    });
     this.lead = new Leadership(this.etcd, this.pg, {
       name: o.name,
       host: o.host,
@@ -284,7 +308,9 @@ export class Agent {
       poke: () => this.poke(),
       onRegranted: async () => this.publish(await this.postgres.observe()),
       onFence: (reason) => this.metrics.fenced(reason),
+      failsafe: this.failsafe,
     });
+    this.failsafe.host = this.failsafeHost(this.lead, this.pg);
     this.synchronous = new SynchronousReplication({
       name: o.name,
       keys: this.keys,
@@ -355,6 +381,7 @@ export class Agent {
 
     await this.leadership.start();
     this.leadership.lease.on('acknowledged', (millis: number) => this.metrics.keepaliveAcknowledged(millis));
+    this.failsafe.start();
     this.loop = this.controlLoop();
 
     switch (decision.action) {
@@ -384,6 +411,35 @@ export class Agent {
       }
     }
     this.setState('running');
+  }
+
+  // ---- failsafe mode --------------------------------------------------------
+
+  /** What failsafe rounds and answers ask of this agent (see agent/failsafe.ts). */
+  private failsafeHost(lead: Leadership, pg: PostgresMember): Failsafe['host'] {
+    const failsafe = this.failsafe!;
+    return {
+      primaryFacts: () => ({
+        eligible: lead.mayRunFailsafe(failsafe.stallThresholdMillis),
+        term: lead.view.leader?.term ?? lead.view.term,
+        timeline: lead.view.leader?.timeline ?? 1,
+      }),
+      memberFacts: () => {
+        // The last status query, however old: it is cleared whenever postgres starts,
+        // stops or is promoted, so while it is there it describes this postgres (during
+        // an outage the loop's passes are slow: each etcd call waits for its timeout).
+        const leader = lead.view.leader;
+        return {
+          postgres: pg.state,
+          observedInRecovery: pg.pid === null ? null : (this.observation?.inRecovery ?? null),
+          holdsLeader: lead.holdsLeader || lead.reclaiming,
+          takingOver: lead.installing || this.acting === 'promote' || this.acting === 'finish-promotion',
+          viewLeader: leader === null ? null : { member: leader.member, term: leader.term },
+          sinceLastAckMillis: lead.hasLease ? lead.lease.sinceLastAck() : 0,
+        };
+      },
+      extended: () => lead.failsafeExtended(),
+    };
   }
 
   // ---- etcd state ---------------------------------------------------------
@@ -583,10 +639,11 @@ export class Agent {
     } else this.notStreamingSince = null;
 
     if (!etcdOk) {
+      // Failsafe mode: the members' promises are a valid claim too (Leadership.claimValid).
       const fence = decideWithoutEtcd({
         observedWritable: observation === null ? null : !observation.inRecovery,
-        holdsLeader: this.leadership.holdsLeader,
-        leaseValid: this.leadership.lease.isValid(),
+        holdsLeader: this.leadership.holdsLeader || this.leadership.reclaiming,
+        leaseValid: this.leadership.claimValid(),
       });
       if (fence !== null) {
         this.log.info(`action: fence (${fence.reason})`, {
@@ -601,12 +658,13 @@ export class Agent {
       }
     }
     // Actions run only once start() has brought postgres up (state 'running').
-    if (etcdOk && !this.busy && this.state === 'running') {
+    // While reclaiming (failsafe mode) the leader record is briefly not ours: no action.
+    if (etcdOk && !this.busy && this.state === 'running' && !this.leadership.reclaiming) {
       const lead = this.leadership;
       const snapshot: AgentSnapshot = {
         self: this.options.name,
         now: this.clock.now(),
-        leaseDeadline: lead.deadline(),
+        leaseDeadline: lead.effectiveDeadline(),
         postgres: pg.state,
         observedWritable: observation === null ? null : !observation.inRecovery,
         crashes: pg.crashes,
@@ -621,6 +679,7 @@ export class Agent {
       this.logDecision(snapshot, action);
       if (action.type !== 'none') {
         this.busy = true;
+        this.acting = action.type;
         this.actingSince = this.clock.now();
         try {
           await this.apply(action);
@@ -632,6 +691,7 @@ export class Agent {
           await delay(1000);
         } finally {
           this.busy = false;
+          this.acting = null;
           this.actingSince = null;
           this.lastTickAt = this.clock.now();
         }
@@ -691,7 +751,7 @@ export class Agent {
       // (or 3 s) and its last answer is not trusted.
       observationMaxAgeMillis: Math.max(3000, 3 * this.options.reportIntervalMillis),
       holdsLeader: lead?.holdsLeader ?? false,
-      leaseValid: lead !== null && lead.hasLease && lead.lease.isValid(),
+      leaseValid: lead !== null && lead.hasLease && lead.claimValid(),
       leader: lead?.view.leader ?? null,
       term: lead?.view.term ?? 0,
       fenced: problem?.startsWith('fenced: ') ? problem.slice('fenced: '.length) : null,
@@ -822,6 +882,10 @@ export class Agent {
     if (observation !== null && !observation.inRecovery && lead.holdsLeader) {
       await this.roles.ensureSlots();
       if (observation.currentLsn !== null) await lead.recordPosition(observation.currentLsn, observation.timeline ?? 1);
+      if (this.settings?.record?.failsafeMode === true && leader !== null)
+        await this.failsafe
+          ?.maintain(lead.lease.id, leader.term)
+          .catch((error) => this.log.warn(`failsafe record: ${(error as Error).message}`));
       // Never a reason to miss this report: logged, and decided again with the next.
       await this.synchronous
         ?.tick(observation)
@@ -880,6 +944,7 @@ export class Agent {
         this.log.warn(`could not release the leader record: ${(error as Error).message}`),
       );
     }
+    this.failsafe?.stop();
     await lead?.stop();
     await this.settings?.stop();
     this.etcd?.close();

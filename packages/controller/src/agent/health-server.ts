@@ -13,6 +13,8 @@ export interface HealthServerOptions {
   readonly snapshot: () => HealthSnapshot;
   /** `GET /metrics`: the Prometheus text and its content type. Absent: 404. */
   readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
+  /** Answers `POST /failsafe` (failsafe mode, agent/failsafe.ts); the agent always passes it. */
+  readonly failsafe?: (req: IncomingMessage, res: ServerResponse) => void;
   readonly log: Logger;
 }
 
@@ -49,7 +51,9 @@ export function apiUrl(host: string, port: number): string {
 export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
   const server = createServer((req, res) => {
     try {
-      handle(req, res, options);
+      if (options.failsafe !== undefined && new URL(req.url ?? '/', 'http://health').pathname === '/failsafe')
+        options.failsafe(req, res);
+      else handle(req, res, options);
     } catch (error) {
       options.log.warn(`health API: ${req.method} ${req.url} failed: ${(error as Error).message}`);
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });

@@ -13,6 +13,7 @@ import {
 import type { Etcd3, Watcher } from 'etcd3';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
+import { type Failsafe, reclaimLeaderRecord } from './failsafe.js';
 import { LeaseKeeper, type LeaseTiming } from './lease-keeper.js';
 import type { PostgresMember } from './postgres-member.js';
 import { Watchdog } from './watchdog.js';
@@ -43,6 +44,8 @@ export interface LeadershipOptions {
   readonly onRegranted: () => Promise<void>;
   /** Called for each fence of a running postgres or while leading (the agent counts them); must not throw. */
   readonly onFence?: (reason: string) => void;
+  /** Failsafe mode's rounds, promises and record (see agent/failsafe.ts); null: none. */
+  readonly failsafe?: Failsafe | null;
 }
 
 /** The cluster as the agent last read it from etcd. */
@@ -94,6 +97,16 @@ export class Leadership {
   private unhealthyLogged = false;
   /** Whether we installed the leader record and have not seen it deleted or replaced since. */
   holdsLeader = false;
+  /** Installing a leader record right now (a failsafe promise is refused meanwhile). */
+  installing = false;
+  /**
+   * Failsafe mode: our lease expired (or our record vanished) while our failsafe
+   * deadline was valid; a new lease is being granted to reclaim the record for term+1.
+   * Postgres stays writable meanwhile, until the failsafe deadline.
+   */
+  reclaiming = false;
+  /** The leader record we hold (kept when etcd loses it: a reclaim copies it). */
+  private held: LeaderRecord | null = null;
   view: ClusterView = {
     leader: null,
     leaderLease: null,
@@ -158,7 +171,7 @@ export class Leadership {
     if (!this.holdsLeader) return true;
     if (this.fencedWhileLeading) return false;
     if (this.postgres.state !== 'primary' || this.startGrace) return true; // installing, promoting, restarting in place, bootstrapping
-    const healthy = this.o.clock.now() - this.lastHealthyAt <= this.o.healthBoundMillis;
+    const healthy = this.healthy();
     if (!healthy && !this.unhealthyLogged) {
       this.o.log.warn(
         `postgres has not been confirmed healthy and writable for ${this.o.healthBoundMillis} ms: no longer renewing our lease`,
@@ -166,6 +179,52 @@ export class Leadership {
       this.unhealthyLogged = true;
     }
     return healthy;
+  }
+
+  private healthy(): boolean {
+    return this.o.clock.now() - this.lastHealthyAt <= this.o.healthBoundMillis;
+  }
+
+  // ---- failsafe mode ------------------------------------------------------------
+
+  /** Whether a failsafe deadline (promises from every other member) is ahead. */
+  failsafeValid(): boolean {
+    return this.o.failsafe?.valid() ?? false;
+  }
+
+  /** Whether a writable postgres is covered: our lease, or failsafe promises while leading or reclaiming. */
+  claimValid(): boolean {
+    const lease = this.keeper?.isValid() ?? false;
+    return (this.holdsLeader && lease) || (this.failsafeValid() && (this.holdsLeader || this.reclaiming));
+  }
+
+  /** The deadline the watchdog and the role decision use: the later of the lease's and the failsafe one. */
+  effectiveDeadline(): number | null {
+    if (this.keeper === null) return null;
+    const lease = this.keeper.deadline();
+    return this.failsafeValid() ? Math.max(lease, this.o.failsafe?.deadlineMono() ?? lease) : lease;
+  }
+
+  /**
+   * Whether the primary may run a failsafe round: it leads (record held, postgres
+   * labelled primary and running, confirmed healthy as for renewal, not fenced) and
+   * etcd has acknowledged no keepalive for the stall threshold.
+   */
+  mayRunFailsafe(stallMillis: number): boolean {
+    return (
+      this.holdsLeader &&
+      !this.fencedWhileLeading &&
+      this.postgres.state === 'primary' &&
+      this.postgres.pid !== null &&
+      this.healthy() &&
+      this.keeper !== null &&
+      this.keeper.sinceLastAck() > stallMillis
+    );
+  }
+
+  /** A failsafe round moved the deadline: the watchdog gets the later one. */
+  failsafeExtended(): void {
+    this.armWatchdog();
   }
 
   /** A fresh connection (through the postmaster) and one query, bounded on our clock. */
@@ -211,7 +270,7 @@ export class Leadership {
     // started meanwhile would be armed with a deadline already past and killed.
     if (this.fencedWhileLeading) return;
     if (pid !== null && this.keeper !== null && (this.postgres.state === 'primary' || this.holdsLeader)) {
-      this.watchdog?.arm(pid, this.keeper.deadline() - this.o.clock.now());
+      this.watchdog?.arm(pid, (this.effectiveDeadline() ?? this.keeper.deadline()) - this.o.clock.now());
     }
   }
 
@@ -221,7 +280,8 @@ export class Leadership {
       this.holdsLeader &&
       !this.fencedWhileLeading &&
       this.postgres.pid === null &&
-      this.keeper?.isValid() === false
+      this.keeper?.isValid() === false &&
+      !this.failsafeValid()
     ) {
       // Postgres died past our deadline: the watchdog fenced it (its 20 ms check often
       // beats our 50 ms timer). Without this it merely "exited": renewal would resume
@@ -232,15 +292,24 @@ export class Leadership {
       this.fence('lease deadline passed (postgres already killed)');
       return;
     }
-    if (this.postgres.pid === null || (this.postgres.state !== 'primary' && !this.holdsLeader)) this.watchdog?.disarm();
+    if (this.postgres.pid === null || (this.postgres.state !== 'primary' && !this.holdsLeader && !this.reclaiming))
+      this.watchdog?.disarm();
     else this.armWatchdog();
   }
 
   /** The fence on our own clock: runs every 50 ms, independent of etcd and the loop. */
   checkFence(): void {
     if (this.postgres.state !== 'primary' || this.postgres.pid === null) return;
-    if (!this.holdsLeader) this.fence('writable without holding the leader record');
-    else if (!this.lease.isValid()) this.fence('lease deadline passed');
+    // Failsafe mode: promises from every other member cover the primary past its lease,
+    // and while it reclaims the record after etcd expired its lease (see the architecture).
+    if (this.claimValid()) return;
+    if (!this.holdsLeader)
+      this.fence(
+        this.reclaiming
+          ? 'failsafe deadline passed before the leader record was reclaimed'
+          : 'writable without holding the leader record',
+      );
+    else this.fence('lease deadline passed');
   }
 
   /**
@@ -253,6 +322,8 @@ export class Leadership {
     // watchdog's kill past the deadline is (we still held the record). Counted after
     // the kill, and nothing the counter does can keep the kill from happening.
     const counts = this.postgres.pid !== null || this.holdsLeader;
+    this.o.failsafe?.clear();
+    this.reclaiming = false;
     this.postgres.fenceKill(reason);
     if (counts) {
       try {
@@ -279,14 +350,38 @@ export class Leadership {
     return this.regranting;
   }
 
+  private mayReclaim(): boolean {
+    return (
+      (this.holdsLeader || this.reclaiming) &&
+      !this.fencedWhileLeading &&
+      this.held !== null &&
+      this.postgres.state === 'primary' &&
+      this.failsafeValid()
+    );
+  }
+
   private async doRegrant(): Promise<void> {
     if (this.stopping) return;
-    this.o.log.warn('our lease expired in etcd; granting a new one');
+    this.reclaiming = this.mayReclaim();
+    this.o.log.warn(
+      `our lease expired in etcd; granting a new one${this.reclaiming ? ' to reclaim the leader record (failsafe deadline still valid)' : ''}`,
+    );
     this.holdsLeader = false;
     this.fencedWhileLeading = false;
     this.checkFence();
     try {
       await this.lease.grant();
+      if (this.reclaiming) {
+        let reclaimed = await this.reclaim().catch(async (error) => {
+          // An error does not mean the transaction failed: read back what etcd holds.
+          this.o.log.warn(`reclaiming the leader record: ${(error as Error).message}; reading back the outcome`);
+          await this.readBack().catch(() => undefined);
+          return false;
+        });
+        reclaimed ||= this.holdsLeader;
+        this.reclaiming = false;
+        if (!reclaimed) this.checkFence();
+      }
       await this.o.onRegranted().catch(() => undefined);
       this.o.poke();
     } catch (error) {
@@ -295,6 +390,42 @@ export class Leadership {
       this.o.log.warn(`could not grant a new lease: ${(error as Error).message}; retrying`);
       setTimeout(() => void this.regrant(), 500).unref();
     }
+  }
+
+  /**
+   * Failsafe mode, etcd back but our lease gone: puts a leader record for term+1
+   * naming us, writable, on the same timeline (postgres is writable already: no
+   * promotion), with a sync claim copying ours, in one transaction guarded by "no
+   * leader record, term unchanged since we led". False when someone else was
+   * installed meanwhile (the caller fences) or etcd did not answer in time.
+   */
+  private async reclaim(): Promise<boolean> {
+    const held = this.held;
+    if (held === null || !this.failsafeValid()) return false;
+    const leaseId = this.lease.id;
+    const outcome = await reclaimLeaderRecord(
+      this.etcd,
+      this.o.keys,
+      held,
+      this.view.sync,
+      leaseId,
+      this.o.clock.date(),
+    );
+    if (typeof outcome === 'string') {
+      this.o.log.warn(`cannot reclaim the leader record: ${outcome}`);
+      return false;
+    }
+    const { record, sync } = outcome;
+    this.view = { ...this.view, leader: record, leaderLease: leaseId, term: record.term, sync };
+    this.held = record;
+    this.holdsLeader = true;
+    this.fencedWhileLeading = false;
+    this.armWatchdog();
+    this.o.log.warn(
+      `failsafe: reclaimed the leader record for term ${record.term} after etcd expired our lease (postgres stayed writable on the members' promises; timeline ${record.timeline})`,
+    );
+    void this.o.failsafe?.maintain(leaseId, record.term).catch(() => undefined);
+    return true;
   }
 
   // ---- the cluster view -------------------------------------------------------
@@ -326,8 +457,17 @@ export class Leadership {
       this.keeper !== null &&
       this.view.leaderLease === this.keeper.id;
     const lost = !ours && this.holdsLeader;
+    if (lost && this.mayReclaim() && this.view.leader === null) {
+      // Failsafe mode: our record vanished with our lease while the members' promises
+      // cover us; reclaim it (a new lease, then term+1) instead of fencing.
+      this.reclaiming = true;
+      this.holdsLeader = false;
+      void this.regrant();
+      return this.view;
+    }
     if (lost) this.fencedWhileLeading = false;
     this.holdsLeader = ours;
+    if (ours) this.held = this.view.leader;
     if (lost) this.postgresChanged();
     return this.view;
   }
@@ -390,7 +530,30 @@ export class Leadership {
     fromLsn: string | null = null,
     claim: InitialClaim = { standbys: [], quorum: 0, strict: false },
   ): Promise<boolean> {
+    if (this.installing) return false;
+    this.installing = true;
+    try {
+      return await this.doInstall(term, timeline, targetMod, fromLsn, claim);
+    } finally {
+      this.installing = false;
+    }
+  }
+
+  private async doInstall(
+    term: number,
+    timeline: number,
+    targetMod: string | null,
+    fromLsn: string | null,
+    claim: InitialClaim,
+  ): Promise<boolean> {
     const k = this.o.keys;
+    // Failsafe mode: not under a promise to a primary riding out an etcd outage, and
+    // only as a member the failsafe record names (the primary asked only those).
+    const check = (await this.o.failsafe?.installCheck()) ?? { refusal: null, mod: null };
+    if (check.refusal !== null) {
+      this.o.log.warn(`not installing the leader record for term ${term}: ${check.refusal}`);
+      return false;
+    }
     const termRes = await this.etcd.get(k.term).exec();
     const kv = termRes.kvs[0];
     const current = kv === undefined ? 0 : TermRecord.decode(kv.value.toString()).term;
@@ -418,6 +581,7 @@ export class Leadership {
     let guard = this.etcd.if(k.leader, 'Create', '==', 0);
     guard = kv === undefined ? guard.and(k.term, 'Create', '==', 0) : guard.and(k.term, 'Mod', '==', kv.mod_revision);
     if (targetMod !== null) guard = guard.and(k.target, 'Mod', '==', targetMod);
+    if (check.mod !== null) guard = guard.and(k.failsafe, 'Mod', '==', check.mod);
     const leaseId = this.lease.id;
     let succeeded: boolean;
     try {
@@ -447,6 +611,7 @@ export class Leadership {
     if (this.view.leader !== null && this.view.leader.since !== record.since) {
       // Read back: keep what etcd holds (an earlier attempt's `since`).
       this.holdsLeader = true;
+      this.held = this.view.leader;
       this.fencedWhileLeading = false;
       this.lastHealthyAt = this.o.clock.now();
       this.armWatchdog();
@@ -454,8 +619,11 @@ export class Leadership {
     }
     this.view = { ...this.view, leader: record, leaderLease: leaseId, term, sync };
     this.holdsLeader = true;
+    this.held = record;
     this.fencedWhileLeading = false;
     this.lastHealthyAt = this.o.clock.now();
+    // The failsafe record names the new leader's members before an outage can need it.
+    if (this.o.failsafe?.enabled) void this.o.failsafe.maintain(leaseId, term).catch(() => undefined);
     // Armed from the moment we may become writable: if this process freezes or dies
     // between here and the end of promotion, the watchdog still fences at the deadline.
     this.armWatchdog();
@@ -501,6 +669,7 @@ export class Leadership {
       throw new PghaError('conflict', 'the leader record is no longer ours');
     }
     this.view = { ...this.view, leader: record };
+    this.held = record;
   }
 
   /**

@@ -34,6 +34,8 @@ export class LeaseKeeper extends EventEmitter {
   private lastAckedSend = Number.NEGATIVE_INFINITY;
   /** Wall-clock time (ms) of the same send: a suspended VM's monotonic clock stands still, the wall clock does not. */
   private lastAckedSendWall = Number.NEGATIVE_INFINITY;
+  /** When (monotonic) the last keepalive acknowledgement (or the grant) arrived. */
+  private lastAckAt = Number.NEGATIVE_INFINITY;
   /**
    * Asked before every keepalive: while it answers false no keepalive is sent, so
    * the lease runs out (the primary's agent renews only while its postgres is
@@ -68,6 +70,7 @@ export class LeaseKeeper extends EventEmitter {
     this.ttlSeconds = Number(response.TTL);
     this.lastAckedSend = sentAt;
     this.lastAckedSendWall = sentAtWall;
+    this.lastAckAt = this.clock.now();
     this.timer = setInterval(() => this.tick(), this.timing.keepaliveIntervalMillis);
     return this.leaseId;
   }
@@ -89,6 +92,14 @@ export class LeaseKeeper extends EventEmitter {
     if (this.leaseId === null || this.clock.now() >= this.deadline()) return false;
     const wallDeadline = this.lastAckedSendWall + this.ttlSeconds * 1000 - this.timing.fencingMarginMillis;
     return this.clock.date().getTime() < wallDeadline;
+  }
+
+  /**
+   * Milliseconds since etcd last acknowledged a keepalive (or granted the lease):
+   * failsafe mode's measure of "cannot reach etcd" (compared with the stall threshold).
+   */
+  sinceLastAck(): number {
+    return this.clock.now() - this.lastAckAt;
   }
 
   private tick(): void {
@@ -128,6 +139,7 @@ export class LeaseKeeper extends EventEmitter {
         this.emit('expired');
         return;
       }
+      this.lastAckAt = this.clock.now();
       if (sentAt !== undefined && sentAt > this.lastAckedSend) {
         this.lastAckedSend = sentAt;
         this.lastAckedSendWall = sentAtWall ?? Number.NEGATIVE_INFINITY;

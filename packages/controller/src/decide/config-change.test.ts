@@ -88,11 +88,21 @@ describe('applyConfigAssignments', () => {
     expect(changes).toEqual([{ key: 'synchronousCount', from: '1', to: '2' }]);
   });
 
+  it('turns failsafe mode on and off, and refuses a value that is not true or false', () => {
+    const on = applyConfigAssignments(config(), ['failsafeMode=true']);
+    expect(on.next.failsafeMode).toBe(true);
+    expect(on.changes).toEqual([{ key: 'failsafeMode', from: 'false', to: 'true' }]);
+    expect(applyConfigAssignments(on.next, ['FailsafeMode=false']).next.failsafeMode).toBe(false);
+    expect(rejection(() => applyConfigAssignments(config(), ['failsafeMode=yes'])).message).toMatch(
+      /failsafeMode=yes is not true or false/,
+    );
+  });
+
   it('refuses an unknown key, listing the known ones with an example', () => {
     const error = rejection(() => applyConfigAssignments(config(), ['synchronous_mode=quorum']));
     expect(error.code).toBe('invalid-option');
     expect(error.message).toBe(
-      'unknown setting "synchronous_mode": the settings are synchronousMode, synchronousCount, synchronousStrict, maximumLagOnFailoverBytes, leaseTtlMillis, keepaliveIntervalMillis, fencingMarginMillis, postgresParameters.<name>; e.g. pgha config set synchronousMode=quorum',
+      'unknown setting "synchronous_mode": the settings are synchronousMode, synchronousCount, synchronousStrict, maximumLagOnFailoverBytes, leaseTtlMillis, keepaliveIntervalMillis, fencingMarginMillis, failsafeMode, postgresParameters.<name>; e.g. pgha config set synchronousMode=quorum',
     );
   });
 

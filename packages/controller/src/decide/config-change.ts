@@ -20,6 +20,7 @@ export const configSettingKeys = [
   'leaseTtlMillis',
   'keepaliveIntervalMillis',
   'fencingMarginMillis',
+  'failsafeMode',
 ] as const;
 
 /** One of {@link configSettingKeys}. */
@@ -180,6 +181,12 @@ function assign(record: ConfigRecord, key: string, value: string): ConfigRecord 
       return { ...record, keepaliveIntervalMillis: wholeNumber(key, text, '250') };
     case 'fencingMarginMillis':
       return { ...record, fencingMarginMillis: wholeNumber(key, text, '500') };
+    case 'failsafeMode': {
+      const lower = text.toLowerCase();
+      if (lower !== 'true' && lower !== 'false')
+        throw invalid(`failsafeMode=${text} is not true or false: write it as failsafeMode=true`);
+      return { ...record, failsafeMode: lower === 'true' };
+    }
     default: {
       const unreachable: never = key as never;
       throw new Error(`unhandled setting ${String(unreachable)}`);
@@ -191,6 +198,7 @@ function assign(record: ConfigRecord, key: string, value: string): ConfigRecord 
 export function textOf(record: ConfigRecord, key: string): string | null {
   if (key.startsWith(postgresParameterPrefix))
     return record.postgresParameters[key.slice(postgresParameterPrefix.length)] ?? null;
+  if (key === 'failsafeMode') return String(record.failsafeMode ?? false);
   return String(record[key as ConfigSettingKey]);
 }
 
@@ -208,6 +216,8 @@ export function whenApplied(key: string): string {
       return "live: the primary's agent applies it";
     case 'maximumLagOnFailoverBytes':
       return "at the controller's next decision";
+    case 'failsafeMode':
+      return 'live: every agent reads it within a report interval (the members need an API and a shared --api-secret-file)';
     case 'leaseTtlMillis':
     case 'keepaliveIntervalMillis':
     case 'fencingMarginMillis':

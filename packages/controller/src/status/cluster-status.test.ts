@@ -249,14 +249,18 @@ describe('formatStatus', () => {
       synchronousCount: 2,
       synchronousStrict: true,
       maximumLagOnFailoverBytes: 1024,
+      failsafeMode: false,
       updatedAt: '2024-05-01T12:00:00.000Z',
       updatedBy: 'pgha config set',
     };
     expect(formatStatus(status({ config })).split('\n')[0]).toBe(
-      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)  settings v4',
+      'Cluster demo  term 1  leader demo-0 (127.0.0.1:5432)  failsafe: off  settings v4',
     );
     expect(formatStatus(status({ config: { ...config, synchronousMode: 'off' } })).split('\n')[0]).toMatch(
-      /leader demo-0 \(127\.0\.0\.1:5432\) {2}synchronous off {2}settings v4$/,
+      /leader demo-0 \(127\.0\.0\.1:5432\) {2}synchronous off {2}failsafe: off {2}settings v4$/,
+    );
+    expect(formatStatus(status({ config: { ...config, failsafeMode: true } })).split('\n')[0]).toMatch(
+      /failsafe: on {2}settings v4$/,
     );
   });
 

@@ -73,6 +73,8 @@ export interface ClusterStatus {
     readonly synchronousCount: number;
     readonly synchronousStrict: boolean;
     readonly maximumLagOnFailoverBytes: number;
+    /** Failsafe mode (`failsafeMode`; off when absent). */
+    readonly failsafeMode: boolean;
     readonly updatedAt: string;
     readonly updatedBy: string;
   } | null;
@@ -188,6 +190,7 @@ function configSection(r: ConfigRecord | null): ClusterStatus['config'] {
         synchronousCount: r.synchronousCount,
         synchronousStrict: r.synchronousStrict,
         maximumLagOnFailoverBytes: r.maximumLagOnFailoverBytes,
+        failsafeMode: r.failsafeMode ?? false,
         updatedAt: r.updatedAt,
         updatedBy: r.updatedBy,
       };
@@ -238,7 +241,9 @@ export function formatStatus(status: ClusterStatus): string {
   // a synchronous one on its own line below (with the primary's claim).
   const c = status.config;
   const settings =
-    c === null ? '' : `${c.synchronousMode === 'off' ? '  synchronous off' : ''}  settings v${c.version}`;
+    c === null
+      ? ''
+      : `${c.synchronousMode === 'off' ? '  synchronous off' : ''}  failsafe: ${c.failsafeMode ? 'on' : 'off'}  settings v${c.version}`;
   const out = [`Cluster ${status.cluster}  term ${status.term}  leader ${leader}${settings}`];
   if (status.failover.inProgress) {
     const t = status.failover.target;

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { assertPortsFree } from '../../adapters/ports.js';
 import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
+import { newApiSecret } from '../../agent/failsafe.js';
 import { apiUrl } from '../../agent/health-server.js';
 import type { Logger, LogLevel } from '../../log.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
@@ -257,6 +258,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   writeState(stateDir, { ...state, members, basePort, etcdPort });
   const logDir = join(stateDir, 'logs');
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
+  // The members' shared API secret (failsafe mode's authenticated requests), kept
+  // for the next `pgha up`; only this user reads it.
+  const apiSecretFile = join(stateDir, 'api-secret');
+  if (!existsSync(apiSecretFile)) writeFileSync(apiSecretFile, `${newApiSecret()}\n`, { mode: 0o600 });
 
   let etcdServer: EtcdServer | null = null;
   if (ownEtcd) {
@@ -371,6 +376,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     ];
     if (index === 0) args.push('--bootstrap');
     if (apiBasePort !== undefined) args.push('--api-port', String(apiBasePort + index));
+    args.push('--api-secret-file', apiSecretFile);
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
     if (options.keepaliveIntervalMillis !== undefined)

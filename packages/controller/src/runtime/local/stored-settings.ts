@@ -18,6 +18,8 @@ export interface SynchronousFlags {
   readonly mode?: ConfigRecord['synchronousMode'];
   readonly count?: number;
   readonly strict?: boolean;
+  /** `pgha up --failsafe`: failsafe mode (the `config` record's `failsafeMode`). */
+  readonly failsafe?: boolean;
 }
 
 /**
@@ -43,6 +45,7 @@ export async function settleStoredSettings(
       ...(explicit.count === undefined ? {} : { synchronousCount: explicit.count }),
       ...(explicit.strict === undefined ? {} : { synchronousStrict: explicit.strict }),
     }),
+    ...(explicit.failsafe === undefined ? {} : { failsafeMode: explicit.failsafe }),
     version: 1,
     updatedAt: now().toISOString(),
     updatedBy: 'pgha up',
@@ -56,6 +59,7 @@ export async function settleStoredSettings(
     ...(explicit.mode === undefined ? {} : { synchronousMode: explicit.mode }),
     ...(explicit.count === undefined ? {} : { synchronousCount: explicit.count }),
     ...(explicit.strict === undefined ? {} : { synchronousStrict: explicit.strict }),
+    ...(explicit.failsafe === undefined ? {} : { failsafeMode: explicit.failsafe }),
   };
   const differs = (record: ConfigRecord) =>
     Object.entries(wanted).some(([k, v]) => record[k as keyof ConfigRecord] !== v);
@@ -78,7 +82,10 @@ export async function settleStoredSettings(
 
 /** `quorum (ANY 1 of the replicas, degrades to asynchronous)` / `off (asynchronous)`. */
 export function describeSynchronous(record: ConfigRecord): string {
-  return record.synchronousMode === 'off'
-    ? 'synchronous replication off (asynchronous)'
-    : `synchronous replication ${record.synchronousMode} (ANY ${record.synchronousCount} of the replicas confirms each commit; ${record.synchronousStrict ? 'strict: commits wait when too few replicas can confirm' : 'not strict: degrades to asynchronous when too few replicas can confirm'})`;
+  return (
+    (record.synchronousMode === 'off'
+      ? 'synchronous replication off (asynchronous)'
+      : `synchronous replication ${record.synchronousMode} (ANY ${record.synchronousCount} of the replicas confirms each commit; ${record.synchronousStrict ? 'strict: commits wait when too few replicas can confirm' : 'not strict: degrades to asynchronous when too few replicas can confirm'})`) +
+    (record.failsafeMode === true ? '; failsafe mode on' : '')
+  );
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { defaultConfig } from '@pgha/core';
 import { describe, expect, test } from 'vitest';
+import { configSettingKeys, postgresParameterPrefix } from '../src/decide/config-change.js';
 
 const root = join(import.meta.dirname, '..', '..', '..');
 const cli = join(root, 'packages', 'controller', 'dist', 'cli.js');
@@ -77,7 +78,12 @@ describe('docs/reference.md against the code', () => {
     const body = sections().get('Cluster settings (`pgha config set`)');
     expect(body, 'a "## Cluster settings (`pgha config set`)" section').toBeDefined();
     const bookkeeping = new Set(['v', 'version', 'updatedAt', 'updatedBy']);
-    const inCode = sorted(Object.keys(defaultConfig).filter((k) => !bookkeeping.has(k)));
+    // The record's keys (optional ones included: what `pgha config set` accepts).
+    const inCode = sorted([
+      ...Object.keys(defaultConfig).filter((k) => !bookkeeping.has(k)),
+      ...configSettingKeys,
+      postgresParameterPrefix.replace(/\.$/, ''),
+    ]);
     expect(sorted(documentedNames(body!))).toEqual(inCode);
   });
 

@@ -163,7 +163,9 @@ test('pgha up prints a working connection string, status --json shows the cluste
     updatedBy: 'pgha up',
   });
   const { stdout: table } = await run(process.execPath, [cliPath(), 'status', '--etcd', etcd, '--cluster', 'quick']);
-  expect(table).toMatch(/term 1\s+leader quick-0 \(127\.0\.0\.1:\d+\) {2}synchronous off {2}settings v1/);
+  expect(table).toMatch(
+    /term 1\s+leader quick-0 \(127\.0\.0\.1:\d+\) {2}synchronous off {2}failsafe: off {2}settings v1/,
+  );
 
   // A parameter of the cluster settings reaches every member's postgres with a
   // reload; one that needs a restart is reported as pending on every member.

@@ -87,29 +87,30 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   const pid = child.pid;
   if (pid === undefined) throw new PghaError('missing-prerequisite', `could not start ${binary}`);
   const stop = () => stopChild(child, 'SIGTERM', 5000);
-  const deadline = Date.now() + (options.startTimeoutMillis ?? 20_000);
-  const probe = createEtcdClient({ endpoints: client }, 1000);
-  try {
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new PghaError(
-          'etcd-unavailable',
-          `etcd exited (${child.exitCode ?? child.signalCode}) right after starting${options.logFile ? `; see ${options.logFile}` : ''}`,
-        );
-      }
-      try {
-        await assertEtcdReachable(probe, client);
-        break;
-      } catch (error) {
-        if (Date.now() > deadline) {
-          await stop();
-          throw error;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
+  const deadline = Date.now() + (options.startTimeoutMillis ?? 60_000);
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new PghaError(
+        'etcd-unavailable',
+        `etcd exited (${child.exitCode ?? child.signalCode}) right after starting${options.logFile ? `; see ${options.logFile}` : ''}`,
+      );
     }
-  } finally {
-    probe.close();
+    // A new client per attempt: a gRPC channel whose first connections were refused
+    // (etcd not listening yet) backs off before it dials again, and under load one
+    // client kept failing "Waiting for LB pick" for the whole 20 s it was given.
+    const probe = createEtcdClient({ endpoints: client }, 2000);
+    try {
+      await assertEtcdReachable(probe, client);
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        await stop();
+        throw error;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      probe.close();
+    }
   }
   return { endpoint: client, pid, child, stop };
 }

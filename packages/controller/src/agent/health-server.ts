@@ -66,7 +66,12 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   server.keepAliveTimeout = 5000;
   server.maxConnections = 128;
   server.on('clientError', (_error, socket) => socket.destroy());
-  await listen(server, options);
+  await listenOrExplain(
+    server,
+    options,
+    'the health API',
+    'choose another --api-port (`pgha up --api-port BASE`) or --api-listen address',
+  );
   server.on('error', (error) => options.log.warn(`health API: ${error.message}`));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
@@ -81,7 +86,16 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   };
 }
 
-function listen(server: Server, o: HealthServerOptions): Promise<void> {
+/**
+ * Binds `server`, turning a bind failure into a PghaError that says which flags to
+ * change (`what`: "the health API"; `flags`: the options that pick the address).
+ */
+export function listenOrExplain(
+  server: Server,
+  o: { readonly host: string; readonly port: number },
+  what: string,
+  flags: string,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {
       const why =
@@ -93,11 +107,9 @@ function listen(server: Server, o: HealthServerOptions): Promise<void> {
               ? 'permission denied'
               : error.message;
       reject(
-        new PghaError(
-          'invalid-option',
-          `the health API cannot listen on ${apiUrl(o.host, o.port)}: ${why}; choose another --api-port (\`pgha up --api-port BASE\`) or --api-listen address`,
-          { cause: error },
-        ),
+        new PghaError('invalid-option', `${what} cannot listen on ${apiUrl(o.host, o.port)}: ${why}; ${flags}`, {
+          cause: error,
+        }),
       );
     };
     server.once('error', onError);
@@ -118,11 +130,13 @@ function send(res: ServerResponse, status: number, body: unknown, head: boolean)
   res.end(head ? undefined : text);
 }
 
-function sendMetrics(
+/** Answers a scrape with `metrics()`'s text (500, logged with `label`, when it fails). */
+export function sendMetrics(
   res: ServerResponse,
   metrics: NonNullable<HealthServerOptions['metrics']>,
   head: boolean,
   log: Logger,
+  label = 'health API: /metrics',
 ): void {
   metrics().then(
     ({ contentType, body }) => {
@@ -134,7 +148,7 @@ function sendMetrics(
       res.end(head ? undefined : body);
     },
     (error: Error) => {
-      log.warn(`health API: /metrics failed: ${error.message}`);
+      log.warn(`${label} failed: ${error.message}`);
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('metrics failed\n');
     },

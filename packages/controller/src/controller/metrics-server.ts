@@ -1,6 +1,5 @@
-import { createServer, type Server } from 'node:http';
-import { PghaError } from '@pgha/core';
-import { apiUrl } from '../agent/health-server.js';
+import { createServer } from 'node:http';
+import { apiUrl, listenOrExplain, sendMetrics } from '../agent/health-server.js';
 import type { Logger } from '../log.js';
 
 /** Where the controller's metrics endpoint listens and what it serves. */
@@ -45,28 +44,19 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       res.end(`no such endpoint ${path}: the controller serves /metrics\n`);
       return;
     }
-    options.scrape().then(
-      ({ contentType, body }) => {
-        res.writeHead(200, {
-          'content-type': contentType,
-          'content-length': Buffer.byteLength(body),
-          'cache-control': 'no-store',
-        });
-        res.end(head ? undefined : body);
-      },
-      (error: Error) => {
-        options.log.warn(`metrics: scrape failed: ${error.message}`);
-        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
-        res.end('metrics failed\n');
-      },
-    );
+    sendMetrics(res, options.scrape, head, options.log, 'metrics: scrape');
   });
   server.requestTimeout = 5000;
   server.headersTimeout = 5000;
   server.keepAliveTimeout = 5000;
   server.maxConnections = 64;
   server.on('clientError', (_error, socket) => socket.destroy());
-  await listen(server, options);
+  await listenOrExplain(
+    server,
+    options,
+    "the controller's metrics",
+    'choose another --metrics-port (`pgha up --metrics-port BASE`) or --metrics-listen address',
+  );
   server.on('error', (error) => options.log.warn(`metrics: ${error.message}`));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
@@ -81,31 +71,4 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
         server.closeAllConnections();
       }),
   };
-}
-
-function listen(server: Server, o: MetricsServerOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: NodeJS.ErrnoException) => {
-      const why =
-        error.code === 'EADDRINUSE'
-          ? 'the port is already in use'
-          : error.code === 'EADDRNOTAVAIL'
-            ? 'that address is not one of this host'
-            : error.code === 'EACCES'
-              ? 'permission denied'
-              : error.message;
-      reject(
-        new PghaError(
-          'invalid-option',
-          `the controller's metrics cannot listen on ${apiUrl(o.host, o.port)}: ${why}; choose another --metrics-port (\`pgha up --metrics-port BASE\`) or --metrics-listen address`,
-          { cause: error },
-        ),
-      );
-    };
-    server.once('error', onError);
-    server.listen({ host: o.host, port: o.port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
 }

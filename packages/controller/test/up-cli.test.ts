@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
-import { afterAll, afterEach, expect, test } from 'vitest';
+import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
 import { scrape } from '../../../testing/prometheus-text.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
@@ -20,19 +20,6 @@ import { cliPath } from '../src/runtime/local/local-cluster.js';
 const run = promisify(execFile);
 const stateDir = mkdtempSync(join(tmpdir(), 'pgha-up-'));
 let up: ChildProcess | null = null;
-
-// A case that fails midway leaves its `pgha up` running (found after a CI run: a
-// whole cluster outlived the file). Each case's `pgha up` is stopped after it, as
-// Ctrl-C would (it stops everything it started), and killed if that does not end it.
-afterEach(async () => {
-  const child = up;
-  if (child === null || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGINT');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  await exited;
-  clearTimeout(timer);
-});
 
 afterAll(() => {
   if (up?.pid !== undefined && up.exitCode === null) up.kill('SIGKILL');

@@ -953,6 +953,58 @@ describe('decideController in synchronous quorum mode', () => {
     );
   });
 
+  describe('when too few standbys of the claim can ever be counted', () => {
+    // demo-0 claimed ANY 1 of demo-1, demo-2 in term 3, and was fenced; demo-1 (the
+    // primary of the term before, fenced and restarted with no primary to follow)
+    // never streamed from it and has no WAL receiver position.
+    const neverStreamed = { ...r1, receivedLsn: null, timeline: 1 };
+    const claimantBack = member({
+      name: 'demo-0',
+      role: 'replica',
+      state: 'running',
+      timeline: 2,
+      receivedLsn: null,
+      replayedLsn: '0/5000000',
+      observedAt: observed,
+      streaming: false,
+    });
+    const record = lastPrimaryRecord({ term: 3, member: 'demo-0', lsn: '0/4F80000', clean: false, timeline: 2 });
+
+    it("elects the claim's own primary once it is back as a running replica: it holds every commit it acknowledged", () => {
+      const decision = decideController(
+        leaderless({
+          sync: claim,
+          members: [claimantBack, neverStreamed, r2],
+          lastPrimaryRecords: [record],
+          now: now + 5000,
+        }),
+      );
+      expect(expectTarget(decision).member).toBe('demo-0');
+    });
+
+    it('elects nobody else, and waits saying why, while the claimant is not back', () => {
+      const decision = decideController(
+        leaderless({ sync: claim, members: [down, neverStreamed, r2], lastPrimaryRecords: [record], now: now + 5000 }),
+      );
+      expect(decision.type).toBe('wait');
+      if (decision.type !== 'wait') throw new Error('unreachable');
+      expect(decision.reason).toMatch(/has 1 \(demo-2\); waiting for demo-1/);
+    });
+
+    it('does not take a report of the claimant from before the loss', () => {
+      const before = { ...claimantBack, observedAt: '2024-05-01T12:00:09.000Z' };
+      const decision = decideController(
+        leaderless({
+          sync: claim,
+          members: [before, neverStreamed, r2],
+          lastPrimaryRecords: [record],
+          now: now + 5000,
+        }),
+      );
+      expect(decision.type).toBe('wait');
+    });
+  });
+
   it('rejects a manual failover that cannot count the quorum unless it accepts data loss', () => {
     const request = switchover({ to: 'demo-1' });
     const decision = decideController(leaderless({ sync: claim, members: [down, r1, replica2], switchover: request }));

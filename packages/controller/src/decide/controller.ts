@@ -12,7 +12,7 @@ import {
   type TargetReason,
   type TargetRecord,
 } from '@pgha/core';
-import { type Rejection, rankCandidates } from './candidates.js';
+import { type RankingPolicy, type Rejection, rankCandidates } from './candidates.js';
 
 /** Settings the controller decides with. */
 export interface ControllerPolicy {
@@ -276,7 +276,7 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   }
   // Synchronous quorum: every acknowledged commit is on `quorum` of the claim's
   // standbys, so the most advanced of any |standbys| − quorum + 1 of them has them all.
-  if (quorum !== null && quorum.floor === null) return { type: 'wait', reason: quorum.short };
+  if (quorum !== null && quorum.floor === null) return electClaimant(s, quorum, qualification, failedTarget, nextTerm);
   // The old primary is not excluded: once fenced and back as a running replica it
   // holds everything it acknowledged, so it may well be the best (lossless) choice.
   const ranking = rankCandidates(s.members, {
@@ -308,6 +308,54 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   return {
     type: 'set-target',
     target: target(nextTerm, best.name, 'failover', oldPrimary, s.now, s.leaderLostAt ?? s.now),
+    consumeSwitchover: false,
+  };
+}
+
+/**
+ * Too few of the claim's standbys can be counted. The claim's own primary flushed
+ * every commit it acknowledged before any standby confirmed it, so once it is back
+ * as a running replica (fenced, its postgres restarted on its own WAL) and reported
+ * after the loss, electing it loses nothing — and nobody else may be elected. This
+ * ends the wait that otherwise never ends when a standby of the claim will never
+ * stream again until a leader exists: e.g. the primary of the term before, which the
+ * new primary's first claim names but which was fenced and restarted without a
+ * primary to follow, when the new primary is fenced in turn (found by a soak with a
+ * 1 s lease on a saturated machine: a second failover waited for ever).
+ */
+function electClaimant(
+  s: ControllerSnapshot,
+  quorum: SynchronousQuorum,
+  qualification: Omit<RankingPolicy, 'exclude'>,
+  failedTarget: ReadonlySet<string>,
+  nextTerm: number,
+): ControllerDecision {
+  const claimant =
+    s.sync === null || s.sync === undefined ? undefined : s.members.find((m) => m.name === s.sync!.member);
+  const back =
+    claimant !== undefined &&
+    claimant.role === 'replica' &&
+    claimant.state === 'running' &&
+    s.leaderLostAt !== null &&
+    Date.parse(claimant.updatedAt) >= s.leaderLostAt &&
+    claimant.observedAt !== undefined &&
+    claimant.observedAt !== null &&
+    Date.parse(claimant.observedAt) >= s.leaderLostAt;
+  if (!back) return { type: 'wait', reason: quorum.short };
+  const ranking = rankCandidates([claimant], {
+    ...qualification,
+    maximumLagOnFailoverBytes: Number.POSITIVE_INFINITY,
+    exclude: failedTarget,
+  });
+  if (ranking.candidates[0] === undefined) {
+    const why = ranking.rejected.map((r) => `${r.member} ${r.reason}`).join('; ');
+    return { type: 'wait', reason: `${quorum.short}; the claim's own primary cannot be elected instead: ${why}` };
+  }
+  const record = s.lastPrimaryRecords.find((r) => r.term === s.term) ?? null;
+  const oldPrimary = record?.member ?? s.lastPrimary?.name ?? null;
+  return {
+    type: 'set-target',
+    target: target(nextTerm, claimant.name, 'failover', oldPrimary, s.now, s.leaderLostAt ?? s.now),
     consumeSwitchover: false,
   };
 }

@@ -47,7 +47,9 @@ export function parseHostAllowlist(allowedHosts: unknown): HostAllowlist | null 
   const entries: string[] = [];
   for (const raw of allowedHosts) {
     if (typeof raw !== 'string' || raw.trim() === '' || raw.length > 300) {
-      throw invalid(`allowedHosts entry ${JSON.stringify(raw)?.slice(0, 80)} must be a host name, IP address or CIDR subnet`);
+      throw invalid(
+        `allowedHosts entry ${JSON.stringify(raw)?.slice(0, 80)} must be a host name, IP address or CIDR subnet`,
+      );
     }
     const entry = raw.trim();
     if (entry.includes('://')) {

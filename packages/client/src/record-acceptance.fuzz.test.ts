@@ -93,22 +93,24 @@ const hostile = (term: number): fc.Arbitrary<Write> =>
   );
 
 /** A sequence of writes: good records in increasing terms, hostile ones between them. */
-const writes: fc.Arbitrary<Write[]> = fc.array(
-  fc.oneof(
-    { weight: 1, arbitrary: fc.record({ member, host: allowedHost, step: fc.integer({ min: 1, max: 5 }) }) },
-    { weight: 2, arbitrary: fc.constant(null) },
-  ),
-  { minLength: 1, maxLength: 25 },
-).chain((shape) => {
-  // Terms of the good records, then a hostile write per null relative to the term before it.
-  let term = 0;
-  const parts: fc.Arbitrary<Write>[] = shape.map((s) => {
-    if (s === null) return hostile(term);
-    term += s.step;
-    return fc.constant({ kind: 'good' as const, ...s });
+const writes: fc.Arbitrary<Write[]> = fc
+  .array(
+    fc.oneof(
+      { weight: 1, arbitrary: fc.record({ member, host: allowedHost, step: fc.integer({ min: 1, max: 5 }) }) },
+      { weight: 2, arbitrary: fc.constant(null) },
+    ),
+    { minLength: 1, maxLength: 25 },
+  )
+  .chain((shape) => {
+    // Terms of the good records, then a hostile write per null relative to the term before it.
+    let term = 0;
+    const parts: fc.Arbitrary<Write>[] = shape.map((s) => {
+      if (s === null) return hostile(term);
+      term += s.step;
+      return fc.constant({ kind: 'good' as const, ...s });
+    });
+    return fc.tuple(...parts);
   });
-  return fc.tuple(...parts);
-});
 
 /** The term of each good write, in order (terms add up the steps). */
 function withTerms(sequence: readonly Write[]): Array<{ write: Write; term: number | null }> {
@@ -176,7 +178,8 @@ describe('the client under hostile leader records (pure)', () => {
     for (const term of [1e300, Number.MAX_SAFE_INTEGER + 2, 2 ** 60]) {
       const observation = observeLeader(leaderText({ term, host: '10.0.0.1' }), 1, allowlist);
       expect(observation.kind).toBe('invalid');
-      if (observation.kind === 'invalid') expect(observation.error.message).toMatch(/leader record: malformed record: term/);
+      if (observation.kind === 'invalid')
+        expect(observation.error.message).toMatch(/leader record: malformed record: term/);
     }
     // The largest term is a valid term: a writer able to install it (it passes etcd's
     // authorization and the allowlist) pins this client until a leader of that term
@@ -242,7 +245,15 @@ describe('the client under hostile leader records (pure)', () => {
 describe('allowedHosts', () => {
   it('matches exact names case-insensitively, IP addresses in any spelling, and IPv4 and IPv6 subnets', () => {
     const list = parseHostAllowlist(['db-1.Internal', '10.1.0.0/16', '192.168.5.7', 'fd00::/8', '[::1]']);
-    for (const host of ['db-1.internal', 'DB-1.INTERNAL', 'db-1.internal.', '10.1.255.3', '192.168.5.7', 'fd12::5', '::1'])
+    for (const host of [
+      'db-1.internal',
+      'DB-1.INTERNAL',
+      'db-1.internal.',
+      '10.1.255.3',
+      '192.168.5.7',
+      'fd12::5',
+      '::1',
+    ])
       expect(isHostAllowed(list, host), host).toBe(true);
     for (const host of ['db-2.internal', 'internal', '10.2.0.1', '192.168.5.8', 'fe80::1', '::2', '', 'x'.repeat(300)])
       expect(isHostAllowed(list, host), host).toBe(false);
@@ -274,18 +285,21 @@ describe('allowedHosts', () => {
 
   it('parses arbitrary entries into an allowlist or refuses them with invalid-option, never another error', () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.string(), fc.ipV4(), fc.ipV6(), fc.domain(), fc.anything()), { maxLength: 5 }), (entries) => {
-        try {
-          const list = parseHostAllowlist(entries);
-          expect(list).not.toBeNull();
-          for (const entry of entries) {
-            const text = String(entry).trim();
-            if (!text.includes('/')) expect(isHostAllowed(list, text), text).toBe(true);
+      fc.property(
+        fc.array(fc.oneof(fc.string(), fc.ipV4(), fc.ipV6(), fc.domain(), fc.anything()), { maxLength: 5 }),
+        (entries) => {
+          try {
+            const list = parseHostAllowlist(entries);
+            expect(list).not.toBeNull();
+            for (const entry of entries) {
+              const text = String(entry).trim();
+              if (!text.includes('/')) expect(isHostAllowed(list, text), text).toBe(true);
+            }
+          } catch (error) {
+            expect(isPghaError(error, 'invalid-option')).toBe(true);
           }
-        } catch (error) {
-          expect(isPghaError(error, 'invalid-option')).toBe(true);
-        }
-      }),
+        },
+      ),
       fuzz,
     );
   });

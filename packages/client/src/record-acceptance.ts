@@ -29,7 +29,11 @@ export function observeLeader(
   } catch (error) {
     return { kind: 'invalid', error: asError(error), revision };
   }
-  const refused = hostRejection(allowlist, `leader record of term ${record.term} (member ${record.member})`, record.host);
+  const refused = hostRejection(
+    allowlist,
+    `leader record of term ${record.term} (member ${record.member})`,
+    record.host,
+  );
   if (refused !== null) return { kind: 'invalid', error: new PghaError('protocol', refused), revision };
   return { kind: 'record', record, revision };
 }

@@ -58,8 +58,9 @@ const validRecords: ReadonlyArray<readonly [string, RecordCodec<unknown>, fc.Arb
   [
     'member',
     MemberRecord as RecordCodec<unknown>,
-    fc.record({ name: nameArb, host: hostArb, port: fc.integer({ min: 1, max: 65535 }), term: fc.nat(), lsn: lsnArb }).map(
-      (r) => ({
+    fc
+      .record({ name: nameArb, host: hostArb, port: fc.integer({ min: 1, max: 65535 }), term: fc.nat(), lsn: lsnArb })
+      .map((r) => ({
         v: 1,
         name: r.name,
         role: 'replica',
@@ -79,8 +80,7 @@ const validRecords: ReadonlyArray<readonly [string, RecordCodec<unknown>, fc.Arb
         problem: null,
         tags: {},
         updatedAt: at,
-      }),
-    ),
+      })),
   ],
   [
     'leader',
@@ -130,19 +130,17 @@ const validRecords: ReadonlyArray<readonly [string, RecordCodec<unknown>, fc.Arb
   [
     'sync',
     SyncRecord as RecordCodec<unknown>,
-    fc
-      .uniqueArray(nameArb, { minLength: 1, maxLength: 5 })
-      .chain((names) =>
-        fc.record({ term: termArb, quorum: fc.integer({ min: 0, max: names.length - 1 }) }).map((r) => ({
-          v: 1,
-          term: r.term,
-          member: names[0]!,
-          standbys: names.slice(1),
-          quorum: r.quorum,
-          strict: false,
-          at,
-        })),
-      ),
+    fc.uniqueArray(nameArb, { minLength: 1, maxLength: 5 }).chain((names) =>
+      fc.record({ term: termArb, quorum: fc.integer({ min: 0, max: names.length - 1 }) }).map((r) => ({
+        v: 1,
+        term: r.term,
+        member: names[0]!,
+        standbys: names.slice(1),
+        quorum: r.quorum,
+        strict: false,
+        at,
+      })),
+    ),
   ],
   [
     'target',
@@ -182,13 +180,19 @@ const validRecords: ReadonlyArray<readonly [string, RecordCodec<unknown>, fc.Arb
     'controller',
     ControllerRecord as RecordCodec<unknown>,
     fc
-      .record({ id: fc.string({ minLength: 1, maxLength: 128 }), pid: fc.nat({ max: 0x7fffffff }), since: timestampArb })
+      .record({
+        id: fc.string({ minLength: 1, maxLength: 128 }),
+        pid: fc.nat({ max: 0x7fffffff }),
+        since: timestampArb,
+      })
       .map((r) => ({ v: 1, ...r })),
   ],
   [
     'removed',
     RemovedMemberRecord as RecordCodec<unknown>,
-    fc.record({ member: nameArb, reason: fc.string({ maxLength: 200 }), at: timestampArb }).map((r) => ({ v: 1, ...r })),
+    fc
+      .record({ member: nameArb, reason: fc.string({ maxLength: 200 }), at: timestampArb })
+      .map((r) => ({ v: 1, ...r })),
   ],
   [
     'failsafe',
@@ -269,7 +273,11 @@ function mutate(record: Loose, m: Mutation): Loose {
   const fields = Object.keys(record);
   switch (m.kind) {
     case 'set':
-      Object.defineProperty(out, fields[m.index % fields.length]!, { value: m.value, enumerable: true, writable: true });
+      Object.defineProperty(out, fields[m.index % fields.length]!, {
+        value: m.value,
+        enumerable: true,
+        writable: true,
+      });
       break;
     case 'delete':
       delete out[fields[m.index % fields.length]!];

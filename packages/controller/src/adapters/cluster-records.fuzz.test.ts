@@ -108,6 +108,7 @@ const entry: fc.Arbitrary<EtcdEntry> = fc
   )
   .map(([[key, value], revision]) => ({ key, value, modRevision: String(revision) }));
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
 const hasControl = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
 
 describe('the controller and status readers under garbage in etcd', () => {

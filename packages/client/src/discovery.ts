@@ -146,6 +146,11 @@ export function parseEtcdEndpoints(endpoints: string | readonly string[] | undef
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw invalid(`etcd endpoint "${endpoint}" must use http: or https:`);
     }
+    if (url.username !== '' || url.password !== '') {
+      throw invalid(
+        `etcd endpoint "${url.protocol}//***@${url.host}" carries credentials: pass them as etcd.username and etcd.password instead (a URL shows up in logs and error messages)`,
+      );
+    }
   }
   return list;
 }

@@ -243,6 +243,9 @@ describe('the watcher under hostile records in etcd', () => {
       expect(replicas.discovery.allowedHosts).toEqual(allowedHosts);
       expect(shared.allowedHosts).toEqual(allowedHosts);
       expect(() => new Pool({ discovery: shared, allowedHosts })).toThrow(/pass it to watchCluster/);
+      expect(() => watchCluster({ etcd: { endpoints: 'http://root:s3cret@127.0.0.1:1' }, cluster: 'demo' })).toThrow(
+        /etcd endpoint "http:\/\/\*\*\*@127\.0\.0\.1:1" carries credentials: pass them as etcd.username and etcd.password/,
+      );
       expect(() =>
         watchCluster({ etcd: { endpoints: etcd.endpoint }, cluster: 'demo', allowedHosts: ['*.internal'] }),
       ).toThrow(/wildcards are not supported/);

@@ -336,7 +336,7 @@ describe('pgha with hostile values', () => {
 
   it('refuses a very long or non-ASCII cluster name with the rule, the name cut short', async () => {
     const cwd = tempDir();
-    for (const name of ['c'.repeat(5000), 'd\u00ff\ufffdx', 'a'.repeat(64)]) {
+    for (const name of ['c'.repeat(5000), 'd\u00ff\ufffdx']) {
       const run = await runCli(['status', '--cluster', name, '--etcd', 'http://127.0.0.1:2379'], { cwd });
       expectFailure(run);
       expect(run.code).toBe(2);

@@ -59,6 +59,9 @@ const integrationBesideOthers = [
   'packages/client/test/pool-conformance.test.ts',
   'packages/client/test/replica-pool.test.ts',
   'packages/client/test/stale.test.ts',
+  // Hostile leader and member records the test writes into its own etcd (no cluster,
+  // no fault, no time bound): the watcher's property test and allowedHosts.
+  'packages/client/test/hostile-records.test.ts',
   // The built CLI's --help against docs/reference.md (no cluster).
   'packages/controller/test/documented-options.test.ts',
   // A one-member bootstrap with its own etcd frozen during a slow initdb: the fault

@@ -8,8 +8,7 @@ import {
   type ClusterKeys,
   clusterKeys,
   InitializeRecord,
-  LeaderRecord,
-  MemberRecord,
+  type MemberRecord,
   PghaError,
   type PrimaryEndpoint,
   TargetRecord,
@@ -18,6 +17,8 @@ import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, noo
 import { Etcd3, type IOptions, isRecoverableError, type Watcher } from 'etcd3';
 import { EventEmitter } from 'eventemitter3';
 import { NoPrimaryError } from './errors.js';
+import { type HostAllowlist, parseHostAllowlist } from './host-allowlist.js';
+import { acceptMember, observeLeader } from './record-acceptance.js';
 import {
   type DiscoveryState,
   decideIncarnation,
@@ -59,6 +60,15 @@ export interface WatchClusterOptions {
   readonly rereadIntervalMillis?: number;
   /** After this long without an answer from etcd, `discovery-stale` is emitted. Default 15000. */
   readonly staleAfterMillis?: number;
+  /**
+   * The hosts the cluster's servers may be on: exact host names (`db-1.internal`), IP
+   * addresses (`10.0.0.5`) and CIDR subnets (`10.0.0.0/24`, `fd00::/8`). A leader or
+   * member record naming any other host is ignored with a `discovery-error` that
+   * names the host (the last good primary is kept), so whoever can write to etcd
+   * cannot send the application's connections elsewhere. Host names are compared as
+   * written (case-insensitive), never resolved. Default: every host allowed.
+   */
+  readonly allowedHosts?: readonly string[];
 }
 
 /** The `primary-changed` event: a (new) writable primary. */
@@ -136,6 +146,11 @@ export function parseEtcdEndpoints(endpoints: string | readonly string[] | undef
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw invalid(`etcd endpoint "${endpoint}" must use http: or https:`);
     }
+    if (url.username !== '' || url.password !== '') {
+      throw invalid(
+        `etcd endpoint "${url.protocol}//***@${url.host}" carries credentials: pass them as etcd.username and etcd.password instead (a URL shows up in logs and error messages)`,
+      );
+    }
   }
   return list;
 }
@@ -182,6 +197,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   private readonly client: Etcd3;
   private readonly rereadIntervalMillis: number;
   private readonly staleAfterMillis: number;
+  private readonly allowlist: HostAllowlist | null;
   private state: DiscoveryState = initialDiscoveryState;
   private watcher: Watcher | null = null;
   private watchHealthy = false;
@@ -238,6 +254,7 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
       throw new PghaError('invalid-option', (cause as Error).message, { cause });
     }
     this.cluster = options.cluster;
+    this.allowlist = parseHostAllowlist(options.allowedHosts);
     const callTimeoutMillis = positiveMillis('etcd.callTimeoutMillis', options.etcd.callTimeoutMillis, 2000);
     this.rereadIntervalMillis = positiveMillis('rereadIntervalMillis', options.rereadIntervalMillis, 5000);
     this.staleAfterMillis = positiveMillis('staleAfterMillis', options.staleAfterMillis, 15_000);
@@ -324,6 +341,16 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
   /** Whether the leader record (or its absence) has been read at least once. */
   get observed(): boolean {
     return this.state.observed;
+  }
+
+  /** The etcd revision the watcher's view of the leader record reflects (0 before the first read). */
+  get revision(): number {
+    return this.state.revision;
+  }
+
+  /** The `allowedHosts` entries this watcher enforces; null when every host is allowed. */
+  get allowedHosts(): readonly string[] | null {
+    return this.allowlist?.entries ?? null;
   }
 
   /** The newest term seen (0 before any leader). */
@@ -787,31 +814,19 @@ export class ClusterWatcher extends EventEmitter<ClusterWatcherEvents> {
     }
   }
 
-  /** Decodes a member record; a malformed one (or one under the wrong key) is reported and dropped. */
+  /**
+   * Decodes a member record; a malformed one, one under another member's key, or one
+   * naming a host outside `allowedHosts` is reported and dropped.
+   */
   private decodeMember(key: string, value: Buffer): MemberRecord | null {
-    try {
-      const record = MemberRecord.decode(value);
-      const parsed = this.keys.parse(key);
-      if (parsed?.kind !== 'member' || parsed.name !== record.name) {
-        throw new PghaError('protocol', `member record at ${key} names member "${record.name}"; ignored it`);
-      }
-      return record;
-    } catch (error) {
-      this.emitEvent({ type: 'discovery-error', error: error instanceof Error ? error : new Error(String(error)) });
-      return null;
-    }
+    const acceptance = acceptMember(this.keys, key, value, this.allowlist);
+    if (acceptance.accepted) return acceptance.record;
+    this.emitEvent({ type: 'discovery-error', error: acceptance.error });
+    return null;
   }
 
   private observe(value: Buffer, revision: number): LeaderObservation {
-    try {
-      return { kind: 'record', record: LeaderRecord.decode(value), revision };
-    } catch (error) {
-      return {
-        kind: 'invalid',
-        error: error instanceof Error ? error : new Error(String(error)),
-        revision,
-      };
-    }
+    return observeLeader(value, revision, this.allowlist);
   }
 
   /** Applies an observation; returns whether the route changed. */

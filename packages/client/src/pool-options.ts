@@ -22,6 +22,14 @@ export interface PghaPoolOptions {
    * then follow one etcd watch. The pool does not close a watcher it was given.
    */
   readonly discovery?: ClusterWatcher;
+  /**
+   * The hosts the cluster's servers may be on (own watcher only; a shared watcher
+   * takes it from `watchCluster`): host names, IP addresses and CIDR subnets like
+   * `['10.0.0.0/24', 'db-1.internal']`. A leader or member record naming another host
+   * is ignored with a `discovery-error` event, and the pool keeps the last good
+   * primary. Default: every host allowed. See `watchCluster`'s `allowedHosts`.
+   */
+  readonly allowedHosts?: readonly string[];
   /** Safety re-read interval of the leader record (own watcher only). Default 5000. */
   readonly rereadIntervalMillis?: number;
   /** etcd silence after which the pool emits `discovery-stale` (own watcher only). Default 15000. */
@@ -65,6 +73,7 @@ const pghaOptionNames = [
   'cluster',
   'keyRoot',
   'discovery',
+  'allowedHosts',
   'rereadIntervalMillis',
   'staleAfterMillis',
   'primaryWaitTimeoutMillis',
@@ -135,6 +144,11 @@ export function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.
     if (options.etcd !== undefined || options.cluster !== undefined) {
       throw invalid('pass either discovery (a shared watcher) or etcd and cluster, not both');
     }
+    if (options.allowedHosts !== undefined) {
+      throw invalid(
+        'allowedHosts applies to the watcher: pass it to watchCluster({ ..., allowedHosts }) when sharing a watcher through discovery',
+      );
+    }
     if (typeof options.discovery?.waitForPrimary !== 'function') {
       throw invalid('discovery must be a watcher returned by watchCluster()');
     }
@@ -150,6 +164,7 @@ export function splitOptions(options: PoolOptions | undefined): { pgOptions: pg.
       etcd: options.etcd,
       cluster: options.cluster,
       keyRoot: options.keyRoot,
+      allowedHosts: options.allowedHosts,
       rereadIntervalMillis: options.rereadIntervalMillis,
       staleAfterMillis: options.staleAfterMillis,
     });

@@ -323,6 +323,29 @@ describe('pgha up with missing binaries', () => {
   });
 });
 
+describe('pgha with hostile values', () => {
+  it('refuses an etcd endpoint with a password in it, without repeating the password', async () => {
+    const cwd = tempDir();
+    const run = await runCli(['status', '--etcd', 'http://root:s3cret-pw@127.0.0.1:2379'], { cwd });
+    expectFailure(run);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('etcd endpoint "http://***@127.0.0.1:2379" carries credentials');
+    expect(run.stderr).toContain('PGHA_ETCD_PASSWORD');
+    expect(run.stderr).not.toContain('s3cret-pw');
+  });
+
+  it('refuses a very long or non-ASCII cluster name with the rule, the name cut short', async () => {
+    const cwd = tempDir();
+    for (const name of ['c'.repeat(5000), 'd\u00ff\ufffdx']) {
+      const run = await runCli(['status', '--cluster', name, '--etcd', 'http://127.0.0.1:2379'], { cwd });
+      expectFailure(run);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain('use 1-63 lower-case letters, digits and dashes');
+      expect(run.stderr.length).toBeLessThan(400);
+    }
+  });
+});
+
 describe('pgha when etcd is unreachable', () => {
   // The CLI's etcd calls time out after 3 s and the client retries 3 times.
   const bound = 20_000;

@@ -59,6 +59,15 @@ describe('parseEndpoints', () => {
       expect(error.message).toBe(`etcd endpoint "${endpoint}" must use http: or https:`);
     },
   );
+  it.each(['http://root:s3cret@127.0.0.1:2379', 'https://:s3cret@etcd-0:2379', 'http://root@127.0.0.1:2379'])(
+    'refuses an endpoint with credentials in it without repeating them: %j',
+    (endpoint) => {
+      const error = thrown(() => parseEndpoints(`http://127.0.0.1:2379,${endpoint}`));
+      expect(error.code).toBe('invalid-option');
+      expect(error.message).toMatch(/carries credentials: give the etcd user with --etcd-user .* never in the URL/);
+      expect(error.message).not.toMatch(/s3cret|root/);
+    },
+  );
 });
 
 describe('castEtcdError', () => {

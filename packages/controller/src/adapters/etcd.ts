@@ -27,6 +27,12 @@ export function parseEndpoints(endpoints: string | readonly string[]): string[] 
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new PghaError('invalid-option', `etcd endpoint "${endpoint}" must use http: or https:`);
     }
+    if (url.username !== '' || url.password !== '') {
+      throw new PghaError(
+        'invalid-option',
+        `etcd endpoint "${url.protocol}//***@${url.host}" carries credentials: give the etcd user with --etcd-user (PGHA_ETCD_USER) and its password in PGHA_ETCD_PASSWORD or --etcd-password-file, never in the URL (it would show in ps, logs and error messages)`,
+      );
+    }
   }
   return list;
 }

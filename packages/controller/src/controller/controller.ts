@@ -2,20 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
-  ConfigRecord,
+  type ConfigRecord,
   ControllerRecord,
   clusterKeys,
   HistoryRecord,
-  LastPrimaryRecord,
-  LeaderRecord,
-  MemberRecord,
+  type LastPrimaryRecord,
+  type MemberRecord,
   recordVersion,
   SwitchoverRecord,
-  SyncRecord,
   TargetRecord,
-  TermRecord,
 } from '@pgha/core';
 import type { Etcd3, Watcher } from 'etcd3';
+import { type RecordProblem, readClusterRecords } from '../adapters/cluster-records.js';
 import { assertEtcdReachable, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
 import { LeaseKeeper, type LeaseTiming } from '../agent/lease-keeper.js';
 import { type Clock, systemClock } from '../clock.js';
@@ -69,6 +67,8 @@ export class Controller {
   private readonly lastPrimaryRecords = new Map<number, LastPrimaryRecord>();
   /** Each member's newest record while it ran as a replica. */
   private readonly lastAsReplica = new Map<string, MemberRecord>();
+  /** The malformed records already logged, by key: their mod revision (each is logged once, not every pass). */
+  private readonly problemsLogged = new Map<string, string>();
   /** Our `controller` record as last written (its `waiting` is what status shows). */
   private record: ControllerRecord | null = null;
   private targetSeen: { text: string; at: number } | null = null;
@@ -201,66 +201,18 @@ export class Controller {
     for (let i = 0; i < 5; i++) {
       const all = await etcd.getAll().prefix(this.keys.prefix).exec();
       const now = this.clock.date().getTime();
-      let leader: LeaderRecord | null = null;
-      let leaderMod = '0';
-      let term = 0;
-      let termMod = '0';
-      let target: TargetRecord | null = null;
-      let targetText: string | null = null;
-      let switchover: SwitchoverRecord | null = null;
-      let switchoverText: string | null = null;
-      let switchoverMod = '0';
-      let sync: SyncRecord | null = null;
-      const members: MemberRecord[] = [];
-      let config: ConfigRecord | null = null;
-      for (const kv of all.kvs) {
-        const parsed = this.keys.parse(kv.key.toString());
-        const text = kv.value.toString();
-        try {
-          switch (parsed?.kind) {
-            case 'leader':
-              leader = LeaderRecord.decode(text);
-              leaderMod = kv.mod_revision;
-              break;
-            case 'term':
-              term = TermRecord.decode(text).term;
-              termMod = kv.mod_revision;
-              break;
-            case 'target':
-              target = TargetRecord.decode(text);
-              targetText = text;
-              break;
-            case 'switchover':
-              switchover = SwitchoverRecord.decode(text);
-              switchoverText = text;
-              switchoverMod = kv.mod_revision;
-              break;
-            case 'last-primary': {
-              const r = LastPrimaryRecord.decode(text);
-              this.lastPrimaryRecords.set(r.term, r);
-              break;
-            }
-            case 'member':
-              members.push(MemberRecord.decode(text));
-              break;
-            case 'config':
-              config = ConfigRecord.decode(text);
-              break;
-            case 'sync':
-              sync = SyncRecord.decode(text);
-              break;
-            case 'history':
-              if (parsed.term > this.lastHistoryTerm) this.lastHistoryTerm = parsed.term;
-              if (parsed.term > (this.lastHistory?.term ?? 0))
-                this.lastHistory = { term: parsed.term, newPrimary: HistoryRecord.decode(text).newPrimary };
-              break;
-            default:
-              break;
-          }
-        } catch (error) {
-          this.log.warn(`ignoring a malformed record: ${(error as Error).message}`);
-        }
-      }
+      const read = readClusterRecords(
+        this.keys,
+        all.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: kv.mod_revision })),
+      );
+      this.reportProblems(read.problems);
+      const { leader, leaderMod, term, termMod, target, targetText, switchoverText, switchoverMod, members } = read;
+      const { config, sync } = read;
+      let switchover = read.switchover;
+      if (read.lastPrimary !== null) this.lastPrimaryRecords.set(read.lastPrimary.term, read.lastPrimary);
+      if (read.newestHistoryTerm > this.lastHistoryTerm) this.lastHistoryTerm = read.newestHistoryTerm;
+      if (read.newestHistory !== null && read.newestHistory.term > (this.lastHistory?.term ?? 0))
+        this.lastHistory = read.newestHistory;
       if (switchover?.rejected) switchover = null;
       for (const m of members) if (m.role === 'replica') this.lastAsReplica.set(m.name, m);
       // Only the current term's record and the previous one (a new leader's history) matter.
@@ -313,6 +265,18 @@ export class Controller {
       this.lastDecision = decision.type;
       if (!(await this.apply(etcd, decision, { leaderMod, termMod, switchover, switchoverMod }, facts))) return;
     }
+  }
+
+  /** Logs each skipped record once (per key and mod revision), not at every pass. */
+  private reportProblems(problems: readonly RecordProblem[]): void {
+    const current = new Set<string>();
+    for (const problem of problems) {
+      current.add(problem.key);
+      if (this.problemsLogged.get(problem.key) === problem.modRevision) continue;
+      this.problemsLogged.set(problem.key, problem.modRevision);
+      this.log.warn(`ignoring a malformed record: ${problem.message}`, { key: problem.key });
+    }
+    for (const key of [...this.problemsLogged.keys()]) if (!current.has(key)) this.problemsLogged.delete(key);
   }
 
   /**

@@ -129,6 +129,16 @@ describe('applyConfigAssignments', () => {
       /does not name a PostgreSQL parameter: .*work_mem=64MB/,
     ],
     ['no parameter name', 'postgresParameters.=1MB', /does not name a PostgreSQL parameter/],
+    // Hostile input: silently dropped before (a plain object's __proto__ setter).
+    [
+      '__proto__',
+      'postgresParameters.__proto__=x',
+      /"postgresParameters.__proto__" does not name a PostgreSQL parameter/,
+    ],
+    ['an object key as a setting', 'constructor=1', /unknown setting "constructor"/],
+    ['a huge number', 'leaseTtlMillis=1e300', /leaseTtlMillis=1e300 is not a whole number of milliseconds/],
+    ['a negative number', 'fencingMarginMillis=-5', /fencingMarginMillis=-5 is not a whole number/],
+    ['a size beyond the safe integers', 'maximumLagOnFailoverBytes=99999999999999999999', /is not a size/],
   ])('refuses a malformed value (%s), saying what is allowed', (_, assignment, message) => {
     const error = rejection(() => applyConfigAssignments(config(), [assignment]));
     expect(error.code).toBe('invalid-option');

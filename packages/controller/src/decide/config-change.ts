@@ -109,7 +109,8 @@ export function applyConfigAssignments(current: ConfigRecord, assignments: reado
 function assignKey(rawKey: string): string {
   if (rawKey.toLowerCase().startsWith(postgresParameterPrefix.toLowerCase())) {
     const name = rawKey.slice(postgresParameterPrefix.length).trim().toLowerCase();
-    if (!isPostgresParameterName(name))
+    // `__proto__` passes the name pattern but would vanish as a key of a plain object.
+    if (!isPostgresParameterName(name) || name === '__proto__')
       throw invalid(
         `${JSON.stringify(rawKey)} does not name a PostgreSQL parameter: write ${postgresParameterPrefix}<name>=<value>, e.g. ${postgresParameterPrefix}work_mem=64MB`,
       );

@@ -1,15 +1,6 @@
-import {
-  type ClusterKeys,
-  ConfigRecord,
-  ControllerRecord,
-  LeaderRecord,
-  MemberRecord,
-  ProtocolError,
-  SyncRecord,
-  TargetRecord,
-  TermRecord,
-} from '@pgha/core';
+import type { ClusterKeys, ConfigRecord, MemberRecord, SyncRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
+import { type ClusterRecords, readClusterRecords } from '../adapters/cluster-records.js';
 import { type ClusterUrls, clusterUrls } from './connection-urls.js';
 
 /** One member as `pgha status` shows it. */
@@ -115,51 +106,46 @@ export async function readClusterStatus(
   keys: ClusterKeys,
   urlOptions: StatusUrlOptions = { user: 'postgres', database: 'postgres' },
 ): Promise<ClusterStatus> {
-  const all = await etcd.getAll().prefix(keys.prefix).strings();
-  const problems: string[] = [];
-  let term = 0;
-  let leader: ClusterStatus['leader'] = null;
-  const members: MemberStatus[] = [];
-  let target: TargetRecord | null = null;
-  let controller: ClusterStatus['controller'] = null;
-  let config: ConfigRecord | null = null;
-  let sync: SyncRecord | null = null;
-  for (const [key, value] of Object.entries(all)) {
-    const parsed = keys.parse(key);
-    try {
-      if (parsed?.kind === 'term') term = TermRecord.decode(value).term;
-      else if (parsed?.kind === 'config') config = ConfigRecord.decode(value);
-      else if (parsed?.kind === 'sync') sync = SyncRecord.decode(value);
-      else if (parsed?.kind === 'target') target = TargetRecord.decode(value);
-      else if (parsed?.kind === 'controller') {
-        const r = ControllerRecord.decode(value);
-        controller = { id: r.id, waiting: r.waiting ?? null };
-      } else if (parsed?.kind === 'leader') {
-        const r = LeaderRecord.decode(value);
-        leader = { member: r.member, host: r.host, port: r.port, writable: r.writable };
-      } else if (parsed?.kind === 'member') {
-        const r = MemberRecord.decode(value);
-        members.push({
-          name: r.name,
-          role: r.role,
-          state: r.state,
-          host: r.host,
-          port: r.port,
-          timeline: r.timeline,
-          lagBytes: r.lagBytes,
-          lagSeconds: r.lagSeconds,
-          streaming: r.streaming,
-          healthy: r.healthy,
-          problem: r.problem,
-          updatedAt: r.updatedAt,
-          api: r.api ?? null,
-          pendingRestart: r.pendingRestart ?? [],
-        });
-      }
-    } catch (error) {
-      problems.push(error instanceof ProtocolError ? error.message : `${key}: ${(error as Error).message}`);
-    }
-  }
+  const all = await etcd.getAll().prefix(keys.prefix).exec();
+  const entries = all.kvs.map((kv) => ({
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    modRevision: kv.mod_revision,
+  }));
+  return clusterStatusOf(cluster, readClusterRecords(keys, entries), urlOptions);
+}
+
+/**
+ * The status of `cluster` from one read of its records. Pure; never throws: records
+ * that did not parse are in `problems` (shown, never fatal).
+ */
+export function clusterStatusOf(
+  cluster: string,
+  records: ClusterRecords,
+  urlOptions: StatusUrlOptions = { user: 'postgres', database: 'postgres' },
+): ClusterStatus {
+  const { term, target, config, sync } = records;
+  const r = records.leader;
+  const leader: ClusterStatus['leader'] =
+    r === null ? null : { member: r.member, host: r.host, port: r.port, writable: r.writable };
+  const controller: ClusterStatus['controller'] =
+    records.controller === null ? null : { id: records.controller.id, waiting: records.controller.waiting ?? null };
+  const members: MemberStatus[] = records.members.map((m) => ({
+    name: m.name,
+    role: m.role,
+    state: m.state,
+    host: m.host,
+    port: m.port,
+    timeline: m.timeline,
+    lagBytes: m.lagBytes,
+    lagSeconds: m.lagSeconds,
+    streaming: m.streaming,
+    healthy: m.healthy,
+    problem: m.problem,
+    updatedAt: m.updatedAt,
+    api: m.api ?? null,
+    pendingRestart: m.pendingRestart ?? [],
+  }));
   members.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
   const pending = target !== null && target.term > term ? target : null;
   const inProgress = leader === null || !leader.writable || pending !== null;
@@ -176,7 +162,7 @@ export async function readClusterStatus(
     config: configSection(config),
     synchronous: synchronousStatus(config, sync, term),
     urls: members.length === 0 ? null : clusterUrls({ ...urlOptions, members }),
-    problems,
+    problems: records.problems.map((p) => p.message),
   };
 }
 
@@ -216,8 +202,36 @@ function synchronousStatus(
   return { mode, count, strict, claim, degraded };
 }
 
+/**
+ * `text` with control characters (terminal escape sequences, newlines, bidi
+ * overrides) shown as `\u001b`-style escapes: record fields such as a member's
+ * `problem` are written by whoever can write to etcd, and must not rewrite the
+ * operator's terminal or forge status lines.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** A human-readable table of a status; an API column only when some member serves one. Pure. */
 export function formatStatus(status: ClusterStatus): string {
+  return formatStatusRaw(printableDeep(status));
+}
+
+/** `value` with every string in it made {@link printable}. */
+function printableDeep<T>(value: T): T {
+  if (typeof value === 'string') return printable(value) as T;
+  if (Array.isArray(value)) return value.map(printableDeep) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, printableDeep(v)])) as T;
+  }
+  return value;
+}
+
+function formatStatusRaw(status: ClusterStatus): string {
   const withApi = status.members.some((m) => m.api !== null);
   const header = ['MEMBER', 'ROLE', 'STATE', 'HOST:PORT', 'TL', 'LAG', ...(withApi ? ['API'] : []), 'HEALTH'];
   const rows = status.members.map((m) => [

@@ -7,6 +7,11 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import {
+  defaultLeaseName,
+  operatorApiAccess,
+} from '../../packages/controller/src/runtime/kubernetes/api-access.js';
+import { type PodSpec, restrictedViolations } from './pod-security.js';
 import { type Manifest, validateObjects } from './validate-objects.js';
 
 const repo = resolve(import.meta.dirname, '../..');
@@ -55,19 +60,60 @@ describe('deploy/', () => {
     expect(args).toContain('--election-timeout=300');
   });
 
-  it('gives the operator delete on pods only (rolling updates), and only read and create (a generated Secret) on Secrets', () => {
+  it('gives the operator delete on pods only (rolling updates), and only get and create (a generated Secret) on Secrets', () => {
     const rules = operator
       .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
-      .flatMap((o) => o.rules as { resources: string[]; verbs: string[] }[]);
+      .flatMap((o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
     expect(rules.filter((r) => r.verbs.includes('delete'))).toEqual([
       expect.objectContaining({ apiGroups: [''], resources: ['pods'] }),
     ]);
-    expect(rules.flatMap((r) => r.verbs)).not.toContain('*');
-    expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual([
-      'get',
-      'list',
-      'watch',
-      'create',
+    for (const r of rules)
+      for (const field of [r.apiGroups, r.resources, r.verbs]) expect(field, JSON.stringify(r)).not.toContain('*');
+    expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual(['get', 'create']);
+  });
+
+  it('grants the operator exactly the requests api-access.ts lists next to its API calls: a Role for the Lease, a ClusterRole for the rest', () => {
+    const rules = (kind: string) =>
+      operator
+        .filter((o) => o.kind === kind && o.metadata.name.startsWith('pgha-operator'))
+        .flatMap((o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[])
+        .flatMap((r) =>
+          r.apiGroups.flatMap((g) =>
+            r.resources.map((res) => `${g}/${res} ${[...r.verbs].sort().join(',')} ${r.resourceNames?.join(',') ?? ''}`),
+          ),
+        )
+        .sort();
+    const listed = (scope: string) =>
+      operatorApiAccess
+        .filter((a) => a.scope === scope)
+        .map((a) => `${a.apiGroup}/${a.resource} ${[...a.verbs].sort().join(',')} ${a.resourceNames?.join(',') ?? ''}`)
+        .sort();
+    expect(rules('ClusterRole')).toEqual(listed('clusters'));
+    expect(rules('Role')).toEqual(listed('own-namespace'));
+    // The Lease the Role names is the operator's --lease-name.
+    expect(JSON.stringify(operator.find((o) => o.kind === 'Deployment'))).toContain(`--lease-name=${defaultLeaseName}`);
+  });
+
+  it('runs the operator under Pod Security "restricted" in a namespace that enforces it', () => {
+    const namespace = operator.find((o) => o.kind === 'Namespace')!;
+    expect(namespace.metadata.labels).toMatchObject({
+      'pod-security.kubernetes.io/enforce': 'restricted',
+      'pod-security.kubernetes.io/audit': 'restricted',
+      'pod-security.kubernetes.io/warn': 'restricted',
+    });
+    const pod = (operator.find((o) => o.kind === 'Deployment') as Manifest & { spec: { template: { spec: PodSpec } } })
+      .spec.template.spec;
+    expect(restrictedViolations(pod)).toEqual([]);
+    const etcdPod = (etcd.find((o) => o.kind === 'StatefulSet') as Manifest & { spec: { template: { spec: PodSpec } } })
+      .spec.template.spec;
+    expect(restrictedViolations(etcdPod)).toEqual([]);
+    // A pod without the settings is caught.
+    expect(restrictedViolations({ containers: [{ name: 'c' }] })).toEqual([
+      'pod: runAsNonRoot is not true',
+      'pod: seccompProfile is not RuntimeDefault or Localhost',
+      'container c: allowPrivilegeEscalation is not false',
+      'container c: capabilities do not drop ALL',
+      'container c: readOnlyRootFilesystem is not true',
     ]);
   });
 

@@ -100,8 +100,7 @@ export function requestAttributes(r: Pick<RequestRecord, 'method' | 'path' | 'qu
   };
 }
 
-const matches = (values: string[] | undefined, value: string) =>
-  (values ?? []).some((v) => v === '*' || v === value);
+const matches = (values: string[] | undefined, value: string) => (values ?? []).some((v) => v === '*' || v === value);
 
 function ruleAllows(rule: PolicyRule, request: ResourceRequest): boolean {
   return (
@@ -129,7 +128,12 @@ export function deniedRequests(
     );
   const roleRules = (kind: string, name: string, namespace?: string) =>
     objects
-      .filter((o) => o.kind === kind && o.metadata.name === name && (namespace === undefined || o.metadata.namespace === namespace))
+      .filter(
+        (o) =>
+          o.kind === kind &&
+          o.metadata.name === name &&
+          (namespace === undefined || o.metadata.namespace === namespace),
+      )
       .flatMap((o) => o.rules ?? []);
   const everywhere = objects
     .filter((o) => o.kind === 'ClusterRoleBinding' && bound(o))

@@ -8,10 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import {
-  defaultLeaseName,
-  operatorApiAccess,
-} from '../../packages/controller/src/runtime/kubernetes/api-access.js';
+import { defaultLeaseName, operatorApiAccess } from '../../packages/controller/src/runtime/kubernetes/api-access.js';
 import {
   type PgHaClusterObject,
   parsePgHaCluster,
@@ -81,10 +78,14 @@ describe('deploy/', () => {
     const rules = (kind: string) =>
       operator
         .filter((o) => o.kind === kind && o.metadata.name.startsWith('pgha-operator'))
-        .flatMap((o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[])
+        .flatMap(
+          (o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[],
+        )
         .flatMap((r) =>
           r.apiGroups.flatMap((g) =>
-            r.resources.map((res) => `${g}/${res} ${[...r.verbs].sort().join(',')} ${r.resourceNames?.join(',') ?? ''}`),
+            r.resources.map(
+              (res) => `${g}/${res} ${[...r.verbs].sort().join(',')} ${r.resourceNames?.join(',') ?? ''}`,
+            ),
           ),
         )
         .sort();
@@ -152,7 +153,10 @@ describe('deploy/', () => {
   it('builds the operator with the etcd TLS patch of deploy/examples: valid, restricted, the Secret read-only and the agent-style variables', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgha-kustomize-'));
     try {
-      copyFileSync(join(repo, 'deploy/examples/operator-etcd-tls.patch.yaml'), join(dir, 'operator-etcd-tls.patch.yaml'));
+      copyFileSync(
+        join(repo, 'deploy/examples/operator-etcd-tls.patch.yaml'),
+        join(dir, 'operator-etcd-tls.patch.yaml'),
+      );
       writeFileSync(
         join(dir, 'kustomization.yaml'),
         `resources: [${relative(dir, join(repo, 'deploy'))}]\npatches: [{path: operator-etcd-tls.patch.yaml}]\n`,
@@ -169,7 +173,9 @@ describe('deploy/', () => {
         { name: 'PGHA_ETCD_KEY', value: '/etc/pgha/etcd-tls/tls.key' },
       ]);
       expect(container.volumeMounts).toEqual([{ name: 'etcd-tls', mountPath: '/etc/pgha/etcd-tls', readOnly: true }]);
-      expect(pod.volumes).toEqual([expect.objectContaining({ secret: expect.objectContaining({ defaultMode: 0o440 }) })]);
+      expect(pod.volumes).toEqual([
+        expect.objectContaining({ secret: expect.objectContaining({ defaultMode: 0o440 }) }),
+      ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

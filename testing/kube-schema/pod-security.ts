@@ -44,14 +44,21 @@ export function restrictedViolations(pod: PodSpec): string[] {
   if (pod.hostNetwork || pod.hostPID || pod.hostIPC) out.push('pod: shares a host namespace');
   for (const v of pod.volumes ?? []) {
     const type = Object.keys(v).find((k) => k !== 'name');
-    if (type === undefined || !allowedVolumeTypes.has(type)) out.push(`volume ${String(v.name)}: type ${type} is not allowed`);
+    if (type === undefined || !allowedVolumeTypes.has(type))
+      out.push(`volume ${String(v.name)}: type ${type} is not allowed`);
   }
-  const everyContainer = (test: (c: SecurityContext) => boolean) => containers.every((c) => test(c.securityContext ?? {}));
-  if (!(podContext.runAsNonRoot === true ? everyContainer((c) => c.runAsNonRoot !== false) : everyContainer((c) => c.runAsNonRoot === true)))
+  const everyContainer = (test: (c: SecurityContext) => boolean) =>
+    containers.every((c) => test(c.securityContext ?? {}));
+  if (
+    !(podContext.runAsNonRoot === true
+      ? everyContainer((c) => c.runAsNonRoot !== false)
+      : everyContainer((c) => c.runAsNonRoot === true))
+  )
     out.push('pod: runAsNonRoot is not true');
   if (podContext.runAsUser === 0 || containers.some((c) => c.securityContext?.runAsUser === 0))
     out.push('pod: runs as user 0');
-  const seccompOk = (p?: { type: string }) => p !== undefined && (p.type === 'RuntimeDefault' || p.type === 'Localhost');
+  const seccompOk = (p?: { type: string }) =>
+    p !== undefined && (p.type === 'RuntimeDefault' || p.type === 'Localhost');
   const podSeccomp = podContext.seccompProfile;
   if (
     !(seccompOk(podSeccomp)

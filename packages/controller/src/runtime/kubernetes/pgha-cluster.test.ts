@@ -161,7 +161,7 @@ describe('parsePgHaCluster', () => {
     expect(
       problems({ etcd: { endpoints: ['https://etcd-0:2379', 'http://etcd-1:2379'], tlsSecret: 'etcd-tls' } }),
     ).toEqual([
-      'spec.etcd.endpoints: http://etcd-1:2379 is plain http but spec.etcd.tlsSecret is set: use https:// endpoints (etcd\'s --listen-client-urls with TLS)',
+      "spec.etcd.endpoints: http://etcd-1:2379 is plain http but spec.etcd.tlsSecret is set: use https:// endpoints (etcd's --listen-client-urls with TLS)",
     ]);
   });
 });

@@ -236,7 +236,9 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
   const secretName = (path: string, value: unknown): string | undefined => {
     if (value === undefined) return undefined;
     if (typeof value !== 'string' || !DNS_SUBDOMAIN.test(value) || value.length > 253) {
-      problems.push(`spec.${path} must be the name of a Secret in the cluster's namespace, not ${JSON.stringify(value)}`);
+      problems.push(
+        `spec.${path} must be the name of a Secret in the cluster's namespace, not ${JSON.stringify(value)}`,
+      );
       return undefined;
     }
     return value;

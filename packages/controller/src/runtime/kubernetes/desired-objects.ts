@@ -5,7 +5,10 @@
  * role label, a PodDisruptionBudget and a ServiceAccount. Every object is owned by
  * the PgHaCluster (deleting the cluster deletes them; PVCs follow
  * `spec.storage.pvcRetention`, Retain by default). A generated credentials Secret is
- * deliberately not owned (`generatedCredentialsSecret`). Pure.
+ * deliberately not owned (`generatedCredentialsSecret`). Member pods meet the
+ * restricted Pod Security profile with a read-only root file system, get no
+ * service-account token, and mount the TLS Secrets the spec names read-only
+ * (`memberSecretWiring`). Pure.
  */
 import { createHash } from 'node:crypto';
 import { type PgHaClusterObject, type PgHaClusterSpec, pghaApiVersion, tlsSecretKeys } from './pgha-cluster.js';
@@ -100,6 +103,10 @@ function owned(
   return { ...object, metadata: { ...metadata, annotations } };
 }
 
+/** True when the members advertise their DNS name (a TLS Secret is named for postgres or the API). */
+export const tlsHost = (spec: PgHaClusterSpec): boolean =>
+  spec.postgres.tlsSecret !== undefined || spec.api.tlsSecret !== undefined;
+
 /**
  * The agent's command line in a pod. The member name is the pod name (downward
  * API), so members are `<cluster>-<ordinal>` as in the local runtime. Only ordinal 0
@@ -107,10 +114,6 @@ function owned(
  * the shell wrapper only decides that flag and then execs the agent, which stays
  * the container's main process and receives SIGTERM itself.
  */
-/** True when the members advertise their DNS name (a TLS Secret is named for postgres or the API). */
-export const tlsHost = (spec: PgHaClusterSpec): boolean =>
-  spec.postgres.tlsSecret !== undefined || spec.api.tlsSecret !== undefined;
-
 export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): string[] {
   const { name } = cluster.metadata;
   // The kubelet expands $(VAR) in args and turns $$ into $: a value's own $ is doubled.

@@ -166,7 +166,10 @@ describe('deploy/', () => {
       const pod = (patched.find((o) => o.kind === 'Deployment') as Manifest & { spec: { template: { spec: PodSpec } } })
         .spec.template.spec;
       expect(restrictedViolations(pod)).toEqual([]);
-      const container = pod.containers[0] as { env: { name: string; value?: string }[]; volumeMounts: unknown[] };
+      const container = pod.containers[0] as unknown as {
+        env: { name: string; value?: string }[];
+        volumeMounts: unknown[];
+      };
       expect(container.env.filter((e) => e.name.startsWith('PGHA_ETCD_'))).toEqual([
         { name: 'PGHA_ETCD_CA', value: '/etc/pgha/etcd-tls/ca.crt' },
         { name: 'PGHA_ETCD_CERT', value: '/etc/pgha/etcd-tls/tls.crt' },

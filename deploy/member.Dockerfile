@@ -26,7 +26,12 @@ RUN printf '#!/bin/sh\nexec /usr/local/bin/node /opt/pgha/dist/cli.js "$@"\n' > 
  && install -d -o postgres -g postgres -m 0700 /var/lib/pgha
 # util-linux (setpriv --pdeathsig, used to tie postgres to its agent) is in the base image.
 ENV PGHA_PG_BIN=/usr/lib/postgresql/${PG_MAJOR}/bin
-USER postgres
+# Non-root: postgres, uid and gid 999 in the official image, given as numbers so
+# that the kubelet can verify runAsNonRoot from the image alone (the pod sets
+# runAsUser 999 too). Kubernetes runs it with a read-only root file system: the
+# agent and postgres write only to /var/lib/pgha (the member's PVC), /tmp and
+# /var/run/postgresql (emptyDirs).
+USER 999:999
 WORKDIR /var/lib/pgha
 EXPOSE 5432
 ENTRYPOINT ["pgha"]

@@ -42,6 +42,8 @@ export interface RequestRecord {
   path: string;
   query: string;
   contentType?: string;
+  /** The bearer token sent, if any (kubeconfigs from `writeKubeconfig` send `test`; a bare fetch none). */
+  token?: string;
   status: number;
 }
 
@@ -218,6 +220,9 @@ export class KubeApiServer {
       path: url.pathname,
       query: url.search,
       contentType: req.headers['content-type'],
+      ...(req.headers.authorization?.startsWith('Bearer ')
+        ? { token: req.headers.authorization.slice('Bearer '.length) }
+        : {}),
       status: 200,
     };
     this.requests.push(record);

@@ -20,6 +20,7 @@ import { ElectedOperator } from '../../packages/controller/src/runtime/kubernete
 import { kubernetesLeaseApi, type LeaseApi } from '../../packages/controller/src/runtime/kubernetes/lease-elector.js';
 import { Operator } from '../../packages/controller/src/runtime/kubernetes/operator.js';
 import { KubeApiServer } from './api-server.js';
+import { deniedRequests, deployedRbac, operatorServiceAccount } from './rbac.js';
 import { apiCaller, pollUntil } from './test-client.js';
 
 const repo = resolve(import.meta.dirname, '../..');
@@ -412,5 +413,13 @@ describe('operator leader election', () => {
     );
     expect(a.leaderships + b.leaderships).toBe(1);
     expect((await lease()).body.spec.leaseTransitions).toBe(5);
+  });
+});
+
+describe("deploy/rbac.yaml covers the operator's requests", () => {
+  it('grants every request the replicas sent in this file, the Lease ones included (their kubeconfig sends a token)', () => {
+    const sent = api.requests.filter((r) => r.token !== undefined);
+    expect(sent.some((r) => r.path.includes('/leases'))).toBe(true);
+    expect(deniedRequests(deployedRbac(), operatorServiceAccount, sent)).toEqual([]);
   });
 });

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Operator } from '../../packages/controller/src/runtime/kubernetes/operator.js';
 import { KubeApiServer } from './api-server.js';
+import { deniedRequests, deployedRbac, operatorServiceAccount } from './rbac.js';
 import { apiCaller, pollUntil } from './test-client.js';
 
 const repo = resolve(import.meta.dirname, '../..');
@@ -214,4 +215,12 @@ describe('the operator rolls pods one at a time', () => {
       );
     });
   }
+});
+
+describe("deploy/rbac.yaml covers the operator's requests", () => {
+  it('grants every request the operator sent in this file (its kubeconfig sends a token; the test’s own calls none)', () => {
+    const sent = api.requests.filter((r) => r.token !== undefined);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(deniedRequests(deployedRbac(), operatorServiceAccount, sent)).toEqual([]);
+  });
 });

@@ -3,10 +3,17 @@
  * PgHaCluster) is valid before it ever meets a cluster.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { defaultLeaseName, operatorApiAccess } from '../../packages/controller/src/runtime/kubernetes/api-access.js';
+import {
+  type PgHaClusterObject,
+  parsePgHaCluster,
+} from '../../packages/controller/src/runtime/kubernetes/pgha-cluster.js';
+import { type PodSpec, restrictedViolations } from './pod-security.js';
 import { type Manifest, validateObjects } from './validate-objects.js';
 
 const repo = resolve(import.meta.dirname, '../..');
@@ -55,19 +62,64 @@ describe('deploy/', () => {
     expect(args).toContain('--election-timeout=300');
   });
 
-  it('gives the operator delete on pods only (rolling updates), and only read and create (a generated Secret) on Secrets', () => {
+  it('gives the operator delete on pods only (rolling updates), and only get and create (a generated Secret) on Secrets', () => {
     const rules = operator
       .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
-      .flatMap((o) => o.rules as { resources: string[]; verbs: string[] }[]);
+      .flatMap((o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
     expect(rules.filter((r) => r.verbs.includes('delete'))).toEqual([
       expect.objectContaining({ apiGroups: [''], resources: ['pods'] }),
     ]);
-    expect(rules.flatMap((r) => r.verbs)).not.toContain('*');
-    expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual([
-      'get',
-      'list',
-      'watch',
-      'create',
+    for (const r of rules)
+      for (const field of [r.apiGroups, r.resources, r.verbs]) expect(field, JSON.stringify(r)).not.toContain('*');
+    expect(rules.filter((r) => r.resources.includes('secrets')).flatMap((r) => r.verbs)).toEqual(['get', 'create']);
+  });
+
+  it('grants the operator exactly the requests api-access.ts lists next to its API calls: a Role for the Lease, a ClusterRole for the rest', () => {
+    const rules = (kind: string) =>
+      operator
+        .filter((o) => o.kind === kind && o.metadata.name.startsWith('pgha-operator'))
+        .flatMap(
+          (o) => o.rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[],
+        )
+        .flatMap((r) =>
+          r.apiGroups.flatMap((g) =>
+            r.resources.map(
+              (res) => `${g}/${res} ${[...r.verbs].sort().join(',')} ${r.resourceNames?.join(',') ?? ''}`,
+            ),
+          ),
+        )
+        .sort();
+    const listed = (scope: string) =>
+      operatorApiAccess
+        .filter((a) => a.scope === scope)
+        .map((a) => `${a.apiGroup}/${a.resource} ${[...a.verbs].sort().join(',')} ${a.resourceNames?.join(',') ?? ''}`)
+        .sort();
+    expect(rules('ClusterRole')).toEqual(listed('clusters'));
+    expect(rules('Role')).toEqual(listed('own-namespace'));
+    // The Lease the Role names is the operator's --lease-name.
+    expect(JSON.stringify(operator.find((o) => o.kind === 'Deployment'))).toContain(`--lease-name=${defaultLeaseName}`);
+  });
+
+  it('runs the operator under Pod Security "restricted" in a namespace that enforces it', () => {
+    const namespace = operator.find((o) => o.kind === 'Namespace')!;
+    expect(namespace.metadata.labels).toMatchObject({
+      'pod-security.kubernetes.io/enforce': 'restricted',
+      'pod-security.kubernetes.io/audit': 'restricted',
+      'pod-security.kubernetes.io/warn': 'restricted',
+    });
+    const pod = (operator.find((o) => o.kind === 'Deployment') as Manifest & { spec: { template: { spec: PodSpec } } })
+      .spec.template.spec;
+    expect(restrictedViolations(pod)).toEqual([]);
+    const etcdPod = (etcd.find((o) => o.kind === 'StatefulSet') as Manifest & { spec: { template: { spec: PodSpec } } })
+      .spec.template.spec;
+    expect(restrictedViolations(etcdPod)).toEqual([]);
+    // A pod without the settings is caught.
+    expect(restrictedViolations({ containers: [{ name: 'c' }] })).toEqual([
+      'pod: runAsNonRoot is not true',
+      'pod: seccompProfile is not RuntimeDefault or Localhost',
+      'container c: allowPrivilegeEscalation is not false',
+      'container c: capabilities do not drop ALL',
+      'container c: readOnlyRootFilesystem is not true',
     ]);
   });
 
@@ -96,6 +148,59 @@ describe('deploy/', () => {
     ).spec.template.spec.containers[0]!;
     expect(container.args).toContain('--lease-name=pgha-operator');
     expect(container.env.map((e) => e.name)).toEqual(expect.arrayContaining(['POD_NAME', 'POD_NAMESPACE']));
+  });
+
+  it('builds the operator with the etcd TLS patch of deploy/examples: valid, restricted, the Secret read-only and the agent-style variables', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgha-kustomize-'));
+    try {
+      copyFileSync(
+        join(repo, 'deploy/examples/operator-etcd-tls.patch.yaml'),
+        join(dir, 'operator-etcd-tls.patch.yaml'),
+      );
+      writeFileSync(
+        join(dir, 'kustomization.yaml'),
+        `resources: [${relative(dir, join(repo, 'deploy'))}]\npatches: [{path: operator-etcd-tls.patch.yaml}]\n`,
+      );
+      const patched = parse(execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8' }));
+      expect(validateObjects(patched)).toEqual([]);
+      const pod = (patched.find((o) => o.kind === 'Deployment') as Manifest & { spec: { template: { spec: PodSpec } } })
+        .spec.template.spec;
+      expect(restrictedViolations(pod)).toEqual([]);
+      const container = pod.containers[0] as unknown as {
+        env: { name: string; value?: string }[];
+        volumeMounts: unknown[];
+      };
+      expect(container.env.filter((e) => e.name.startsWith('PGHA_ETCD_'))).toEqual([
+        { name: 'PGHA_ETCD_CA', value: '/etc/pgha/etcd-tls/ca.crt' },
+        { name: 'PGHA_ETCD_CERT', value: '/etc/pgha/etcd-tls/tls.crt' },
+        { name: 'PGHA_ETCD_KEY', value: '/etc/pgha/etcd-tls/tls.key' },
+      ]);
+      expect(container.volumeMounts).toEqual([{ name: 'etcd-tls', mountPath: '/etc/pgha/etcd-tls', readOnly: true }]);
+      expect(pod.volumes).toEqual([
+        expect.objectContaining({ secret: expect.objectContaining({ defaultMode: 0o440 }) }),
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('validates the secure example (namespace restricted, every TLS Secret) against the CRD', () => {
+    const secure = parse(readFileSync(join(repo, 'deploy/examples/pghacluster-secure.yaml'), 'utf8'));
+    const crd = operator.find((o) => o.kind === 'CustomResourceDefinition')!;
+    expect(validateObjects([crd, ...secure])).toEqual([]);
+    expect(secure.find((o) => o.kind === 'Namespace')!.metadata.labels).toMatchObject({
+      'pod-security.kubernetes.io/enforce': 'restricted',
+    });
+    const cluster = secure.find((o) => o.kind === 'PgHaCluster')! as unknown as PgHaClusterObject;
+    const parsed = parsePgHaCluster({ ...cluster, metadata: { ...cluster.metadata, uid: 'u' } });
+    expect(parsed).toMatchObject({
+      ok: true,
+      spec: {
+        etcd: { tlsSecret: 'etcd-member-tls', credentialsSecret: 'etcd-member-auth' },
+        postgres: { tlsSecret: 'secure-demo-postgres-tls' },
+        api: { tlsSecret: 'secure-demo-api-tls' },
+      },
+    });
   });
 
   it('probes the operator on its --health-port: startup and liveness /healthz, readiness /readyz', () => {

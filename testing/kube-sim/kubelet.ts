@@ -740,6 +740,17 @@ export class Kubelet {
     for (const m of mounts) {
       const volume = run.pod.spec.volumes?.find((v) => v.name === m.name);
       if (volume === undefined) throw new Error(`volume mount ${m.name}: no volume of that name`);
+      // Containers share the host's file system: a mount over a directory holding the
+      // simulation's own files (the member pods' emptyDir at /tmp, when the state
+      // directory is under /tmp) would hide the image stand-in and the volumes from
+      // the container. Such a mount is not made; the container uses the host's directory.
+      const mountPath = m.mountPath.replace(/\/+$/, '');
+      if (this.options.stateDir === mountPath || this.options.stateDir.startsWith(`${mountPath}/`)) {
+        this.options.log?.(
+          `${namespace}/${run.pod.metadata.name}: volume ${m.name} not mounted at ${m.mountPath}: it holds the simulation's state directory`,
+        );
+        continue;
+      }
       let source: string;
       let readOnly = m.readOnly === true;
       if (volume.persistentVolumeClaim) {

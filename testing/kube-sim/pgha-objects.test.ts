@@ -76,6 +76,8 @@ describe('pgha objects under the simulated controllers', () => {
     for (const p of pods) {
       expect(p.spec).toMatchObject({ hostname: p.metadata.name, subdomain: 'demo', serviceAccountName: 'demo' });
       expect(p.spec?.volumes).toEqual([
+        { name: 'run', emptyDir: {} },
+        { name: 'tmp', emptyDir: {} },
         { name: 'data', persistentVolumeClaim: { claimName: `data-${p.metadata.name}` } },
       ]);
     }

@@ -5,10 +5,13 @@
  * role label, a PodDisruptionBudget and a ServiceAccount. Every object is owned by
  * the PgHaCluster (deleting the cluster deletes them; PVCs follow
  * `spec.storage.pvcRetention`, Retain by default). A generated credentials Secret is
- * deliberately not owned (`generatedCredentialsSecret`). Pure.
+ * deliberately not owned (`generatedCredentialsSecret`). Member pods meet the
+ * restricted Pod Security profile with a read-only root file system, get no
+ * service-account token, and mount the TLS Secrets the spec names read-only
+ * (`memberSecretWiring`). Pure.
  */
 import { createHash } from 'node:crypto';
-import { type PgHaClusterObject, type PgHaClusterSpec, pghaApiVersion } from './pgha-cluster.js';
+import { type PgHaClusterObject, type PgHaClusterSpec, pghaApiVersion, tlsSecretKeys } from './pgha-cluster.js';
 
 /** A Kubernetes object as plain JSON data. */
 export interface KubeObject {
@@ -100,6 +103,10 @@ function owned(
   return { ...object, metadata: { ...metadata, annotations } };
 }
 
+/** True when the members advertise their DNS name (a TLS Secret is named for postgres or the API). */
+export const tlsHost = (spec: PgHaClusterSpec): boolean =>
+  spec.postgres.tlsSecret !== undefined || spec.api.tlsSecret !== undefined;
+
 /**
  * The agent's command line in a pod. The member name is the pod name (downward
  * API), so members are `<cluster>-<ordinal>` as in the local runtime. Only ordinal 0
@@ -124,7 +131,11 @@ export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): st
     // container starts, needs no DNS (a new pod's headless-Service name can take
     // seconds to resolve everywhere), and is what the kubelet and the endpoints use.
     // A re-created pod gets a new one; its agent publishes it in its member record.
-    '--host=$(POD_IP)',
+    // With TLS (postgres or API) the peers verify the host against the certificate
+    // (verify-full), and a Secret shared by every member cannot name pod IPs that
+    // change: the member's stable name under the headless Service is advertised
+    // instead, which a certificate covers with *.<cluster>.<namespace>.svc.
+    tlsHost(spec) ? `--host=$(POD_NAME).${name}.$(POD_NAMESPACE).svc` : '--host=$(POD_IP)',
     '--listen=*',
     '--allow-cidr=0.0.0.0/0', // pod networks differ per cluster; pg_hba stays SCRAM-only
     `--lease-ttl-millis=${spec.leaseTtlMillis}`,
@@ -136,12 +147,84 @@ export function agentArgs(cluster: PgHaClusterObject, spec: PgHaClusterSpec): st
   ];
 }
 
+/** The member container's user and group: `postgres` in the member image (deploy/member.Dockerfile). */
+export const memberUser = 999;
+
+/**
+ * Where a Secret named in the spec is mounted in the member container (read-only),
+ * and the environment variables that point the agent at its files. The agent reads
+ * these variables as the defaults of its `--etcd-ca`/`--etcd-cert`/`--etcd-key`,
+ * `--ssl-*` and `--api-*` options.
+ */
+export const secretMounts = {
+  etcd: {
+    volume: 'etcd-tls',
+    path: '/etc/pgha/etcd-tls',
+    env: { 'ca.crt': 'PGHA_ETCD_CA', 'tls.crt': 'PGHA_ETCD_CERT', 'tls.key': 'PGHA_ETCD_KEY' },
+  },
+  postgres: {
+    volume: 'postgres-tls',
+    path: '/etc/pgha/postgres-tls',
+    env: { 'ca.crt': 'PGHA_SSL_CA', 'tls.crt': 'PGHA_SSL_CERT', 'tls.key': 'PGHA_SSL_KEY' },
+  },
+  api: {
+    volume: 'api-tls',
+    path: '/etc/pgha/api-tls',
+    env: { 'ca.crt': 'PGHA_API_CA', 'tls.crt': 'PGHA_API_CERT', 'tls.key': 'PGHA_API_KEY' },
+  },
+} as const;
+
+/**
+ * Files mode 0440, owned by root and the pod's fsGroup (the postgres group): readable
+ * by the agent and postgres, which accepts a root-owned key file only without group
+ * write or any world access (0640 at most).
+ */
+const secretFileMode = 0o440;
+
+/** The volumes, mounts and environment the spec's TLS Secrets and etcd credentials add; none when it names none. */
+export function memberSecretWiring(spec: PgHaClusterSpec): {
+  volumes: Record<string, unknown>[];
+  volumeMounts: Record<string, unknown>[];
+  env: Record<string, unknown>[];
+} {
+  const volumes: Record<string, unknown>[] = [];
+  const volumeMounts: Record<string, unknown>[] = [];
+  const env: Record<string, unknown>[] = [];
+  const tls = (secretName: string | undefined, mount: (typeof secretMounts)[keyof typeof secretMounts]) => {
+    if (secretName === undefined) return;
+    volumes.push({
+      name: mount.volume,
+      secret: {
+        secretName,
+        defaultMode: secretFileMode,
+        // Listed: a Secret without one of them keeps the pod from starting, with an
+        // event naming the missing key, instead of an agent failing on a missing file.
+        items: tlsSecretKeys.map((key) => ({ key, path: key })),
+      },
+    });
+    volumeMounts.push({ name: mount.volume, mountPath: mount.path, readOnly: true });
+    for (const key of tlsSecretKeys) env.push({ name: mount.env[key], value: `${mount.path}/${key}` });
+  };
+  tls(spec.etcd.tlsSecret, secretMounts.etcd);
+  if (spec.etcd.credentialsSecret !== undefined) {
+    const ref = (key: string) => ({ secretKeyRef: { name: spec.etcd.credentialsSecret, key } });
+    env.push({ name: 'PGHA_ETCD_USER', valueFrom: ref('username') });
+    env.push({ name: 'PGHA_ETCD_PASSWORD', valueFrom: ref('password') });
+  }
+  tls(spec.postgres.tlsSecret, secretMounts.postgres);
+  tls(spec.api.tlsSecret, secretMounts.api);
+  return { volumes, volumeMounts, env };
+}
+
 export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaClusterSpec, replicas: number): KubeObject {
   const name = cluster.metadata.name;
   const labels = commonLabels(name);
   const secret = (key: string) => ({ secretKeyRef: { name: spec.credentialsSecret, key } });
   const optionalSecret = (key: string) => ({ secretKeyRef: { name: spec.credentialsSecret, key, optional: true } });
   const field = (fieldPath: string) => ({ fieldRef: { fieldPath } });
+  const secrets = memberSecretWiring(spec);
+  // An API with TLS is probed over https (the kubelet does not verify the certificate).
+  const probeScheme = spec.api.tlsSecret !== undefined ? { scheme: 'HTTPS' } : {};
   return owned(cluster, 'StatefulSet', 'apps/v1', name, {
     spec: {
       serviceName: name,
@@ -161,11 +244,13 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
           serviceAccountName: name,
           automountServiceAccountToken: false, // the agent talks to etcd, never to the Kubernetes API
           terminationGracePeriodSeconds: spec.terminationGracePeriodSeconds,
+          // Pod Security Standards "restricted": a non-root user (postgres), no
+          // privilege escalation, no capabilities, the runtime's seccomp profile.
           securityContext: {
             runAsNonRoot: true,
-            runAsUser: 999,
-            runAsGroup: 999,
-            fsGroup: 999,
+            runAsUser: memberUser,
+            runAsGroup: memberUser,
+            fsGroup: memberUser,
             seccompProfile: { type: 'RuntimeDefault' },
           },
           affinity: {
@@ -212,6 +297,7 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
                 // its --app-user default.
                 { name: 'PGHA_APP_USER', valueFrom: optionalSecret('app-username') },
                 { name: 'PGHA_APP_PASSWORD', valueFrom: optionalSecret('app-password') },
+                ...secrets.env,
               ],
               ports: [
                 { name: 'postgres', containerPort: postgresPort },
@@ -223,29 +309,41 @@ export function desiredStatefulSet(cluster: PgHaClusterObject, spec: PgHaCluster
               // startup probe only gives the agent's own start (etcd, lease, watchdog)
               // up to 5 min before liveness counts, and lets readiness start at once.
               startupProbe: {
-                httpGet: { path: '/liveness', port: 'api' },
+                httpGet: { path: '/liveness', port: 'api', ...probeScheme },
                 periodSeconds: 2,
                 timeoutSeconds: 2,
                 failureThreshold: 150,
               },
               livenessProbe: {
-                httpGet: { path: '/liveness', port: 'api' },
+                httpGet: { path: '/liveness', port: 'api', ...probeScheme },
                 periodSeconds: 10,
                 timeoutSeconds: 5,
                 failureThreshold: 3,
               },
               // Ready: the writable primary holding the leader record, or a running replica.
               readinessProbe: {
-                httpGet: { path: '/readiness', port: 'api' },
+                httpGet: { path: '/readiness', port: 'api', ...probeScheme },
                 periodSeconds: 2,
                 timeoutSeconds: 2,
                 failureThreshold: 2,
               },
               ...(spec.resources ? { resources: spec.resources } : {}),
-              securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
-              volumeMounts: [{ name: 'data', mountPath: dataDir }],
+              // The image is never written: the data directory is on the PVC, scratch
+              // space on emptyDirs (postgres's socket directory, /tmp).
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ['ALL'] },
+              },
+              volumeMounts: [
+                { name: 'data', mountPath: dataDir },
+                { name: 'run', mountPath: '/var/run/postgresql' },
+                { name: 'tmp', mountPath: '/tmp' },
+                ...secrets.volumeMounts,
+              ],
             },
           ],
+          volumes: [{ name: 'run', emptyDir: {} }, { name: 'tmp', emptyDir: {} }, ...secrets.volumes],
         },
       },
       volumeClaimTemplates: [

@@ -128,12 +128,40 @@ describe('parsePgHaCluster', () => {
     ]);
   });
 
-  it('accepts the reserved etcd.credentialsSecret and refuses a non-name', () => {
+  it('reads the etcd, postgres and API Secrets, and refuses names that are not Secret names', () => {
     expect(
-      parsePgHaCluster(cluster({ etcd: { endpoints: ['http://etcd:2379'], credentialsSecret: 'etcd-auth' } })),
-    ).toMatchObject({ ok: true, spec: { etcdCredentialsSecret: 'etcd-auth' } });
+      parsePgHaCluster(
+        cluster({
+          etcd: { endpoints: ['https://etcd:2379'], credentialsSecret: 'etcd-auth', tlsSecret: 'etcd-tls' },
+          postgres: { tlsSecret: 'pg-tls' },
+          api: { tlsSecret: 'api.tls' },
+        }),
+      ),
+    ).toMatchObject({
+      ok: true,
+      spec: {
+        etcd: { credentialsSecret: 'etcd-auth', tlsSecret: 'etcd-tls' },
+        postgres: { tlsSecret: 'pg-tls' },
+        api: { tlsSecret: 'api.tls' },
+      },
+    });
+    const none = parsePgHaCluster(cluster());
+    expect(none).toMatchObject({ ok: true, spec: { postgres: {}, api: {} } });
+    if (none.ok) expect(none.spec.etcd).toEqual({ endpoints: ['http://etcd:2379'], keyRoot: '/pgha/' });
     expect(problems({ etcd: { endpoints: ['http://etcd:2379'], credentialsSecret: '' } })).toEqual([
-      'spec.etcd.credentialsSecret must be a Secret name',
+      'spec.etcd.credentialsSecret must be the name of a Secret in the cluster\'s namespace, not ""',
+    ]);
+    expect(problems({ postgres: { tlsSecret: 'Bad_Name' }, api: 'tls' })).toEqual([
+      'spec.postgres.tlsSecret must be the name of a Secret in the cluster\'s namespace, not "Bad_Name"',
+      'spec.api must be an object such as {tlsSecret: my-api-tls}',
+    ]);
+  });
+
+  it('refuses an etcd TLS Secret with plain http endpoints', () => {
+    expect(
+      problems({ etcd: { endpoints: ['https://etcd-0:2379', 'http://etcd-1:2379'], tlsSecret: 'etcd-tls' } }),
+    ).toEqual([
+      "spec.etcd.endpoints: http://etcd-1:2379 is plain http but spec.etcd.tlsSecret is set: use https:// endpoints (etcd's --listen-client-urls with TLS)",
     ]);
   });
 });

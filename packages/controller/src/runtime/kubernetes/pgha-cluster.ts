@@ -43,13 +43,38 @@ export const minimumTerminationGracePeriodSeconds = 20;
 /** StatefulSet names longer than 52 leave no room for the pods' controller-revision-hash label. */
 export const maximumClusterNameLength = 52;
 
+/**
+ * `spec.etcd`: where the cluster's state lives and how the members authenticate to
+ * it. `tlsSecret` names a Secret with `ca.crt`, `tls.crt` and `tls.key` (a
+ * kubernetes.io/tls Secret plus the CA, as cert-manager writes it): the members
+ * verify etcd with the CA and present the certificate (with etcd's client-certificate
+ * authentication its CN is the etcd user). `credentialsSecret` names a Secret with
+ * `username` and `password` (etcd password authentication). Every member mounts the
+ * same Secrets: one etcd identity for the whole cluster, not one per member.
+ */
+export interface EtcdSpec {
+  readonly endpoints: readonly string[];
+  readonly keyRoot: string;
+  readonly tlsSecret?: string;
+  readonly credentialsSecret?: string;
+}
+
+/** The keys a TLS Secret named in the spec must hold (cert-manager's layout). */
+export const tlsSecretKeys = ['ca.crt', 'tls.crt', 'tls.key'] as const;
+/** The keys `spec.etcd.credentialsSecret` must hold. */
+export const etcdCredentialsSecretKeys = ['username', 'password'] as const;
+
 /** What a PgHaCluster asks for, defaults applied. */
 export interface PgHaClusterSpec {
   readonly instances: number;
   readonly postgresVersion: PostgresVersion;
   readonly image: string;
   readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
-  readonly etcd: { readonly endpoints: readonly string[]; readonly keyRoot: string };
+  readonly etcd: EtcdSpec;
+  /** `spec.postgres`: PostgreSQL's server certificate (TLS for clients and replication). */
+  readonly postgres: { readonly tlsSecret?: string };
+  /** `spec.api`: the agents' HTTP API certificate (https). */
+  readonly api: { readonly tlsSecret?: string };
   readonly storage: {
     readonly size: string;
     readonly storageClassName?: string;
@@ -65,8 +90,6 @@ export interface PgHaClusterSpec {
   /** Extra postgresql.conf settings, by name (never one of {@link reservedPostgresParameters}). */
   readonly postgresParameters: Readonly<Record<string, string>>;
   readonly synchronous: SynchronousSpec;
-  /** Reserved: the agent takes no etcd credentials yet, so a Secret named here is not used. */
-  readonly etcdCredentialsSecret?: string;
   readonly resources?: Readonly<Record<string, unknown>>;
   readonly leaseTtlMillis: number;
   readonly maximumLagOnFailoverBytes: number;
@@ -115,6 +138,7 @@ export interface PgHaClusterStatus {
 export type ParseResult = { ok: true; spec: PgHaClusterSpec } | { ok: false; problems: string[] };
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUANTITY = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$/;
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -209,12 +233,37 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
 
   const synchronous = readSynchronous(spec.synchronous, instances, problems);
 
-  const etcdCredentialsSecret = etcd.credentialsSecret;
-  if (
-    etcdCredentialsSecret !== undefined &&
-    (typeof etcdCredentialsSecret !== 'string' || etcdCredentialsSecret === '')
-  )
-    problems.push('spec.etcd.credentialsSecret must be a Secret name');
+  const secretName = (path: string, value: unknown): string | undefined => {
+    if (value === undefined) return undefined;
+    if (typeof value !== 'string' || !DNS_SUBDOMAIN.test(value) || value.length > 253) {
+      problems.push(
+        `spec.${path} must be the name of a Secret in the cluster's namespace, not ${JSON.stringify(value)}`,
+      );
+      return undefined;
+    }
+    return value;
+  };
+  const etcdTlsSecret = secretName('etcd.tlsSecret', etcd.tlsSecret);
+  const etcdCredentialsSecret = secretName('etcd.credentialsSecret', etcd.credentialsSecret);
+  // A client certificate or a CA is of no use over plain http: refuse rather than
+  // send the password (or connect) unencrypted.
+  if (etcd.tlsSecret !== undefined && Array.isArray(endpoints))
+    for (const e of endpoints)
+      if (typeof e === 'string' && e.startsWith('http://'))
+        problems.push(
+          `spec.etcd.endpoints: ${e} is plain http but spec.etcd.tlsSecret is set: use https:// endpoints (etcd's --listen-client-urls with TLS)`,
+        );
+  const section = (key: 'postgres' | 'api') => {
+    const value = spec[key] ?? {};
+    if (!isObject(value)) {
+      problems.push(`spec.${key} must be an object such as {tlsSecret: my-${key}-tls}`);
+      return {};
+    }
+    const tlsSecret = secretName(`${key}.tlsSecret`, value.tlsSecret);
+    return tlsSecret !== undefined ? { tlsSecret } : {};
+  };
+  const postgres = section('postgres');
+  const api = section('api');
   if (spec.resources !== undefined && !isObject(spec.resources)) problems.push('spec.resources must be an object');
 
   const leaseTtlMillis = integer('leaseTtlMillis', 2000, 2000, 600_000);
@@ -234,7 +283,14 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
       postgresVersion: postgresVersion as PostgresVersion,
       image: image as string,
       imagePullPolicy: imagePullPolicy as PgHaClusterSpec['imagePullPolicy'],
-      etcd: { endpoints: endpoints as string[], keyRoot: keyRoot as string },
+      etcd: {
+        endpoints: endpoints as string[],
+        keyRoot: keyRoot as string,
+        ...(etcdTlsSecret !== undefined ? { tlsSecret: etcdTlsSecret } : {}),
+        ...(etcdCredentialsSecret !== undefined ? { credentialsSecret: etcdCredentialsSecret } : {}),
+      },
+      postgres,
+      api,
       storage: {
         size: size as string,
         ...(storageClassName !== undefined ? { storageClassName: storageClassName as string } : {}),
@@ -244,7 +300,6 @@ export function parsePgHaCluster(cluster: PgHaClusterObject): ParseResult {
       credentialsSecretGenerated: spec.credentialsSecret === undefined,
       postgresParameters,
       synchronous,
-      ...(etcdCredentialsSecret !== undefined ? { etcdCredentialsSecret: etcdCredentialsSecret as string } : {}),
       ...(spec.resources !== undefined ? { resources: spec.resources as Record<string, unknown> } : {}),
       leaseTtlMillis,
       maximumLagOnFailoverBytes,

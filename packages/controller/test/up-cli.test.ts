@@ -38,10 +38,9 @@ const running = (child: ChildProcess) => child.exitCode === null && child.signal
 
 afterAll(async () => {
   // Ctrl-C first: `pgha up` stops its controllers, agents, postgres and etcd cleanly.
-  for (const child of ups.filter(running)) {
-    child.kill('SIGINT');
-    await waitFor('pgha up to exit on SIGINT', () => !running(child), 60_000).catch(() => undefined);
-  }
+  const left = ups.filter(running);
+  for (const child of left) child.kill('SIGINT');
+  await waitFor('every pgha up to exit on SIGINT', () => !left.some(running), 60_000).catch(() => undefined);
   // Whatever is left (an `up` that did not exit, or what a killed one started: its
   // children run in process groups of their own) names the state directory on its
   // command line: SIGKILL by PID.

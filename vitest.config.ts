@@ -67,6 +67,14 @@ const integrationBesideOthers = [
   // A one-member bootstrap with its own etcd frozen during a slow initdb: the fault
   // is on the test's own etcd, and nothing it asserts is a time bound.
   'packages/controller/test/bootstrap-faults.test.ts',
+  // A member ahead of the elected timeline, made for real on the test's own cluster
+  // and etcd (a member it stops, its own primary's agent killed): every wait a
+  // condition with a deadline of 30-120 s, no time bound asserted. And the operator's
+  // leader watches behind the test's own cuttable proxy to its own etcd (waits of
+  // 10 s for events that take milliseconds). 35 s and a few seconds the serial group
+  // no longer spends.
+  'packages/controller/test/diverged-member.test.ts',
+  'packages/controller/test/leader-watches.test.ts',
 ];
 
 export default defineConfig({

@@ -13,19 +13,42 @@ import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
 import { scrape } from '../../../testing/prometheus-text.js';
+import { killEverythingUnder } from '../../../testing/spawned-command.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findPostgresBinaries } from '../src/adapters/prerequisites.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
 const stateDir = mkdtempSync(join(tmpdir(), 'pgha-up-'));
+/** The `pgha up` started last (the one the running case stops with {@link interruptUp}). */
 let up: ChildProcess | null = null;
+/**
+ * Every `pgha up` this file started, whichever case started it: a case that fails
+ * midway leaves its own running (the next case reassigns {@link up}), and afterAll
+ * stops each of them.
+ */
+const ups: ChildProcess[] = [];
+/**
+ * The second case continues the first one's cluster (its state directory, data and
+ * the settings it stored): it runs only once the first has finished.
+ */
+let firstCaseFinished = false;
 
-afterAll(() => {
-  if (up?.pid !== undefined && up.exitCode === null) up.kill('SIGKILL');
+const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+afterAll(async () => {
+  // Ctrl-C first: `pgha up` stops its controllers, agents, postgres and etcd cleanly.
+  const left = ups.filter(running);
+  for (const child of left) child.kill('SIGINT');
+  await waitFor('every pgha up to exit on SIGINT', () => !left.some(running), 60_000).catch(() => undefined);
+  // Whatever is left (an `up` that did not exit, or what a killed one started: its
+  // children run in process groups of their own) names the state directory on its
+  // command line: SIGKILL by PID.
+  for (const child of ups) if (running(child)) killEverythingUnder(stateDir, child.pid);
+  killEverythingUnder(stateDir, undefined);
   if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
   else rmSync(stateDir, { recursive: true, force: true });
-});
+}, 120_000);
 
 /** Runs `pgha up` in the foreground on `stateDir`; resolves with the printed primary URL once it is up. */
 async function startUp(
@@ -57,6 +80,7 @@ async function startUp(
     },
   );
   up = child;
+  ups.push(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
@@ -236,9 +260,15 @@ test('pgha up prints a working connection string, status --json shows the cluste
   ).rejects.toMatchObject({
     stderr: expect.stringMatching(/cannot reach etcd/),
   });
+  firstCaseFinished = true;
 }, 240_000);
 
-test('after a switchover, pgha up on the same state prints the member that leads, not the first one', async () => {
+test('after a switchover, pgha up on the same state prints the member that leads, not the first one', async ({
+  skip,
+}) => {
+  // Not run on its own (vitest -t) or after the first case failed: its cluster, its
+  // data and the settings it stored (version 2) are what this case starts again.
+  skip(!firstCaseFinished, 'continues the cluster of the first case, which did not finish');
   // The first test left its state in stateDir. After a switchover away from quick-0
   // and a restart, the restart's election decides who leads (in runs here sometimes
   // quick-0 again); the printed primary must be that member, whichever it is.

@@ -11,8 +11,10 @@ import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
+import { apiTlsFiles } from './agent/api-tls.js';
 import { readApiSecret } from './agent/failsafe.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
+import type { PostgresTlsFiles } from './agent/postgres-member.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
 import { registerDemo } from './cli/demo-command.js';
@@ -57,6 +59,29 @@ function appRoleOption(name: string | undefined): AppRole | null {
     );
   }
   return { name, password };
+}
+
+/**
+ * PostgreSQL TLS from `--ssl-cert`, `--ssl-key`, `--ssl-ca`: all three or none (a
+ * member serving TLS must verify the others' certificates too).
+ */
+function postgresTlsFiles(o: { sslCert?: string; sslKey?: string; sslCa?: string }): PostgresTlsFiles | null {
+  const given = [o.sslCert, o.sslKey, o.sslCa].filter((v) => v !== undefined).length;
+  if (given === 0) return null;
+  if (given < 3) {
+    const missing = [
+      ['--ssl-cert', o.sslCert],
+      ['--ssl-key', o.sslKey],
+      ['--ssl-ca', o.sslCa],
+    ]
+      .filter(([, v]) => v === undefined)
+      .map(([flag]) => flag);
+    throw new PghaError(
+      'invalid-option',
+      `PostgreSQL TLS needs --ssl-cert, --ssl-key and --ssl-ca together; missing ${missing.join(', ')}`,
+    );
+  }
+  return { certFile: resolve(o.sslCert!), keyFile: resolve(o.sslKey!), caFile: resolve(o.sslCa!) };
 }
 
 function required(name: string): string {
@@ -320,6 +345,33 @@ program
   )
   .addOption(
     new Option(
+      '--api-cert <file>',
+      "HTTPS for the health API: its certificate (PEM, naming --host); the member record then says https://; with --api-key",
+    ).env('PGHA_API_CERT'),
+  )
+  .addOption(new Option('--api-key <file>', "the health API certificate's private key (PEM)").env('PGHA_API_KEY'))
+  .addOption(
+    new Option(
+      '--api-ca <file>',
+      "CA (PEM) the other members' API certificates must chain to (failsafe requests verify them)",
+    ).env('PGHA_API_CA'),
+  )
+  .addOption(
+    new Option(
+      '--ssl-cert <file>',
+      "PostgreSQL TLS: the server certificate (PEM, naming --host); with --ssl-key and --ssl-ca: ssl=on, pg_hba.conf hostssl only, replication with sslmode=verify-full",
+    ).env('PGHA_SSL_CERT'),
+  )
+  .addOption(
+    new Option('--ssl-key <file>', "PostgreSQL TLS: the server certificate's private key (PEM)").env('PGHA_SSL_KEY'),
+  )
+  .addOption(
+    new Option('--ssl-ca <file>', "PostgreSQL TLS: the CA (PEM) every member's certificate chains to").env(
+      'PGHA_SSL_CA',
+    ),
+  )
+  .addOption(
+    new Option(
       '--liveness-timeout-millis <ms>',
       '/liveness fails when the control loop has not finished a pass (outside an action) for this long',
     )
@@ -381,6 +433,8 @@ program
       processMetrics: opts.processMetrics,
       memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
       apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
+      apiTls: apiTlsFiles(opts),
+      postgresTls: postgresTlsFiles(opts),
       cliPath: cliPath(),
       log,
     });

@@ -226,33 +226,41 @@ program
         progress: (line) => process.stderr.write(`  ${line}\n`),
       });
       const c = running;
+      // With TLS (--secure) the password is never printed: it is in a passfile.
+      const secure = c.passfile !== null;
       // Every member, for clients that follow the primary themselves (libpq, pgjdbc).
       const urls = clusterUrls({
         user: 'postgres',
-        password: c.superuserPassword,
+        password: secure ? null : c.superuserPassword,
         database: 'postgres',
         members: c.members,
+        sslRootCert: c.caFile,
       });
+      const primaryUrl = c.connectionString(c.primaryAtStart, !secure);
+      const curlCa = c.caFile === null ? '' : `--cacert ${c.caFile} `;
       process.stdout.write(
         [
           '',
           `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
           '',
-          `  primary:  ${c.connectionString(c.primaryAtStart)}`,
-          `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
+          `  primary:  ${primaryUrl}`,
+          `  psql:     ${secure ? `PGPASSFILE=${c.passfile} ` : ''}psql '${primaryUrl}'`,
+          secure
+            ? `  password: in ${c.passfile} (mode 0600; libpq reads it through PGPASSFILE), never printed`
+            : `  password: the superuser's is in the URLs above and in ${c.stateDir}/cluster.json (pgha up --secure prints none)`,
           `  read-write (follows the primary; psql, psycopg, pgx): ${urls.readWrite}`,
           `  read-only (a replica, else the primary):               ${urls.readOnly}`,
           `  JDBC:     ${urls.jdbcReadWrite}`,
-          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}${c.caFile === null ? '' : ` --ssl-ca ${c.caFile}`}`,
           `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint} --cluster ${c.cluster})`,
           ...(c.members[0]?.api
             ? [
-                `  health:   curl ${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
+                `  health:   curl ${curlCa}${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
               ]
             : []),
           ...(c.controllerMetrics.length > 0
             ? [
-                `  metrics:  curl ${c.members[0]?.api ? `${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
+                `  metrics:  curl ${c.members[0]?.api ? `${curlCa}${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
               ]
             : []),
           `  logs:     ${c.stateDir}/logs/`,
@@ -467,6 +475,12 @@ program
   .option('--user <name>', 'the user in the printed connection strings', 'postgres')
   .option('--database <name>', 'the database in the printed connection strings', 'postgres')
   .addOption(
+    new Option(
+      '--ssl-ca <file>',
+      "the members' CA (PEM) for clusters running PostgreSQL TLS: the printed connection strings then carry sslmode=verify-full&sslrootcert=<file>",
+    ).env('PGHA_SSL_CA'),
+  )
+  .addOption(
     new Option('--lag-threshold-bytes <n>', '--watch: a replica lagging more than this is an event')
       .argParser(integer(0, Number.MAX_SAFE_INTEGER))
       .default(16 * 1024 * 1024, '16777216 (16 MiB)'),
@@ -480,10 +494,15 @@ program
       watch?: boolean;
       user: string;
       database: string;
+      sslCa?: string;
       lagThresholdBytes: number;
     }) => {
       const keys = clusterKeys(opts.cluster, opts.keyRoot);
-      const urlOptions = { user: opts.user, database: opts.database };
+      const urlOptions = {
+        user: opts.user,
+        database: opts.database,
+        sslRootCert: opts.sslCa === undefined ? null : resolve(opts.sslCa),
+      };
       if (opts.watch) {
         await watchStatus({
           etcd: opts.etcd,

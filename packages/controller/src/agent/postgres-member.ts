@@ -39,6 +39,7 @@ import {
   createAppRoleSql,
 } from './app-role.js';
 import { writeMarker } from './data-dir.js';
+import { passwordForSql } from './scram-verifier.js';
 import {
   maxWalSenders,
   replicationUser,
@@ -331,7 +332,8 @@ export class PostgresMember {
   /** Creates the replication role (bootstrap, on the new primary). */
   async createReplicationRole(): Promise<void> {
     const conn = this.connection!;
-    const password = conn.escapeLiteral(this.o.replicationPassword);
+    // A verifier, not the password: postgres logs a failed statement's text.
+    const password = conn.escapeLiteral(passwordForSql(this.o.replicationPassword));
     await conn.query(`CREATE ROLE ${replicationUser} WITH REPLICATION LOGIN PASSWORD ${password}`);
   }
 

@@ -10,8 +10,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
-import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { apiTlsFiles } from './agent/api-tls.js';
+import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { readApiSecret } from './agent/failsafe.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
 import type { PostgresTlsFiles } from './agent/postgres-member.js';
@@ -354,7 +354,7 @@ program
   .addOption(
     new Option(
       '--api-cert <file>',
-      "HTTPS for the health API: its certificate (PEM, naming --host); the member record then says https://; with --api-key",
+      'HTTPS for the health API: its certificate (PEM, naming --host); the member record then says https://; with --api-key',
     ).env('PGHA_API_CERT'),
   )
   .addOption(new Option('--api-key <file>', "the health API certificate's private key (PEM)").env('PGHA_API_KEY'))
@@ -367,7 +367,7 @@ program
   .addOption(
     new Option(
       '--ssl-cert <file>',
-      "PostgreSQL TLS: the server certificate (PEM, naming --host); with --ssl-key and --ssl-ca: ssl=on, pg_hba.conf hostssl only, replication with sslmode=verify-full",
+      'PostgreSQL TLS: the server certificate (PEM, naming --host); with --ssl-key and --ssl-ca: ssl=on, pg_hba.conf hostssl only, replication with sslmode=verify-full',
     ).env('PGHA_SSL_CERT'),
   )
   .addOption(

@@ -462,7 +462,12 @@ test('no password is in a log, pgha status, etcd, or any command line of the run
   const logs = logFiles(stateDir);
   // The agents', controller's and etcd's logs, and each member's postgres log.
   expect(logs.map((l) => l.place.slice(stateDir.length + 1)).sort()).toEqual(
-    expect.arrayContaining(['logs/controller-0.log', 'logs/quick-0.log', 'quick-0/postgres.log', 'quick-2/postgres.log']),
+    expect.arrayContaining([
+      'logs/controller-0.log',
+      'logs/quick-0.log',
+      'quick-0/postgres.log',
+      'quick-2/postgres.log',
+    ]),
   );
   texts.push(...logs);
   for (const args of [[], ['--json']]) {

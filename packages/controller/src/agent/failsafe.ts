@@ -227,7 +227,12 @@ export class Failsafe {
       const body = JSON.stringify(request);
       const timeout = 2 * this.o.lease.keepaliveIntervalMillis;
       const answers = await Promise.all(
-        others.map((m) => ask(m.api, body, request.nonce, secret, timeout, this.o.apiCa ?? null).then((a) => ({ member: m.name, ...a }))),
+        others.map((m) =>
+          ask(m.api, body, request.nonce, secret, timeout, this.o.apiCa ?? null).then((a) => ({
+            member: m.name,
+            ...a,
+          })),
+        ),
       );
       const refused = answers.filter((a) => !a.confirmed);
       // Still eligible now? A fence or a lost record while the round ran must not be undone.

@@ -39,7 +39,6 @@ import {
   createAppRoleSql,
 } from './app-role.js';
 import { writeMarker } from './data-dir.js';
-import { passwordForSql } from './scram-verifier.js';
 import {
   maxWalSenders,
   replicationUser,
@@ -48,6 +47,7 @@ import {
   superUser,
   type UpstreamSettings,
 } from './postgres-config.js';
+import { passwordForSql } from './scram-verifier.js';
 import {
   configuredFloorValues,
   decideStartParameters,

@@ -71,7 +71,8 @@ describe('clusterUrls', () => {
       members: [{ host: '10.0.0.1', port: 5432 }],
       sslRootCert: '/srv/pgha/tls/ca.crt',
     });
-    for (const url of Object.values(urls)) expect(url).toContain('sslmode=verify-full&sslrootcert=%2Fsrv%2Fpgha%2Ftls%2Fca.crt');
+    for (const url of Object.values(urls))
+      expect(url).toContain('sslmode=verify-full&sslrootcert=%2Fsrv%2Fpgha%2Ftls%2Fca.crt');
     const parsed = new URL(urls.readWrite);
     expect(parsed.searchParams.get('sslrootcert')).toBe('/srv/pgha/tls/ca.crt');
     expect(parsed.searchParams.get('target_session_attrs')).toBe('read-write');

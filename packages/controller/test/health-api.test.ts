@@ -59,14 +59,14 @@ beforeAll(async () => {
     memberTls: true,
   });
   ca = readFileSync(c.caFile!, 'utf8');
-}, 120_000);
+}, 150_000);
 
 afterAll(async () => {
   await c?.stop();
   etcd?.close();
   await testEtcd?.stop();
   rmSync(stateDir, { recursive: true, force: true });
-}, 120_000);
+}, 150_000);
 
 interface Answer {
   readonly status: number;

@@ -122,13 +122,24 @@ export async function baseBackup(
         ...process.env,
         PGPASSFILE: passfile,
         PGCONNECT_TIMEOUT: '10',
-        ...(sslRootCert === null ? {} : { PGSSLMODE: 'verify-full', PGSSLROOTCERT: sslRootCert }),
+        ...(sslRootCert === null ? {} : libpqTlsEnv(sslRootCert)),
       },
     },
   );
   if (onProgress) for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) onProgress(line);
   writeOwnedFile(join(partial, 'standby.signal'), '', user);
   renameSync(partial, dataDir);
+}
+
+/** {@link upstreamTls} as libpq's environment variables (for tools given no conninfo). */
+function libpqTlsEnv(caFile: string): Record<string, string> {
+  const tls = upstreamTls(caFile);
+  return {
+    PGSSLMODE: tls.sslmode!,
+    PGSSLROOTCERT: tls.sslrootcert!,
+    PGSSLCERT: tls.sslcert!,
+    PGSSLKEY: tls.sslkey!,
+  };
 }
 
 /**

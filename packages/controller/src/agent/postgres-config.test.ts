@@ -358,6 +358,9 @@ describe('TLS (--ssl-cert, --ssl-key, --ssl-ca)', () => {
     expect(conninfoValues(gucValue(conf.get('primary_conninfo')!))).toMatchObject({
       sslmode: 'verify-full',
       sslrootcert: tls.caFile,
+      // Named beside the CA: never libpq's default under $HOME (a root agent's HOME).
+      sslcert: '/m/client.crt',
+      sslkey: '/m/client.key',
       passfile: '/var/lib/pgha/demo/demo-1/pgpass',
     });
   });

@@ -183,11 +183,23 @@ export function conninfo(parts: Readonly<Record<string, string | number>>): stri
 /**
  * The libpq settings of a connection to another member: with a CA, TLS that must
  * verify the server's certificate *and* that it names the host connected to
- * (`verify-full`; `verify-ca` would accept any member's certificate for any address).
+ * (`verify-full`; `verify-ca` would accept any member's certificate for any address),
+ * and `client.crt`/`client.key` beside the CA as the client certificate when present.
  * Without one: nothing (libpq's default).
  */
 export function upstreamTls(caFile: string | null | undefined): Record<string, string> {
-  return caFile == null ? {} : { sslmode: 'verify-full', sslrootcert: caFile };
+  if (caFile == null) return {};
+  // The client certificate and key are named explicitly, beside the CA (none by
+  // default: a missing file means none): libpq's default, ~/.postgresql/postgresql.crt,
+  // is under $HOME, and a postgres started by a root agent inherits HOME=/root, which
+  // it may not read; libpq then refuses the connection ("Permission denied").
+  const dir = caFile.slice(0, caFile.lastIndexOf('/') + 1);
+  return {
+    sslmode: 'verify-full',
+    sslrootcert: caFile,
+    sslcert: `${dir}client.crt`,
+    sslkey: `${dir}client.key`,
+  };
 }
 
 /** The contents of pgha.conf for these settings. */

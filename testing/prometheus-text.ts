@@ -1,6 +1,7 @@
 // A small parser of the Prometheus text exposition format (version 0.0.4), for tests
 // that scrape pgha's /metrics: enough to read every sample with its labels and each
 // metric family's TYPE, and to fail loudly on a line it does not understand.
+import { httpGet } from './http-get.js';
 
 /** One sample: `name{labels} value`. */
 export interface Sample {
@@ -82,12 +83,17 @@ export function parsePrometheusText(text: string): Exposition {
 }
 
 /** GETs `url` (a /metrics endpoint), checks the status and content type, and parses it. */
-export async function scrape(url: string): Promise<Exposition> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+export function scrape(url: string): Promise<Exposition> {
+  return scrapeWithCa(url, undefined);
+}
+
+/** {@link scrape} of an `https://` endpoint whose certificate must chain to `ca` (PEM). */
+export async function scrapeWithCa(url: string, ca: string | undefined): Promise<Exposition> {
+  const res = await httpGet(url, { ca });
   if (res.status !== 200) throw new Error(`GET ${url} answered ${res.status}`);
-  const type = res.headers.get('content-type') ?? '';
+  const type = String(res.headers['content-type'] ?? '');
   if (!type.startsWith('text/plain') || !type.includes('version=0.0.4')) {
     throw new Error(`GET ${url}: content type ${type} is not the Prometheus text format`);
   }
-  return parsePrometheusText(await res.text());
+  return parsePrometheusText(res.text);
 }

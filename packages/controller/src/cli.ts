@@ -10,9 +10,11 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertEtcdReachable, castEtcdError, createEtcdClient } from './adapters/etcd.js';
 import { postgresOsUser } from './adapters/os-user.js';
 import { Agent } from './agent/agent.js';
+import { apiTlsFiles } from './agent/api-tls.js';
 import { type AppRole, assertAppUserName } from './agent/app-role.js';
 import { readApiSecret } from './agent/failsafe.js';
 import { addPostgresParameter, assertNetworks } from './agent/postgres-config.js';
+import type { PostgresTlsFiles } from './agent/postgres-member.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
 import { registerDemo } from './cli/demo-command.js';
@@ -57,6 +59,29 @@ function appRoleOption(name: string | undefined): AppRole | null {
     );
   }
   return { name, password };
+}
+
+/**
+ * PostgreSQL TLS from `--ssl-cert`, `--ssl-key`, `--ssl-ca`: all three or none (a
+ * member serving TLS must verify the others' certificates too).
+ */
+function postgresTlsFiles(o: { sslCert?: string; sslKey?: string; sslCa?: string }): PostgresTlsFiles | null {
+  const given = [o.sslCert, o.sslKey, o.sslCa].filter((v) => v !== undefined).length;
+  if (given === 0) return null;
+  if (given < 3) {
+    const missing = [
+      ['--ssl-cert', o.sslCert],
+      ['--ssl-key', o.sslKey],
+      ['--ssl-ca', o.sslCa],
+    ]
+      .filter(([, v]) => v === undefined)
+      .map(([flag]) => flag);
+    throw new PghaError(
+      'invalid-option',
+      `PostgreSQL TLS needs --ssl-cert, --ssl-key and --ssl-ca together; missing ${missing.join(', ')}`,
+    );
+  }
+  return { certFile: resolve(o.sslCert!), keyFile: resolve(o.sslKey!), caFile: resolve(o.sslCa!) };
 }
 
 function required(name: string): string {
@@ -201,33 +226,41 @@ program
         progress: (line) => process.stderr.write(`  ${line}\n`),
       });
       const c = running;
+      // With TLS (--secure) the password is never printed: it is in a passfile.
+      const secure = c.passfile !== null;
       // Every member, for clients that follow the primary themselves (libpq, pgjdbc).
       const urls = clusterUrls({
         user: 'postgres',
-        password: c.superuserPassword,
+        password: secure ? null : c.superuserPassword,
         database: 'postgres',
         members: c.members,
+        sslRootCert: c.caFile,
       });
+      const primaryUrl = c.connectionString(c.primaryAtStart, !secure);
+      const curlCa = c.caFile === null ? '' : `--cacert ${c.caFile} `;
       process.stdout.write(
         [
           '',
           `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
           '',
-          `  primary:  ${c.connectionString(c.primaryAtStart)}`,
-          `  psql:     psql '${c.connectionString(c.primaryAtStart)}'`,
+          `  primary:  ${primaryUrl}`,
+          `  psql:     ${secure ? `PGPASSFILE=${c.passfile} ` : ''}psql '${primaryUrl}'`,
+          secure
+            ? `  password: in ${c.passfile} (mode 0600; libpq reads it through PGPASSFILE), never printed`
+            : `  password: the superuser's is in the URLs above and in ${c.stateDir}/cluster.json (pgha up --secure prints none)`,
           `  read-write (follows the primary; psql, psycopg, pgx): ${urls.readWrite}`,
           `  read-only (a replica, else the primary):               ${urls.readOnly}`,
           `  JDBC:     ${urls.jdbcReadWrite}`,
-          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}`,
+          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}${c.caFile === null ? '' : ` --ssl-ca ${c.caFile}`}`,
           `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint} --cluster ${c.cluster})`,
           ...(c.members[0]?.api
             ? [
-                `  health:   curl ${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
+                `  health:   curl ${curlCa}${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
               ]
             : []),
           ...(c.controllerMetrics.length > 0
             ? [
-                `  metrics:  curl ${c.members[0]?.api ? `${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
+                `  metrics:  curl ${c.members[0]?.api ? `${curlCa}${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
               ]
             : []),
           `  logs:     ${c.stateDir}/logs/`,
@@ -320,6 +353,33 @@ program
   )
   .addOption(
     new Option(
+      '--api-cert <file>',
+      'HTTPS for the health API: its certificate (PEM, naming --host); the member record then says https://; with --api-key',
+    ).env('PGHA_API_CERT'),
+  )
+  .addOption(new Option('--api-key <file>', "the health API certificate's private key (PEM)").env('PGHA_API_KEY'))
+  .addOption(
+    new Option(
+      '--api-ca <file>',
+      "CA (PEM) the other members' API certificates must chain to (failsafe requests verify them)",
+    ).env('PGHA_API_CA'),
+  )
+  .addOption(
+    new Option(
+      '--ssl-cert <file>',
+      'PostgreSQL TLS: the server certificate (PEM, naming --host); with --ssl-key and --ssl-ca: ssl=on, pg_hba.conf hostssl only, replication with sslmode=verify-full',
+    ).env('PGHA_SSL_CERT'),
+  )
+  .addOption(
+    new Option('--ssl-key <file>', "PostgreSQL TLS: the server certificate's private key (PEM)").env('PGHA_SSL_KEY'),
+  )
+  .addOption(
+    new Option('--ssl-ca <file>', "PostgreSQL TLS: the CA (PEM) every member's certificate chains to").env(
+      'PGHA_SSL_CA',
+    ),
+  )
+  .addOption(
+    new Option(
       '--liveness-timeout-millis <ms>',
       '/liveness fails when the control loop has not finished a pass (outside an action) for this long',
     )
@@ -381,6 +441,8 @@ program
       processMetrics: opts.processMetrics,
       memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
       apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
+      apiTls: apiTlsFiles(opts),
+      postgresTls: postgresTlsFiles(opts),
       cliPath: cliPath(),
       log,
     });
@@ -413,6 +475,12 @@ program
   .option('--user <name>', 'the user in the printed connection strings', 'postgres')
   .option('--database <name>', 'the database in the printed connection strings', 'postgres')
   .addOption(
+    new Option(
+      '--ssl-ca <file>',
+      "the members' CA (PEM) for clusters running PostgreSQL TLS: the printed connection strings then carry sslmode=verify-full&sslrootcert=<file>",
+    ).env('PGHA_SSL_CA'),
+  )
+  .addOption(
     new Option('--lag-threshold-bytes <n>', '--watch: a replica lagging more than this is an event')
       .argParser(integer(0, Number.MAX_SAFE_INTEGER))
       .default(16 * 1024 * 1024, '16777216 (16 MiB)'),
@@ -426,10 +494,15 @@ program
       watch?: boolean;
       user: string;
       database: string;
+      sslCa?: string;
       lagThresholdBytes: number;
     }) => {
       const keys = clusterKeys(opts.cluster, opts.keyRoot);
-      const urlOptions = { user: opts.user, database: opts.database };
+      const urlOptions = {
+        user: opts.user,
+        database: opts.database,
+        sslRootCert: opts.sslCa === undefined ? null : resolve(opts.sslCa),
+      };
       if (opts.watch) {
         await watchStatus({
           etcd: opts.etcd,

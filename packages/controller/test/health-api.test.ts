@@ -3,8 +3,13 @@
 // should, before and after a switchover, and the address is published for
 // `pgha status`. The agents' /metrics (and the controller's) are scraped before and
 // after the switchover.
+//
+// The cluster runs with TLS on every member's PostgreSQL and agent API (the local
+// runtime's certificates, as `pgha up --secure` makes them): every request here goes
+// over HTTPS verified against the cluster's CA, every SQL connection with
+// sslmode=verify-full, and the switchover's rewind and re-pointing run over TLS.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +20,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
-import { type Exposition, scrape } from '../../../testing/prometheus-text.js';
+import { httpGet } from '../../../testing/http-get.js';
+import { type Exposition, scrape, scrapeWithCa } from '../../../testing/prometheus-text.js';
 import type { HealthBody } from '../src/decide/health.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -27,6 +33,8 @@ let stateDir: string;
 let testEtcd: TestEtcd;
 let etcd: Etcd3;
 let c: LocalCluster;
+/** The cluster's CA (PEM): the members' API and PostgreSQL certificates chain to it. */
+let ca: string;
 
 beforeAll(async () => {
   stateDir = mkdtempSync(join(tmpdir(), 'pgha-health-'));
@@ -48,15 +56,17 @@ beforeAll(async () => {
     etcd: testEtcd.endpoint,
     log: createLogger('test', () => undefined),
     readyTimeoutMillis: 90_000,
+    memberTls: true,
   });
-}, 120_000);
+  ca = readFileSync(c.caFile!, 'utf8');
+}, 150_000);
 
 afterAll(async () => {
   await c?.stop();
   etcd?.close();
   await testEtcd?.stop();
   rmSync(stateDir, { recursive: true, force: true });
-}, 120_000);
+}, 150_000);
 
 interface Answer {
   readonly status: number;
@@ -65,8 +75,8 @@ interface Answer {
 
 async function get(member: string, path: string, method = 'GET'): Promise<Answer> {
   const m = c.members.find((x) => x.name === member)!;
-  const res = await fetch(`${m.api}${path}`, { method, signal: AbortSignal.timeout(3000) });
-  return { status: res.status, body: (await res.json()) as Answer['body'] };
+  const res = await httpGet(`${m.api}${path}`, { method, ca, timeoutMillis: 3000 });
+  return { status: res.status, body: JSON.parse(res.text) as Answer['body'] };
 }
 
 /** Each member's status for `path`, by name. */
@@ -90,7 +100,9 @@ function waitForStatuses(path: string, ok: readonly string[], timeoutMillis = 15
 
 /** Each member's /metrics, by name. */
 async function agentMetrics(): Promise<Record<string, Exposition>> {
-  return Object.fromEntries(await Promise.all(c.members.map(async (m) => [m.name, await scrape(`${m.api}/metrics`)])));
+  return Object.fromEntries(
+    await Promise.all(c.members.map(async (m) => [m.name, await scrapeWithCa(`${m.api}/metrics`, ca)])),
+  );
 }
 
 async function sql(member: string, text: string): Promise<void> {
@@ -129,9 +141,9 @@ describe('the health API of a running cluster', () => {
       expect(metrics[m.name]!.value('pgha_role', { role, cluster, member: m.name })).toBe(1);
       expect(metrics[m.name]!.value('pgha_leader')).toBe(m.name === primary ? 1 : 0);
     }
-    const head = await fetch(`${c.members[0]!.api}/metrics`, { method: 'HEAD', signal: AbortSignal.timeout(3000) });
+    const head = await httpGet(`${c.members[0]!.api}/metrics`, { method: 'HEAD', ca, timeoutMillis: 3000 });
     expect(head.status).toBe(200);
-    expect(await head.text()).toBe('');
+    expect(head.text).toBe('');
   });
 
   test('answers 404 for an unknown path, 405 for a write, 400 for a lag that is not a size', async () => {
@@ -164,9 +176,55 @@ describe('the health API of a running cluster', () => {
       testEtcd.endpoint,
       '--cluster',
       cluster,
+      '--ssl-ca',
+      c.caFile!,
     ]);
-    const status = JSON.parse(stdout) as { members: Array<{ name: string; api: string | null }> };
+    const status = JSON.parse(stdout) as {
+      members: Array<{ name: string; api: string | null }>;
+      urls: { readWrite: string; readOnly: string };
+    };
     expect(status.members.map((m) => m.api)).toEqual(c.members.map((m) => m.api));
+    for (const m of c.members) expect(m.api).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    // The connection strings ask for verified TLS against the CA given.
+    expect(status.urls.readWrite).toContain(`sslmode=verify-full&sslrootcert=${encodeURIComponent(c.caFile!)}`);
+  });
+
+  test('the API answers over HTTPS verified against the CA only: plain HTTP and an unknown CA fail', async () => {
+    const m = c.members[0]!;
+    expect((await httpGet(`${m.api}/liveness`, { ca })).status).toBe(200);
+    // The same port spoken to in plain HTTP: the TLS server drops it, no answer.
+    await expect(httpGet(`${m.api!.replace(/^https:/, 'http:')}/liveness`)).rejects.toThrow();
+    // Without the cluster's CA the certificate is not trusted.
+    await expect(httpGet(`${m.api}/liveness`)).rejects.toThrow(/self[- ]signed|unable to (get|verify)/i);
+  });
+
+  test('PostgreSQL serves TLS only: replication is encrypted and a connection without TLS is refused', async () => {
+    const primary = c.members.find((m) => m.name === c.primaryAtStart)!;
+    const client = new pg.Client({ connectionString: c.connectionString(primary.name), connectionTimeoutMillis: 5000 });
+    await client.connect();
+    try {
+      const own = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+      expect(own.rows).toEqual([{ ssl: true }]);
+      // Each replica streams over TLS (its walsender's connection).
+      const replication = await waitFor(
+        'both replicas to stream',
+        async () => {
+          const { rows } = await client.query(
+            'SELECT r.application_name AS member, s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) ORDER BY 1',
+          );
+          return rows.length === 2 ? rows : undefined;
+        },
+        15_000,
+      );
+      expect(replication.every((r: { ssl: boolean }) => r.ssl)).toBe(true);
+    } finally {
+      await client.end();
+    }
+    const plain = new pg.Client({
+      connectionString: c.connectionString(primary.name).replace(/\?.*$/, '?sslmode=disable'),
+      connectionTimeoutMillis: 5000,
+    });
+    await expect(plain.connect()).rejects.toThrow(/no pg_hba\.conf entry .*no encryption/);
   });
 
   test('?lag=0 fails on a replica whose replay is behind and passes again once it caught up', async () => {

@@ -12,6 +12,7 @@ import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { scrape } from '../../../testing/prometheus-text.js';
 import { killEverythingUnder } from '../../../testing/spawned-command.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
@@ -33,6 +34,8 @@ const ups: ChildProcess[] = [];
  * the settings it stored): it runs only once the first has finished.
  */
 let firstCaseFinished = false;
+/** The cluster the second case leaves running for the audit case. */
+let leftRunning: { etcd: string; started: { stdout: () => string; stderr: () => string } } | null = null;
 
 const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 
@@ -472,5 +475,66 @@ test('after a switchover, pgha up on the same state prints the member that leads
     '900',
     '900',
   ]);
-  await interruptUp();
+  // Still running: the next case audits it, then stops it.
+  leftRunning = { etcd, started };
 }, 240_000);
+
+test('no password is in a log, pgha status, etcd, or any command line of the running cluster', async () => {
+  // The cluster the previous case left running (its last start, in quorum mode).
+  expect(leftRunning, 'the previous case left no running cluster').not.toBeNull();
+  const { etcd, started } = leftRunning!;
+  const state = JSON.parse(readFileSync(join(stateDir, 'cluster.json'), 'utf8'));
+  const passwords = { superuser: state.superuserPassword, replication: state.replicationPassword };
+  // The audit can see a password where there is one (cluster.json keeps them, mode 0600).
+  expect(findLeaks([{ place: 'cluster.json', text: JSON.stringify(state) }], passwords)).toHaveLength(2);
+
+  const texts: AuditedText[] = [];
+  const logs = logFiles(stateDir);
+  // The agents', controller's and etcd's logs, and each member's postgres log.
+  expect(logs.map((l) => l.place.slice(stateDir.length + 1)).sort()).toEqual(
+    expect.arrayContaining([
+      'logs/controller-0.log',
+      'logs/quick-0.log',
+      'quick-0/postgres.log',
+      'quick-2/postgres.log',
+    ]),
+  );
+  texts.push(...logs);
+  for (const args of [[], ['--json']]) {
+    const { stdout, stderr } = await run(process.execPath, [
+      cliPath(),
+      'status',
+      '--etcd',
+      etcd,
+      '--cluster',
+      'quick',
+      ...args,
+    ]);
+    texts.push({ place: `pgha status ${args.join(' ')}`, text: stdout + stderr });
+  }
+  // Without --secure the banner prints the superuser's URL on purpose (and says where
+  // the password is kept); everything else pgha up printed must not hold one.
+  expect(started.stdout()).toMatch(/password: the superuser's is in the URLs above and in .*cluster\.json/);
+  const banner = started
+    .stdout()
+    .split('\n')
+    .filter((line) => !/^ {2}(primary|psql|read-write|read-only|JDBC)\b/.test(line))
+    .join('\n');
+  texts.push({ place: 'pgha up stdout (without the URL lines)', text: banner });
+  texts.push({ place: 'pgha up stderr', text: started.stderr() });
+  const reader = createEtcdClient({ endpoints: etcd });
+  try {
+    const keys = await etcdContents(reader);
+    expect(keys.some((k) => k.place.startsWith('etcd /pgha/quick/members/'))).toBe(true);
+    texts.push(...keys);
+  } finally {
+    reader.close();
+  }
+  const commands = commandLines();
+  // The agents run (with their passwords in the environment, not in argv).
+  expect(commands.filter((c) => / agent .*--name quick-\d/.test(c.text))).toHaveLength(3);
+  texts.push(...commands);
+  expect(findLeaks(texts, passwords)).toEqual([]);
+  await interruptUp();
+  leftRunning = null;
+}, 120_000);

@@ -14,12 +14,14 @@ import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
 import {
+  conninfo,
   includeLine,
   renderHbaConfig,
   renderServerConfig,
   replicationUser,
   type ServerSettings,
   superUser,
+  upstreamTls,
 } from '../agent/postgres-config.js';
 import { killPostmaster } from '../agent/watchdog-process.js';
 import type { OsUser } from './os-user.js';
@@ -89,6 +91,7 @@ export async function baseBackup(
   source: { host: string; port: number },
   passfile: string,
   onProgress?: (line: string) => void,
+  sslRootCert: string | null = null,
 ): Promise<void> {
   const partial = `${dataDir}.partial`;
   rmSync(partial, { recursive: true, force: true });
@@ -111,11 +114,32 @@ export async function baseBackup(
       '--no-password',
       '-v',
     ],
-    { user, timeoutMillis: 3_600_000, env: { ...process.env, PGPASSFILE: passfile, PGCONNECT_TIMEOUT: '10' } },
+    {
+      user,
+      timeoutMillis: 3_600_000,
+      // The password comes from the passfile, TLS from the environment: neither is in argv.
+      env: {
+        ...process.env,
+        PGPASSFILE: passfile,
+        PGCONNECT_TIMEOUT: '10',
+        ...(sslRootCert === null ? {} : libpqTlsEnv(sslRootCert)),
+      },
+    },
   );
   if (onProgress) for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) onProgress(line);
   writeOwnedFile(join(partial, 'standby.signal'), '', user);
   renameSync(partial, dataDir);
+}
+
+/** {@link upstreamTls} as libpq's environment variables (for tools given no conninfo). */
+function libpqTlsEnv(caFile: string): Record<string, string> {
+  const tls = upstreamTls(caFile);
+  return {
+    PGSSLMODE: tls.sslmode!,
+    PGSSLROOTCERT: tls.sslrootcert!,
+    PGSSLCERT: tls.sslcert!,
+    PGSSLKEY: tls.sslkey!,
+  };
 }
 
 /**
@@ -129,8 +153,18 @@ export async function rewind(
   user: OsUser | null,
   source: { host: string; port: number },
   passfile: string,
+  sslRootCert: string | null = null,
 ): Promise<void> {
-  const conn = `host=${source.host} port=${source.port} user=${superUser} dbname=postgres passfile=${passfile} connect_timeout=5`;
+  // No password here (pg_rewind's argv is visible in ps): it comes from the passfile.
+  const conn = conninfo({
+    host: source.host,
+    port: source.port,
+    user: superUser,
+    dbname: 'postgres',
+    passfile,
+    connect_timeout: 5,
+    ...upstreamTls(sslRootCert),
+  });
   // pg_rewind finishes crash recovery in single-user mode first, which refuses to
   // run with standby.signal present (a fenced primary has one).
   const signal = join(dataDir, 'standby.signal');
@@ -165,7 +199,7 @@ export function writeServerFiles(
   const conf = existsSync(confPath) ? readFileSync(confPath, 'utf8') : '';
   if (!conf.includes(includeLine)) appendFileSync(confPath, `\n${includeLine}\n`);
   writeOwnedFile(join(dataDir, 'pgha.conf'), renderServerConfig(settings), user);
-  writeOwnedFile(join(dataDir, 'pg_hba.conf'), renderHbaConfig(allowedNetworks), user);
+  writeOwnedFile(join(dataDir, 'pg_hba.conf'), renderHbaConfig(allowedNetworks, settings.ssl != null), user);
 }
 
 /** Whether the data directory is set up to start as a standby. */
@@ -290,6 +324,14 @@ export interface LocalConnection {
   readonly host: string;
   readonly port: number;
   readonly password: string;
+  /**
+   * TLS: the CA (PEM text) the server's certificate must chain to. `verifyHost` also
+   * requires the certificate to name `host` (every connection to another member); the
+   * agent's loopback connection to its own postgres checks the chain only (its
+   * certificate names the member's address, and loopback cannot be intercepted by
+   * another host). Absent: no TLS.
+   */
+  readonly tls?: { readonly ca: string; readonly verifyHost: boolean } | null;
 }
 
 /**
@@ -313,6 +355,15 @@ export async function connectLocal(
     statement_timeout: timeoutMillis,
     query_timeout: queryTimeoutMillis,
     application_name: 'pgha-agent',
+    ...(target.tls == null
+      ? {}
+      : {
+          ssl: {
+            ca: target.tls.ca,
+            rejectUnauthorized: true,
+            ...(target.tls.verifyHost ? {} : { checkServerIdentity: () => undefined }),
+          },
+        }),
   });
   client.on('error', () => {
     /* a dropped agent connection is noticed by the next query */

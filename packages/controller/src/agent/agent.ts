@@ -26,6 +26,7 @@ import { defaultMemberSlotsTtlMillis } from '../decide/member-slots.js';
 import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
 import { AgentMetrics } from './agent-metrics.js';
+import { type ApiTlsFiles, readApiTls } from './api-tls.js';
 import type { AppRole } from './app-role.js';
 import { ClusterSettings } from './cluster-settings.js';
 import { inspectDataDir, readSystemId } from './data-dir.js';
@@ -34,7 +35,7 @@ import { apiUrl, type HealthServer, startHealthServer } from './health-server.js
 import { Leadership, withTimeout } from './leadership.js';
 import type { LeaseTiming } from './lease-keeper.js';
 import { replicationUser, superUser } from './postgres-config.js';
-import { PostgresMember } from './postgres-member.js';
+import { PostgresMember, type PostgresTlsFiles } from './postgres-member.js';
 import { RoleChanges } from './role-changes.js';
 import { SynchronousReplication } from './synchronous-replication.js';
 
@@ -110,6 +111,17 @@ export interface AgentOptions {
    * cannot run on this member (it fences on an etcd outage, and promises nothing).
    */
   readonly apiSecret?: Buffer | null;
+  /**
+   * HTTPS for the agent API (`--api-cert`, `--api-key`, `--api-ca`): the record then
+   * publishes `https://host:port`, and failsafe requests to other members verify their
+   * certificates against the CA. Null or absent: plain HTTP.
+   */
+  readonly apiTls?: ApiTlsFiles | null;
+  /**
+   * PostgreSQL TLS (`--ssl-cert`, `--ssl-key`, `--ssl-ca`): see {@link PostgresMemberOptions.tls}.
+   * Null or absent: none.
+   */
+  readonly postgresTls?: PostgresTlsFiles | null;
   /** The pgha CLI (for the watchdog process). */
   readonly cliPath: string;
   readonly log: Logger;
@@ -190,6 +202,9 @@ export class Agent {
     });
   }
 
+  /** The CA other members' API certificates must chain to (`--api-ca`), null: none. */
+  private apiCa: string | null = null;
+
   /** The health API's address (`http://host:port`), null when it runs none. */
   get api(): string | null {
     return this.apiAddress;
@@ -227,9 +242,12 @@ export class Agent {
   async start(): Promise<void> {
     const o = this.options;
     // First: a port in use is a configuration error, found before anything is touched.
+    const apiTls = o.apiTls == null ? null : readApiTls(o.apiTls);
+    this.apiCa = apiTls?.ca ?? null;
     if (o.api != null) {
       this.lastTickAt = this.clock.now();
       this.healthServer = await startHealthServer({
+        tls: apiTls,
         host: o.api.listen,
         port: o.api.port,
         snapshot: () => this.healthSnapshot(),
@@ -237,7 +255,7 @@ export class Agent {
         failsafe: (req, res) => handleFailsafe(req, res, this.failsafe, this.clock),
         log: this.log,
       });
-      this.apiAddress = apiUrl(o.host, this.healthServer.port);
+      this.apiAddress = apiUrl(o.host, this.healthServer.port, apiTls !== null);
     }
     const bins = await findPostgresBinaries();
     const user = postgresOsUser();
@@ -268,6 +286,7 @@ export class Agent {
       allowedNetworks: o.allowedNetworks,
       sharedBuffers: o.sharedBuffers,
       maxConnections: o.maxConnections,
+      tls: o.postgresTls ?? null,
       postgresParameters: this.settings.postgresParameters,
       queryTimeoutMillis: 5000,
       bins,
@@ -288,6 +307,7 @@ export class Agent {
       keys: this.keys,
       etcd: this.etcd,
       secret: o.apiSecret ?? null,
+      apiCa: this.apiCa,
       lease: this.settings.lease,
       enabled: () => this.settings?.record?.failsafeMode === true,
       forgetAfterMillis: o.memberSlotsTtlMillis ?? defaultMemberSlotsTtlMillis,
@@ -378,6 +398,7 @@ export class Agent {
       `*:*:*:${replicationUser}:${pgpassField(o.replicationPassword)}\n*:*:*:${superUser}:${pgpassField(o.superuserPassword)}\n`,
       user,
     );
+    this.pg.installCertificates();
 
     await this.leadership.start();
     this.leadership.lease.on('acknowledged', (millis: number) => this.metrics.keepaliveAcknowledged(millis));

@@ -31,15 +31,18 @@ describe('assertAppUserName', () => {
 });
 
 describe('application role SQL', () => {
-  it('creates a LOGIN role with its password as a quoted literal', () => {
-    expect(createAppRoleSql({ name: 'app', password: "it's" }, quoting)).toBe(
-      `CREATE ROLE "app" WITH LOGIN PASSWORD 'it''s'`,
-    );
+  it('creates a LOGIN role with a SCRAM verifier of its password, never the password itself', () => {
+    const sql = createAppRoleSql({ name: 'app', password: "it's\\secret" }, quoting);
+    expect(sql).toMatch(/^CREATE ROLE "app" WITH LOGIN PASSWORD 'SCRAM-SHA-256\$4096:[^']+'$/);
+    expect(sql).not.toContain('secret');
   });
 
-  it('quotes a password with backslashes as an E-string (pg prefixes it with a space)', () => {
-    expect(createAppRoleSql({ name: 'app', password: 'a\\b' }, quoting)).toBe(
-      `CREATE ROLE "app" WITH LOGIN PASSWORD  E'a\\\\b'`,
+  it('quotes a password it cannot hash here (not printable ASCII) as a literal', () => {
+    expect(createAppRoleSql({ name: 'app', password: "pä's" }, quoting)).toBe(
+      `CREATE ROLE "app" WITH LOGIN PASSWORD 'pä''s'`,
+    );
+    expect(createAppRoleSql({ name: 'app', password: 'ä\\b' }, quoting)).toBe(
+      `CREATE ROLE "app" WITH LOGIN PASSWORD  E'ä\\\\b'`,
     );
   });
 

@@ -3,6 +3,7 @@
 // with the quoting functions of the connection that runs them.
 import { PghaError } from '@pgha/core';
 import { replicationUser, superUser } from './postgres-config.js';
+import { passwordForSql } from './scram-verifier.js';
 
 /** The application role: a LOGIN role owning a database of the same name. */
 export interface AppRole {
@@ -40,9 +41,13 @@ export function assertAppUserName(name: string): void {
   }
 }
 
-/** `CREATE ROLE` for the application role: LOGIN with its password (hashed by password_encryption, SCRAM). */
+/**
+ * `CREATE ROLE` for the application role: LOGIN with its password as a SCRAM verifier
+ * computed here ({@link passwordForSql}), so the statement (which postgres logs when
+ * it fails) does not hold the password.
+ */
 export function createAppRoleSql(role: AppRole, q: Quoting): string {
-  return `CREATE ROLE ${q.escapeIdentifier(role.name)} WITH LOGIN PASSWORD ${q.escapeLiteral(role.password)}`;
+  return `CREATE ROLE ${q.escapeIdentifier(role.name)} WITH LOGIN PASSWORD ${q.escapeLiteral(passwordForSql(role.password))}`;
 }
 
 /** `CREATE DATABASE` of the application role's name, owned by it. */

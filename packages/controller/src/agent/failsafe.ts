@@ -41,6 +41,7 @@ import {
   stallThresholdMillis,
 } from '../decide/failsafe.js';
 import type { Logger } from '../log.js';
+import { postToMember } from './api-tls.js';
 import type { LeaseTiming } from './lease-keeper.js';
 
 /** The header carrying a request's or an answer's HMAC-SHA256 (hex). */
@@ -114,6 +115,8 @@ export interface FailsafeOptions {
   readonly keys: ClusterKeys;
   readonly etcd: Etcd3;
   readonly secret: Buffer | null;
+  /** The CA (PEM) the other members' `https://` APIs must present certificates of (`--api-ca`). */
+  readonly apiCa?: string | null;
   readonly lease: LeaseTiming;
   /** The config record's `failsafeMode` as last read. */
   readonly enabled: () => boolean;
@@ -224,7 +227,12 @@ export class Failsafe {
       const body = JSON.stringify(request);
       const timeout = 2 * this.o.lease.keepaliveIntervalMillis;
       const answers = await Promise.all(
-        others.map((m) => ask(m.api, body, request.nonce, secret, timeout).then((a) => ({ member: m.name, ...a }))),
+        others.map((m) =>
+          ask(m.api, body, request.nonce, secret, timeout, this.o.apiCa ?? null).then((a) => ({
+            member: m.name,
+            ...a,
+          })),
+        ),
       );
       const refused = answers.filter((a) => !a.confirmed);
       // Still eligible now? A fence or a lost record while the round ran must not be undone.
@@ -398,17 +406,19 @@ async function ask(
   nonce: string,
   secret: Buffer,
   timeoutMillis: number,
+  ca: string | null,
 ): Promise<{ confirmed: boolean; reason: string }> {
   try {
-    const response = await fetch(`${api}/failsafe`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', [signatureHeader]: sign(secret, body) },
+    const response = await postToMember(
+      `${api}/failsafe`,
       body,
-      signal: AbortSignal.timeout(timeoutMillis),
-    });
-    const text = (await response.text()).replace(/\n$/, '');
+      { 'content-type': 'application/json', [signatureHeader]: sign(secret, body) },
+      { ca, timeoutMillis },
+    );
+    const text = response.text.replace(/\n$/, '');
     if (response.status !== 200) return { confirmed: false, reason: `HTTP ${response.status}` };
-    if (!verify(secret, nonce + text, response.headers.get(signatureHeader) ?? undefined))
+    const signature = response.headers[signatureHeader];
+    if (!verify(secret, nonce + text, typeof signature === 'string' ? signature : undefined))
       return { confirmed: false, reason: 'the answer is not authenticated (another API secret?)' };
     const answer = JSON.parse(text) as { nonce?: unknown; confirmed?: unknown; reason?: unknown };
     if (answer.nonce !== nonce) return { confirmed: false, reason: 'the answer is for another request' };
@@ -418,7 +428,7 @@ async function ask(
   } catch (error) {
     return {
       confirmed: false,
-      reason: `unreachable (${(error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMillis} ms` : (error as Error).message})`,
+      reason: `unreachable (${['TimeoutError', 'AbortError'].includes((error as Error).name) ? `no answer within ${timeoutMillis} ms` : (error as Error).message})`,
     };
   }
 }

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { PghaError } from '@pgha/core';
 import { decideHealth, type HealthSnapshot, healthPaths, parseLagBytes } from '../decide/health.js';
 import type { Logger } from '../log.js';
@@ -15,6 +16,8 @@ export interface HealthServerOptions {
   readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
   /** Answers `POST /failsafe` (failsafe mode, agent/failsafe.ts); the agent always passes it. */
   readonly failsafe?: (req: IncomingMessage, res: ServerResponse) => void;
+  /** HTTPS with this certificate and key (PEM, `--api-cert`/`--api-key`). Absent or null: plain HTTP. */
+  readonly tls?: { readonly cert: string; readonly key: string } | null;
   readonly log: Logger;
 }
 
@@ -27,10 +30,10 @@ export interface HealthServer {
 }
 
 /**
- * `http://host:port` for a member record; IPv6 literals get brackets.
+ * `http://host:port` (`https://` with `tls`) for a member record; IPv6 literals get brackets.
  */
-export function apiUrl(host: string, port: number): string {
-  return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+export function apiUrl(host: string, port: number, tls = false): string {
+  return `${tls ? 'https' : 'http'}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
 }
 
 /**
@@ -49,7 +52,7 @@ export function apiUrl(host: string, port: number): string {
  *   address of this host), naming the flags to change.
  */
 export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     try {
       if (options.failsafe !== undefined && new URL(req.url ?? '/', 'http://health').pathname === '/failsafe')
         options.failsafe(req, res);
@@ -59,7 +62,11 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
       res.end('{"error":"internal error"}\n');
     }
-  });
+  };
+  const server =
+    options.tls == null
+      ? createServer(onRequest)
+      : createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, onRequest);
   // Probes are tiny; nothing may hold the agent's sockets for long.
   server.requestTimeout = 5000;
   server.headersTimeout = 5000;
@@ -75,7 +82,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   server.on('error', (error) => options.log.warn(`health API: ${error.message}`));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
-  options.log.info(`health API listening on ${apiUrl(options.host, port)}`);
+  options.log.info(`health API listening on ${apiUrl(options.host, port, options.tls != null)}`);
   return {
     port,
     close: () =>
@@ -91,7 +98,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
  * change (`what`: "the health API"; `flags`: the options that pick the address).
  */
 export function listenOrExplain(
-  server: Server,
+  server: Server | HttpsServer,
   o: { readonly host: string; readonly port: number },
   what: string,
   flags: string,

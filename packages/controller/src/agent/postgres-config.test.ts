@@ -338,3 +338,47 @@ describe('extra postgres parameters (--postgres-parameter)', () => {
       expect(() => addPostgresParameter(bad)).toThrow(PghaError);
   });
 });
+
+describe('TLS (--ssl-cert, --ssl-key, --ssl-ca)', () => {
+  const tls = { certFile: '/m/server.crt', keyFile: '/m/server.key', caFile: '/m/root.crt' };
+
+  it('turns ssl on with the given files and no other setting changes', () => {
+    const plain = settingLines(renderServerConfig(settings()));
+    const conf = settingLines(renderServerConfig(settings({ ssl: tls })));
+    expect(conf.get('ssl')).toBe('on');
+    expect(gucValue(conf.get('ssl_cert_file')!)).toBe(tls.certFile);
+    expect(gucValue(conf.get('ssl_key_file')!)).toBe(tls.keyFile);
+    expect(gucValue(conf.get('ssl_ca_file')!)).toBe(tls.caFile);
+    for (const [name, value] of plain) expect(conf.get(name)).toBe(value);
+    expect(plain.has('ssl')).toBe(false);
+  });
+
+  it('streams with sslmode=verify-full against the CA when the upstream has one', () => {
+    const conf = settingLines(renderServerConfig(settings({ upstream: upstream({ sslRootCert: tls.caFile }) })));
+    expect(conninfoValues(gucValue(conf.get('primary_conninfo')!))).toMatchObject({
+      sslmode: 'verify-full',
+      sslrootcert: tls.caFile,
+      // Named beside the CA: never libpq's default under $HOME (a root agent's HOME).
+      sslcert: '/m/client.crt',
+      sslkey: '/m/client.key',
+      passfile: '/var/lib/pgha/demo/demo-1/pgpass',
+    });
+  });
+
+  it('never puts a password into primary_conninfo', () => {
+    const conf = settingLines(renderServerConfig(settings({ upstream: upstream({ sslRootCert: tls.caFile }) })));
+    expect(Object.keys(conninfoValues(gucValue(conf.get('primary_conninfo')!)))).not.toContain('password');
+  });
+
+  it('makes every pg_hba.conf rule hostssl with SCRAM, loopback included', () => {
+    const hba = renderHbaConfig(['10.0.0.0/8'], true);
+    const rows = hba.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+    expect(rows).toHaveLength(6);
+    for (const row of rows) expect(row).toMatch(/^hostssl +\S+ +\S+ +\S+ +scram-sha-256$/);
+    expect(rows).toContain('hostssl replication  replicator   10.0.0.0/8    scram-sha-256');
+  });
+
+  it.each(['ssl', 'ssl_cert_file', 'ssl_key_file', 'ssl_ca_file'])('refuses --postgres-parameter %s', (name) => {
+    expect(() => addPostgresParameter(`${name}=x`)).toThrowError(/set by pgha/);
+  });
+});

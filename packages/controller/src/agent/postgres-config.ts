@@ -25,6 +25,22 @@ export interface UpstreamSettings {
   readonly passfile: string;
   /** This member's name: its application_name and slot on the primary. */
   readonly member: string;
+  /**
+   * The CA file the upstream's server certificate must chain to: replication then
+   * connects with `sslmode=verify-full` (TLS, and the certificate must name `host`).
+   * Absent or null: no TLS.
+   */
+  readonly sslRootCert?: string | null;
+}
+
+/** The files postgres serves TLS with (copies the agent keeps beside the data directory). */
+export interface ServerTlsFiles {
+  /** The server certificate (PEM); it must name every host members and clients connect to. */
+  readonly certFile: string;
+  /** Its private key (PEM): owned by postgres's OS user, mode 0600, or postgres refuses to start. */
+  readonly keyFile: string;
+  /** The CA that signed the members' certificates (PEM). */
+  readonly caFile: string;
 }
 
 /** What pgha.conf says. */
@@ -52,6 +68,8 @@ export interface ServerSettings {
    * mode; decide/synchronous-standbys.ts). Absent or '': none.
    */
   readonly synchronousStandbyNames?: string;
+  /** TLS (`ssl = on` with these files). Absent or null: none. */
+  readonly ssl?: ServerTlsFiles | null;
 }
 
 /**
@@ -95,6 +113,10 @@ export const reservedPostgresParameters: ReadonlySet<string> = new Set([
   'restore_command',
   'archive_cleanup_command',
   'promote_trigger_file',
+  'ssl',
+  'ssl_cert_file',
+  'ssl_key_file',
+  'ssl_ca_file',
 ]);
 
 /** A postgres parameter name: an identifier, optionally qualified (`auto_explain.log_min_duration`). */
@@ -158,6 +180,28 @@ export function conninfo(parts: Readonly<Record<string, string | number>>): stri
     .join(' ');
 }
 
+/**
+ * The libpq settings of a connection to another member: with a CA, TLS that must
+ * verify the server's certificate *and* that it names the host connected to
+ * (`verify-full`; `verify-ca` would accept any member's certificate for any address),
+ * and `client.crt`/`client.key` beside the CA as the client certificate when present.
+ * Without one: nothing (libpq's default).
+ */
+export function upstreamTls(caFile: string | null | undefined): Record<string, string> {
+  if (caFile == null) return {};
+  // The client certificate and key are named explicitly, beside the CA (none by
+  // default: a missing file means none): libpq's default, ~/.postgresql/postgresql.crt,
+  // is under $HOME, and a postgres started by a root agent inherits HOME=/root, which
+  // it may not read; libpq then refuses the connection ("Permission denied").
+  const dir = caFile.slice(0, caFile.lastIndexOf('/') + 1);
+  return {
+    sslmode: 'verify-full',
+    sslrootcert: caFile,
+    sslcert: `${dir}client.crt`,
+    sslkey: `${dir}client.key`,
+  };
+}
+
 /** The contents of pgha.conf for these settings. */
 export function renderServerConfig(settings: ServerSettings): string {
   assertExtraParameters(settings.extraParameters ?? {});
@@ -197,6 +241,14 @@ export function renderServerConfig(settings: ServerSettings): string {
     ['log_line_prefix', quote('%m [%p] %q%u@%d ')],
     ['synchronous_standby_names', quote(settings.synchronousStandbyNames ?? '')],
   ];
+  if (settings.ssl != null) {
+    lines.push(
+      ['ssl', 'on'],
+      ['ssl_cert_file', quote(settings.ssl.certFile)],
+      ['ssl_key_file', quote(settings.ssl.keyFile)],
+      ['ssl_ca_file', quote(settings.ssl.caFile)],
+    );
+  }
   if (settings.upstream !== null) {
     const up = settings.upstream;
     lines.push(
@@ -210,6 +262,7 @@ export function renderServerConfig(settings: ServerSettings): string {
             passfile: up.passfile,
             application_name: up.member,
             connect_timeout: 5,
+            ...upstreamTls(up.sslRootCert),
           }),
         ),
       ],
@@ -244,22 +297,26 @@ export function assertNetworks(networks: readonly string[]): void {
 
 /**
  * The contents of pg_hba.conf: SCRAM passwords only, loopback plus `allowedNetworks`
- * (CIDR), and replication only for the replication role.
+ * (CIDR), and replication only for the replication role. With `ssl`, every line is
+ * `hostssl`: a connection without TLS matches no line and is refused, loopback
+ * included (the agent's own connection uses TLS too).
  *
  * @throws PghaError `invalid-option` when a network is not CIDR ({@link assertNetworks}).
  */
-export function renderHbaConfig(allowedNetworks: readonly string[]): string {
+export function renderHbaConfig(allowedNetworks: readonly string[], ssl = false): string {
   assertNetworks(allowedNetworks);
   const networks = [
     '127.0.0.1/32',
     '::1/128',
     ...allowedNetworks.filter((n) => n !== '127.0.0.1/32' && n !== '::1/128'),
   ];
+  const type = ssl ? 'hostssl' : 'host   ';
   const rows = networks.flatMap((net) => [
-    `host    all          all          ${net}    scram-sha-256`,
-    `host    replication  ${replicationUser}   ${net}    scram-sha-256`,
+    `${type} all          all          ${net}    scram-sha-256`,
+    `${type} replication  ${replicationUser}   ${net}    scram-sha-256`,
   ]);
-  return `# Written by pgha; edits are overwritten. Password (SCRAM) authentication only.\n${rows.join('\n')}\n`;
+  const what = ssl ? 'TLS and password (SCRAM) authentication only' : 'Password (SCRAM) authentication only';
+  return `# Written by pgha; edits are overwritten. ${what}.\n${rows.join('\n')}\n`;
 }
 
 /** The line pgha adds once to postgresql.conf. */

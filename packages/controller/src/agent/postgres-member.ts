@@ -1,4 +1,4 @@
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type LeaderRecord, PghaError } from '@pgha/core';
@@ -43,9 +43,11 @@ import {
   maxWalSenders,
   replicationUser,
   type ServerSettings,
+  type ServerTlsFiles,
   superUser,
   type UpstreamSettings,
 } from './postgres-config.js';
+import { passwordForSql } from './scram-verifier.js';
 import {
   configuredFloorValues,
   decideStartParameters,
@@ -73,6 +75,13 @@ export interface PostgresMemberOptions {
   readonly allowedNetworks: readonly string[];
   readonly sharedBuffers: string;
   readonly maxConnections: number;
+  /**
+   * TLS (`--ssl-cert`, `--ssl-key`, `--ssl-ca`): postgres serves TLS with copies of
+   * these files, pg_hba.conf accepts only TLS, and every connection to another member
+   * (replication, base backup, pg_rewind, the agent's own) verifies its certificate
+   * against the CA (`sslmode=verify-full`). Null: none.
+   */
+  readonly tls: PostgresTlsFiles | null;
   /** Extra postgresql.conf settings, written after pgha's own (never one of them). */
   readonly postgresParameters: Readonly<Record<string, string>>;
   /** Client-side bound on every query of the agent's own connection (a hung postgres must not hang the agent). */
@@ -83,6 +92,13 @@ export interface PostgresMemberOptions {
   readonly clock: Clock;
   /** Called when postgres exits on its own (crash, kill) and when it starts or stops being writable. */
   readonly onChange: () => void;
+}
+
+/** The files of `--ssl-cert`, `--ssl-key`, `--ssl-ca` (PEM), where the operator keeps them. */
+export interface PostgresTlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
 }
 
 /** The member a standby streams from. */
@@ -138,8 +154,62 @@ export class PostgresMember {
    */
   private extra: Readonly<Record<string, string>>;
 
+  /** The CA's PEM text for the agent's own TLS connections (read by {@link installCertificates}). */
+  private caPem: string | null = null;
+
   constructor(private readonly o: PostgresMemberOptions) {
     this.extra = o.postgresParameters;
+  }
+
+  /**
+   * The copies postgres reads (beside the data directory, owned by postgres's OS user,
+   * mode 0600: postgres refuses a key others can read); null without TLS.
+   */
+  get tlsFiles(): ServerTlsFiles | null {
+    if (this.o.tls === null) return null;
+    return {
+      certFile: join(this.o.memberDir, 'server.crt'),
+      keyFile: join(this.o.memberDir, 'server.key'),
+      caFile: join(this.o.memberDir, 'root.crt'),
+    };
+  }
+
+  /**
+   * Copies the TLS files where postgres reads them, owned by its OS user (the agent
+   * may run as root and the operator's files be root's). Called at every agent start,
+   * so replaced certificates take effect at the next start.
+   *
+   * @throws PghaError `invalid-option` naming the flag whose file cannot be read.
+   */
+  installCertificates(): void {
+    const from = this.o.tls;
+    const to = this.tlsFiles;
+    if (from === null || to === null) return;
+    const read = (file: string, flag: string) => {
+      try {
+        return readFileSync(file, 'utf8');
+      } catch (error) {
+        throw new PghaError(
+          'invalid-option',
+          `cannot read ${flag} ${file}: ${(error as Error).message}; give a readable PEM file`,
+          { cause: error },
+        );
+      }
+    };
+    const cert = read(from.certFile, '--ssl-cert');
+    const key = read(from.keyFile, '--ssl-key');
+    const ca = read(from.caFile, '--ssl-ca');
+    writeOwnedFile(to.certFile, cert, this.o.user);
+    writeOwnedFile(to.keyFile, key, this.o.user);
+    writeOwnedFile(to.caFile, ca, this.o.user);
+    this.caPem = ca;
+  }
+
+  /** TLS for a connection of the agent's: host-verified to another member, chain-only on loopback. */
+  private clientTls(verifyHost: boolean): { ca: string; verifyHost: boolean } | null {
+    if (this.o.tls === null) return null;
+    if (this.caPem === null) this.caPem = readFileSync(this.tlsFiles!.caFile, 'utf8');
+    return { ca: this.caPem, verifyHost };
   }
 
   get dataDir(): string {
@@ -223,6 +293,7 @@ export class PostgresMember {
       floor,
       upstream,
       synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
+      ssl: this.tlsFiles,
     };
   }
 
@@ -242,7 +313,13 @@ export class PostgresMember {
   }
 
   private upstreamOf(leader: Pick<LeaderRecord, 'host' | 'port'>): UpstreamSettings {
-    return { host: leader.host, port: leader.port, passfile: this.passfile, member: this.o.name };
+    return {
+      host: leader.host,
+      port: leader.port,
+      passfile: this.passfile,
+      member: this.o.name,
+      sslRootCert: this.tlsFiles?.caFile ?? null,
+    };
   }
 
   /** initdb into the data directory (through data.partial: an interrupted one never looks like data). */
@@ -255,7 +332,8 @@ export class PostgresMember {
   /** Creates the replication role (bootstrap, on the new primary). */
   async createReplicationRole(): Promise<void> {
     const conn = this.connection!;
-    const password = conn.escapeLiteral(this.o.replicationPassword);
+    // A verifier, not the password: postgres logs a failed statement's text.
+    const password = conn.escapeLiteral(passwordForSql(this.o.replicationPassword));
     await conn.query(`CREATE ROLE ${replicationUser} WITH REPLICATION LOGIN PASSWORD ${password}`);
   }
 
@@ -305,7 +383,15 @@ export class PostgresMember {
   async clone(leader: LeaderRecord): Promise<void> {
     this.o.log.info(`base backup from ${leader.member} (${leader.host}:${leader.port})`);
     const started = this.o.clock.now();
-    await baseBackup(this.o.bins, this.dataDir, this.o.user, leader, this.passfile);
+    await baseBackup(
+      this.o.bins,
+      this.dataDir,
+      this.o.user,
+      leader,
+      this.passfile,
+      undefined,
+      this.tlsFiles?.caFile ?? null,
+    );
     this.o.log.info(`base backup done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
     writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
     this.setNeedsRewind(false);
@@ -395,7 +481,7 @@ export class PostgresMember {
       // promotion updates only at the next checkpoint: without one it may see "the
       // same timeline" and rewind nothing.
       await this.checkpointOn(leader);
-      await rewind(this.o.bins, this.dataDir, this.o.user, leader, this.passfile);
+      await rewind(this.o.bins, this.dataDir, this.o.user, leader, this.passfile, this.tlsFiles?.caFile ?? null);
       this.o.log.info(`pg_rewind done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
     } catch (error) {
       this.o.log.warn(`pg_rewind failed; taking a fresh base backup instead. ${(error as Error).message}`);
@@ -409,7 +495,7 @@ export class PostgresMember {
 
   private async checkpointOn(leader: LeaderRecord): Promise<void> {
     const client = await connectLocal(
-      { host: leader.host, port: leader.port, password: this.o.superuserPassword },
+      { host: leader.host, port: leader.port, password: this.o.superuserPassword, tls: this.clientTls(true) },
       5000,
     );
     try {
@@ -421,7 +507,7 @@ export class PostgresMember {
 
   private connectOwn(timeoutMillis: number): Promise<pg.Client> {
     return connectLocal(
-      { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+      { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword, tls: this.clientTls(false) },
       timeoutMillis,
       this.o.queryTimeoutMillis,
     );
@@ -532,7 +618,7 @@ export class PostgresMember {
     let client: pg.Client | null = null;
     try {
       client = await connectLocal(
-        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword, tls: this.clientTls(false) },
         timeoutMillis,
         timeoutMillis,
       );
@@ -649,8 +735,7 @@ export class PostgresMember {
     const conn = this.connection;
     if (this.process === null || conn === null) return false;
     const up = this.upstream;
-    const upstream =
-      up === null ? null : { host: up.host, port: up.port, passfile: this.passfile, member: this.o.name };
+    const upstream = up === null ? null : this.upstreamOf(up);
     writeServerFiles(this.dataDir, this.o.user, this.serverSettings(upstream, this.floor), this.o.allowedNetworks);
     await conn.query('SELECT pg_reload_conf()');
     return true;
@@ -703,7 +788,7 @@ export class PostgresMember {
     for (;;) {
       let seen: string | null = null;
       const client = await connectLocal(
-        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword },
+        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword, tls: this.clientTls(false) },
         1000,
         1000,
       ).catch(() => null);

@@ -97,6 +97,8 @@ export interface ClusterStatus {
 export interface StatusUrlOptions {
   readonly user: string;
   readonly database: string;
+  /** The members' CA file (`pgha status --ssl-ca`): the strings then carry `sslmode=verify-full`. */
+  readonly sslRootCert?: string | null;
 }
 
 /** Reads the cluster's term, leader and member records from etcd. */

@@ -64,6 +64,25 @@ describe('clusterUrls', () => {
     );
   });
 
+  it('asks for verify-full TLS against the CA file when one is given, in every form', () => {
+    const urls = clusterUrls({
+      user: 'postgres',
+      database: 'postgres',
+      members: [{ host: '10.0.0.1', port: 5432 }],
+      sslRootCert: '/srv/pgha/tls/ca.crt',
+    });
+    for (const url of Object.values(urls))
+      expect(url).toContain('sslmode=verify-full&sslrootcert=%2Fsrv%2Fpgha%2Ftls%2Fca.crt');
+    const parsed = new URL(urls.readWrite);
+    expect(parsed.searchParams.get('sslrootcert')).toBe('/srv/pgha/tls/ca.crt');
+    expect(parsed.searchParams.get('target_session_attrs')).toBe('read-write');
+  });
+
+  it('adds no TLS parameter without a CA file', () => {
+    const urls = clusterUrls({ user: 'postgres', database: 'postgres', members: [{ host: 'db', port: 5432 }] });
+    for (const url of Object.values(urls)) expect(url).not.toContain('ssl');
+  });
+
   it('refuses an empty member list', () => {
     expect(() => clusterUrls({ user: 'postgres', database: 'postgres', members: [] })).toThrow(/at least one/);
   });

@@ -27,6 +27,12 @@ export interface ClusterUrlOptions {
   readonly members: readonly UrlEndpoint[];
   /** Seconds per host attempt (libpq `connect_timeout`, pgjdbc `connectTimeout`). Default 2. */
   readonly connectTimeoutSeconds?: number;
+  /**
+   * The CA file the members' certificates chain to: the URLs then ask for TLS that
+   * verifies the certificate and the host (`sslmode=verify-full&sslrootcert=<file>`).
+   * Null or absent: no TLS parameters.
+   */
+  readonly sslRootCert?: string | null;
 }
 
 /** The cluster's connection strings: `pgha status --json` prints them as `urls`. */
@@ -63,12 +69,13 @@ export function clusterUrls(o: ClusterUrlOptions): ClusterUrls {
   const timeout = o.connectTimeoutSeconds ?? defaultConnectTimeoutSeconds;
   const hosts = o.members.map(hostPort).join(',');
   const password = o.password === undefined || o.password === null ? '' : `:${encodeURIComponent(o.password)}`;
+  const tls = o.sslRootCert == null ? '' : `&sslmode=verify-full&sslrootcert=${encodeURIComponent(o.sslRootCert)}`;
   const libpq = (attrs: string) =>
-    `postgresql://${encodeURIComponent(o.user)}${password}@${hosts}/${encodeURIComponent(o.database)}?target_session_attrs=${attrs}&connect_timeout=${timeout}`;
+    `postgresql://${encodeURIComponent(o.user)}${password}@${hosts}/${encodeURIComponent(o.database)}?target_session_attrs=${attrs}&connect_timeout=${timeout}${tls}`;
   // pgjdbc takes the credentials as parameters (its URL has no user-info part).
   const credentials = `user=${encodeURIComponent(o.user)}${o.password == null ? '' : `&password=${encodeURIComponent(o.password)}`}`;
   const jdbc = (type: string) =>
-    `jdbc:postgresql://${hosts}/${encodeURIComponent(o.database)}?targetServerType=${type}&connectTimeout=${timeout}&${credentials}`;
+    `jdbc:postgresql://${hosts}/${encodeURIComponent(o.database)}?targetServerType=${type}&connectTimeout=${timeout}${tls}&${credentials}`;
   return {
     readWrite: libpq('read-write'),
     readOnly: libpq('prefer-standby'),

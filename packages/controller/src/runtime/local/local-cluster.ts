@@ -21,6 +21,7 @@ import { spawnOwned, stopChild } from '../../adapters/processes.js';
 import { newApiSecret } from '../../agent/failsafe.js';
 import { apiUrl } from '../../agent/health-server.js';
 import type { Logger, LogLevel } from '../../log.js';
+import { ensureMemberCertificates } from './certificates.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
 import { describeSynchronous, type SynchronousFlags, settleStoredSettings } from './stored-settings.js';
@@ -83,6 +84,13 @@ export interface LocalClusterOptions {
    * password (handed over as PGHA_APP_PASSWORD, never on the command line). Default none.
    */
   readonly appRole?: { readonly name: string; readonly password: string };
+  /**
+   * TLS for every member's PostgreSQL and agent API (`pgha up --secure`): certificates
+   * under `<state-dir>/tls/` (runtime/local/certificates.ts; kept across restarts),
+   * handed to each agent as `--ssl-cert/--ssl-key/--ssl-ca` and
+   * `--api-cert/--api-key/--api-ca`. Default false.
+   */
+  readonly memberTls?: boolean;
   /** How long to wait for every member to run. Default 300 s. */
   readonly readyTimeoutMillis?: number;
   readonly log: Logger;
@@ -126,8 +134,23 @@ export interface LocalCluster {
   /** The cluster's stored settings (`config` record) as they were when the agents started. */
   readonly settings: ConfigRecord;
   readonly superuserPassword: string;
-  /** `postgresql://` URL of `member` (the superuser; for local use). */
-  connectionString(member: string): string;
+  /**
+   * The CA file clients verify the members' certificates with (`<state-dir>/tls/ca.crt`),
+   * null without {@link LocalClusterOptions.memberTls}.
+   */
+  readonly caFile: string | null;
+  /**
+   * `postgresql://` URL of `member` (the superuser; for local use); with TLS it carries
+   * `sslmode=verify-full&sslrootcert=<caFile>`. `withPassword` false leaves the
+   * password out (for printing beside {@link passfile}).
+   */
+  connectionString(member: string, withPassword?: boolean): string;
+  /**
+   * With {@link LocalClusterOptions.memberTls}: `<state-dir>/pgpass` (mode 0600), a
+   * libpq passfile holding the superuser's password, so nothing printed has to;
+   * null otherwise.
+   */
+  readonly passfile: string | null;
   /** Stops one member's agent (SIGTERM: it stops postgres and revokes its lease). */
   stopMember(name: string): Promise<void>;
   /** Starts a stopped (or held) member's agent again, unless it runs. */
@@ -310,12 +333,26 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     );
   const cli = cliPath();
   const agents = new Map<string, ChildProcess>();
+  const hostOf = (name: string) => options.placement?.(name)?.host ?? '127.0.0.1';
+  const certificates = options.memberTls
+    ? ensureMemberCertificates(
+        join(stateDir, 'tls'),
+        cluster,
+        names.map((name) => ({ name, host: hostOf(name) })),
+      )
+    : null;
+  const caFile = certificates === null ? null : join(stateDir, 'tls', 'ca.crt');
+  const passfile = certificates === null ? null : join(stateDir, 'pgpass');
+  if (passfile !== null)
+    writeFileSync(passfile, `*:*:*:postgres:${state.superuserPassword.replace(/([:\\])/g, '\\$1')}\n`, {
+      mode: 0o600,
+    });
   const memberList: LocalMember[] = names.map((name, i) => ({
     name,
-    host: options.placement?.(name)?.host ?? '127.0.0.1',
+    host: hostOf(name),
     port: basePort + i,
     memberDir: join(stateDir, name),
-    api: apiBasePort === undefined ? null : apiUrl(options.placement?.(name)?.host ?? '127.0.0.1', apiBasePort + i),
+    api: apiBasePort === undefined ? null : apiUrl(hostOf(name), apiBasePort + i, certificates !== null),
     agentPid: () => agents.get(name)?.pid,
     logFile: join(logDir, `${name}.log`),
   }));
@@ -377,6 +414,23 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (index === 0) args.push('--bootstrap');
     if (apiBasePort !== undefined) args.push('--api-port', String(apiBasePort + index));
     args.push('--api-secret-file', apiSecretFile);
+    const files = certificates?.get(member.name);
+    if (files !== undefined)
+      // File paths only: no secret is ever on an agent's command line.
+      args.push(
+        '--ssl-cert',
+        files.postgresCert,
+        '--ssl-key',
+        files.postgresKey,
+        '--ssl-ca',
+        files.ca,
+        '--api-cert',
+        files.apiCert,
+        '--api-key',
+        files.apiKey,
+        '--api-ca',
+        files.ca,
+      );
     if (options.keyRoot !== undefined) args.push('--key-root', options.keyRoot);
     if (options.leaseTtlMillis !== undefined) args.push('--lease-ttl-millis', String(options.leaseTtlMillis));
     if (options.keepaliveIntervalMillis !== undefined)
@@ -526,10 +580,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     primaryAtStart,
     settings,
     superuserPassword: state.superuserPassword,
-    connectionString(member: string) {
+    caFile,
+    passfile,
+    connectionString(member: string, withPassword = true) {
       const m = memberList.find((x) => x.name === member);
       if (m === undefined) throw new PghaError('invalid-option', `no member ${member} in ${cluster}`);
-      return `postgresql://postgres:${state.superuserPassword}@${m.host}:${m.port}/postgres`;
+      const tls = caFile === null ? '' : `?sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
+      const password = withPassword ? `:${encodeURIComponent(state.superuserPassword)}` : '';
+      return `postgresql://postgres${password}@${m.host}:${m.port}/postgres${tls}`;
     },
     async stopMember(name: string) {
       held.add(name);

@@ -71,7 +71,7 @@ describe('castEtcdError', () => {
     expect(error.code).toBe('etcd-unavailable');
     expect(error.retryable).toBe(true);
     expect(error.message).toBe(
-      'cannot reach etcd at http://127.0.0.1:1 while reading the cluster (14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1): check that etcd runs there, or omit --etcd to let `pgha up` start its own',
+      'cannot reach etcd at http://127.0.0.1:1 while reading the cluster (14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1): check that etcd runs there, or omit --etcd to let `pgha up` start its own (an etcd with TLS is reached at https:// with --etcd-ca)',
     );
   });
 

@@ -97,10 +97,7 @@ export function parseEndpoints(endpoints: string | readonly string[]): string[] 
     try {
       url = new URL(endpoint);
     } catch {
-      throw new PghaError(
-        'invalid-option',
-        `etcd endpoint "${endpoint}" is not a URL: use http://HOST:PORT (https://HOST:PORT with TLS)`,
-      );
+      throw new PghaError('invalid-option', `etcd endpoint "${endpoint}" is not a URL: use http://HOST:PORT`);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new PghaError('invalid-option', `etcd endpoint "${endpoint}" must use http: or https:`);
@@ -211,11 +208,27 @@ export function castEtcdError(error: unknown, endpoints: string | readonly strin
   });
 }
 
-/** Fails fast with a clear error when etcd does not answer within the client's timeout. */
-export async function assertEtcdReachable(client: Etcd3, endpoints: string | readonly string[]): Promise<void> {
-  try {
-    await client.maintenance.status();
-  } catch (error) {
-    throw castEtcdError(error, endpoints, 'checking that etcd answers');
+/**
+ * Fails with a clear error when etcd does not answer within the client's timeout; with
+ * `patienceMillis`, retries failures that may pass (etcd unreachable or slow) until
+ * that long has passed. A first call over TLS on a loaded host (handshake, a process
+ * still warming up) can outlast a short call timeout: long-running processes (agent,
+ * controller) are patient, the CLI is not.
+ */
+export async function assertEtcdReachable(
+  client: Etcd3,
+  endpoints: string | readonly string[],
+  patienceMillis = 0,
+): Promise<void> {
+  const deadline = Date.now() + patienceMillis;
+  for (;;) {
+    try {
+      await client.maintenance.status();
+      return;
+    } catch (error) {
+      const cast = castEtcdError(error, endpoints, 'checking that etcd answers');
+      if (!cast.retryable || Date.now() >= deadline) throw cast;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }

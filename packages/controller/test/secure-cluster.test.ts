@@ -192,7 +192,7 @@ describe('pgha up --secure', () => {
     } finally {
       await pool.end();
     }
-    const error = await rejection(as(`${cluster}-client`).put(keys.leader).value('{}'));
+    const error = await rejection(as(`${cluster}-client`).put(keys.leader).value('{}').exec());
     expect(error.message).toMatch(/permission denied/);
     const cast = castEtcdError(error, c.etcdEndpoint, 'writing the leader');
     expect(cast.message).toMatch(/lacks the permission/);
@@ -201,7 +201,7 @@ describe('pgha up --secure', () => {
   test("(b) a member's certificate writes its own record, not another member's, the config, the target or history", async () => {
     const m0 = as(`${cluster}-member-sec-0`);
     for (const key of [keys.member('sec-1'), keys.config, keys.target, `${keys.historyPrefix}x`, keys.controller]) {
-      const error = await rejection(m0.put(key).value('{}'));
+      const error = await rejection(m0.put(key).value('{}').exec());
       expect(error.message, key).toMatch(/permission denied/);
     }
     // Its own record: written back as it is, on the lease it has (the agent rewrites it anyway).
@@ -211,7 +211,7 @@ describe('pgha up --secure', () => {
     // The controller's certificate cannot write a member's record or the leader either.
     const controller = as(`${cluster}-controller`);
     for (const key of [keys.member('sec-0'), keys.leader, keys.config]) {
-      const error = await rejection(controller.put(key).value('{}'));
+      const error = await rejection(controller.put(key).value('{}').exec());
       expect(error.message, key).toMatch(/permission denied/);
     }
   });
@@ -303,7 +303,7 @@ describe('pgha up --secure', () => {
     expect(readFileSync(c.tls!.layout.ca.cert, 'utf8')).toBe(ca);
     const after = await healthy();
     expect(after.term).toBeGreaterThanOrEqual(before!.term);
-    const error = await rejection(as(`${cluster}-member-sec-1`).put(keys.member('sec-0')).value('{}'));
+    const error = await rejection(as(`${cluster}-member-sec-1`).put(keys.member('sec-0')).value('{}').exec());
     expect(error.message).toMatch(/permission denied/);
   }, 300_000);
 });

@@ -182,7 +182,8 @@ describe('pgha up --secure', () => {
       password: c.superuserPassword,
       database: 'postgres',
       max: 1,
-      connectionTimeoutMillis: 5000,
+      // A loaded host: a postgres connection once took more than 5 s here.
+      connectionTimeoutMillis: 30_000,
       primaryWaitTimeoutMillis: 30_000,
     });
     try {

@@ -64,6 +64,10 @@ const integrationBesideOthers = [
   'packages/client/test/hostile-records.test.ts',
   // The built CLI's --help against docs/reference.md (no cluster).
   'packages/controller/test/documented-options.test.ts',
+  // A two-member `pgha up --secure` cluster (etcd TLS + client-certificate auth): its
+  // only fault is a kill -9 of its own primary agent, and every wait is a condition
+  // with a deadline far above what it needs.
+  'packages/controller/test/secure-cluster.test.ts',
   // A one-member bootstrap with its own etcd frozen during a slow initdb: the fault
   // is on the test's own etcd, and nothing it asserts is a time bound.
   'packages/controller/test/bootstrap-faults.test.ts',

@@ -18,6 +18,8 @@ import type { PostgresTlsFiles } from './agent/postgres-member.js';
 import { registerCheck } from './cli/check-command.js';
 import { registerConfig } from './cli/config-command.js';
 import { registerDemo } from './cli/demo-command.js';
+import { registerEtcdAuth } from './cli/etcd-auth-command.js';
+import { addEtcdConnectionOptions, type EtcdConnectionFlags, etcdConnectionFrom } from './cli/etcd-options.js';
 import { registerKubeSim } from './cli/kube-sim-command.js';
 import { commandLogger, logFormatOption, logLevelOption } from './cli/log-options.js';
 import { registerOperations } from './cli/operations.js';
@@ -99,6 +101,19 @@ function required(name: string): string {
  * The controllers' first metrics port for `pgha up`: as given (0: none), else 1000
  * above the health API's base (9008 beside the default 8008), none without a health API.
  */
+/** The etcd TLS flags of `pgha status`/`config` against a secure local cluster, as etcd user `<cluster>-<kind>`. */
+function etcdFlags(
+  c: {
+    cluster: string;
+    tls: { client(user: string): { cert: string; key: string }; layout: { ca: { cert: string } } } | null;
+  },
+  kind: 'client' | 'admin',
+): string {
+  if (c.tls === null) return '';
+  const files = c.tls.client(`${c.cluster}-${kind}`);
+  return ` --etcd-ca ${c.tls.layout.ca.cert} --etcd-cert ${files.cert} --etcd-key ${files.key}`;
+}
+
 function upMetricsPort(apiBase: number, metricsPort: number | undefined): number | undefined {
   if (metricsPort !== undefined) return metricsPort === 0 ? undefined : metricsPort;
   if (apiBase === 0 || apiBase + 1000 > 65535) return undefined;
@@ -110,7 +125,7 @@ const program = new Command('pgha')
   .showHelpAfterError('(add --help for usage)')
   .configureOutput({ outputError: (text, write) => write(`pgha: ${text.replace(/^error: /, '')}`) });
 
-program
+const upCommand = program
   .command('up')
   .description('start a local cluster (etcd, one agent and postgres per member) in the foreground; Ctrl-C stops it')
   .option('--cluster <name>', 'cluster name (default: the state directory\'s, else PGHA_CLUSTER or "pgha")')
@@ -168,8 +183,14 @@ program
     "failsafe mode: while etcd is unreachable the primary stays writable as long as every member promises not to take over; stored in the cluster's settings (default: keep the stored setting; off for a new cluster)",
   )
   .option('--no-failsafe', 'turn failsafe mode off in the stored settings')
-  .action(
-    async (opts: {
+  .option(
+    '--secure',
+    'etcd with TLS and client-certificate authentication: a local CA and certificates under <state-dir>/tls/, one etcd user per process with the least rights it needs (remembered: later runs are secure without the flag)',
+  );
+addEtcdConnectionOptions(upCommand).action(
+  async (
+    opts: EtcdConnectionFlags & {
+      secure?: boolean;
       cluster?: string;
       members?: number;
       stateDir?: string;
@@ -183,98 +204,107 @@ program
       synchronousStrict?: boolean;
       logLevel?: string;
       failsafe?: boolean;
-    }) => {
-      const { level: logLevel } = resolveLogSettings({ logLevel: opts.logLevel }, process.env);
-      const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
-      let stateDir: string;
-      if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
-      else {
-        const chosen = defaultStateDir(cluster ?? defaultCluster, process.cwd(), postgresOsUser());
-        stateDir = chosen.dir;
-        if (chosen.fallback)
-          process.stderr.write(`  (postgres's OS user cannot reach ${process.cwd()}: state goes to ${stateDir})\n`);
-      }
-      const log = createLogger('up', () => undefined);
-      const abort = new AbortController();
-      let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
-      const onSignal = (signal: NodeJS.Signals) => {
-        process.stderr.write(`\n${signal}: stopping the cluster...\n`);
-        abort.abort();
-        void running?.stop();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      const started = Date.now();
-      running = await startLocalCluster({
-        cluster,
-        members: opts.members,
-        stateDir,
-        basePort: opts.port,
-        etcd: opts.etcd,
-        etcdPort: opts.etcdPort,
-        apiBasePort: (opts.apiPort ?? 8008) === 0 ? undefined : (opts.apiPort ?? 8008),
-        metricsBasePort: upMetricsPort(opts.apiPort ?? 8008, opts.metricsPort),
-        synchronous: {
-          ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
-          ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
-          ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
-          ...(opts.failsafe === undefined ? {} : { failsafe: opts.failsafe }),
-        },
-        log,
-        logLevel,
-        signal: abort.signal,
-        progress: (line) => process.stderr.write(`  ${line}\n`),
-      });
-      const c = running;
-      // With TLS (--secure) the password is never printed: it is in a passfile.
-      const secure = c.passfile !== null;
-      // Every member, for clients that follow the primary themselves (libpq, pgjdbc).
-      const urls = clusterUrls({
-        user: 'postgres',
-        password: secure ? null : c.superuserPassword,
-        database: 'postgres',
-        members: c.members,
-        sslRootCert: c.caFile,
-      });
-      const primaryUrl = c.connectionString(c.primaryAtStart, !secure);
-      const curlCa = c.caFile === null ? '' : `--cacert ${c.caFile} `;
-      process.stdout.write(
-        [
-          '',
-          `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
-          '',
-          `  primary:  ${primaryUrl}`,
-          `  psql:     ${secure ? `PGPASSFILE=${c.passfile} ` : ''}psql '${primaryUrl}'`,
-          secure
-            ? `  password: in ${c.passfile} (mode 0600; libpq reads it through PGPASSFILE), never printed`
-            : `  password: the superuser's is in the URLs above and in ${c.stateDir}/cluster.json (pgha up --secure prints none)`,
-          `  read-write (follows the primary; psql, psycopg, pgx): ${urls.readWrite}`,
-          `  read-only (a replica, else the primary):               ${urls.readOnly}`,
-          `  JDBC:     ${urls.jdbcReadWrite}`,
-          `  status:   pnpm pgha status --etcd ${c.etcdEndpoint} --cluster ${c.cluster}${c.caFile === null ? '' : ` --ssl-ca ${c.caFile}`}`,
-          `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint} --cluster ${c.cluster})`,
-          ...(c.members[0]?.api
-            ? [
-                `  health:   curl ${curlCa}${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
-              ]
-            : []),
-          ...(c.controllerMetrics.length > 0
-            ? [
-                `  metrics:  curl ${c.members[0]?.api ? `${curlCa}${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
-              ]
-            : []),
-          `  logs:     ${c.stateDir}/logs/`,
-          '',
-          'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
-          '',
-        ].join('\n'),
-      );
-      await c.stopped;
-      process.stderr.write('cluster stopped\n');
     },
-  );
+  ) => {
+    const { level: logLevel } = resolveLogSettings({ logLevel: opts.logLevel }, process.env);
+    const cluster = opts.cluster ?? (opts.stateDir === undefined ? defaultCluster : undefined);
+    let stateDir: string;
+    if (opts.stateDir !== undefined) stateDir = resolve(opts.stateDir);
+    else {
+      const chosen = defaultStateDir(cluster ?? defaultCluster, process.cwd(), postgresOsUser());
+      stateDir = chosen.dir;
+      if (chosen.fallback)
+        process.stderr.write(`  (postgres's OS user cannot reach ${process.cwd()}: state goes to ${stateDir})\n`);
+    }
+    const log = createLogger('up', () => undefined);
+    const abort = new AbortController();
+    let running: Awaited<ReturnType<typeof startLocalCluster>> | null = null;
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.stderr.write(`\n${signal}: stopping the cluster...\n`);
+      abort.abort();
+      void running?.stop();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const started = Date.now();
+    running = await startLocalCluster({
+      cluster,
+      members: opts.members,
+      stateDir,
+      basePort: opts.port,
+      etcd: opts.etcd,
+      ...(opts.etcd === undefined ? {} : { etcdAuth: etcdConnectionFrom(opts.etcd, opts) }),
+      ...(opts.secure ? { secure: true } : {}),
+      etcdPort: opts.etcdPort,
+      apiBasePort: (opts.apiPort ?? 8008) === 0 ? undefined : (opts.apiPort ?? 8008),
+      metricsBasePort: upMetricsPort(opts.apiPort ?? 8008, opts.metricsPort),
+      synchronous: {
+        ...(opts.synchronous === undefined ? {} : { mode: opts.synchronous }),
+        ...(opts.synchronousCount === undefined ? {} : { count: opts.synchronousCount }),
+        ...(opts.synchronousStrict === undefined ? {} : { strict: opts.synchronousStrict }),
+        ...(opts.failsafe === undefined ? {} : { failsafe: opts.failsafe }),
+      },
+      log,
+      logLevel,
+      signal: abort.signal,
+      progress: (line) => process.stderr.write(`  ${line}\n`),
+    });
+    const c = running;
+    // With TLS (--secure) the password is never printed: it is in a passfile.
+    const secure = c.passfile !== null;
+    // Every member, for clients that follow the primary themselves (libpq, pgjdbc).
+    const urls = clusterUrls({
+      user: 'postgres',
+      password: secure ? null : c.superuserPassword,
+      database: 'postgres',
+      members: c.members,
+      sslRootCert: c.caFile,
+    });
+    const primaryUrl = c.connectionString(c.primaryAtStart, !secure);
+    const curlCa = c.caFile === null ? '' : `--cacert ${c.caFile} `;
+    process.stdout.write(
+      [
+        '',
+        `Cluster ${c.cluster} is up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${c.members.length} members, state in ${c.stateDir}`,
+        '',
+        `  primary:  ${primaryUrl}`,
+        `  psql:     ${secure ? `PGPASSFILE=${c.passfile} ` : ''}psql '${primaryUrl}'`,
+        secure
+          ? `  password: in ${c.passfile} (mode 0600; libpq reads it through PGPASSFILE), never printed`
+          : `  password: the superuser's is in the URLs above and in ${c.stateDir}/cluster.json (pgha up --secure prints none)`,
+        `  read-write (follows the primary; psql, psycopg, pgx): ${urls.readWrite}`,
+        `  read-only (a replica, else the primary):               ${urls.readOnly}`,
+        `  JDBC:     ${urls.jdbcReadWrite}`,
+        `  status:   pnpm pgha status --etcd ${c.etcdEndpoint}${etcdFlags(c, 'client')} --cluster ${c.cluster}${c.caFile === null ? '' : ` --ssl-ca ${c.caFile}`}`,
+        `  settings: ${describeSynchronous(c.settings)}; version ${c.settings.version} (pnpm pgha config show --etcd ${c.etcdEndpoint}${etcdFlags(c, 'admin')} --cluster ${c.cluster})`,
+        ...(c.tls === null
+          ? []
+          : [
+              `  etcd TLS: CA ${c.tls.layout.ca.cert}; read-only client certificate ${c.tls.client(`${c.cluster}-client`).cert} and key ${c.tls.client(`${c.cluster}-client`).key}`,
+              `            (a Pool: new Pool({ etcd: { endpoints: '${c.etcdEndpoint}', credentials: { rootCertificate, certChain, privateKey } } }) with those files read; admin: ${c.tls.client(`${c.cluster}-admin`).cert})`,
+            ]),
+        ...(c.members[0]?.api
+          ? [
+              `  health:   curl ${curlCa}${c.members[0].api}/primary   (each member: ${c.members.map((m) => m.api).join(', ')})`,
+            ]
+          : []),
+        ...(c.controllerMetrics.length > 0
+          ? [
+              `  metrics:  curl ${c.members[0]?.api ? `${curlCa}${c.members[0].api}/metrics (each member's health API), ` : ''}${c.controllerMetrics.join(', ')} (controllers)`,
+            ]
+          : []),
+        `  logs:     ${c.stateDir}/logs/`,
+        '',
+        'Press Ctrl-C to stop the cluster (its data stays for the next `pgha up`).',
+        '',
+      ].join('\n'),
+    );
+    await c.stopped;
+    process.stderr.write('cluster stopped\n');
+  },
+);
 
-program
+const agentCommand = program
   .command('agent')
   .description(
     'run one member: its postgres, and its reports into etcd (passwords from PGHA_SUPERUSER_PASSWORD, PGHA_REPLICATION_PASSWORD, PGHA_APP_PASSWORD)',
@@ -400,71 +430,71 @@ program
     false,
   )
   .addOption(logFormatOption())
-  .addOption(logLevelOption())
-  .action(async (opts) => {
-    assertNetworks(opts.allowCidr);
-    const appRole = appRoleOption(opts.appUser);
-    const log = commandLogger('agent', opts, { cluster: opts.cluster, member: opts.name });
-    // A promise of the plumbing that fails with nobody waiting (a late etcd answer, a
-    // closed stream) is logged, not a reason for the agent to die: its postgres would
-    // die with it (pdeathsig) and the cluster would fail over for nothing.
-    process.on('unhandledRejection', (error) => log.error(`unhandled: ${(error as Error)?.message ?? error}`));
-    const agent = new Agent({
-      cluster: opts.cluster,
-      name: opts.name,
-      memberDir: resolve(opts.memberDir),
-      host: opts.host,
-      // The agent itself connects over loopback, so listen there too.
-      listenAddresses:
-        opts.listen ?? (opts.host === '127.0.0.1' || opts.host === 'localhost' ? opts.host : `${opts.host},127.0.0.1`),
-      port: opts.port,
-      etcd: { endpoints: opts.etcd },
-      keyRoot: opts.keyRoot,
-      mayBootstrap: opts.bootstrap,
-      superuserPassword: required('PGHA_SUPERUSER_PASSWORD'),
-      replicationPassword: required('PGHA_REPLICATION_PASSWORD'),
-      appRole,
-      allowedNetworks: opts.allowCidr,
-      lease: {
-        ttlMillis: opts.leaseTtlMillis,
-        keepaliveIntervalMillis: opts.keepaliveIntervalMillis,
-        fencingMarginMillis: opts.fencingMarginMillis,
-      },
-      reportIntervalMillis: opts.reportIntervalMillis,
-      healthTimeoutMillis: opts.healthTimeoutMillis,
-      sharedBuffers: opts.sharedBuffers,
-      maxConnections: opts.maxConnections,
-      postgresParameters: opts.postgresParameter,
-      tags: opts.failover === false ? { noFailover: true } : {},
-      api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
-      livenessTimeoutMillis: opts.livenessTimeoutMillis,
-      processMetrics: opts.processMetrics,
-      memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
-      apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
-      apiTls: apiTlsFiles(opts),
-      postgresTls: postgresTlsFiles(opts),
-      cliPath: cliPath(),
-      log,
-    });
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      log.info(`${signal}: stopping`);
-      if (stopping) return;
-      stopping = true;
-      void agent.stop().then(() => process.exit(0));
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    try {
-      await agent.start();
-    } catch (error) {
-      await agent.stop();
-      throw error;
-    }
-    await new Promise(() => undefined); // run until a signal stops us
+  .addOption(logLevelOption());
+addEtcdConnectionOptions(agentCommand).action(async (opts) => {
+  assertNetworks(opts.allowCidr);
+  const appRole = appRoleOption(opts.appUser);
+  const log = commandLogger('agent', opts, { cluster: opts.cluster, member: opts.name });
+  // A promise of the plumbing that fails with nobody waiting (a late etcd answer, a
+  // closed stream) is logged, not a reason for the agent to die: its postgres would
+  // die with it (pdeathsig) and the cluster would fail over for nothing.
+  process.on('unhandledRejection', (error) => log.error(`unhandled: ${(error as Error)?.message ?? error}`));
+  const agent = new Agent({
+    cluster: opts.cluster,
+    name: opts.name,
+    memberDir: resolve(opts.memberDir),
+    host: opts.host,
+    // The agent itself connects over loopback, so listen there too.
+    listenAddresses:
+      opts.listen ?? (opts.host === '127.0.0.1' || opts.host === 'localhost' ? opts.host : `${opts.host},127.0.0.1`),
+    port: opts.port,
+    etcd: etcdConnectionFrom(opts.etcd, opts),
+    keyRoot: opts.keyRoot,
+    mayBootstrap: opts.bootstrap,
+    superuserPassword: required('PGHA_SUPERUSER_PASSWORD'),
+    replicationPassword: required('PGHA_REPLICATION_PASSWORD'),
+    appRole,
+    allowedNetworks: opts.allowCidr,
+    lease: {
+      ttlMillis: opts.leaseTtlMillis,
+      keepaliveIntervalMillis: opts.keepaliveIntervalMillis,
+      fencingMarginMillis: opts.fencingMarginMillis,
+    },
+    reportIntervalMillis: opts.reportIntervalMillis,
+    healthTimeoutMillis: opts.healthTimeoutMillis,
+    sharedBuffers: opts.sharedBuffers,
+    maxConnections: opts.maxConnections,
+    postgresParameters: opts.postgresParameter,
+    tags: opts.failover === false ? { noFailover: true } : {},
+    api: opts.apiPort === undefined ? null : { listen: opts.apiListen ?? opts.host, port: opts.apiPort },
+    livenessTimeoutMillis: opts.livenessTimeoutMillis,
+    processMetrics: opts.processMetrics,
+    memberSlotsTtlMillis: opts.memberSlotsTtlMillis,
+    apiSecret: readApiSecret(opts.apiSecretFile, env.PGHA_API_SECRET),
+    apiTls: apiTlsFiles(opts),
+    postgresTls: postgresTlsFiles(opts),
+    cliPath: cliPath(),
+    log,
   });
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info(`${signal}: stopping`);
+    if (stopping) return;
+    stopping = true;
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await agent.start();
+  } catch (error) {
+    await agent.stop();
+    throw error;
+  }
+  await new Promise(() => undefined); // run until a signal stops us
+});
 
-program
+const statusCommand = program
   .command('status')
   .description("show the cluster: term, leader, each member's role, state and lag, and connection strings")
   .option('--etcd <urls>', 'etcd endpoints', defaultEtcd)
@@ -484,9 +514,10 @@ program
     new Option('--lag-threshold-bytes <n>', '--watch: a replica lagging more than this is an event')
       .argParser(integer(0, Number.MAX_SAFE_INTEGER))
       .default(16 * 1024 * 1024, '16777216 (16 MiB)'),
-  )
-  .action(
-    async (opts: {
+  );
+addEtcdConnectionOptions(statusCommand).action(
+  async (
+    opts: EtcdConnectionFlags & {
       etcd: string;
       cluster: string;
       keyRoot: string;
@@ -496,40 +527,44 @@ program
       database: string;
       sslCa?: string;
       lagThresholdBytes: number;
-    }) => {
-      const keys = clusterKeys(opts.cluster, opts.keyRoot);
-      const urlOptions = {
-        user: opts.user,
-        database: opts.database,
-        sslRootCert: opts.sslCa === undefined ? null : resolve(opts.sslCa),
-      };
-      if (opts.watch) {
-        await watchStatus({
-          etcd: opts.etcd,
-          cluster: opts.cluster,
-          keys,
-          json: opts.json,
-          urlOptions,
-          lagThresholdBytes: opts.lagThresholdBytes,
-        });
-        // Ctrl-C: a clean exit, whatever etcd's client still holds open.
-        process.exit(0);
-      }
-      const etcd = createEtcdClient({ endpoints: opts.etcd }, 3000);
-      try {
-        await assertEtcdReachable(etcd, opts.etcd);
-        const status = await readClusterStatus(etcd, opts.cluster, keys, urlOptions).catch((error) => {
-          throw castEtcdError(error, opts.etcd, 'reading the cluster');
-        });
-        process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
-      } finally {
-        etcd.close();
-      }
     },
-  );
+  ) => {
+    const keys = clusterKeys(opts.cluster, opts.keyRoot);
+    const urlOptions = {
+      user: opts.user,
+      database: opts.database,
+      sslRootCert: opts.sslCa === undefined ? null : resolve(opts.sslCa),
+    };
+    const connection = etcdConnectionFrom(opts.etcd, opts);
+    if (opts.watch) {
+      await watchStatus({
+        etcd: opts.etcd,
+        connection,
+        cluster: opts.cluster,
+        keys,
+        json: opts.json,
+        urlOptions,
+        lagThresholdBytes: opts.lagThresholdBytes,
+      });
+      // Ctrl-C: a clean exit, whatever etcd's client still holds open.
+      process.exit(0);
+    }
+    const etcd = createEtcdClient(connection, 3000);
+    try {
+      await assertEtcdReachable(etcd, opts.etcd);
+      const status = await readClusterStatus(etcd, opts.cluster, keys, urlOptions).catch((error) => {
+        throw castEtcdError(error, opts.etcd, 'reading the cluster');
+      });
+      process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+    } finally {
+      etcd.close();
+    }
+  },
+);
 
 registerOperations(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' }, integer);
 registerConfig(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' });
+registerEtcdAuth(program, { etcd: defaultEtcd, cluster: defaultCluster, keyRoot: '/pgha/' });
 registerOperator(program, integer);
 registerKubeSim(program);
 registerCheck(program, integer);

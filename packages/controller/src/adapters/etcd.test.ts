@@ -1,6 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
-import { castEtcdError, parseEndpoints } from './etcd.js';
+import { castEtcdError, etcdCredentials, parseEndpoints } from './etcd.js';
 
 /** Runs `fn` and returns the PghaError it throws. */
 function thrown(fn: () => unknown): PghaError {
@@ -80,7 +83,7 @@ describe('castEtcdError', () => {
     expect(error.code).toBe('etcd-unavailable');
     expect(error.retryable).toBe(true);
     expect(error.message).toBe(
-      'cannot reach etcd at http://127.0.0.1:1 while reading the cluster (14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1): check that etcd runs there, or omit --etcd to let `pgha up` start its own',
+      'cannot reach etcd at http://127.0.0.1:1 while reading the cluster (14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:1): check that etcd runs there, or omit --etcd to let `pgha up` start its own (an etcd with TLS is reached at https:// with --etcd-ca)',
     );
   });
 
@@ -96,5 +99,66 @@ describe('castEtcdError', () => {
   it('passes a pgha error through unchanged', () => {
     const original = new PghaError('conflict', 'mine');
     expect(castEtcdError(original, 'http://127.0.0.1:1', 'x')).toBe(original);
+  });
+});
+
+describe('etcdCredentials', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgha-etcd-tls-'));
+  const pem = join(dir, 'a.pem');
+  writeFileSync(pem, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  const notPem = join(dir, 'b.txt');
+  writeFileSync(notPem, 'hello');
+
+  it('is undefined for http:// without TLS files, and reads every given file for https://', () => {
+    expect(etcdCredentials({ endpoints: 'http://127.0.0.1:2379' })).toBeUndefined();
+    expect(etcdCredentials({ endpoints: 'https://e:2379' })).toEqual({});
+    const c = etcdCredentials({ endpoints: 'https://e:2379', tls: { caFile: pem, certFile: pem, keyFile: pem } });
+    expect(c?.rootCertificate?.toString()).toContain('BEGIN CERTIFICATE');
+    expect(c?.certChain).toBeDefined();
+    expect(c?.privateKey).toBeDefined();
+  });
+
+  it('says what to do about http:// with TLS files, mixed schemes, half a pair, missing or non-PEM files', () => {
+    expect(thrown(() => etcdCredentials({ endpoints: 'http://e:2379', tls: { caFile: pem } })).message).toBe(
+      'etcd TLS files were given (--etcd-ca/--etcd-cert/--etcd-key) but the endpoint http://e:2379 is http://: use https://e:2379',
+    );
+    expect(thrown(() => etcdCredentials({ endpoints: 'https://a:1,http://b:2' })).message).toMatch(
+      /mix http:\/\/ and https:\/\//,
+    );
+    expect(thrown(() => etcdCredentials({ endpoints: 'https://e', tls: { certFile: pem } })).message).toMatch(
+      /without its key: pass --etcd-key/,
+    );
+    expect(thrown(() => etcdCredentials({ endpoints: 'https://e', tls: { caFile: join(dir, 'nope') } })).message).toBe(
+      `cannot read the etcd CA certificate ${join(dir, 'nope')} (no such file): pass an existing PEM file readable by this user with --etcd-ca`,
+    );
+    expect(thrown(() => etcdCredentials({ endpoints: 'https://e', tls: { caFile: notPem } })).message).toMatch(
+      /is not a PEM file/,
+    );
+  });
+});
+
+describe('castEtcdError on refusals', () => {
+  it('says which credentials to pass when etcd refuses the handshake, the user, or its certificate', () => {
+    const handshake = castEtcdError(
+      new Error('14 UNAVAILABLE: No connection established. Last error: ssl3_read_bytes:sslv3 alert bad certificate'),
+      'https://e:2379',
+      'x',
+    );
+    expect(handshake.retryable).toBe(false);
+    expect(handshake.message).toMatch(
+      /requires a client certificate signed by its CA; pass --etcd-cert and --etcd-key/,
+    );
+    const denied = castEtcdError(
+      new Error('7 PERMISSION_DENIED: etcdserver: permission denied'),
+      'https://e:2379',
+      'writing',
+    );
+    expect(denied.message).toMatch(/refused writing .*lacks the permission/);
+    const unknownCa = castEtcdError(
+      new Error('14 UNAVAILABLE: No connection established. Last error: self-signed certificate in certificate chain'),
+      'https://e:2379',
+      'x',
+    );
+    expect(unknownCa.message).toMatch(/pass the CA that signed it with --etcd-ca/);
   });
 });

@@ -1,13 +1,88 @@
+import { readFileSync } from 'node:fs';
 import { PghaError } from '@pgha/core';
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, EtcdError, type IOptions, isRecoverableError } from 'etcd3';
 
+/** PEM files for an etcd reached over TLS (read when the client is created). */
+export interface EtcdTlsFiles {
+  /** The CA that signed etcd's server certificate; absent: the system's roots. */
+  readonly caFile?: string;
+  /** A client certificate; with etcd's `--client-cert-auth`, its CN is the etcd user. */
+  readonly certFile?: string;
+  /** The client certificate's private key. */
+  readonly keyFile?: string;
+}
+
 /** How pgha reaches etcd. */
 export interface EtcdConnection {
-  /** Comma-separated or array of `http://host:port` endpoints. */
+  /** Comma-separated or array of `http://host:port` or `https://host:port` endpoints. */
   readonly endpoints: string | readonly string[];
+  /** etcd user (password authentication; etcd then issues a token). */
   readonly username?: string;
   readonly password?: string;
+  /** TLS material; requires `https://` endpoints. */
+  readonly tls?: EtcdTlsFiles;
+}
+
+function readPem(file: string, what: string, option: string): Buffer {
+  let content: Buffer;
+  try {
+    content = readFileSync(file);
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    throw new PghaError(
+      'invalid-option',
+      `cannot read the etcd ${what} ${file} (${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? cause)}): pass an existing PEM file readable by this user with ${option}`,
+      { cause },
+    );
+  }
+  if (!content.toString('latin1').includes('-----BEGIN ')) {
+    throw new PghaError('invalid-option', `the etcd ${what} ${file} is not a PEM file: pass a PEM file with ${option}`);
+  }
+  return content;
+}
+
+/**
+ * etcd3's `credentials` for `connection`, the PEM files read now; undefined for plain
+ * `http://` endpoints without TLS files.
+ *
+ * @throws PghaError `invalid-option` when a file is missing or unreadable, when only one of
+ *   the certificate and key is given, or when TLS files come with `http://` endpoints.
+ */
+export function etcdCredentials(
+  connection: EtcdConnection,
+): { rootCertificate?: Buffer; certChain?: Buffer; privateKey?: Buffer } | undefined {
+  const hosts = parseEndpoints(connection.endpoints);
+  const secure = hosts.map((h) => h.startsWith('https:'));
+  if (secure.some((s) => s) && secure.some((s) => !s)) {
+    throw new PghaError(
+      'invalid-option',
+      `etcd endpoints mix http:// and https:// (${hosts.join(',')}): use https:// for every endpoint of an etcd with TLS`,
+    );
+  }
+  const tls = connection.tls ?? {};
+  const any = tls.caFile !== undefined || tls.certFile !== undefined || tls.keyFile !== undefined;
+  if (!secure[0]) {
+    if (any)
+      throw new PghaError(
+        'invalid-option',
+        `etcd TLS files were given (--etcd-ca/--etcd-cert/--etcd-key) but the endpoint ${hosts[0]} is http://: use https://${hosts[0]!.replace(/^http:\/\//, '')}`,
+      );
+    return undefined;
+  }
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new PghaError(
+      'invalid-option',
+      tls.certFile === undefined
+        ? 'an etcd client key was given without its certificate: pass --etcd-cert (PGHA_ETCD_CERT) too'
+        : 'an etcd client certificate was given without its key: pass --etcd-key (PGHA_ETCD_KEY) too',
+    );
+  }
+  return {
+    ...(tls.caFile === undefined ? {} : { rootCertificate: readPem(tls.caFile, 'CA certificate', '--etcd-ca') }),
+    ...(tls.certFile === undefined ? {} : { certChain: readPem(tls.certFile, 'client certificate', '--etcd-cert') }),
+    ...(tls.keyFile === undefined ? {} : { privateKey: readPem(tls.keyFile, 'client key', '--etcd-key') }),
+  };
 }
 
 /** Splits a comma-separated endpoint list and checks each is a URL. */
@@ -48,6 +123,7 @@ export function createEtcdClient(
   tuning: { maxWatchBackoffMillis?: number } = {},
 ): Etcd3 {
   const hosts = parseEndpoints(connection.endpoints);
+  const credentials = etcdCredentials(connection);
   const options: IOptions = {
     hosts,
     dialTimeout: callTimeoutMillis,
@@ -79,6 +155,9 @@ export function createEtcdClient(
   if (connection.username !== undefined && connection.password !== undefined) {
     options.auth = { username: connection.username, password: connection.password };
   }
+  // etcd3 passes these to grpc.credentials.createSsl: a missing root certificate means
+  // the system's roots. (Its type wants the root certificate; grpc takes none.)
+  if (credentials !== undefined) options.credentials = credentials as IOptions['credentials'];
   return new Etcd3(options);
 }
 
@@ -94,13 +173,38 @@ export function castEtcdError(error: unknown, endpoints: string | readonly strin
     /\s*Resolution note:\s*$/,
     '',
   );
+  if (/permission denied|user name not found|authentication failed|invalid auth token|not root/i.test(detail)) {
+    return new PghaError(
+      'invalid-option',
+      `etcd at ${where} refused ${doing} (${detail}): the etcd user (the client certificate's CN, or --etcd-user) lacks the permission; use a user with access to this cluster's keys (pgha etcd-auth sets them up)`,
+      { cause: error },
+    );
+  }
+  if (/bad certificate|certificate required|alert number 4[0-9]|handshake/i.test(detail)) {
+    return new PghaError(
+      'invalid-option',
+      `etcd at ${where} refused the TLS connection while ${doing} (${detail}): it requires a client certificate signed by its CA; pass --etcd-cert and --etcd-key (PGHA_ETCD_CERT, PGHA_ETCD_KEY)`,
+      { cause: error },
+    );
+  }
+  if (
+    /self.signed|unable to verify|unable to get local issuer|certificate verify failed|unknown ca|altnames|Hostname\/IP does not match/i.test(
+      detail,
+    )
+  ) {
+    return new PghaError(
+      'invalid-option',
+      `cannot verify the certificate of etcd at ${where} while ${doing} (${detail}): pass the CA that signed it with --etcd-ca (PGHA_ETCD_CA), and reach etcd at a name or address its certificate lists`,
+      { cause: error },
+    );
+  }
   const unavailable =
     !(error instanceof EtcdError) ||
     /unavailable|deadline|timed? ?out|ECONNREFUSED|No connection|connect/i.test(detail);
   if (unavailable) {
     return new PghaError(
       'etcd-unavailable',
-      `cannot reach etcd at ${where} while ${doing} (${detail}): check that etcd runs there, or omit --etcd to let \`pgha up\` start its own`,
+      `cannot reach etcd at ${where} while ${doing} (${detail}): check that etcd runs there, or omit --etcd to let \`pgha up\` start its own${where.includes('http://') ? ' (an etcd with TLS is reached at https:// with --etcd-ca)' : ''}`,
       { retryable: true, cause: error },
     );
   }
@@ -110,11 +214,27 @@ export function castEtcdError(error: unknown, endpoints: string | readonly strin
   });
 }
 
-/** Fails fast with a clear error when etcd does not answer within the client's timeout. */
-export async function assertEtcdReachable(client: Etcd3, endpoints: string | readonly string[]): Promise<void> {
-  try {
-    await client.maintenance.status();
-  } catch (error) {
-    throw castEtcdError(error, endpoints, 'checking that etcd answers');
+/**
+ * Fails with a clear error when etcd does not answer within the client's timeout; with
+ * `patienceMillis`, retries failures that may pass (etcd unreachable or slow) until
+ * that long has passed. A first call over TLS on a loaded host (handshake, a process
+ * still warming up) can outlast a short call timeout: long-running processes (agent,
+ * controller) are patient, the CLI is not.
+ */
+export async function assertEtcdReachable(
+  client: Etcd3,
+  endpoints: string | readonly string[],
+  patienceMillis = 0,
+): Promise<void> {
+  const deadline = Date.now() + patienceMillis;
+  for (;;) {
+    try {
+      await client.maintenance.status();
+      return;
+    } catch (error) {
+      const cast = castEtcdError(error, endpoints, 'checking that etcd answers');
+      if (!cast.retryable || Date.now() >= deadline) throw cast;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }

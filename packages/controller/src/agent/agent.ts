@@ -261,7 +261,8 @@ export class Agent {
     const user = postgresOsUser();
     // Calls shorter than the fencing budget: a tick must not hang past a deadline.
     this.etcd = createEtcdClient(o.etcd, 1500);
-    await assertEtcdReachable(this.etcd, o.etcd.endpoints);
+    // Patient: under load a first call (over TLS: a handshake) can outlast the call timeout.
+    await assertEtcdReachable(this.etcd, o.etcd.endpoints, 20_000);
     // The cluster's stored settings (lease timing, postgres parameters) win over flags.
     this.settings = new ClusterSettings({
       etcd: this.etcd,

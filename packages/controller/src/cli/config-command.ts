@@ -15,6 +15,7 @@ import {
   textOf,
   whenApplied,
 } from '../decide/config-change.js';
+import { addEtcdConnectionOptions } from './etcd-options.js';
 import { type ClusterFlags, withEtcd } from './operations.js';
 
 /** The settings of `record` as `KEY  VALUE  when it applies` lines. */
@@ -42,10 +43,12 @@ function describeWhere(flags: ClusterFlags, keys: ClusterKeys): string {
 /** Registers `pgha config show` and `pgha config set`. */
 export function registerConfig(program: Command, defaults: ClusterFlags): void {
   const clusterOptions = (command: Command) =>
-    command
-      .option('--etcd <urls>', 'etcd endpoints', defaults.etcd)
-      .option('--cluster <name>', 'cluster name', defaults.cluster)
-      .option('--key-root <prefix>', 'etcd key root', defaults.keyRoot);
+    addEtcdConnectionOptions(
+      command
+        .option('--etcd <urls>', 'etcd endpoints', defaults.etcd)
+        .option('--cluster <name>', 'cluster name', defaults.cluster)
+        .option('--key-root <prefix>', 'etcd key root', defaults.keyRoot),
+    );
 
   const config = program
     .command('config')

@@ -16,10 +16,11 @@ import { Controller } from '../controller/controller.js';
 import { startMetricsServer } from '../controller/metrics-server.js';
 import { defaultControllerPolicy } from '../decide/controller.js';
 import { formatHistory, withTimings } from '../status/history-timings.js';
+import { addEtcdConnectionOptions, type EtcdConnectionFlags, etcdConnectionFrom } from './etcd-options.js';
 import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 
-/** Flags every etcd-talking command shares. */
-export interface ClusterFlags {
+/** Flags every etcd-talking command shares (the TLS and authentication ones: {@link addEtcdConnectionOptions}). */
+export interface ClusterFlags extends EtcdConnectionFlags {
   readonly etcd: string;
   readonly cluster: string;
   readonly keyRoot: string;
@@ -27,7 +28,7 @@ export interface ClusterFlags {
 
 /** Runs `body` with an etcd client that answered, translating etcd's failures; closes it after. */
 export async function withEtcd<T>(flags: ClusterFlags, body: (etcd: Etcd3) => Promise<T>): Promise<T> {
-  const etcd = createEtcdClient({ endpoints: flags.etcd }, 3000);
+  const etcd = createEtcdClient(etcdConnectionFrom(flags.etcd, flags), 3000);
   try {
     await assertEtcdReachable(etcd, flags.etcd);
     return await body(etcd).catch((error) => {
@@ -106,10 +107,12 @@ export function registerOperations(
   integer: (min: number, max: number) => (v: string) => number,
 ): void {
   const clusterOptions = (command: Command) =>
-    command
-      .option('--etcd <urls>', 'etcd endpoints', defaults.etcd)
-      .option('--cluster <name>', 'cluster name', defaults.cluster)
-      .option('--key-root <prefix>', 'etcd key root', defaults.keyRoot);
+    addEtcdConnectionOptions(
+      command
+        .option('--etcd <urls>', 'etcd endpoints', defaults.etcd)
+        .option('--cluster <name>', 'cluster name', defaults.cluster)
+        .option('--key-root <prefix>', 'etcd key root', defaults.keyRoot),
+    );
 
   clusterOptions(
     program
@@ -270,7 +273,7 @@ export function registerOperations(
         const log = commandLogger('controller', opts, { cluster: opts.cluster });
         const controller = new Controller({
           cluster: opts.cluster,
-          etcd: { endpoints: opts.etcd },
+          etcd: etcdConnectionFrom(opts.etcd, opts),
           keyRoot: opts.keyRoot,
           lease: {
             ttlMillis: opts.leaseTtlMillis,

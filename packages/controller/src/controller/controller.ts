@@ -109,7 +109,8 @@ export class Controller {
   /** Connects and starts campaigning; resolves once connected. */
   async start(): Promise<void> {
     this.etcd = createEtcdClient(this.options.etcd, 1500);
-    await assertEtcdReachable(this.etcd, this.options.etcd.endpoints);
+    // Patient: under load a first call (over TLS: a handshake) can outlast the call timeout.
+    await assertEtcdReachable(this.etcd, this.options.etcd.endpoints, 20_000);
     this.lease = new LeaseKeeper(this.etcd, this.options.lease, this.clock);
     this.lease.on('expired', () => {
       this.active = false;

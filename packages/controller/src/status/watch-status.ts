@@ -1,6 +1,6 @@
 import { type ClusterKeys, HistoryRecord } from '@pgha/core';
 import type { Etcd3, Watcher } from 'etcd3';
-import { castEtcdError, createEtcdClient } from '../adapters/etcd.js';
+import { castEtcdError, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
 import { formatStatus, readClusterStatus, type StatusUrlOptions } from './cluster-status.js';
 import {
   deriveWatchEvents,
@@ -15,6 +15,8 @@ import {
 /** Options of {@link watchStatus}. */
 export interface WatchStatusOptions {
   readonly etcd: string;
+  /** TLS and authentication for `etcd` (default: none). */
+  readonly connection?: EtcdConnection;
   readonly cluster: string;
   readonly keys: ClusterKeys;
   /** One JSON object per change (NDJSON) instead of a screen or lines. */
@@ -63,7 +65,7 @@ export async function watchStatus(o: WatchStatusOptions): Promise<void> {
   const tty = out.isTTY === true && !o.json;
   const refresh = o.refreshMillis ?? 1000;
   // Calls give up after 2 s, and a watch stream comes back within 1 s of etcd.
-  const etcd = createEtcdClient({ endpoints: o.etcd }, 2000, { maxWatchBackoffMillis: 1000 });
+  const etcd = createEtcdClient(o.connection ?? { endpoints: o.etcd }, 2000, { maxWatchBackoffMillis: 1000 });
   let stopping = false;
   let wake: (() => void) | null = null;
   // A change seen while a read is under way: read again at once.

@@ -1,46 +1,46 @@
-import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { createCertificateAuthority, ensureMemberCertificates, issueCertificate } from './certificates.js';
+import forge from 'node-forge';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ensureCertificates } from './certificates.js';
 
-describe('local certificates', () => {
-  const ca = createCertificateAuthority('demo');
-  const caCert = new X509Certificate(ca.cert);
+const stateDir = mkdtempSync(join(tmpdir(), 'pgha-certificates-'));
+afterAll(() => rmSync(stateDir, { recursive: true, force: true }));
 
-  it('makes a CA that signs member certificates naming the host, 127.0.0.1 and localhost', () => {
-    expect(caCert.ca).toBe(true);
-    const leaf = new X509Certificate(issueCertificate(ca, 'demo-0', ['10.1.2.3', '127.0.0.1', 'localhost']).cert);
-    expect(leaf.ca).toBe(false);
-    expect(leaf.verify(caCert.publicKey)).toBe(true);
-    expect(leaf.checkIssued(caCert)).toBe(true);
-    expect(leaf.checkIP('10.1.2.3')).toBe('10.1.2.3');
-    expect(leaf.checkIP('127.0.0.1')).toBe('127.0.0.1');
-    expect(leaf.checkHost('localhost')).toBe('localhost');
-    expect(leaf.checkIP('10.1.2.4')).toBeUndefined();
-    expect(leaf.subject).toContain('CN=demo-0');
-  });
+const options = { stateDir, cluster: 'demo', members: [{ name: 'demo-0', host: '10.0.0.5' }], postgresUser: null };
 
-  it('writes each member a postgres and an API pair with private keys 0600, and keeps them on a second call', () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'pgha-certs-')), 'tls');
-    try {
-      const first = ensureMemberCertificates(dir, 'demo', [{ name: 'demo-0', host: '127.0.0.1' }]);
-      const files = first.get('demo-0')!;
-      expect(statSync(dir).mode & 0o777).toBe(0o700);
-      for (const key of [files.postgresKey, files.apiKey, join(dir, 'ca.key')])
-        expect(statSync(key).mode & 0o777).toBe(0o600);
-      const before = readFileSync(files.postgresCert, 'utf8');
-      ensureMemberCertificates(dir, 'demo', [{ name: 'demo-0', host: '127.0.0.1' }]);
-      expect(readFileSync(files.postgresCert, 'utf8')).toBe(before);
-      const leaf = new X509Certificate(before);
-      expect(leaf.verify(new X509Certificate(readFileSync(files.ca, 'utf8')).publicKey)).toBe(true);
-    } finally {
-      rmSync(dirname(dir), { recursive: true, force: true });
-    }
-  });
+describe('ensureCertificates', () => {
+  it('writes a CA and every certificate once, keeps them on the next run, renews what expires within 30 days', () => {
+    const now = new Date('2030-01-01T00:00:00Z');
+    const first = ensureCertificates({ ...options, now });
+    expect(first.generated).toEqual([
+      'ca',
+      'etcd',
+      'root',
+      'demo-admin',
+      'demo-controller',
+      'demo-member-demo-0',
+      'demo-client',
+      'postgres-demo-0',
+      'api-demo-0',
+    ]);
+    const { layout } = first;
+    expect((statSync(layout.dir).mode & 0o777).toString(8)).toBe('700');
+    expect((statSync(layout.client('demo-client').key).mode & 0o777).toString(8)).toBe('600');
+    const ca = forge.pki.certificateFromPem(readFileSync(layout.ca.cert, 'utf8'));
+    const client = forge.pki.certificateFromPem(readFileSync(layout.client('demo-client').cert, 'utf8'));
+    expect(client.subject.getField('CN').value).toBe('demo-client');
+    expect(ca.verify(client)).toBe(true);
+    const pgCert = forge.pki.certificateFromPem(readFileSync(layout.postgres('demo-0').cert, 'utf8'));
+    const sans = (pgCert.getExtension('subjectAltName') as { altNames: Array<{ ip?: string; value?: string }> })
+      .altNames;
+    expect(sans.map((n) => n.ip ?? n.value)).toEqual(['10.0.0.5', '127.0.0.1', 'localhost']);
+
+    expect(ensureCertificates({ ...options, now: new Date('2030-06-01T00:00:00Z') }).generated).toEqual([]);
+    // 825-day leaves, a 10-year CA: two years on, every leaf is renewed under the same CA.
+    const later = ensureCertificates({ ...options, now: new Date('2032-03-20T00:00:00Z') });
+    expect(later.generated).toHaveLength(8);
+    expect(later.generated).not.toContain('ca');
+  }, 120_000);
 });
-
-function dirname(path: string): string {
-  return path.slice(0, path.lastIndexOf('/'));
-}

@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
-import { assertEtcdReachable, createEtcdClient } from '../../adapters/etcd.js';
+import { assertEtcdReachable, createEtcdClient, type EtcdTlsFiles } from '../../adapters/etcd.js';
 import { findEtcdBinary } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
 
@@ -34,6 +34,18 @@ export interface EtcdServerOptions {
   readonly heartbeatIntervalMillis?: number;
   /** `--election-timeout`. Default 1000 ms. */
   readonly electionTimeoutMillis?: number;
+  /**
+   * Serve clients over TLS only (`https://`), requiring a client certificate signed by
+   * `caFile` (`--client-cert-auth`: with authentication on, its CN is the user). The
+   * start-up probe connects with `probe` (any certificate of that CA). Peers stay on
+   * plain loopback http.
+   */
+  readonly tls?: {
+    readonly certFile: string;
+    readonly keyFile: string;
+    readonly caFile: string;
+    readonly probe: EtcdTlsFiles;
+  };
 }
 
 /**
@@ -48,7 +60,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   const host = options.host ?? '127.0.0.1';
   const name = options.name ?? 'pgha-etcd';
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const client = `http://${host}:${options.clientPort}`;
+  const client = `${options.tls === undefined ? 'http' : 'https'}://${host}:${options.clientPort}`;
   const peer = `http://${host}:${options.peerPort}`;
   const child = spawnOwned(
     binary,
@@ -77,6 +89,17 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
       String(options.electionTimeoutMillis ?? 1000),
       '--log-level',
       'warn',
+      ...(options.tls === undefined
+        ? []
+        : [
+            '--cert-file',
+            options.tls.certFile,
+            '--key-file',
+            options.tls.keyFile,
+            '--trusted-ca-file',
+            options.tls.caFile,
+            '--client-cert-auth',
+          ]),
     ],
     {
       logFile: options.logFile,
@@ -98,7 +121,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     // A new client per attempt: a gRPC channel whose first connections were refused
     // (etcd not listening yet) backs off before it dials again, and under load one
     // client kept failing "Waiting for LB pick" for the whole 20 s it was given.
-    const probe = createEtcdClient({ endpoints: client }, 2000);
+    const probe = createEtcdClient({ endpoints: client, ...(options.tls ? { tls: options.tls.probe } : {}) }, 2000);
     try {
       await assertEtcdReachable(probe, client);
       break;

@@ -12,7 +12,8 @@ import {
   memberName,
   PghaError,
 } from '@pgha/core';
-import { assertEtcdReachable, castEtcdError, createEtcdClient } from '../../adapters/etcd.js';
+import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../../adapters/etcd.js';
+import { applyEtcdAccess } from '../../adapters/etcd-auth.js';
 import { postgresOsUser } from '../../adapters/os-user.js';
 import { assertPortsFree } from '../../adapters/ports.js';
 import { logTail } from '../../adapters/postgres-server.js';
@@ -20,8 +21,10 @@ import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisit
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
 import { newApiSecret } from '../../agent/failsafe.js';
 import { apiUrl } from '../../agent/health-server.js';
+import { etcdConnectionEnv } from '../../cli/etcd-options.js';
+import { decideEtcdAccess, etcdUser } from '../../decide/etcd-permissions.js';
 import type { Logger, LogLevel } from '../../log.js';
-import { ensureMemberCertificates } from './certificates.js';
+import { type CertificateFiles, ensureCertificates, type TlsLayout } from './certificates.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
 import { describeSynchronous, type SynchronousFlags, settleStoredSettings } from './stored-settings.js';
@@ -37,6 +40,20 @@ export interface LocalClusterOptions {
   readonly basePort?: number;
   /** Use this etcd instead of starting one. */
   readonly etcd?: string;
+  /**
+   * TLS files and credentials for the etcd given by `etcd` (every process of the
+   * cluster uses them; the agents and controllers get them through PGHA_ETCD_*
+   * variables, never on their command line).
+   */
+  readonly etcdAuth?: Omit<EtcdConnection, 'endpoints'>;
+  /**
+   * `pgha up --secure`: generate a CA and certificates under `<state-dir>/tls/`, run
+   * etcd with TLS and client-certificate authentication, one etcd user per process
+   * with the least rights it needs (decide/etcd-permissions.ts). Remembered in the
+   * state directory: undefined means as stored (insecure for a new one); true on a
+   * cluster created without it is refused.
+   */
+  readonly secure?: boolean;
   /** Client port of the etcd pgha starts (peer port is the next one). Default 2379. */
   readonly etcdPort?: number;
   /**
@@ -125,6 +142,17 @@ export interface LocalCluster {
   readonly etcdEndpoint: string;
   /** PID of the etcd pgha started, or null when an external etcd is used. */
   readonly etcdPid: number | null;
+  /**
+   * With `secure`: the certificates, and the connection of each etcd user (the
+   * read-only client's is what a Pool or `pgha status` needs). Null otherwise.
+   */
+  readonly tls: {
+    readonly layout: TlsLayout;
+    /** The client certificate of etcd user `user` (`<cluster>-client`, `<cluster>-admin`, ...). */
+    readonly client: (user: string) => CertificateFiles;
+    /** The etcd connection as `user` (default the read-only `<cluster>-client`). */
+    readonly connection: (user?: string) => EtcdConnection;
+  } | null;
   readonly keyRoot: string | undefined;
   readonly members: readonly LocalMember[];
   /** Each controller's metrics URL (`http://127.0.0.1:port/metrics`), by index; empty without metricsBasePort. */
@@ -233,6 +261,19 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     );
   }
   const ownEtcd = options.etcd === undefined;
+  if (options.secure === true && previous !== null && previous.secure !== true) {
+    throw new PghaError(
+      'conflict',
+      `the cluster in ${stateDir} was created without --secure, and pgha up cannot secure an existing cluster yet: run it without --secure, or start a new cluster with --secure in another --state-dir`,
+    );
+  }
+  const secure = options.secure === true || previous?.secure === true;
+  if (secure && !ownEtcd) {
+    throw new PghaError(
+      'invalid-option',
+      '--secure starts its own etcd with TLS and authentication, so it cannot be combined with --etcd: for an existing etcd, set up its users with `pgha etcd-auth` and pass --etcd-ca, --etcd-cert and --etcd-key (or --etcd-user) instead',
+    );
+  }
   const etcdPort = ownEtcd ? (options.etcdPort ?? previous?.etcdPort ?? 2379) : null;
 
   // Prerequisites first: fail before anything is written or started.
@@ -260,7 +301,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         ]),
   ]);
   if (!ownEtcd) {
-    const probe = createEtcdClient({ endpoints: options.etcd! }, 3000);
+    const probe = createEtcdClient({ endpoints: options.etcd!, ...options.etcdAuth }, 3000);
     try {
       await assertEtcdReachable(probe, options.etcd!);
     } finally {
@@ -278,7 +319,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     replicationPassword: randomPassword(),
     createdAt: new Date().toISOString(),
   };
-  writeState(stateDir, { ...state, members, basePort, etcdPort });
+  writeState(stateDir, { ...state, members, basePort, etcdPort, ...(secure ? { secure: true } : {}) });
   const logDir = join(stateDir, 'logs');
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
   // The members' shared API secret (failsafe mode's authenticated requests), kept
@@ -286,9 +327,31 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const apiSecretFile = join(stateDir, 'api-secret');
   if (!existsSync(apiSecretFile)) writeFileSync(apiSecretFile, `${newApiSecret()}\n`, { mode: 0o600 });
 
+  const hostOf = (name: string) => options.placement?.(name)?.host ?? '127.0.0.1';
+  let layout: TlsLayout | null = null;
+  if (secure) {
+    const ensured = ensureCertificates({
+      stateDir,
+      cluster,
+      members: names.map((name) => ({ name, host: hostOf(name) })),
+      postgresUser: user,
+    });
+    layout = ensured.layout;
+    if (ensured.generated.length > 0)
+      progress(`wrote ${ensured.generated.length} certificates and keys to ${layout.dir} (CA: ${layout.ca.cert})`);
+  }
+  const tlsAs = (etcdUserName: string) =>
+    layout === null
+      ? undefined
+      : {
+          caFile: layout.ca.cert,
+          certFile: layout.client(etcdUserName).cert,
+          keyFile: layout.client(etcdUserName).key,
+        };
+
   let etcdServer: EtcdServer | null = null;
   if (ownEtcd) {
-    progress(`starting etcd on 127.0.0.1:${etcdPort}`);
+    progress(`starting etcd on 127.0.0.1:${etcdPort}${secure ? ' (TLS, client certificates)' : ''}`);
     etcdServer = await startEtcdServer({
       dataDir: join(stateDir, 'etcd'),
       clientPort: etcdPort!,
@@ -296,14 +359,47 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       logFile: join(logDir, 'etcd.log'),
       detached: true,
       name: `${cluster}-etcd`,
+      ...(layout === null
+        ? {}
+        : {
+            tls: {
+              certFile: layout.etcd.cert,
+              keyFile: layout.etcd.key,
+              caFile: layout.ca.cert,
+              probe: tlsAs('root')!,
+            },
+          }),
     });
   }
   const etcdEndpoint = etcdServer?.endpoint ?? options.etcd!;
+  /** The connection of etcd user `name` (secure), else the one given for everything. */
+  const connectionAs = (name: string): EtcdConnection =>
+    layout === null ? { endpoints: etcdEndpoint, ...options.etcdAuth } : { endpoints: etcdEndpoint, tls: tlsAs(name) };
+  const adminConnection = connectionAs(etcdUser.admin(cluster));
+  if (secure) {
+    // Users and roles on every start (idempotent): a member added since gets its own.
+    const root = createEtcdClient(connectionAs('root'), 5000);
+    try {
+      const result = await applyEtcdAccess(
+        root,
+        decideEtcdAccess(cluster, clusterKeys(cluster, options.keyRoot), names),
+        {
+          enable: true,
+        },
+      );
+      if (result.created.length > 0) progress(`etcd: created ${result.created.join(', ')}; authentication on`);
+    } catch (error) {
+      await etcdServer?.stop();
+      throw castEtcdError(error, etcdEndpoint, 'setting up etcd users and roles');
+    } finally {
+      root.close();
+    }
+  }
   // The settings are stored before any agent starts: agents take their lease timing
   // from the record at start.
   let settings: ConfigRecord;
   {
-    const etcd = createEtcdClient({ endpoints: etcdEndpoint }, 5000);
+    const etcd = createEtcdClient(adminConnection, 5000);
     try {
       settings = await settleStoredSettings(
         etcd,
@@ -333,15 +429,33 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     );
   const cli = cliPath();
   const agents = new Map<string, ChildProcess>();
-  const hostOf = (name: string) => options.placement?.(name)?.host ?? '127.0.0.1';
-  const certificates = options.memberTls
-    ? ensureMemberCertificates(
-        join(stateDir, 'tls'),
-        cluster,
-        names.map((name) => ({ name, host: hostOf(name) })),
-      )
-    : null;
-  const caFile = certificates === null ? null : join(stateDir, 'tls', 'ca.crt');
+  // PostgreSQL and API TLS: always with --secure; alone (etcd stays plain) with memberTls.
+  const memberLayout =
+    layout ??
+    (options.memberTls === true
+      ? ensureCertificates({
+          stateDir,
+          cluster,
+          members: names.map((name) => ({ name, host: hostOf(name) })),
+          postgresUser: user,
+        }).layout
+      : null);
+  const certificates =
+    memberLayout === null
+      ? null
+      : new Map(
+          names.map((name) => [
+            name,
+            {
+              postgresCert: memberLayout.postgres(name).cert,
+              postgresKey: memberLayout.postgres(name).key,
+              apiCert: memberLayout.api(name).cert,
+              apiKey: memberLayout.api(name).key,
+              ca: memberLayout.ca.cert,
+            },
+          ]),
+        );
+  const caFile = memberLayout === null ? null : memberLayout.ca.cert;
   const passfile = certificates === null ? null : join(stateDir, 'pgpass');
   if (passfile !== null)
     writeFileSync(passfile, `*:*:*:postgres:${state.superuserPassword.replace(/([:\\])/g, '\\$1')}\n`, {
@@ -385,6 +499,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const child = spawnOwned(process.execPath, args, {
       logFile: join(logDir, `controller-${index}.log`),
       detached: true,
+      env: { ...process.env, ...etcdConnectionEnv(connectionAs(etcdUser.controller(cluster))) },
     });
     controllerProcs[index] = child;
     child.once('exit', () => {
@@ -446,6 +561,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       detached: true,
       env: {
         ...process.env,
+        ...etcdConnectionEnv(connectionAs(etcdUser.member(cluster, member.name))),
         PGHA_SUPERUSER_PASSWORD: state.superuserPassword,
         PGHA_REPLICATION_PASSWORD: state.replicationPassword,
         ...(options.appRole === undefined
@@ -476,7 +592,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         controllerProcs.map((child) => (child === undefined ? undefined : stopChild(child, 'SIGTERM', 10_000))),
       );
       let leaderName: string | null = null;
-      const probe = createEtcdClient({ endpoints: etcdEndpoint }, 2000);
+      const probe = createEtcdClient(adminConnection, 2000);
       try {
         const text = await probe.get(clusterKeys(cluster, options.keyRoot).leader).string();
         leaderName = text === null ? null : LeaderRecord.decode(text).member;
@@ -501,7 +617,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   for (let i = 0; i < controllers; i++) startController(i);
 
   const keys = clusterKeys(cluster, options.keyRoot);
-  const etcd = createEtcdClient({ endpoints: etcdEndpoint });
+  const etcd = createEtcdClient(adminConnection);
   const seen = new Map<string, string>();
   const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
   let primaryAtStart = '';
@@ -575,6 +691,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     stateDir,
     etcdEndpoint,
     etcdPid: etcdServer?.pid ?? null,
+    tls: ((l) =>
+      l === null
+        ? null
+        : {
+            layout: l,
+            client: (name: string) => l.client(name),
+            connection: (name = etcdUser.client(cluster)) => connectionAs(name),
+          })(layout),
     keyRoot: options.keyRoot,
     members: memberList,
     primaryAtStart,

@@ -11,6 +11,7 @@ import type { OsUser } from '../../adapters/os-user.js';
  *     <state>/cluster.json     which cluster this is, its ports and secrets (mode 0600)
  *     <state>/etcd/            the data of the etcd pgha started (when it did)
  *     <state>/logs/            etcd.log and one <member>.log per agent
+ *     <state>/tls/             with --secure: the CA and every certificate (certificates.ts)
  *     <state>/<member>/        data/ (PGDATA), pgpass, postgres.log
  */
 const stateSchema = z.object({
@@ -22,6 +23,11 @@ const stateSchema = z.object({
   superuserPassword: z.string().min(16),
   replicationPassword: z.string().min(16),
   createdAt: z.string(),
+  /**
+   * `pgha up --secure`: etcd with TLS and client-certificate authentication, the
+   * certificates under tls/ (remembered: later runs are secure without the flag).
+   */
+  secure: z.boolean().optional(),
 });
 
 /** What cluster.json holds. */

@@ -297,7 +297,12 @@ export interface PemPair {
 
 /** A new self-signed CA for `cluster` (PEM), as {@link ensureCertificates} makes one. */
 export function createCertificateAuthority(cluster: string): PemPair {
-  const made = createCertificate({ commonName: `pgha ${cluster} local CA`, now: new Date(), days: caLifetimeDays, ca: true });
+  const made = createCertificate({
+    commonName: `pgha ${cluster} local CA`,
+    now: new Date(),
+    days: caLifetimeDays,
+    ca: true,
+  });
   return { cert: made.certPem, key: made.keyPem };
 }
 

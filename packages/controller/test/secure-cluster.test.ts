@@ -5,7 +5,8 @@
 // record, the config, the target or history; (c) a client without a certificate, or
 // with one etcd has no user for, is refused with a clear error; (d) a failover
 // completes with the roles as they are (every agent and controller write is
-// permitted: no "permission denied" in any log).
+// permitted: no "permission denied" in any log); (f) no password is in a log,
+// `pgha status`, etcd or a command line.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,7 @@ import { clusterKeys, LeaderRecord, MemberRecord, PghaError } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../src/adapters/etcd.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -285,6 +287,54 @@ describe('pgha up --secure', () => {
       expect(readFileSync(join(logs, file), 'utf8'), file).not.toMatch(/permission denied/i);
     }
   }, 300_000);
+
+  test('(f) no password is in a log, pgha status, etcd (the whole keyspace) or any command line', async () => {
+    const state = JSON.parse(readFileSync(join(stateDir, 'cluster.json'), 'utf8'));
+    const passwords = { superuser: state.superuserPassword, replication: state.replicationPassword };
+    // The audit finds a password where there is one (cluster.json keeps them, mode 0600).
+    expect(findLeaks([{ place: 'cluster.json', text: JSON.stringify(state) }], passwords)).toHaveLength(2);
+    const texts: AuditedText[] = [];
+    const logs = logFiles(stateDir);
+    // The agents', controllers' and etcd's logs, and each member's postgres log.
+    expect(logs.map((l) => l.place.slice(stateDir.length + 1))).toEqual(
+      expect.arrayContaining(['logs/sec-0.log', 'logs/sec-1.log', 'sec-0/postgres.log', 'sec-1/postgres.log']),
+    );
+    texts.push(...logs);
+    const files = c.tls!.client(`${cluster}-client`);
+    for (const extra of [[], ['--json']]) {
+      const out = await run(
+        process.execPath,
+        [
+          cliPath(),
+          'status',
+          '--etcd',
+          c.etcdEndpoint,
+          '--etcd-ca',
+          c.tls!.layout.ca.cert,
+          '--etcd-cert',
+          files.cert,
+          '--etcd-key',
+          files.key,
+          '--ssl-ca',
+          c.tls!.layout.ca.cert,
+          '--cluster',
+          cluster,
+          ...extra,
+        ],
+        { timeout: 30_000 },
+      );
+      expect(out.stdout).toMatch(/sec-0/);
+      texts.push({ place: `pgha status ${extra.join(' ')}`, text: out.stdout + out.stderr });
+    }
+    const contents = await etcdContents(as('root'));
+    expect(contents.some((k) => k.place.startsWith(`etcd ${keys.membersPrefix}`))).toBe(true);
+    texts.push(...contents);
+    const commands = commandLines();
+    // The agents run, their passwords in the environment, not in argv.
+    expect(commands.filter((p) => / agent .*--name sec-\d/.test(p.text))).toHaveLength(members.length);
+    texts.push(...commands);
+    expect(findLeaks(texts, passwords)).toEqual([]);
+  }, 120_000);
 
   test('(e) a whole-cluster restart comes back secure without the flag (remembered), same certificates and users', async () => {
     const ca = readFileSync(c.tls!.layout.ca.cert, 'utf8');

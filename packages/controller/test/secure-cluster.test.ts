@@ -183,6 +183,8 @@ describe('pgha up --secure', () => {
       user: 'postgres',
       password: c.superuserPassword,
       database: 'postgres',
+      // --secure turns PostgreSQL's TLS on too: pg_hba.conf takes TLS connections only.
+      ssl: { ca: readFileSync(c.tls!.layout.ca.cert, 'utf8') },
       max: 1,
       // A loaded host: a postgres connection once took more than 5 s here.
       connectionTimeoutMillis: 30_000,

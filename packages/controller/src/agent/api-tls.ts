@@ -24,7 +24,8 @@ export interface ApiTls {
   readonly ca: string | null;
 }
 
-function readPem(file: string, flag: string): string {
+/** A PEM file's text; a PghaError naming `flag` when it cannot be read. */
+export function readPem(file: string, flag: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (error) {

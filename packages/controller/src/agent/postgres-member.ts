@@ -31,6 +31,7 @@ import {
   type SynchronousSetting,
 } from '../decide/synchronous-standbys.js';
 import type { Logger } from '../log.js';
+import { readPem } from './api-tls.js';
 import {
   type AppRole,
   appDatabaseExistsSql,
@@ -185,17 +186,7 @@ export class PostgresMember {
     const from = this.o.tls;
     const to = this.tlsFiles;
     if (from === null || to === null) return;
-    const read = (file: string, flag: string) => {
-      try {
-        return readFileSync(file, 'utf8');
-      } catch (error) {
-        throw new PghaError(
-          'invalid-option',
-          `cannot read ${flag} ${file}: ${(error as Error).message}; give a readable PEM file`,
-          { cause: error },
-        );
-      }
-    };
+    const read = readPem;
     const cert = read(from.certFile, '--ssl-cert');
     const key = read(from.keyFile, '--ssl-key');
     const ca = read(from.caFile, '--ssl-ca');

@@ -332,8 +332,10 @@ describe('pgha up --secure', () => {
     expect(contents.some((k) => k.place.startsWith(`etcd ${keys.membersPrefix}`))).toBe(true);
     texts.push(...contents);
     const commands = commandLines();
-    // The agents run, their passwords in the environment, not in argv.
-    expect(commands.filter((p) => / agent .*--name sec-\d/.test(p.text))).toHaveLength(members.length);
+    // This cluster's agents run (their passwords in the environment, not in argv).
+    expect(commands.filter((p) => p.text.includes(stateDir) && / agent .*--name sec-\d/.test(p.text))).toHaveLength(
+      members.length,
+    );
     texts.push(...commands);
     expect(findLeaks(texts, passwords)).toEqual([]);
   }, 120_000);

@@ -36,6 +36,12 @@ export interface ControllerOptions {
   readonly policy: ControllerPolicy;
   /** How often to re-evaluate without any etcd event. Default 500 ms. */
   readonly intervalMillis?: number;
+  /**
+   * How long the first etcd call is retried at start (etcd unreachable or slow to
+   * answer, e.g. a TLS handshake on a loaded host). Default 20000. Keep it below any
+   * start timeout of the caller, so that the caller sees etcd's own error.
+   */
+  readonly connectPatienceMillis?: number;
   readonly log: Logger;
   readonly clock?: Clock;
 }
@@ -110,7 +116,7 @@ export class Controller {
   async start(): Promise<void> {
     this.etcd = createEtcdClient(this.options.etcd, 1500);
     // Patient: under load a first call (over TLS: a handshake) can outlast the call timeout.
-    await assertEtcdReachable(this.etcd, this.options.etcd.endpoints, 20_000);
+    await assertEtcdReachable(this.etcd, this.options.etcd.endpoints, this.options.connectPatienceMillis ?? 20_000);
     this.lease = new LeaseKeeper(this.etcd, this.options.lease, this.clock);
     this.lease.on('expired', () => {
       this.active = false;

@@ -276,6 +276,9 @@ export function createFailoverController(config: FailoverControllerConfig, log: 
       fencingMarginMillis: defaultConfig.fencingMarginMillis,
     },
     policy: { ...defaultControllerPolicy, maximumLagOnFailoverBytes: config.maximumLagOnFailoverBytes },
+    // Below the operator's start timeout (15 s): an unreachable etcd is reported with
+    // etcd's own error (which names the endpoint) in the cluster's condition.
+    connectPatienceMillis: 5000,
     log,
   });
 }

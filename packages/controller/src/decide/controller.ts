@@ -276,7 +276,8 @@ export function decideController(s: ControllerSnapshot): ControllerDecision {
   }
   // Synchronous quorum: every acknowledged commit is on `quorum` of the claim's
   // standbys, so the most advanced of any |standbys| − quorum + 1 of them has them all.
-  if (quorum !== null && quorum.floor === null) return electClaimant(s, quorum, qualification, failedTarget, nextTerm);
+  if (quorum !== null && quorum.floor === null)
+    return electClaimant(s, quorum, qualification, failedTarget, nextTerm, oldPrimary);
   // The old primary is not excluded: once fenced and back as a running replica it
   // holds everything it acknowledged, so it may well be the best (lossless) choice.
   const ranking = rankCandidates(s.members, {
@@ -329,6 +330,7 @@ function electClaimant(
   qualification: Omit<RankingPolicy, 'exclude'>,
   failedTarget: ReadonlySet<string>,
   nextTerm: number,
+  oldPrimary: string | null,
 ): ControllerDecision {
   const claimant =
     s.sync === null || s.sync === undefined ? undefined : s.members.find((m) => m.name === s.sync!.member);
@@ -351,8 +353,6 @@ function electClaimant(
     const why = ranking.rejected.map((r) => `${r.member} ${r.reason}`).join('; ');
     return { type: 'wait', reason: `${quorum.short}; the claim's own primary cannot be elected instead: ${why}` };
   }
-  const record = s.lastPrimaryRecords.find((r) => r.term === s.term) ?? null;
-  const oldPrimary = record?.member ?? s.lastPrimary?.name ?? null;
   return {
     type: 'set-target',
     target: target(nextTerm, claimant.name, 'failover', oldPrimary, s.now, s.leaderLostAt ?? s.now),

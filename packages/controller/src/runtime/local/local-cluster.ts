@@ -328,18 +328,24 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   if (!existsSync(apiSecretFile)) writeFileSync(apiSecretFile, `${newApiSecret()}\n`, { mode: 0o600 });
 
   const hostOf = (name: string) => options.placement?.(name)?.host ?? '127.0.0.1';
-  let layout: TlsLayout | null = null;
-  if (secure) {
+  // Certificates: with --secure for etcd, PostgreSQL and the API; with memberTls alone
+  // for PostgreSQL and the API (etcd stays plain).
+  let memberLayout: TlsLayout | null = null;
+  if (secure || options.memberTls === true) {
     const ensured = ensureCertificates({
       stateDir,
       cluster,
       members: names.map((name) => ({ name, host: hostOf(name) })),
       postgresUser: user,
     });
-    layout = ensured.layout;
+    memberLayout = ensured.layout;
     if (ensured.generated.length > 0)
-      progress(`wrote ${ensured.generated.length} certificates and keys to ${layout.dir} (CA: ${layout.ca.cert})`);
+      progress(
+        `wrote ${ensured.generated.length} certificates and keys to ${memberLayout.dir} (CA: ${memberLayout.ca.cert})`,
+      );
   }
+  /** The certificates etcd and its clients use: only with --secure. */
+  const layout = secure ? memberLayout : null;
   const tlsAs = (etcdUserName: string) =>
     layout === null
       ? undefined
@@ -430,16 +436,6 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const cli = cliPath();
   const agents = new Map<string, ChildProcess>();
   // PostgreSQL and API TLS: always with --secure; alone (etcd stays plain) with memberTls.
-  const memberLayout =
-    layout ??
-    (options.memberTls === true
-      ? ensureCertificates({
-          stateDir,
-          cluster,
-          members: names.map((name) => ({ name, host: hostOf(name) })),
-          postgresUser: user,
-        }).layout
-      : null);
   const certificates =
     memberLayout === null
       ? null

@@ -6,23 +6,28 @@
 // with one etcd has no user for, is refused with a clear error; (d) a failover
 // completes with the roles as they are (every agent and controller write is
 // permitted: no "permission denied" in any log); (f) no password is in a log,
-// `pgha status`, etcd or a command line.
-import { execFile } from 'node:child_process';
+// `pgha status`, etcd or a command line; (g) `pgha operator` with its own etcd
+// certificate reads the leader record and runs the cluster's failover controller.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Pool } from '@pgha/client';
 import { clusterKeys, LeaderRecord, MemberRecord, PghaError } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parse } from 'yaml';
 import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
+import { apiCaller, pollUntil } from '../../../testing/kube-api/test-client.js';
 import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../src/adapters/etcd.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
+const repo = resolve(import.meta.dirname, '../../..');
 const cluster = 'sec';
 const keys = clusterKeys(cluster);
 const members = ['sec-0', 'sec-1'];
@@ -361,4 +366,82 @@ describe('pgha up --secure', () => {
     const error = await rejection(as(`${cluster}-member-sec-1`).put(keys.member('sec-0')).value('{}').exec());
     expect(error.message).toMatch(/permission denied/);
   }, 300_000);
+
+  test("(g) pgha operator reaches the secure etcd with its own certificate (PGHA_ETCD_*): it reads the leader and runs the cluster's failover controller", async () => {
+    const l = await healthy();
+    const api = await KubeApiServer.start();
+    const call = apiCaller(() => api.url);
+    const dir = mkdtempSync(join(tmpdir(), 'pgha-secure-operator-'));
+    const admin = c.tls!.connection(`${cluster}-admin`).tls!;
+    let output = '';
+    let operator: ChildProcess | undefined;
+    try {
+      await call(
+        'POST',
+        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+        parse(readFileSync(join(repo, 'deploy/crd.yaml'), 'utf8')),
+      );
+      await call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'db' } });
+      await call('POST', '/api/v1/namespaces/db/secrets', {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: `${cluster}-credentials` },
+        data: { 'superuser-password': 'YQ==', 'replication-password': 'Yg==' },
+      });
+      // As deploy/examples/operator-etcd-tls.patch.yaml sets it: the files through the environment.
+      operator = spawn(
+        process.execPath,
+        [cliPath(), 'operator', '--kubeconfig', api.writeKubeconfig(dir), '--health-port', '0'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: {
+            ...process.env,
+            PGHA_ETCD_CA: admin.caFile,
+            PGHA_ETCD_CERT: admin.certFile,
+            PGHA_ETCD_KEY: admin.keyFile,
+          },
+        },
+      );
+      operator.stdout!.on('data', (d) => {
+        output += d;
+      });
+      operator.stderr!.on('data', (d) => {
+        output += d;
+      });
+      await call('POST', '/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters', {
+        apiVersion: 'pgha.dev/v1alpha1',
+        kind: 'PgHaCluster',
+        metadata: { name: cluster },
+        spec: { etcd: { endpoints: [c.etcdEndpoint] } },
+      });
+      const conditions = async () =>
+        ((await call('GET', `/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/${cluster}`)).body.status?.conditions ??
+          []) as { type: string; status: string; message: string }[];
+      // Its failover controller connected and campaigns (this cluster's own controller holds the key).
+      const ready = await pollUntil(
+        'FailoverControllerReady True',
+        conditions,
+        (cs) => cs.some((x) => x.type === 'FailoverControllerReady' && x.status === 'True'),
+        { millis: 120_000, intervalMillis: 250, context: () => output },
+      );
+      expect(ready.find((x) => x.type === 'FailoverControllerReady')!.message).not.toMatch(/denied|certificate/i);
+      // The leader record, read over TLS as the operator's user, is in the status.
+      const status = await pollUntil(
+        `${l.member} as the primary in the status`,
+        async () => (await call('GET', `/apis/pgha.dev/v1alpha1/namespaces/db/pghaclusters/${cluster}`)).body.status,
+        (st) => st?.primary === l.member,
+        { millis: 60_000, intervalMillis: 250, context: () => output },
+      );
+      expect(status.term).toBe(l.term);
+      expect(output).not.toMatch(/permission denied|certificate required|authentication/i);
+    } finally {
+      if (operator !== undefined && operator.exitCode === null) {
+        const exited = new Promise((r) => operator!.once('exit', r));
+        operator.kill('SIGKILL');
+        await exited;
+      }
+      await api.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
 });

@@ -24,6 +24,9 @@ export interface EtcdConnection {
   readonly tls?: EtcdTlsFiles;
 }
 
+/** An {@link EtcdConnection} without its endpoints: one identity used for several etcds (the operator's). */
+export type EtcdCredentials = Omit<EtcdConnection, 'endpoints'>;
+
 function readPem(file: string, what: string, option: string): Buffer {
   let content: Buffer;
   try {

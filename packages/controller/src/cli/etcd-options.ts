@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { PghaError } from '@pgha/core';
 import { type Command, Option } from 'commander';
-import type { EtcdConnection } from '../adapters/etcd.js';
+import type { EtcdConnection, EtcdCredentials } from '../adapters/etcd.js';
 
 /** The etcd connection flags every etcd-talking command takes (see {@link addEtcdConnectionOptions}). */
 export interface EtcdConnectionFlags {
@@ -99,6 +99,15 @@ export function etcdConnectionFrom(
     ...(user === undefined ? {} : { username: user, password }),
     ...(Object.keys(tls).length === 0 ? {} : { tls }),
   };
+}
+
+/**
+ * The TLS files and user of the parsed flags without endpoints: one identity for
+ * several etcds (`pgha operator`, whose clusters each name their own endpoints).
+ */
+export function etcdCredentialsFrom(flags: EtcdConnectionFlags, env: NodeJS.ProcessEnv = process.env): EtcdCredentials {
+  const { endpoints: _endpoints, ...credentials } = etcdConnectionFrom([], flags, env);
+  return credentials;
 }
 
 /**

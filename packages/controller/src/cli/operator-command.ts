@@ -34,6 +34,7 @@ import type {
   SynchronousObservation,
 } from '../runtime/kubernetes/decide-synchronous.js';
 import type { PgHaClusterObject } from '../runtime/kubernetes/pgha-cluster.js';
+import { addEtcdConnectionOptions, type EtcdConnectionFlags, etcdCredentialsFrom } from './etcd-options.js';
 import { commandLogger, type LogFlags, logFormatOption, logLevelOption } from './log-options.js';
 
 /** Where a pod's namespace is when neither a flag nor POD_NAMESPACE names it. */
@@ -67,7 +68,7 @@ interface OperatorFlags {
 }
 
 export function registerOperator(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
-  program
+  const command = program
     .command('operator')
     .description('reconcile PgHaCluster resources into StatefulSets, Services, PDBs and role labels (Kubernetes)')
     .option('--kubeconfig <path>', 'kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
@@ -114,178 +115,182 @@ export function registerOperator(program: Command, integer: (min: number, max: n
       5000,
     )
     .addOption(logFormatOption())
-    .addOption(logLevelOption())
-    .action(async (opts: OperatorFlags & LogFlags) => {
-      const timing = leaderElectionTimingProblem(opts);
-      if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
-      const log = commandLogger('operator', opts, {});
-      // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
-      // and every other command (the agent above all) must not pay for it.
-      const { KubeConfig } = await import('@kubernetes/client-node');
-      const { Operator } = await import('../runtime/kubernetes/operator.js');
-      const { ElectedOperator } = await import('../runtime/kubernetes/elected-operator.js');
-      const { kubernetesLeaseApi } = await import('../runtime/kubernetes/lease-elector.js');
-      const { startHealthServer } = await import('../runtime/kubernetes/health-server.js');
-      const { ClusterControllers, createFailoverController } = await import(
-        '../runtime/kubernetes/cluster-controllers.js'
-      );
-      const { LeaderWatches, openEtcdLeaderWatch } = await import('../runtime/kubernetes/leader-watches.js');
-      const kubeConfig = new KubeConfig();
-      if (opts.kubeconfig === undefined) kubeConfig.loadFromDefault();
-      else kubeConfig.loadFromFile(opts.kubeconfig);
-      const leaseNamespace =
-        opts.leaseNamespace ??
-        (process.env.POD_NAMESPACE || undefined) ??
-        readServiceAccountNamespace() ??
-        kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ??
-        'default';
-      // The pod name is unique among live pods and kept across container restarts, so a
-      // restarted container resumes its own pod's leadership at once; outside a pod, a
-      // random suffix keeps two processes on one host apart.
-      const identity = opts.identity ?? (process.env.POD_NAME || `${hostname()}_${randomUUID().slice(0, 8)}`);
+    .addOption(logLevelOption());
+  // The operator's own etcd identity, one for every cluster it manages (each
+  // PgHaCluster names only its endpoints): the leader watches, the switchover,
+  // config and removed/ records, and each cluster's failover controller.
+  addEtcdConnectionOptions(command).action(async (opts: OperatorFlags & EtcdConnectionFlags & LogFlags) => {
+    const timing = leaderElectionTimingProblem(opts);
+    if (timing !== null) throw new PghaError('invalid-option', `leader election: ${timing}`);
+    const credentials = etcdCredentialsFrom(opts);
+    const log = commandLogger('operator', opts, {});
+    // Loaded here, not at the top: @kubernetes/client-node takes seconds to import,
+    // and every other command (the agent above all) must not pay for it.
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const { Operator } = await import('../runtime/kubernetes/operator.js');
+    const { ElectedOperator } = await import('../runtime/kubernetes/elected-operator.js');
+    const { kubernetesLeaseApi } = await import('../runtime/kubernetes/lease-elector.js');
+    const { startHealthServer } = await import('../runtime/kubernetes/health-server.js');
+    const { ClusterControllers, createFailoverController } = await import(
+      '../runtime/kubernetes/cluster-controllers.js'
+    );
+    const { LeaderWatches, openEtcdLeaderWatch } = await import('../runtime/kubernetes/leader-watches.js');
+    const kubeConfig = new KubeConfig();
+    if (opts.kubeconfig === undefined) kubeConfig.loadFromDefault();
+    else kubeConfig.loadFromFile(opts.kubeconfig);
+    const leaseNamespace =
+      opts.leaseNamespace ??
+      (process.env.POD_NAMESPACE || undefined) ??
+      readServiceAccountNamespace() ??
+      kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ??
+      'default';
+    // The pod name is unique among live pods and kept across container restarts, so a
+    // restarted container resumes its own pod's leadership at once; outside a pod, a
+    // random suffix keeps two processes on one host apart.
+    const identity = opts.identity ?? (process.env.POD_NAME || `${hostname()}_${randomUUID().slice(0, 8)}`);
 
-      const clients = new Map<string, Etcd3>();
-      const clientOf = (endpointList: readonly string[]) => {
-        const endpoints = endpointList.join(',');
-        let client = clients.get(endpoints);
-        if (!client) {
-          // The leader watches reconnect at most 1 s after etcd answers again (the resync
-          // covers the gap); etcd3's own backoff would grow to 30 s.
-          client = createEtcdClient({ endpoints }, 3000, { maxWatchBackoffMillis: 1000 });
-          clients.set(endpoints, client);
-        }
-        return client;
+    const clients = new Map<string, Etcd3>();
+    const clientOf = (endpointList: readonly string[]) => {
+      const endpoints = endpointList.join(',');
+      let client = clients.get(endpoints);
+      if (!client) {
+        // The leader watches reconnect at most 1 s after etcd answers again (the resync
+        // covers the gap); etcd3's own backoff would grow to 30 s.
+        client = createEtcdClient({ ...credentials, endpoints }, 3000, { maxWatchBackoffMillis: 1000 });
+        clients.set(endpoints, client);
+      }
+      return client;
+    };
+    const etcdOf = (cluster: PgHaClusterObject) => {
+      const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;
+      return {
+        client: clientOf(spec.endpoints ?? []),
+        keys: clusterKeys(cluster.metadata.name, spec.keyRoot ?? '/pgha/'),
       };
-      const etcdOf = (cluster: PgHaClusterObject) => {
-        const spec = ((cluster.spec as { etcd?: EtcdSpec } | undefined)?.etcd ?? {}) as EtcdSpec;
-        return {
-          client: clientOf(spec.endpoints ?? []),
-          keys: clusterKeys(cluster.metadata.name, spec.keyRoot ?? '/pgha/'),
-        };
-      };
-      const createOperator = (mayWrite: () => boolean) =>
-        new Operator({
-          kubeConfig,
-          namespace: opts.namespace,
-          resyncIntervalMillis: opts.resyncIntervalMillis,
-          synchronousGraceMillis: opts.synchronousGraceMillis,
-          log,
-          mayWrite,
-          // A fresh set per leadership, stopped with its Operator.
-          failoverControllers: (onChange) =>
-            new ClusterControllers({
-              onChange,
-              log,
-              create: (key, config) => createFailoverController(config, log.child(`controller ${key}`)),
-            }),
-          // Each cluster's leader record, watched so role labels follow a failover at once.
-          leaderWatches: (onChange) =>
-            new LeaderWatches({
-              onChange,
-              log,
-              // The leader record, and the records the Synchronous condition reads (the
-              // primary's claim, the settings): each rarely changes.
-              open: (target, events) => {
-                const k = clusterKeys(target.cluster, target.keyRoot);
-                return openEtcdLeaderWatch(clientOf(target.endpoints), [k.leader, k.sync, k.config], events);
-              },
-            }),
-          readLeader: async (cluster) => {
-            const { client, keys } = etcdOf(cluster);
-            const text = await client.get(keys.leader).string();
-            if (text === null) return null;
-            const leader = LeaderRecord.decode(text);
-            return leader.writable ? { member: leader.member, term: leader.term } : null;
-          },
-          requestSwitchover: async (cluster, from, candidates) => {
-            const { client, keys } = etcdOf(cluster);
-            const pending = (await client.get(keys.switchover).exec()).kvs[0];
-            // A request the controller rejected is cleared so the next round can ask again
-            // (only that one: guarded by its mod revision, so a request written meanwhile,
-            // by the CLI or another round, is never deleted unseen).
-            if (pending !== undefined && SwitchoverRecord.decode(pending.value.toString()).rejected)
-              await client
-                .if(keys.switchover, 'Mod', '==', pending.mod_revision)
-                .then(client.delete().key(keys.switchover))
-                .commit();
-            const request: SwitchoverRecord = {
-              v: recordVersion,
-              from,
-              to: candidates[0] ?? null,
-              at: null,
-              requestedAt: new Date().toISOString(),
-            };
+    };
+    const createOperator = (mayWrite: () => boolean) =>
+      new Operator({
+        kubeConfig,
+        namespace: opts.namespace,
+        resyncIntervalMillis: opts.resyncIntervalMillis,
+        synchronousGraceMillis: opts.synchronousGraceMillis,
+        log,
+        mayWrite,
+        // A fresh set per leadership, stopped with its Operator.
+        failoverControllers: (onChange) =>
+          new ClusterControllers({
+            onChange,
+            log,
+            create: (key, config) => createFailoverController(config, log.child(`controller ${key}`), credentials),
+          }),
+        // Each cluster's leader record, watched so role labels follow a failover at once.
+        leaderWatches: (onChange) =>
+          new LeaderWatches({
+            onChange,
+            log,
+            // The leader record, and the records the Synchronous condition reads (the
+            // primary's claim, the settings): each rarely changes.
+            open: (target, events) => {
+              const k = clusterKeys(target.cluster, target.keyRoot);
+              return openEtcdLeaderWatch(clientOf(target.endpoints), [k.leader, k.sync, k.config], events);
+            },
+          }),
+        readLeader: async (cluster) => {
+          const { client, keys } = etcdOf(cluster);
+          const text = await client.get(keys.leader).string();
+          if (text === null) return null;
+          const leader = LeaderRecord.decode(text);
+          return leader.writable ? { member: leader.member, term: leader.term } : null;
+        },
+        requestSwitchover: async (cluster, from, candidates) => {
+          const { client, keys } = etcdOf(cluster);
+          const pending = (await client.get(keys.switchover).exec()).kvs[0];
+          // A request the controller rejected is cleared so the next round can ask again
+          // (only that one: guarded by its mod revision, so a request written meanwhile,
+          // by the CLI or another round, is never deleted unseen).
+          if (pending !== undefined && SwitchoverRecord.decode(pending.value.toString()).rejected)
             await client
-              .if(keys.switchover, 'Create', '==', 0)
-              .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
+              .if(keys.switchover, 'Mod', '==', pending.mod_revision)
+              .then(client.delete().key(keys.switchover))
+              .commit();
+          const request: SwitchoverRecord = {
+            v: recordVersion,
+            from,
+            to: candidates[0] ?? null,
+            at: null,
+            requestedAt: new Date().toISOString(),
+          };
+          await client
+            .if(keys.switchover, 'Create', '==', 0)
+            .then(client.put(keys.switchover).value(SwitchoverRecord.encode(request)))
+            .commit();
+        },
+        synchronous: {
+          read: async (cluster) => {
+            const { client, keys } = etcdOf(cluster);
+            return readSynchronous(client, keys);
+          },
+          write: async (cluster, write) => {
+            const { client, keys } = etcdOf(cluster);
+            return writeConfig(client, keys, write);
+          },
+        },
+        removedMembers: {
+          read: async (cluster) => {
+            const { client, keys } = etcdOf(cluster);
+            const found = await client.getAll().prefix(keys.removedPrefix).keys();
+            return found.flatMap((key) => {
+              const parsed = keys.parse(key);
+              return parsed?.kind === 'removed' ? [parsed.name] : [];
+            });
+          },
+          mark: async (cluster, member, reason) => {
+            const { client, keys } = etcdOf(cluster);
+            const mark: RemovedMemberRecord = { v: recordVersion, member, reason, at: new Date().toISOString() };
+            await client
+              .if(keys.removed(member), 'Create', '==', 0)
+              .then(client.put(keys.removed(member)).value(RemovedMemberRecord.encode(mark)))
               .commit();
           },
-          synchronous: {
-            read: async (cluster) => {
-              const { client, keys } = etcdOf(cluster);
-              return readSynchronous(client, keys);
-            },
-            write: async (cluster, write) => {
-              const { client, keys } = etcdOf(cluster);
-              return writeConfig(client, keys, write);
-            },
+          unmark: async (cluster, member) => {
+            const { client, keys } = etcdOf(cluster);
+            await client.delete().key(keys.removed(member));
           },
-          removedMembers: {
-            read: async (cluster) => {
-              const { client, keys } = etcdOf(cluster);
-              const found = await client.getAll().prefix(keys.removedPrefix).keys();
-              return found.flatMap((key) => {
-                const parsed = keys.parse(key);
-                return parsed?.kind === 'removed' ? [parsed.name] : [];
-              });
-            },
-            mark: async (cluster, member, reason) => {
-              const { client, keys } = etcdOf(cluster);
-              const mark: RemovedMemberRecord = { v: recordVersion, member, reason, at: new Date().toISOString() };
-              await client
-                .if(keys.removed(member), 'Create', '==', 0)
-                .then(client.put(keys.removed(member)).value(RemovedMemberRecord.encode(mark)))
-                .commit();
-            },
-            unmark: async (cluster, member) => {
-              const { client, keys } = etcdOf(cluster);
-              await client.delete().key(keys.removed(member));
-            },
-          },
-        });
-      const elected = new ElectedOperator({
-        api: kubernetesLeaseApi(kubeConfig),
-        leaseNamespace,
-        leaseName: opts.leaseName,
-        identity,
-        leaseDurationSeconds: opts.leaseDurationSeconds,
-        renewDeadlineMillis: opts.renewDeadlineMillis,
-        retryPeriodMillis: opts.retryPeriodMillis,
-        log,
-        createOperator,
-        onStartedLeading: () => log.info(`watching PgHaClusters in ${opts.namespace ?? 'every namespace'}`),
+        },
       });
-      const health = await startHealthServer({ port: opts.healthPort, health: () => elected.health() });
-      log.info(`health endpoints on port ${health.port}: GET /healthz, /readyz`);
-      let stopping = false;
-      const stop = () => {
-        if (stopping) return;
-        stopping = true;
-        // Stop reconciling first, then release the Lease (a standby takes over at its next try).
-        void elected
-          .stop()
-          .then(() => health.close())
-          .finally(() => {
-            for (const c of clients.values()) c.close();
-            process.exit(0);
-          });
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-      elected.start();
-      log.info(`candidate ${identity} for Lease ${leaseNamespace}/${opts.leaseName}`);
-      await new Promise(() => undefined); // run until a signal stops us
+    const elected = new ElectedOperator({
+      api: kubernetesLeaseApi(kubeConfig),
+      leaseNamespace,
+      leaseName: opts.leaseName,
+      identity,
+      leaseDurationSeconds: opts.leaseDurationSeconds,
+      renewDeadlineMillis: opts.renewDeadlineMillis,
+      retryPeriodMillis: opts.retryPeriodMillis,
+      log,
+      createOperator,
+      onStartedLeading: () => log.info(`watching PgHaClusters in ${opts.namespace ?? 'every namespace'}`),
     });
+    const health = await startHealthServer({ port: opts.healthPort, health: () => elected.health() });
+    log.info(`health endpoints on port ${health.port}: GET /healthz, /readyz`);
+    let stopping = false;
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      // Stop reconciling first, then release the Lease (a standby takes over at its next try).
+      void elected
+        .stop()
+        .then(() => health.close())
+        .finally(() => {
+          for (const c of clients.values()) c.close();
+          process.exit(0);
+        });
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    elected.start();
+    log.info(`candidate ${identity} for Lease ${leaseNamespace}/${opts.leaseName}`);
+    await new Promise(() => undefined); // run until a signal stops us
+  });
 }
 
 /**

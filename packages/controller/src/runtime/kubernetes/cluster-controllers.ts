@@ -17,6 +17,7 @@
  * May import: the controller (for the default factory), the pure decisions.
  */
 import { defaultConfig, PghaError } from '@pgha/core';
+import type { EtcdCredentials } from '../../adapters/etcd.js';
 import { Controller } from '../../controller/controller.js';
 import { defaultControllerPolicy } from '../../decide/controller.js';
 import type { Logger } from '../../log.js';
@@ -263,12 +264,18 @@ export function startFailure(error: unknown, endpoints: readonly string[]): stri
 
 /**
  * A `Controller` for one cluster with `pgha controller`'s defaults, where the
- * PgHaCluster sets the lease TTL and the maximum lag on failover.
+ * PgHaCluster sets the lease TTL and the maximum lag on failover. `credentials` are
+ * the operator's own etcd TLS files and user (`pgha operator --etcd-ca …`), used for
+ * every cluster's endpoints.
  */
-export function createFailoverController(config: FailoverControllerConfig, log: Logger): Controller {
+export function createFailoverController(
+  config: FailoverControllerConfig,
+  log: Logger,
+  credentials: EtcdCredentials = {},
+): Controller {
   return new Controller({
     cluster: config.cluster,
-    etcd: { endpoints: config.endpoints },
+    etcd: { ...credentials, endpoints: config.endpoints },
     keyRoot: config.keyRoot,
     lease: {
       ttlMillis: config.leaseTtlMillis,

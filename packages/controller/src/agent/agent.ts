@@ -2,20 +2,17 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ClusterKeys,
   clusterKeys,
-  InitializeRecord,
   type LeaderRecord,
   MemberRecord,
   type MemberState,
   type MemberTags,
   PghaError,
-  recordVersion,
-  SwitchoverRecord,
 } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
-import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
+import { assertEtcdReachable, createEtcdClient, type EtcdConnection } from '../adapters/etcd.js';
 import { postgresOsUser } from '../adapters/os-user.js';
 import type { PostgresObservation } from '../adapters/postgres-observe.js';
-import { clearStaleLock, isStandby, makeOwnedDir, writeOwnedFile } from '../adapters/postgres-server.js';
+import { makeOwnedDir, writeOwnedFile } from '../adapters/postgres-server.js';
 import { findPostgresBinaries } from '../adapters/prerequisites.js';
 import { type Clock, systemClock } from '../clock.js';
 import { type AgentAction, type AgentSnapshot, decideAgentAction, decideWithoutEtcd } from '../decide/agent-role.js';
@@ -23,13 +20,11 @@ import { agentDecisionFacts } from '../decide/decision-facts.js';
 import type { HealthObservation, HealthSnapshot } from '../decide/health.js';
 import { buildMemberRecord } from '../decide/member-report.js';
 import { defaultMemberSlotsTtlMillis } from '../decide/member-slots.js';
-import { decideStartup } from '../decide/startup.js';
 import type { Logger } from '../log.js';
 import { AgentMetrics } from './agent-metrics.js';
 import { type ApiTlsFiles, readApiTls } from './api-tls.js';
 import type { AppRole } from './app-role.js';
 import { ClusterSettings } from './cluster-settings.js';
-import { inspectDataDir, readSystemId } from './data-dir.js';
 import { Failsafe, handleFailsafe } from './failsafe.js';
 import { apiUrl, type HealthServer, startHealthServer } from './health-server.js';
 import { Leadership, withTimeout } from './leadership.js';
@@ -37,6 +32,7 @@ import type { LeaseTiming } from './lease-keeper.js';
 import { replicationUser, superUser } from './postgres-config.js';
 import { PostgresMember, type PostgresTlsFiles } from './postgres-member.js';
 import { RoleChanges } from './role-changes.js';
+import { StartUp } from './start-up.js';
 import { SynchronousReplication } from './synchronous-replication.js';
 
 /** Everything an agent needs to run one member. */
@@ -131,10 +127,12 @@ export interface AgentOptions {
 /**
  * The agent: runs one member's postgres and reports it into etcd.
  *
- * Three parts, each small enough to read on its own:
+ * Its parts, each small enough to read on its own:
  * - {@link PostgresMember}: postgres's life (initdb, clone, rewind, start, promote, stop);
  * - {@link Leadership}: the lease, the leader and last-primary records, and the fences;
- * - this class: start-up, and the control loop that reads what is true, asks the
+ * - {@link StartUp} and {@link RoleChanges}: how the member comes up, and the
+ *   promotion, step-down and handover;
+ * - this class: wiring, and the control loop that reads what is true, asks the
  *   pure {@link decideAgentAction} what to do, does it, and publishes the member record.
  *
  * The loop wakes on every change of the `leader` and `target` keys and at least
@@ -149,6 +147,7 @@ export class Agent {
   private pg: PostgresMember | null = null;
   private lead: Leadership | null = null;
   private roleChanges: RoleChanges | null = null;
+  private startUp: StartUp | null = null;
   private settings: ClusterSettings | null = null;
   private synchronous: SynchronousReplication | null = null;
   private failsafe: Failsafe | null = null;
@@ -359,38 +358,25 @@ export class Agent {
       isStopping: () => this.stopping,
     });
 
-    const dataDir = this.pg.dataDir;
-    const inspection = inspectDataDir(dataDir, o.cluster, o.name);
-    const initialize = await this.readInitialize();
-    let view = await this.readView();
-    if (view.leader?.member === o.name && inspection.kind === 'ours') {
-      // Only once every process of our previous postmaster is gone.
-      await clearStaleLock(dataDir);
-      // A leader record naming us that we did not install is our previous run's,
-      // whose postgres died with it: remove it so the cluster elects at once
-      // instead of after the TTL.
-      const removed = await this.client
-        .if(this.keys.leader, 'Lease', '==', view.leaderLease ?? '0')
-        .then(this.client.delete().key(this.keys.leader))
-        .commit();
-      if (removed.succeeded) this.log.info('removed the leader record of our previous run');
-      view = await this.readView();
-    }
-    const localSystemId = inspection.kind === 'ours' ? await readSystemId(bins, dataDir, user) : null;
-    const decision = decideStartup({
-      self: o.name,
-      dataDir: inspection.kind,
-      foreignReason: inspection.foreignReason,
-      standby: inspection.kind === 'ours' && isStandby(dataDir),
-      localSystemId,
-      clusterSystemId: initialize?.systemId ?? null,
-      leader: view.leader,
+    this.startUp = new StartUp({
+      name: o.name,
+      cluster: o.cluster,
+      appRoleName: o.appRole?.name ?? null,
       mayBootstrap: o.mayBootstrap,
+      etcdEndpoints: o.etcd.endpoints,
+      keys: this.keys,
+      etcd: this.etcd,
+      bins,
+      user,
+      postgres: this.pg,
+      leadership: this.lead,
+      clock: this.clock,
+      log: this.log,
+      setState: (state) => this.setState(state),
+      isStopping: () => this.stopping,
+      writableLeaderOtherThanUs: () => this.writableLeaderOtherThanUs(),
     });
-    this.log.info(
-      `start-up decision: ${decision.action}${decision.action === 'refuse' ? ` (${decision.reason})` : ''}`,
-    );
-    if (decision.action === 'refuse') throw new PghaError('conflict', decision.reason);
+    const decision = await this.startUp.decide();
 
     makeOwnedDir(o.memberDir, user);
     const pgpassField = (v: string) => v.replace(/([:\\])/g, '\\$1');
@@ -406,32 +392,7 @@ export class Agent {
     this.failsafe.start();
     this.loop = this.controlLoop();
 
-    switch (decision.action) {
-      case 'bootstrap':
-        await this.bootstrap();
-        break;
-      case 'clone':
-        await this.cloneAndStart();
-        break;
-      case 'start-replica': {
-        if (decision.rewind) this.postgres.setNeedsRewind(true);
-        const leader = this.writableLeaderOtherThanUs();
-        this.setState('starting');
-        try {
-          await this.postgres.startStandby(leader, () => this.setState('cloning'));
-        } catch (error) {
-          // Existing data that cannot start yet (its timeline diverged and there is
-          // no primary to rewind onto) is not a reason to exit: the loop restarts it,
-          // rewinding first, once a primary appears.
-          this.log.warn(`postgres did not start: ${(error as Error).message.split('\n')[0]}; retrying from the loop`);
-        }
-        break;
-      }
-      default: {
-        const unreachable: never = decision;
-        throw new Error(`unhandled decision ${JSON.stringify(unreachable)}`);
-      }
-    }
+    await this.startUp.run(decision);
     this.setState('running');
   }
 
@@ -466,15 +427,6 @@ export class Agent {
 
   // ---- etcd state ---------------------------------------------------------
 
-  private async readInitialize(): Promise<InitializeRecord | null> {
-    try {
-      const text = await this.client.get(this.keys.initialize).string();
-      return text === null ? null : InitializeRecord.decode(text);
-    } catch (error) {
-      throw castEtcdError(error, this.options.etcd.endpoints, 'reading the initialize record');
-    }
-  }
-
   private readView() {
     return this.leadership.read();
   }
@@ -493,133 +445,6 @@ export class Agent {
     if (this.state !== state) this.log.info(`state ${this.state} -> ${state}`);
     this.state = state;
     this.poke();
-  }
-
-  // ---- start-up paths -------------------------------------------------------
-
-  private async bootstrap(): Promise<void> {
-    if (!(await this.takeLeaderToBootstrap())) {
-      this.log.info('another member is bootstrapping the cluster; cloning from it instead');
-      await this.cloneAndStart();
-      return;
-    }
-    this.setState('initializing');
-    await this.postgres.initdb();
-    // On a loaded machine the lease can run out during initdb (measured: load
-    // average 25). Nothing has been written yet and nobody else can lead this new
-    // cluster's data, so take the record again for a new term rather than exit.
-    if (!this.leadership.holdsLeader || !this.leadership.lease.isValid()) {
-      this.log.warn('our leader record lapsed during initdb (the lease expired); taking it again');
-      if (!(await this.takeLeaderToBootstrap()))
-        throw new PghaError(
-          'conflict',
-          "another member bootstrapped the cluster while our lease had lapsed during initdb; remove this member's data directory so that it clones from the primary",
-        );
-    }
-    await this.startPrimary(true);
-  }
-
-  /**
-   * Installs the leader record for the next term to bootstrap with. False when another
-   * member holds it (it bootstraps, we clone). A failure of our own — our lease expired
-   * before the install reached etcd, or etcd did not answer, both measured under load
-   * (load average 25) — is retried, bounded: it used to send the only bootstrapping
-   * member off to clone from nobody, and the cluster never came up.
-   */
-  private async takeLeaderToBootstrap(): Promise<boolean> {
-    const deadline = this.clock.now() + 120_000;
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 0) {
-        const view = await this.leadership.read().catch(() => null);
-        const other = view?.leader;
-        if (other != null && other.member !== this.options.name) return false;
-      }
-      const installed = await this.leadership
-        .install(this.leadership.view.term + 1, 1, null)
-        .catch((error: unknown) => {
-          this.log.warn(`bootstrap: installing the leader record: ${(error as Error).message}`);
-          return false;
-        });
-      if (installed) return true;
-      const view = await this.leadership.read().catch(() => null);
-      if (view?.leader != null && view.leader.member !== this.options.name) return false;
-      if (this.clock.now() > deadline)
-        throw new PghaError(
-          'etcd-unavailable',
-          'could not take the leader record to bootstrap the cluster within 120 s (our lease kept expiring or etcd did not answer); check that etcd answers promptly',
-        );
-      this.log.warn('bootstrap: the leader record was not installed and no other member holds it; trying again');
-      await delay(500);
-    }
-  }
-
-  /** Starts the data directory writable: only while we hold the leader record. */
-  private async startPrimary(bootstrap = false): Promise<void> {
-    if (!this.leadership.holdsLeader || !this.leadership.lease.isValid())
-      throw new PghaError('conflict', 'refusing to start writable without the leader record');
-    this.setState('starting');
-    const observation = bootstrap
-      ? await this.leadership.withStartGrace(() => this.postgres.startWritable())
-      : await this.postgres.startWritable();
-    if (bootstrap) await this.postgres.createReplicationRole();
-    await this.ensureAppRole(bootstrap);
-    await this.publishInitialize(observation.systemId);
-    await this.leadership.update({ writable: true, timeline: observation.timeline ?? 1 });
-    this.log.info(`primary is writable (timeline ${observation.timeline}, term ${this.leadership.view.term})`);
-  }
-
-  /**
-   * Creates the application role when absent. At bootstrap a failure fails the
-   * bootstrap (as the replication role's would); on a later writable start of
-   * existing data it is only logged: a missing application role must never keep the
-   * cluster without a primary. (A promotion needs none: a standby's data already has
-   * the role its primary created.)
-   */
-  private async ensureAppRole(bootstrap: boolean): Promise<void> {
-    try {
-      const created = await this.postgres.ensureAppRole();
-      if (created.role) this.log.info(`created the application role ${this.options.appRole?.name}`);
-      if (created.database) this.log.info(`created the database ${this.options.appRole?.name}`);
-    } catch (error) {
-      if (bootstrap) throw error;
-      this.log.error(`could not create the application role: ${(error as Error).message}`);
-    }
-  }
-
-  private async publishInitialize(systemId: string): Promise<void> {
-    const record: InitializeRecord = {
-      v: recordVersion,
-      member: this.options.name,
-      systemId,
-      at: this.clock.date().toISOString(),
-    };
-    const result = await this.client
-      .if(this.keys.initialize, 'Create', '==', 0)
-      .then(this.client.put(this.keys.initialize).value(InitializeRecord.encode(record)))
-      .commit();
-    if (result.succeeded) this.log.info(`published the cluster's system identifier ${systemId}`);
-  }
-
-  /** Waits (until stopped) for a writable leader other than us. */
-  private async waitForLeader(): Promise<LeaderRecord> {
-    let announced = false;
-    while (!this.stopping) {
-      await this.readView().catch(() => undefined);
-      const leader = this.writableLeaderOtherThanUs();
-      if (leader !== null) return leader;
-      if (!announced) this.log.info('waiting for a writable primary');
-      announced = true;
-      await delay(50);
-    }
-    throw new PghaError('timeout', 'stopped while waiting for a primary');
-  }
-
-  private async cloneAndStart(): Promise<void> {
-    this.setState('cloning');
-    const leader = await this.waitForLeader();
-    await this.postgres.clone(leader);
-    this.setState('starting');
-    await this.postgres.startStandby(leader, () => this.setState('cloning'));
   }
 
   // ---- the control loop -----------------------------------------------------
@@ -861,7 +686,7 @@ export class Agent {
       case 'restart':
         this.metrics.restarted();
         this.setState('starting');
-        if (action.as === 'primary') await this.startPrimary();
+        if (action.as === 'primary') await this.startUp!.startPrimary();
         else await this.postgres.startStandby(this.writableLeaderOtherThanUs(), () => this.setState('cloning'));
         this.setState('running');
         return;
@@ -948,9 +773,9 @@ export class Agent {
     if (this.stopping) return;
     const lead = this.lead;
     if ((options.handover ?? true) && lead?.holdsLeader && this.pg?.state === 'primary' && this.etcd !== null) {
-      await this.handOver(options.handoverTimeoutMillis ?? 10_000).catch((error) =>
-        this.log.warn(`handover failed: ${(error as Error).message}; stopping anyway`),
-      );
+      await this.roles
+        .handOver(options.handoverTimeoutMillis ?? 10_000)
+        .catch((error) => this.log.warn(`handover failed: ${(error as Error).message}; stopping anyway`));
     }
     this.stopping = true;
     this.wake?.();
@@ -974,46 +799,5 @@ export class Agent {
     await this.healthServer?.close();
     this.healthServer = null;
     this.log.info('stopped');
-  }
-
-  private async handOver(timeoutMillis: number): Promise<void> {
-    const deadline = this.clock.now() + timeoutMillis;
-    const runningReplicas = async () => {
-      const members = await this.client.getAll().prefix(this.keys.membersPrefix).strings();
-      return Object.values(members)
-        .map((v) => MemberRecord.decode(v))
-        .filter((m) => m.name !== this.options.name && m.role === 'replica' && m.state === 'running').length;
-    };
-    if ((await runningReplicas()) === 0) return;
-    this.log.info('stopping as primary: requesting a switchover first');
-    await this.client.put(this.keys.switchover).value(
-      SwitchoverRecord.encode({
-        v: recordVersion,
-        from: this.options.name,
-        to: null,
-        at: null,
-        requestedAt: this.clock.date().toISOString(),
-      }),
-    );
-    let polls = 0;
-    while (this.clock.now() < deadline) {
-      if (!this.leadership.holdsLeader) return; // stepped down through the control loop
-      // A request the controller rejected (no replica streams, stale reports) is not
-      // waited out: say why and stop without a handover.
-      if (++polls % 5 === 0) {
-        const text = await this.client
-          .get(this.keys.switchover)
-          .string()
-          .catch(() => null);
-        const rejected = text === null ? null : SwitchoverRecord.decode(text).rejected;
-        if (rejected) throw new PghaError('conflict', `the controller rejected the handover: ${rejected}`);
-        // The replicas are stopping too (a whole cluster or a PgHaCluster deleted):
-        // with none left to take over, waiting out the timeout only delays the stop.
-        if ((await runningReplicas().catch(() => 1)) === 0)
-          throw new PghaError('conflict', 'no running replica is left to hand over to');
-      }
-      await delay(50);
-    }
-    throw new PghaError('timeout', `no switchover within ${timeoutMillis} ms`);
   }
 }

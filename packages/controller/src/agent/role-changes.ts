@@ -3,8 +3,11 @@ import {
   type ClusterKeys,
   compareLsn,
   type LeaderRecord,
+  MemberRecord,
   type MemberState,
   PghaError,
+  recordVersion,
+  SwitchoverRecord,
   type TargetRecord,
 } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
@@ -222,5 +225,52 @@ export class RoleChanges {
       }
       await delay(20);
     }
+  }
+
+  /**
+   * A primary about to stop asks for a switchover and waits (bounded) until the
+   * control loop has stepped down; throws when the controller rejects the request, no
+   * running replica is left to take over, or nothing happens within `timeoutMillis`.
+   */
+  async handOver(timeoutMillis: number): Promise<void> {
+    const { clock, etcd, keys, leadership, log, name } = this.c;
+    const deadline = clock.now() + timeoutMillis;
+    const runningReplicas = async () => {
+      const members = await etcd.getAll().prefix(keys.membersPrefix).strings();
+      return Object.values(members)
+        .map((v) => MemberRecord.decode(v))
+        .filter((m) => m.name !== name && m.role === 'replica' && m.state === 'running').length;
+    };
+    if ((await runningReplicas()) === 0) return;
+    log.info('stopping as primary: requesting a switchover first');
+    await etcd.put(keys.switchover).value(
+      SwitchoverRecord.encode({
+        v: recordVersion,
+        from: name,
+        to: null,
+        at: null,
+        requestedAt: clock.date().toISOString(),
+      }),
+    );
+    let polls = 0;
+    while (clock.now() < deadline) {
+      if (!leadership.holdsLeader) return; // stepped down through the control loop
+      // A request the controller rejected (no replica streams, stale reports) is not
+      // waited out: say why and stop without a handover.
+      if (++polls % 5 === 0) {
+        const text = await etcd
+          .get(keys.switchover)
+          .string()
+          .catch(() => null);
+        const rejected = text === null ? null : SwitchoverRecord.decode(text).rejected;
+        if (rejected) throw new PghaError('conflict', `the controller rejected the handover: ${rejected}`);
+        // The replicas are stopping too (a whole cluster or a PgHaCluster deleted):
+        // with none left to take over, waiting out the timeout only delays the stop.
+        if ((await runningReplicas().catch(() => 1)) === 0)
+          throw new PghaError('conflict', 'no running replica is left to hand over to');
+      }
+      await delay(50);
+    }
+    throw new PghaError('timeout', `no switchover within ${timeoutMillis} ms`);
   }
 }

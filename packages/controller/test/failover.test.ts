@@ -1185,14 +1185,30 @@ describe('failover', () => {
       const old = await healthy();
       const { pinned, follower } = await pinnedAndFollower(old.member);
       const etcdPid = restartedEtcd?.pid ?? c.etcdPid!;
-      const postmasters = c.members.map((x) => postmasterPid(x.memberDir)).filter((p): p is number => p !== null);
+      // Every process of the cluster, once each runs: a controller or an agent that an
+      // earlier case's fault restarted may still be in its supervisor's back-off.
+      const processes = () => {
+        const postmasters = c.members.map((x) => postmasterPid(x.memberDir)).filter((p): p is number => p !== null);
+        return {
+          postmasters,
+          everything: [
+            etcdPid,
+            ...c.members.map((x) => x.agentPid()).filter((p): p is number => p !== undefined),
+            ...postmasters,
+            ...c.controllerPids().filter((p): p is number => p !== undefined),
+          ],
+        };
+      };
+      const { postmasters, everything } = await waitFor(
+        'every process of the cluster to run (etcd, 3 agents, 3 postmasters, 2 controllers)',
+        () => {
+          const p = processes();
+          return living(p.everything).length === 1 + 3 + 3 + 2 ? p : undefined;
+        },
+        30_000,
+        50,
+      );
       const backends = postmasters.flatMap((p) => postgresProcesses(p));
-      const everything = [
-        etcdPid,
-        ...c.members.map((x) => x.agentPid()).filter((p): p is number => p !== undefined),
-        ...postmasters,
-        ...c.controllerPids().filter((p): p is number => p !== undefined),
-      ];
       expect(everything).toHaveLength(1 + 3 + 3 + 2);
       const faultAt = Date.now();
       // As a power loss would: every process at once, postgres's children included.

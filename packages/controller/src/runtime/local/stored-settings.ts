@@ -52,7 +52,8 @@ export async function settleStoredSettings(
   };
   const stored = await createClusterConfigIfAbsent(etcd, keys, initial);
   if (stored.created) {
-    progress(`stored the cluster settings (${keys.config}, version 1): ${describeSynchronous(stored.record)}`);
+    // What they say is printed next, by the caller, for new and kept settings alike.
+    progress(`stored the cluster settings (${keys.config}, version 1)`);
     return stored.record;
   }
   const wanted: Partial<ConfigRecord> = {

@@ -121,72 +121,73 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
       'write the report as JSON to FILE (or, without FILE, to stdout; the summary then goes to stderr)',
     )
     .option('--keep', 'leave the cluster running after the report, until Ctrl-C', false)
-    .option('--verbose', 'print every step (fault details, term changes, member states)', false);
+    .option('--verbose', 'print every step (fault details, term changes, member states)', false)
+    .action(async (opts: CheckFlags) => {
+      const faults = parseFaults(opts.faults);
+      const etcd = opts.etcd === undefined ? undefined : etcdConnectionFrom(opts.etcd, opts);
+      const durationMillis =
+        opts.duration !== undefined ? parseDuration(opts.duration) : opts.faultsPerKind !== undefined ? null : 300_000;
+      const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
+      const jsonToStdout = opts.json === true;
+      const out = (text: string) => (jsonToStdout ? process.stderr : process.stdout).write(text);
+      const progress = (line: string) => process.stderr.write(`${line}\n`);
+      const abort = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (abort.signal.aborted) return;
+        process.stderr.write(`\n${signal}: stopping the check and everything it started...\n`);
+        abort.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      progress(`pgha check: seed ${seed} (repeat a run with --seed ${seed})`);
+      let run: Awaited<ReturnType<typeof runCheck>>;
+      try {
+        run = await runCheck({
+          cluster: opts.cluster,
+          members: opts.members,
+          durationMillis,
+          faultsPerKind: opts.faultsPerKind ?? null,
+          faults,
+          rate: opts.rate,
+          seed,
+          synchronousMode: opts.synchronous,
+          synchronousCount: opts.synchronousCount,
+          synchronousStrict: opts.synchronousStrict,
+          leaseTtlMillis: opts.leaseTtl,
+          keepaliveIntervalMillis: opts.keepalive,
+          fencingMarginMillis: opts.fencingMargin,
+          etcdHeartbeatMillis: opts.etcdHeartbeat ?? null,
+          etcdElectionTimeoutMillis: opts.etcdElectionTimeout ?? null,
+          cpuHog: opts.cpuHog,
+          recoveryTimeoutMillis: opts.recoveryTimeout * 1000,
+          ...(etcd === undefined ? {} : { etcd }),
+          stateDir: opts.stateDir,
+          verbose: opts.verbose,
+          progress,
+          signal: abort.signal,
+        });
+      } catch (error) {
+        if (abort.signal.aborted) process.exit(130);
+        throw error;
+      }
+      const { report } = run;
+      out(formatSummary(report));
+      if (typeof opts.json === 'string') {
+        writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
+        out(`report written to ${opts.json}\n`);
+      } else if (jsonToStdout) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      if (opts.keep && !abort.signal.aborted) {
+        const c = run.cluster;
+        progress(
+          `cluster ${c.cluster} left running (rows in table ${report.table}): psql '${c.connectionString(report.finalPrimary)}'; etcd ${c.etcdEndpoint}; Ctrl-C stops it`,
+        );
+        await new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }));
+      }
+      await run.close();
+      if (!report.passed) progress(`state and logs kept in ${report.stateDir}`);
+      if (abort.signal.aborted && !opts.keep) process.exit(130);
+      process.exit(report.passed ? 0 : 1);
+    });
   // TLS and credentials of the etcd given with --etcd (the etcd pgha check starts has neither).
-  addEtcdConnectionOptions(command).action(async (opts: CheckFlags) => {
-    const faults = parseFaults(opts.faults);
-    const etcd = opts.etcd === undefined ? undefined : etcdConnectionFrom(opts.etcd, opts);
-    const durationMillis =
-      opts.duration !== undefined ? parseDuration(opts.duration) : opts.faultsPerKind !== undefined ? null : 300_000;
-    const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
-    const jsonToStdout = opts.json === true;
-    const out = (text: string) => (jsonToStdout ? process.stderr : process.stdout).write(text);
-    const progress = (line: string) => process.stderr.write(`${line}\n`);
-    const abort = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (abort.signal.aborted) return;
-      process.stderr.write(`\n${signal}: stopping the check and everything it started...\n`);
-      abort.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    progress(`pgha check: seed ${seed} (repeat a run with --seed ${seed})`);
-    let run: Awaited<ReturnType<typeof runCheck>>;
-    try {
-      run = await runCheck({
-        cluster: opts.cluster,
-        members: opts.members,
-        durationMillis,
-        faultsPerKind: opts.faultsPerKind ?? null,
-        faults,
-        rate: opts.rate,
-        seed,
-        synchronousMode: opts.synchronous,
-        synchronousCount: opts.synchronousCount,
-        synchronousStrict: opts.synchronousStrict,
-        leaseTtlMillis: opts.leaseTtl,
-        keepaliveIntervalMillis: opts.keepalive,
-        fencingMarginMillis: opts.fencingMargin,
-        etcdHeartbeatMillis: opts.etcdHeartbeat ?? null,
-        etcdElectionTimeoutMillis: opts.etcdElectionTimeout ?? null,
-        cpuHog: opts.cpuHog,
-        recoveryTimeoutMillis: opts.recoveryTimeout * 1000,
-        ...(etcd === undefined ? {} : { etcd }),
-        stateDir: opts.stateDir,
-        verbose: opts.verbose,
-        progress,
-        signal: abort.signal,
-      });
-    } catch (error) {
-      if (abort.signal.aborted) process.exit(130);
-      throw error;
-    }
-    const { report } = run;
-    out(formatSummary(report));
-    if (typeof opts.json === 'string') {
-      writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
-      out(`report written to ${opts.json}\n`);
-    } else if (jsonToStdout) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    if (opts.keep && !abort.signal.aborted) {
-      const c = run.cluster;
-      progress(
-        `cluster ${c.cluster} left running (rows in table ${report.table}): psql '${c.connectionString(report.finalPrimary)}'; etcd ${c.etcdEndpoint}; Ctrl-C stops it`,
-      );
-      await new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }));
-    }
-    await run.close();
-    if (!report.passed) progress(`state and logs kept in ${report.stateDir}`);
-    if (abort.signal.aborted && !opts.keep) process.exit(130);
-    process.exit(report.passed ? 0 : 1);
-  });
+  addEtcdConnectionOptions(command);
 }

@@ -346,6 +346,37 @@ describe('pgha with hostile values', () => {
   });
 });
 
+describe('pgha check with etcd TLS options', () => {
+  it('refuses a missing client certificate with what to pass, before it creates or starts anything', async () => {
+    const cwd = tempDir();
+    const stateDir = join(cwd, 'state');
+    const missing = join(cwd, 'missing.pem');
+    const run = await runCli(
+      [
+        'check',
+        '--etcd',
+        `https://127.0.0.1:${await refusingPort()}`,
+        '--etcd-cert',
+        missing,
+        '--etcd-key',
+        missing,
+        '--state-dir',
+        stateDir,
+        '--faults-per-kind',
+        '1',
+      ],
+      { cwd },
+    );
+    expectFailure(run);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(
+      `cannot read the etcd client certificate ${missing} (no such file): pass an existing PEM file readable by this user with --etcd-cert`,
+    );
+    expect(readdirSync(cwd)).toEqual([]);
+    expectNothingRunning(run, cwd);
+  });
+});
+
 describe('pgha when etcd is unreachable', () => {
   // The CLI's etcd calls time out after 3 s and the client retries 3 times.
   const bound = 20_000;

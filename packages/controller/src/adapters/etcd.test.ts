@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
 import { describe, expect, it } from 'vitest';
-import { castEtcdError, etcdCredentials, parseEndpoints } from './etcd.js';
+import { castEtcdError, etcdCredentials, parseEndpoints, poolEtcdOptions } from './etcd.js';
 
 /** Runs `fn` and returns the PghaError it throws. */
 function thrown(fn: () => unknown): PghaError {
@@ -134,6 +134,28 @@ describe('etcdCredentials', () => {
     expect(thrown(() => etcdCredentials({ endpoints: 'https://e', tls: { caFile: notPem } })).message).toMatch(
       /is not a PEM file/,
     );
+  });
+});
+
+describe('poolEtcdOptions', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgha-etcd-pool-'));
+  const pem = join(dir, 'a.pem');
+  writeFileSync(pem, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+
+  it("hands the Pool the CLI's endpoints, user and TLS files, read", () => {
+    expect(poolEtcdOptions({ endpoints: 'http://a:1, http://b:2' })).toEqual({
+      endpoints: ['http://a:1', 'http://b:2'],
+    });
+    const options = poolEtcdOptions({
+      endpoints: 'https://e:2379',
+      username: 'u',
+      password: 'pw',
+      tls: { caFile: pem, certFile: pem, keyFile: pem },
+    });
+    expect(options).toMatchObject({ endpoints: ['https://e:2379'], username: 'u', password: 'pw' });
+    expect(options.credentials?.rootCertificate.toString()).toContain('BEGIN CERTIFICATE');
+    expect(options.credentials?.certChain).toBeDefined();
+    expect(options.credentials?.privateKey).toBeDefined();
   });
 });
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { EtcdOptions } from '@pgha/client';
 import { PghaError } from '@pgha/core';
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, EtcdError, type IOptions, isRecoverableError } from 'etcd3';
@@ -85,6 +86,24 @@ export function etcdCredentials(
     ...(tls.caFile === undefined ? {} : { rootCertificate: readPem(tls.caFile, 'CA certificate', '--etcd-ca') }),
     ...(tls.certFile === undefined ? {} : { certChain: readPem(tls.certFile, 'client certificate', '--etcd-cert') }),
     ...(tls.keyFile === undefined ? {} : { privateKey: readPem(tls.keyFile, 'client key', '--etcd-key') }),
+  };
+}
+
+/**
+ * `@pgha/client`'s `etcd` option for `connection`: the same endpoints, user and TLS
+ * files (read now), so that a Pool pgha starts itself (`pgha check`'s writers) reaches
+ * an etcd with TLS and authentication as the CLI does.
+ *
+ * @throws PghaError `invalid-option` as {@link etcdCredentials} does.
+ */
+export function poolEtcdOptions(connection: EtcdConnection): EtcdOptions {
+  const credentials = etcdCredentials(connection);
+  return {
+    endpoints: parseEndpoints(connection.endpoints),
+    ...(connection.username === undefined ? {} : { username: connection.username, password: connection.password }),
+    // Without --etcd-ca the system's roots (grpc takes a missing root certificate so);
+    // the client's type wants one, as etcd3's does.
+    ...(credentials === undefined ? {} : { credentials: credentials as EtcdOptions['credentials'] }),
   };
 }
 

@@ -724,7 +724,9 @@ export class Agent {
     let primaryLsn: string | null = null;
     if (observation !== null && observation.inRecovery && leader !== null) {
       const text = await this.client.get(this.keys.member(leader.member)).string();
-      if (text !== null) primaryLsn = MemberRecord.decode(text).receivedLsn;
+      // The primary's own report; one that does not parse (the controller skips it too)
+      // must not keep this member from publishing its own.
+      if (text !== null) primaryLsn = readableMember(text)?.receivedLsn ?? null;
     }
     if (observation !== null && !observation.inRecovery && lead.holdsLeader) {
       await this.roles.ensureSlots();
@@ -799,5 +801,14 @@ export class Agent {
     await this.healthServer?.close();
     this.healthServer = null;
     this.log.info('stopped');
+  }
+}
+
+/** A member record, or null for one that does not parse (skipped, as the controller skips it). */
+function readableMember(text: string): MemberRecord | null {
+  try {
+    return MemberRecord.decode(text);
+  } catch {
+    return null;
   }
 }

@@ -35,6 +35,21 @@ describe('the agent API over HTTPS', () => {
   });
   afterAll(() => server?.close());
 
+  // First: Node warns once per process, so an earlier TLS connection would hide it.
+  it('sets no TLS server name for an IP address (RFC 6066; Node would warn DEP0123); the IP is still verified (below)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error & { code?: string }) => warnings.push(`${warning.code}: ${warning.message}`);
+    process.on('warning', onWarning);
+    try {
+      await postToMember(`${url}/failsafe`, '{}', {}, { ca: ca.cert, timeoutMillis: 5000 });
+      // Warnings are emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.startsWith('DEP0123'))).toEqual([]);
+  });
+
   it('answers a POST from a member that trusts the CA', async () => {
     const answer = await postToMember(`${url}/failsafe`, '{}', {}, { ca: ca.cert, timeoutMillis: 5000 });
     expect(answer).toMatchObject({ status: 200, text: '{"confirmed":true}\n' });

@@ -12,6 +12,7 @@ import {
 } from '@pgha/core';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { Clock } from '../clock.js';
+import { decideLeaderView } from '../decide/leader-view.js';
 import type { Logger } from '../log.js';
 import { type Failsafe, reclaimLeaderRecord } from './failsafe.js';
 import { LeaseKeeper, type LeaseTiming } from './lease-keeper.js';
@@ -107,6 +108,8 @@ export class Leadership {
   reclaiming = false;
   /** The leader record we hold (kept when etcd loses it: a reclaim copies it). */
   private held: LeaderRecord | null = null;
+  /** The revision of the unreadable leader record warned about: once per change, not every tick. */
+  private unreadableLeaderWarned: string | null = null;
   view: ClusterView = {
     leader: null,
     leaderLease: null,
@@ -442,20 +445,27 @@ export class Leadership {
     ]);
     const kv = leaderRes.kvs[0];
     const targetKv = targetRes.kvs[0];
+    // A record that does not parse is not a reason to stop reading the cluster (see decideLeaderView).
+    const leader = decideLeaderView({
+      self: this.o.name,
+      key:
+        kv === undefined ? null : { value: kv.value.toString(), lease: String(kv.lease), modRevision: kv.mod_revision },
+      last: this.view.leader,
+      ourLease: this.keeper?.id ?? null,
+      warned: this.unreadableLeaderWarned,
+    });
+    this.unreadableLeaderWarned = leader.warned;
+    if (leader.warning !== null) this.o.log.warn(`${leader.warning} (${k.leader})`);
     this.view = {
-      leader: kv === undefined ? null : LeaderRecord.decode(kv.value.toString()),
-      leaderLease: kv === undefined ? null : String(kv.lease),
+      leader: leader.leader,
+      leaderLease: leader.lease,
       term: termText === null ? 0 : TermRecord.decode(termText).term,
       target: targetKv === undefined ? null : TargetRecord.decode(targetKv.value.toString()),
       targetMod: targetKv === undefined ? null : targetKv.mod_revision,
       lastPrimary: lastText === null ? null : LastPrimaryRecord.decode(lastText),
       sync: this.parseSync(syncText),
     };
-    const ours =
-      this.view.leader !== null &&
-      this.view.leader.member === this.o.name &&
-      this.keeper !== null &&
-      this.view.leaderLease === this.keeper.id;
+    const ours = leader.ours;
     const lost = !ours && this.holdsLeader;
     if (lost && this.mayReclaim() && this.view.leader === null) {
       // Failsafe mode: our record vanished with our lease while the members' promises

@@ -237,8 +237,15 @@ export class RoleChanges {
     const deadline = clock.now() + timeoutMillis;
     const runningReplicas = async () => {
       const members = await etcd.getAll().prefix(keys.membersPrefix).strings();
+      // A record that does not parse is skipped, as the controller skips it.
       return Object.values(members)
-        .map((v) => MemberRecord.decode(v))
+        .flatMap((v) => {
+          try {
+            return [MemberRecord.decode(v)];
+          } catch {
+            return [];
+          }
+        })
         .filter((m) => m.name !== name && m.role === 'replica' && m.state === 'running').length;
     };
     if ((await runningReplicas()) === 0) return;

@@ -95,4 +95,16 @@ describe('the check report', () => {
     expect(summary).toMatch(/not run: partition \(not root\)/);
     expect(summary).toMatch(/PASSED: 1 faults.*1 acknowledged writes lost/);
   });
+
+  test('names the etcd by its endpoints only, never with the credentials runCheck was given', () => {
+    const base = input(acks);
+    // runCheck hands its whole options over as the settings, the etcd connection included.
+    const settings = {
+      ...base.settings,
+      etcd: { endpoints: 'https://e:2379', username: 'c-admin', password: 'etcd-password-0123' },
+    };
+    const report = buildReport({ ...base, settings, etcd: 'https://e:2379' });
+    expect(report.settings.etcd).toBe('https://e:2379');
+    expect(JSON.stringify(report)).not.toContain('etcd-password-0123');
+  });
 });

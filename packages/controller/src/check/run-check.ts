@@ -24,7 +24,14 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { ConfigRecord, clusterKeys, defaultConfig, HistoryRecord, LeaderRecord, PghaError } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
-import { assertEtcdReachable, castEtcdError, createEtcdClient, parseEndpoints } from '../adapters/etcd.js';
+import {
+  assertEtcdReachable,
+  castEtcdError,
+  createEtcdClient,
+  type EtcdConnection,
+  etcdCredentials,
+  poolEtcdOptions,
+} from '../adapters/etcd.js';
 import { postgresOsUser } from '../adapters/os-user.js';
 import { findFreePortRange } from '../adapters/ports.js';
 import { spawnOwned } from '../adapters/processes.js';
@@ -54,8 +61,12 @@ import { checkTable, createCheckTable, readCheckRows, startWorkload, type Worklo
 
 /** Options of {@link runCheck}: the settings and where things run. */
 export interface CheckRunOptions extends CheckSettings {
-  /** Use this etcd instead of starting one. */
-  readonly etcd?: string;
+  /**
+   * Use this etcd instead of starting one: its endpoints, and the TLS files and
+   * credentials every process of the check uses (its own client, the members, the
+   * controller, the Pool writers).
+   */
+  readonly etcd?: EtcdConnection;
   /** Where data and logs go (default: a new temporary directory). */
   readonly stateDir?: string;
   readonly verbose: boolean;
@@ -94,6 +105,8 @@ function interrupted(signal: AbortSignal): void {
 /** Runs a whole check; throws (after cleaning up) when the cluster cannot be started. */
 export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
   assertSettings(options);
+  // A missing or unreadable TLS file is refused before anything is created or started.
+  if (options.etcd !== undefined) etcdCredentials(options.etcd);
   const progress = options.progress;
   const signal = options.signal;
   const recoveryTimeoutMillis = options.recoveryTimeoutMillis ?? 90_000;
@@ -201,7 +214,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
 
   try {
     // etcd: the one given, or our own (three members for etcd-member-loss).
-    let endpoints: string;
+    let connection: EtcdConnection;
     const members = options.members;
     const base = await findFreePortRange(members + 6);
     if (kinds.includes('partition')) {
@@ -209,7 +222,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       note(`network namespaces: ${network.hosts.map((h) => `${h.netns} ${h.address}`).join(', ')}`);
     }
     if (options.etcd !== undefined) {
-      endpoints = options.etcd;
+      connection = options.etcd;
     } else {
       const size = kinds.includes('etcd-member-loss') ? 3 : 1;
       progress(`starting etcd (${size} member${size > 1 ? 's' : ''})`);
@@ -226,9 +239,11 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
           ? { electionTimeoutMillis: options.etcdElectionTimeoutMillis }
           : {}),
       });
-      endpoints = etcdCluster.endpoints;
+      connection = { endpoints: etcdCluster.endpoints };
     }
-    etcd = createEtcdClient({ endpoints }, 3000);
+    const { endpoints: given, ...etcdAuth } = connection;
+    const endpoints = typeof given === 'string' ? given : given.join(',');
+    etcd = createEtcdClient(connection, 3000);
     await assertEtcdReachable(etcd, endpoints);
     interrupted(signal);
 
@@ -274,6 +289,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       stateDir: join(stateDir, 'cluster'),
       basePort: base,
       etcd: endpoints,
+      etcdAuth,
       log,
       progress: note,
       signal,
@@ -325,7 +341,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
       });
 
     workload = startWorkload({
-      etcdEndpoints: parseEndpoints(endpoints),
+      etcd: poolEtcdOptions(connection),
       cluster: options.cluster,
       members: c.members.map((m) => ({ name: m.name, connectionString: c.connectionString(m.name) })),
       user: 'postgres',
@@ -462,7 +478,8 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRun> {
     };
     const report = buildReport({
       settings: options,
-      etcd: options.etcd ?? null,
+      // The endpoints only: the report is written to a file and printed.
+      etcd: options.etcd === undefined ? null : endpoints,
       stateDir,
       startedAt: startedWall,
       durationMillis: endedAt - startedAt,

@@ -12,7 +12,7 @@
  * acknowledgement times on the monotonic clock; every failure by its type.
  */
 
-import { Pool } from '@pgha/client';
+import { type EtcdOptions, Pool } from '@pgha/client';
 import { isPghaError } from '@pgha/core';
 import pg from 'pg';
 import type { AckEntry, WriteSource } from './analysis.js';
@@ -38,7 +38,8 @@ export interface WorkloadMember {
 
 /** Options of {@link startWorkload}. */
 export interface WorkloadOptions {
-  readonly etcdEndpoints: readonly string[];
+  /** How the Pool reaches etcd (`poolEtcdOptions` of the check's connection). */
+  readonly etcd: EtcdOptions;
   readonly cluster: string;
   readonly keyRoot?: string;
   readonly members: readonly WorkloadMember[];
@@ -146,7 +147,7 @@ export function startWorkload(options: WorkloadOptions): Workload {
   const poolRate = Math.max(1, options.rate - perMember * options.members.length);
 
   const pool = new Pool({
-    etcd: { endpoints: [...options.etcdEndpoints] },
+    etcd: options.etcd,
     cluster: options.cluster,
     ...(options.keyRoot === undefined ? {} : { keyRoot: options.keyRoot }),
     user: options.user,

@@ -6,8 +6,9 @@ import { type Command, Option } from 'commander';
 import { formatSummary } from '../check/report.js';
 import { runCheck } from '../check/run-check.js';
 import { faultKinds, parseDuration, parseFaults } from '../check/settings.js';
+import { addEtcdConnectionOptions, type EtcdConnectionFlags, etcdConnectionFrom } from './etcd-options.js';
 
-interface CheckFlags {
+interface CheckFlags extends EtcdConnectionFlags {
   etcd?: string;
   cluster: string;
   members: number;
@@ -34,7 +35,7 @@ interface CheckFlags {
 
 /** Registers `pgha check`: the consistency checker (docs/check.md). */
 export function registerCheck(program: Command, integer: (min: number, max: number) => (v: string) => number): void {
-  program
+  const command = program
     .command('check')
     .description(
       'consistency check: start a local cluster, write through the pgha Pool and directly to every member, inject seeded faults, and verify no acknowledged write was lost (quorum mode) or acknowledged by a superseded primary',
@@ -123,6 +124,7 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
     .option('--verbose', 'print every step (fault details, term changes, member states)', false)
     .action(async (opts: CheckFlags) => {
       const faults = parseFaults(opts.faults);
+      const etcd = opts.etcd === undefined ? undefined : etcdConnectionFrom(opts.etcd, opts);
       const durationMillis =
         opts.duration !== undefined ? parseDuration(opts.duration) : opts.faultsPerKind !== undefined ? null : 300_000;
       const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
@@ -158,7 +160,7 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
           etcdElectionTimeoutMillis: opts.etcdElectionTimeout ?? null,
           cpuHog: opts.cpuHog,
           recoveryTimeoutMillis: opts.recoveryTimeout * 1000,
-          etcd: opts.etcd,
+          ...(etcd === undefined ? {} : { etcd }),
           stateDir: opts.stateDir,
           verbose: opts.verbose,
           progress,
@@ -186,4 +188,6 @@ export function registerCheck(program: Command, integer: (min: number, max: numb
       if (abort.signal.aborted && !opts.keep) process.exit(130);
       process.exit(report.passed ? 0 : 1);
     });
+  // TLS and credentials of the etcd given with --etcd (the etcd pgha check starts has neither).
+  addEtcdConnectionOptions(command);
 }

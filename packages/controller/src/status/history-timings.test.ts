@@ -91,6 +91,14 @@ describe('formatHistory', () => {
     expect(text).toMatch(/\?: the timestamps gave a negative interval, shown as 0/);
   });
 
+  it('prints control characters of a record (written by whoever can write to etcd) escaped, as status does', () => {
+    const out = formatHistory([history({ reason: 'failover\u001b[2J\u001b[31m forged\nTERM  1\u202e' })]);
+    expect(out).not.toContain('\u001b');
+    expect(out).not.toContain('\u202e');
+    expect(out).toContain('failover\\u001b[2J\\u001b[31m forged\\u000aTERM  1\\u202e');
+    expect(out.split('\n').slice(1, 3)).toEqual([expect.stringMatching(/^4 {5}3 {3}demo-0 {2}demo-1 {2}failover/), '']); // still one row
+  });
+
   it('says when there is nothing to show', () => {
     expect(formatHistory([])).toBe('no promotions recorded yet\n');
   });

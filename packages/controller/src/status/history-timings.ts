@@ -1,4 +1,5 @@
 import type { HistoryRecord } from '@pgha/core';
+import { printable } from './printable.js';
 
 /**
  * The intervals of one promotion, from its history record. Pure.
@@ -65,7 +66,7 @@ function seconds(ms: number | null, clamped: boolean): string {
   return `${(ms / 1000).toFixed(2)}s${clamped ? '?' : ''}`;
 }
 
-/** The `pgha history` table, with a note under it when an interval was clamped. Pure. */
+/** The `pgha history` table (control characters escaped, as in `pgha status`), with a note under it when an interval was clamped. Pure. */
 export function formatHistory(records: readonly HistoryRecord[]): string {
   if (records.length === 0) return 'no promotions recorded yet\n';
   const rows = withTimings(records).map((h) => {
@@ -81,7 +82,8 @@ export function formatHistory(records: readonly HistoryRecord[]): string {
       seconds(t.decidedToPromotedMillis, t.clamped.includes('decidedToPromoted')),
       seconds(t.totalMillis, t.clamped.includes('total')),
       h.lostBytes == null ? '-' : `${h.lostBytes} B`,
-    ];
+      // Whoever can write to etcd writes these fields: no escape sequence reaches the terminal.
+    ].map(printable);
   });
   const header = [
     'TERM',

@@ -46,6 +46,7 @@ import {
   type ServerSettings,
   type ServerTlsFiles,
   superUser,
+  syncfsAvailable,
   type UpstreamSettings,
 } from './postgres-config.js';
 import { passwordForSql } from './scram-verifier.js';
@@ -285,6 +286,7 @@ export class PostgresMember {
       upstream,
       synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
       ssl: this.tlsFiles,
+      syncfs: syncfsAvailable(process.platform, this.o.bins.major),
     };
   }
 

@@ -286,8 +286,21 @@ export class PostgresMember {
       upstream,
       synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
       ssl: this.tlsFiles,
-      syncfs: syncfsAvailable(process.platform, this.o.bins.major),
+      syncfs: this.syncfs,
     };
+  }
+
+  /**
+   * Whether data is written back a file system at a time: postgres's start-up sync
+   * (`recovery_init_sync_method`) and, after pg_basebackup or pg_rewind with
+   * --no-sync, the agent's own `syncfs` (adapters/file-system-sync.ts). An operator's
+   * `recovery_init_sync_method = fsync` (`--postgres-parameter`) turns both back to
+   * file-by-file fsync.
+   */
+  private get syncfs(): boolean {
+    return (
+      syncfsAvailable(process.platform, this.o.bins.major) && this.extra.recovery_init_sync_method?.trim() !== 'fsync'
+    );
   }
 
   /**
@@ -384,6 +397,7 @@ export class PostgresMember {
       this.passfile,
       undefined,
       this.tlsFiles?.caFile ?? null,
+      this.syncfs,
     );
     this.o.log.info(`base backup done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
     writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
@@ -474,7 +488,15 @@ export class PostgresMember {
       // promotion updates only at the next checkpoint: without one it may see "the
       // same timeline" and rewind nothing.
       await this.checkpointOn(leader);
-      await rewind(this.o.bins, this.dataDir, this.o.user, leader, this.passfile, this.tlsFiles?.caFile ?? null);
+      await rewind(
+        this.o.bins,
+        this.dataDir,
+        this.o.user,
+        leader,
+        this.passfile,
+        this.tlsFiles?.caFile ?? null,
+        this.syncfs,
+      );
       this.o.log.info(`pg_rewind done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
     } catch (error) {
       this.o.log.warn(`pg_rewind failed; taking a fresh base backup instead. ${(error as Error).message}`);

@@ -179,6 +179,12 @@ describe('recovery_init_sync_method', () => {
     expect(syncfsAvailable('darwin', 16)).toBe(false);
     expect(syncfsAvailable('win32', 16)).toBe(false);
   });
+
+  it("is not used when the operator's parameters choose fsync", () => {
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: 'fsync' })).toBe(false);
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: ' FSYNC ' })).toBe(false);
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: 'syncfs', work_mem: '4MB' })).toBe(true);
+  });
 });
 
 describe('renderServerConfig for a standby', () => {

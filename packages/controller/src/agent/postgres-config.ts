@@ -80,12 +80,21 @@ export interface ServerSettings {
 }
 
 /**
- * Whether postgres can sync its data directory with `syncfs()` when it starts from
- * data that was not shut down cleanly (`recovery_init_sync_method = syncfs`):
- * PostgreSQL 14+ on Linux only; elsewhere postgres refuses the value and would not start.
+ * Whether a member writes its data back a file system at a time (`syncfs()`):
+ * postgres's sync before recovery from data that was not shut down cleanly
+ * (`recovery_init_sync_method = syncfs`), and the agent's own after pg_basebackup and
+ * pg_rewind with `--no-sync`. PostgreSQL 14+ on Linux only (elsewhere postgres refuses
+ * the value and would not start), and not when the operator's extra parameters choose
+ * `recovery_init_sync_method = fsync`.
  */
-export const syncfsAvailable = (platform: string, postgresMajor: number): boolean =>
-  platform === 'linux' && postgresMajor >= 14;
+export const syncfsAvailable = (
+  platform: string,
+  postgresMajor: number,
+  extraParameters: Readonly<Record<string, string>> = {},
+): boolean =>
+  platform === 'linux' &&
+  postgresMajor >= 14 &&
+  extraParameters.recovery_init_sync_method?.trim().toLowerCase() !== 'fsync';
 
 /**
  * PostgreSQL settings pgha writes itself (agent/postgres-config.ts) or that its

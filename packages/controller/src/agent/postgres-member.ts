@@ -298,9 +298,7 @@ export class PostgresMember {
    * file-by-file fsync.
    */
   private get syncfs(): boolean {
-    return (
-      syncfsAvailable(process.platform, this.o.bins.major) && this.extra.recovery_init_sync_method?.trim() !== 'fsync'
-    );
+    return syncfsAvailable(process.platform, this.o.bins.major, this.extra);
   }
 
   /**

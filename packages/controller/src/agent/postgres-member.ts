@@ -496,6 +496,7 @@ export class PostgresMember {
         this.syncfs,
       );
       this.o.log.info(`pg_rewind done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
+      await this.flushWalOn(leader);
     } catch (error) {
       this.o.log.warn(`pg_rewind failed; taking a fresh base backup instead. ${(error as Error).message}`);
       onCloning();
@@ -515,6 +516,37 @@ export class PostgresMember {
       await client.query('CHECKPOINT');
     } finally {
       await client.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Makes the leader flush its WAL past the point this rewind must replay to. pg_rewind
+   * sets the rewound standby's minimum recovery point to the source's WAL *insert*
+   * position, which can lie past what the source has flushed (a running-xacts record
+   * its bgwriter wrote, left in the WAL buffers while nothing commits), and a walsender
+   * sends flushed WAL only: the standby then refuses connections ("consistent recovery
+   * state has not been yet reached") until the primary flushes more, seen taking 10 s
+   * in a failover test. A commit flushes everything before it: one tiny transaction that
+   * takes an xid, committed locally (no wait for synchronous standbys), costs a commit
+   * record — not a CHECKPOINT's I/O. Best effort: without it the standby only waits.
+   */
+  private async flushWalOn(leader: LeaderRecord): Promise<void> {
+    let client: pg.Client | null = null;
+    try {
+      client = await connectLocal(
+        { host: leader.host, port: leader.port, password: this.o.superuserPassword, tls: this.clientTls(true) },
+        5000,
+      );
+      await client.query('BEGIN');
+      await client.query('SET LOCAL synchronous_commit = local');
+      await client.query('SELECT txid_current()');
+      await client.query('COMMIT');
+    } catch (error) {
+      this.o.log.warn(
+        `could not make ${leader.member} flush its WAL after pg_rewind (${(error as Error).message}); this standby may wait for its next WAL flush before it accepts connections`,
+      );
+    } finally {
+      await client?.end().catch(() => undefined);
     }
   }
 

@@ -340,12 +340,17 @@ test('after a switchover, pgha up on the same state prints the member that leads
     expect(frames()[0]!.events).toEqual([]);
     expect(frames()[0]!.status!.urls.readWrite).toContain('target_session_attrs=read-write');
     await run(process.execPath, [cliPath(), 'switchover', '--etcd', etcd, '--cluster', 'quick', '--to', to]);
+    // The controller's history record and the new primary's own report (its role) are
+    // written independently after the promotion: either may come first.
     const events = await waitFor(
-      `status --watch to report the history record of the switchover to ${to}`,
+      `status --watch to report the history record of the switchover to ${to} and ${to}'s new role`,
       () => {
         if (watch.exitCode !== null) throw new StopWaiting(`status --watch exited ${watch.exitCode}: ${watchErrors}`);
         const all = frames().flatMap((f) => f.events);
-        return all.some((e) => e.type === 'history' && e.member === to) ? all : undefined;
+        return all.some((e) => e.type === 'history' && e.member === to) &&
+          all.some((e) => e.type === 'role' && e.member === to)
+          ? all
+          : undefined;
       },
       30_000,
       100,

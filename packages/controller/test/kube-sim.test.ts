@@ -105,9 +105,19 @@ async function pod(podName: string) {
 const podReady = (p: { status?: { conditions?: { type: string; status: string }[] } } | null) =>
   p !== null && (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
+/**
+ * A pg.Client whose connection errors fail its own calls instead of crashing the
+ * file: a failover can end a connection while it is idle (between a query and end()).
+ */
+function pgClient(config: pg.ClientConfig): pg.Client {
+  const c = new pg.Client(config);
+  c.on('error', () => undefined);
+  return c;
+}
+
 /** The standbys the primary `member` streams to (application_name), read through -rw. */
 async function streamingReplicas(): Promise<string[]> {
-  const c = new pg.Client({ connectionString: rwUrl(), connectionTimeoutMillis: 2000 });
+  const c = pgClient({ connectionString: rwUrl(), connectionTimeoutMillis: 2000 });
   await c.connect();
   try {
     const { rows } = await c.query("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'");
@@ -437,7 +447,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     expect(after.term - old.term).toBeLessThanOrEqual(1); // at most one switchover
     for (const member of ['demo-0', 'demo-1', 'demo-2']) {
       const p = await pod(member);
-      const c = new pg.Client({
+      const c = pgClient({
         connectionString: `postgres://postgres:${encodeURIComponent(password)}@${p.status.podIP}:5432/postgres`,
       });
       await c.connect();
@@ -456,7 +466,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
         'application/merge-patch+json',
       );
     const slots = async () => {
-      const c = new pg.Client({ connectionString: rwUrl() });
+      const c = pgClient({ connectionString: rwUrl() });
       await c.connect();
       const { rows } = await c.query('SELECT slot_name FROM pg_replication_slots ORDER BY 1');
       await c.end();
@@ -523,7 +533,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
   });
 
   it('deleting the PgHaCluster removes what it owns and keeps the PVCs; re-creating it finds the data', async () => {
-    const c = new pg.Client({ connectionString: rwUrl() });
+    const c = pgClient({ connectionString: rwUrl() });
     await c.connect();
     const rows = Number((await c.query('SELECT count(*) AS n FROM acks')).rows[0].n);
     await c.end();
@@ -560,7 +570,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
       )
     ).spec.clusterIP;
     await healthyLeader(180_000);
-    const again = new pg.Client({ connectionString: rwUrl() });
+    const again = pgClient({ connectionString: rwUrl() });
     await again.connect();
     const rowsAgain = Number((await again.query('SELECT count(*) AS n FROM acks')).rows[0].n);
     await again.end();

@@ -154,7 +154,9 @@ test('pgha up prints a working connection string, status --json shows the cluste
       const s = JSON.parse(json);
       return s.members.every((m: { lagBytes: number }) => m.lagBytes === 0) ? s : undefined;
     },
-    15_000,
+    // Far above what it needs: a CI run once saw etcd not answer `pgha status` for 15 s
+    // while the replicas' base backups and another test file loaded the disk.
+    60_000,
     250,
   );
   expect(status).toMatchObject({

@@ -349,7 +349,7 @@ const agentCommand = program
       'the primary renews its lease only while its postgres answered a fresh connection as writable within this bound',
     )
       .argParser(integer(100, 600_000))
-      .default(3000),
+      .default(10_000),
   )
   .option('--shared-buffers <size>', 'postgres shared_buffers', '128MB')
   .addOption(

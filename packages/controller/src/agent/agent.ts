@@ -64,7 +64,7 @@ export interface AgentOptions {
   readonly reportIntervalMillis: number;
   /**
    * The primary renews its lease only while its postgres answered a fresh
-   * connection as writable within this bound. Default 3000 ms.
+   * connection as writable within this bound. Default 10 000 ms.
    */
   readonly healthTimeoutMillis?: number;
   readonly sharedBuffers: string;
@@ -321,7 +321,7 @@ export class Agent {
       memberDir: o.memberDir,
       keys: this.keys,
       lease: this.settings.lease,
-      healthBoundMillis: o.healthTimeoutMillis ?? 3000,
+      healthBoundMillis: o.healthTimeoutMillis ?? 10_000,
       cliPath: o.cliPath,
       log: this.log,
       clock: this.clock,

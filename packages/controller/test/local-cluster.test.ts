@@ -157,6 +157,21 @@ describe('a static three-member cluster', () => {
     ]);
   });
 
+  test('every member syncs its data directory with syncfs when it starts from unclean data (Linux)', async () => {
+    // A replica's first start is from a base backup: postgres syncs the data directory
+    // before replaying; syncfs does it with one call per file system instead of one
+    // fsync per file (docs/architecture.md, "PostgreSQL settings").
+    expect(process.platform).toBe('linux');
+    for (const m of running!.members) {
+      const rows = await query<{ v: string }>(
+        running!,
+        m.name,
+        "SELECT current_setting('recovery_init_sync_method') AS v",
+      );
+      expect({ member: m.name, method: rows[0]?.v }).toEqual({ member: m.name, method: 'syncfs' });
+    }
+  });
+
   test('refuses replication and password-less logins outside the allowed rules', async () => {
     const c = running!;
     const bad = new pg.Client({

@@ -24,6 +24,7 @@ import {
   upstreamTls,
 } from '../agent/postgres-config.js';
 import { killPostmaster } from '../agent/watchdog-process.js';
+import { syncFileSystem } from './file-system-sync.js';
 import type { OsUser } from './os-user.js';
 import type { PostgresBinaries } from './prerequisites.js';
 import { exited, runTool, spawnOwned, stopChild } from './processes.js';
@@ -92,6 +93,7 @@ export async function baseBackup(
   passfile: string,
   onProgress?: (line: string) => void,
   sslRootCert: string | null = null,
+  syncfs = false,
 ): Promise<void> {
   const partial = `${dataDir}.partial`;
   rmSync(partial, { recursive: true, force: true });
@@ -113,6 +115,8 @@ export async function baseBackup(
       'fast',
       '--no-password',
       '-v',
+      // With syncfs the copy is written back below, one call for its file system.
+      ...(syncfs ? ['--no-sync'] : []),
     ],
     {
       user,
@@ -128,6 +132,8 @@ export async function baseBackup(
   );
   if (onProgress) for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) onProgress(line);
   writeOwnedFile(join(partial, 'standby.signal'), '', user);
+  // On disk before it is renamed into place: a copy that looks complete is complete.
+  if (syncfs) await syncFileSystem(partial);
   renameSync(partial, dataDir);
 }
 
@@ -154,6 +160,7 @@ export async function rewind(
   source: { host: string; port: number },
   passfile: string,
   sslRootCert: string | null = null,
+  syncfs = false,
 ): Promise<void> {
   // No password here (pg_rewind's argv is visible in ps): it comes from the passfile.
   const conn = conninfo({
@@ -171,11 +178,13 @@ export async function rewind(
   const hadSignal = existsSync(signal);
   rmSync(signal, { force: true });
   try {
-    await runTool(bins.path('pg_rewind'), ['--target-pgdata', dataDir, '--source-server', conn], {
-      user,
-      timeoutMillis: 600_000,
-      cwd: dataDir,
-    });
+    await runTool(
+      bins.path('pg_rewind'),
+      ['--target-pgdata', dataDir, '--source-server', conn, ...(syncfs ? ['--no-sync'] : [])],
+      { user, timeoutMillis: 600_000, cwd: dataDir },
+    );
+    // On disk before the caller clears the needs-rewind flag and starts postgres on it.
+    if (syncfs) await syncFileSystem(dataDir);
   } finally {
     if (hadSignal) writeOwnedFile(signal, '', user);
   }

@@ -9,6 +9,7 @@ import {
   replicationUser,
   reservedPostgresParameters,
   type ServerSettings,
+  syncfsAvailable,
   type UpstreamSettings,
 } from './postgres-config.js';
 
@@ -149,6 +150,40 @@ describe('renderServerConfig for a primary', () => {
 
   it('starts with a comment naming the member', () => {
     expect(renderServerConfig(settings()).split('\n')[0]).toBe('# Written by pgha for demo-0; edits are overwritten.');
+  });
+});
+
+describe('recovery_init_sync_method', () => {
+  it('asks postgres to sync its data directory with syncfs where it can', () => {
+    expect(settingLines(renderServerConfig(settings({ syncfs: true }))).get('recovery_init_sync_method')).toBe(
+      'syncfs',
+    );
+  });
+
+  it("leaves postgres's default where syncfs is not available", () => {
+    expect(settingLines(renderServerConfig(settings({ syncfs: false }))).has('recovery_init_sync_method')).toBe(false);
+    expect(settingLines(renderServerConfig(settings())).has('recovery_init_sync_method')).toBe(false);
+  });
+
+  it('lets --postgres-parameter choose fsync again (its line comes last)', () => {
+    const conf = settingLines(
+      renderServerConfig(settings({ syncfs: true, extraParameters: { recovery_init_sync_method: 'fsync' } })),
+    );
+    expect(conf.get('recovery_init_sync_method')).toBe("'fsync'");
+  });
+
+  it('is available on Linux from PostgreSQL 14 only', () => {
+    expect(syncfsAvailable('linux', 15)).toBe(true);
+    expect(syncfsAvailable('linux', 14)).toBe(true);
+    expect(syncfsAvailable('linux', 13)).toBe(false);
+    expect(syncfsAvailable('darwin', 16)).toBe(false);
+    expect(syncfsAvailable('win32', 16)).toBe(false);
+  });
+
+  it("is not used when the operator's parameters choose fsync", () => {
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: 'fsync' })).toBe(false);
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: ' FSYNC ' })).toBe(false);
+    expect(syncfsAvailable('linux', 15, { recovery_init_sync_method: 'syncfs', work_mem: '4MB' })).toBe(true);
   });
 });
 

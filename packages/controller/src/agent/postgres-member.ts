@@ -46,6 +46,7 @@ import {
   type ServerSettings,
   type ServerTlsFiles,
   superUser,
+  syncfsAvailable,
   type UpstreamSettings,
 } from './postgres-config.js';
 import { passwordForSql } from './scram-verifier.js';
@@ -285,7 +286,19 @@ export class PostgresMember {
       upstream,
       synchronousStandbyNames: renderSynchronousStandbyNames(this.synchronousSetting),
       ssl: this.tlsFiles,
+      syncfs: this.syncfs,
     };
+  }
+
+  /**
+   * Whether data is written back a file system at a time: postgres's start-up sync
+   * (`recovery_init_sync_method`) and, after pg_basebackup or pg_rewind with
+   * --no-sync, the agent's own `syncfs` (adapters/file-system-sync.ts). An operator's
+   * `recovery_init_sync_method = fsync` (`--postgres-parameter`) turns both back to
+   * file-by-file fsync.
+   */
+  private get syncfs(): boolean {
+    return syncfsAvailable(process.platform, this.o.bins.major, this.extra);
   }
 
   /**
@@ -382,6 +395,7 @@ export class PostgresMember {
       this.passfile,
       undefined,
       this.tlsFiles?.caFile ?? null,
+      this.syncfs,
     );
     this.o.log.info(`base backup done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
     writeMarker(this.dataDir, this.o.cluster, this.o.name, this.o.user);
@@ -472,8 +486,17 @@ export class PostgresMember {
       // promotion updates only at the next checkpoint: without one it may see "the
       // same timeline" and rewind nothing.
       await this.checkpointOn(leader);
-      await rewind(this.o.bins, this.dataDir, this.o.user, leader, this.passfile, this.tlsFiles?.caFile ?? null);
+      await rewind(
+        this.o.bins,
+        this.dataDir,
+        this.o.user,
+        leader,
+        this.passfile,
+        this.tlsFiles?.caFile ?? null,
+        this.syncfs,
+      );
       this.o.log.info(`pg_rewind done in ${((this.o.clock.now() - started) / 1000).toFixed(1)} s`);
+      await this.flushWalOn(leader);
     } catch (error) {
       this.o.log.warn(`pg_rewind failed; taking a fresh base backup instead. ${(error as Error).message}`);
       onCloning();
@@ -493,6 +516,37 @@ export class PostgresMember {
       await client.query('CHECKPOINT');
     } finally {
       await client.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Makes the leader flush its WAL past the point this rewind must replay to. pg_rewind
+   * sets the rewound standby's minimum recovery point to the source's WAL *insert*
+   * position, which can lie past what the source has flushed (a running-xacts record
+   * its bgwriter wrote, left in the WAL buffers while nothing commits), and a walsender
+   * sends flushed WAL only: the standby then refuses connections ("consistent recovery
+   * state has not been yet reached") until the primary flushes more, seen taking 10 s
+   * in a failover test. A commit flushes everything before it: one tiny transaction that
+   * takes an xid, committed locally (no wait for synchronous standbys), costs a commit
+   * record — not a CHECKPOINT's I/O. Best effort: without it the standby only waits.
+   */
+  private async flushWalOn(leader: LeaderRecord): Promise<void> {
+    let client: pg.Client | null = null;
+    try {
+      client = await connectLocal(
+        { host: leader.host, port: leader.port, password: this.o.superuserPassword, tls: this.clientTls(true) },
+        5000,
+      );
+      await client.query('BEGIN');
+      await client.query('SET LOCAL synchronous_commit = local');
+      await client.query('SELECT txid_current()');
+      await client.query('COMMIT');
+    } catch (error) {
+      this.o.log.warn(
+        `could not make ${leader.member} flush its WAL after pg_rewind (${(error as Error).message}); this standby may wait for its next WAL flush before it accepts connections`,
+      );
+    } finally {
+      await client?.end().catch(() => undefined);
     }
   }
 

@@ -819,20 +819,6 @@ export class PostgresMember {
    * their own; the caller checks their `sync_priority` before relying on it.
    */
   async applySynchronous(setting: SynchronousSetting): Promise<void> {
-    const wanted = renderSynchronousStandbyNames(setting);
-    if (this.connection !== null && renderSynchronousStandbyNames(this.synchronousSetting) === wanted) {
-      // pgha.conf says so already. If our own session sees it too, the postmaster has
-      // it: a backend has the value it was forked with or read after the postmaster's
-      // reload signalled it. No reload and no new connection, which a promotion would
-      // otherwise wait for (the usual case: asynchronous, or the claim unchanged).
-      const { rows } = await this.connection.query<{ synchronous_standby_names: string }>(
-        'SHOW synchronous_standby_names',
-      );
-      if (rows[0]?.synchronous_standby_names === wanted) {
-        this.synchronousSetting = setting;
-        return;
-      }
-    }
     this.synchronousSetting = setting;
     writeServerFiles(
       this.dataDir,
@@ -842,6 +828,7 @@ export class PostgresMember {
     );
     if (this.connection === null) return;
     await this.connection.query('SELECT pg_reload_conf()');
+    const wanted = renderSynchronousStandbyNames(setting);
     const deadline = this.o.clock.now() + 5000;
     for (;;) {
       let seen: string | null = null;

@@ -1,4 +1,8 @@
-// What the tests against the test API server share: a JSON call and a bounded poll.
+// What the tests against the test API server share: a JSON call, a bounded poll, and
+// the objects a PgHaCluster needs before the operator can reconcile it.
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse } from 'yaml';
 
 /** A JSON call to the API server whose URL `baseUrl()` gives (read per call: servers start in beforeAll). */
 export function apiCaller(baseUrl: () => string) {
@@ -35,4 +39,29 @@ export async function pollUntil<T>(
     }
     await new Promise((r) => setTimeout(r, options.intervalMillis ?? 50));
   }
+}
+
+/**
+ * Installs the PgHaCluster CRD (deploy/crd.yaml), creates `namespace` and a
+ * credentials Secret `<cluster>-credentials` with both passwords, as a user would
+ * before creating the PgHaCluster `cluster` there.
+ */
+export async function prepareNamespace(
+  call: ReturnType<typeof apiCaller>,
+  namespace: string,
+  cluster: string,
+): Promise<void> {
+  const repo = resolve(import.meta.dirname, '../..');
+  await call(
+    'POST',
+    '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+    parse(readFileSync(join(repo, 'deploy/crd.yaml'), 'utf8')),
+  );
+  await call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
+  await call('POST', `/api/v1/namespaces/${namespace}/secrets`, {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: `${cluster}-credentials` },
+    data: { 'superuser-password': 'YQ==', 'replication-password': 'Yg==' },
+  });
 }

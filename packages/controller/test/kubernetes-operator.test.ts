@@ -12,7 +12,7 @@
  * the standbys left cannot reach, restored when it is lowered again).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
@@ -26,11 +26,10 @@ import {
 } from '@pgha/core';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { findFreePortRange } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd, uniqueKeyRoot } from '../../../testing/etcd.js';
 import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
-import { apiCaller, pollUntil } from '../../../testing/kube-api/test-client.js';
+import { apiCaller, pollUntil, prepareNamespace } from '../../../testing/kube-api/test-client.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -95,18 +94,7 @@ beforeAll(async () => {
   etcdServer = await startTestEtcd();
   etcd = new Etcd3({ hosts: etcdServer.endpoint });
   api = await KubeApiServer.start();
-  await call(
-    'POST',
-    '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
-    parse(readFileSync(join(repo, 'deploy/crd.yaml'), 'utf8')),
-  );
-  await call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'db' } });
-  await call('POST', '/api/v1/namespaces/db/secrets', {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: { name: 'demo-credentials' },
-    data: { 'superuser-password': 'YQ==', 'replication-password': 'Yg==' },
-  });
+  await prepareNamespace(call, 'db', 'demo');
   operator = spawn(
     process.execPath,
     [

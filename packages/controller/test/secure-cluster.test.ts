@@ -17,17 +17,16 @@ import { Pool } from '@pgha/client';
 import { clusterKeys, LeaderRecord, MemberRecord, PghaError } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { parse } from 'yaml';
 import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
-import { apiCaller, pollUntil } from '../../../testing/kube-api/test-client.js';
+import { apiCaller, pollUntil, prepareNamespace } from '../../../testing/kube-api/test-client.js';
 import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../src/adapters/etcd.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
-const repo = resolve(import.meta.dirname, '../../..');
+const _repo = resolve(import.meta.dirname, '../../..');
 const cluster = 'sec';
 const keys = clusterKeys(cluster);
 const members = ['sec-0', 'sec-1'];
@@ -376,18 +375,7 @@ describe('pgha up --secure', () => {
     let output = '';
     let operator: ChildProcess | undefined;
     try {
-      await call(
-        'POST',
-        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
-        parse(readFileSync(join(repo, 'deploy/crd.yaml'), 'utf8')),
-      );
-      await call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'db' } });
-      await call('POST', '/api/v1/namespaces/db/secrets', {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        metadata: { name: `${cluster}-credentials` },
-        data: { 'superuser-password': 'YQ==', 'replication-password': 'Yg==' },
-      });
+      await prepareNamespace(call, 'db', cluster);
       // As deploy/examples/operator-etcd-tls.patch.yaml sets it: the files through the environment.
       operator = spawn(
         process.execPath,

@@ -7,11 +7,13 @@
 //
 // Needs root (network namespaces), kubectl and the built CLI (`pnpm test` builds).
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { clusterKeys, defaultConfig, LeaderRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../testing/cluster.js';
 import { apiCaller } from '../../../testing/kube-api/test-client.js';
 import { type Simulation, startSimulation } from '../../../testing/kube-sim/simulation.js';
@@ -19,6 +21,7 @@ import {
   type Ack,
   bytesPast,
   createAckTable,
+  lsnBytes,
   missingAcks,
   startWriter,
   switchPoint,
@@ -62,6 +65,9 @@ const pools: Pool[] = [];
 let nextId = 1;
 
 const context = () => simLog.slice(-40).join('\n');
+// The simulation's files (every container's log, the volumes): kept when a test fails.
+const stateDir = mkdtempSync(join(tmpdir(), 'pgha-kube-sim-test-'));
+let failed = false;
 
 async function leader(): Promise<LeaderRecord | null> {
   const text = await etcd.get(keys.leader).string();
@@ -196,6 +202,7 @@ async function stopWriters(): Promise<void> {
 }
 
 interface Outcome {
+  next: LeaderRecord;
   viaClientMillis: number;
   viaServiceMillis: number;
   missing: Ack[];
@@ -211,10 +218,15 @@ interface Outcome {
  */
 async function outcome(old: LeaderRecord, faultAt: number, client: Writer, service: Writer): Promise<Outcome> {
   const next = await newLeader(old);
+  const since = Date.parse(next.since);
+  // The old primary may win the new term itself: its agent restarts, reports the most
+  // WAL, and is elected (the operator's failover controller may be down meanwhile).
+  // What it acknowledges from then on is the new term's, not a late acknowledgement.
+  const rewon = next.member === old.member;
   const firstBy = async (w: Writer, what: string) =>
     waitFor(
-      `a write through ${what} acknowledged by a member other than ${old.member}`,
-      () => w.firstAckAfter(faultAt, old.member),
+      `a write through ${what} acknowledged in term ${next.term} (${rewon ? `by ${old.member} again` : `by a member other than ${old.member}`})`,
+      () => (rewon ? w.firstAckAfter(since) : w.firstAckAfter(faultAt, old.member)),
       60_000,
       20,
     ).catch((error) => {
@@ -226,12 +238,16 @@ async function outcome(old: LeaderRecord, faultAt: number, client: Writer, servi
   const conn = rwUrl();
   const missingIds = new Set(await missingAcks(conn, all));
   const sp = await switchPoint(conn, next.timeline);
+  // An acknowledgement of the old term: by the old primary, and, when it won again,
+  // before the new term began or at a position of the old timeline.
+  const oldTerm = (a: Ack) => a.member === old.member && (!rewon || a.at < since || lsnBytes(a.lsn) <= sp);
   return {
+    next,
     viaClientMillis: viaClient.at - faultAt,
     viaServiceMillis: viaService.at - faultAt,
     missing: all.filter((a) => missingIds.has(a.id)),
-    lateByOld: all.filter((a) => a.member === old.member && a.at >= Date.parse(next.since)),
-    lostBytes: bytesPast(all, old.member, sp),
+    lateByOld: all.filter((a) => oldTerm(a) && a.at >= since),
+    lostBytes: bytesPast(all.filter(oldTerm), old.member, sp),
     total: all.length,
   };
 }
@@ -246,7 +262,7 @@ async function writing(): Promise<{ client: Writer; service: Writer }> {
 describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', () => {
   beforeAll(async () => {
     const started = Date.now();
-    sim = await startSimulation({ log: (line) => simLog.push(`${new Date().toISOString()} ${line}`) });
+    sim = await startSimulation({ stateDir, log: (line) => simLog.push(`${new Date().toISOString()} ${line}`) });
     call = apiCaller(() => sim.api.url);
     etcd = createEtcdClient({ endpoints: sim.etcdEndpoint }, 2000);
     await sim.kubectl('apply', '-f', 'deploy/examples/pghacluster.yaml');
@@ -274,11 +290,28 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     console.log(`kube-sim up and ${name} Healthy ${Date.now() - started} ms after the start`);
   }, 240_000);
 
+  afterEach(async (context) => {
+    if (context.task.result?.state !== 'fail' || etcd === undefined) return;
+    failed = true;
+    // What moved the primary, in order: enough to tell a failover from a switchover.
+    const history = await etcd
+      .getAll()
+      .prefix(keys.historyPrefix)
+      .strings()
+      .catch(() => ({}));
+    console.log(
+      `history after the failed test:\n${Object.values(history).join('\n')}\n${simLog.slice(-80).join('\n')}`,
+    );
+  });
+
   afterAll(async () => {
     await stopWriters().catch(() => undefined);
     await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
     etcd?.close();
     await sim?.stop();
+    if (failed)
+      console.log(`kube-sim: a test failed; its files (containers' logs under logs/) are kept in ${stateDir}`);
+    else rmSync(stateDir, { recursive: true, force: true });
   }, 60_000);
 
   it('kubectl shows the cluster; -rw selects the leader pod only; the PVCs are bound', async () => {
@@ -306,7 +339,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     await sim.kubectl('delete', 'pod', old.member, '--wait=false');
     const o = await outcome(old, faultAt, client, service);
     console.log(
-      `pod ${old.member} deleted: first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.total} acknowledged, ${o.missing.length} lost, ${o.lateByOld.length} acknowledged by the old primary after the new one led`,
+      `pod ${old.member} deleted: new primary ${o.next.member} (term ${o.next.term}); first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.total} acknowledged, ${o.missing.length} lost, ${o.lateByOld.length} acknowledged by the old primary after the new one led`,
     );
     expect(o.missing).toEqual([]);
     expect(o.lateByOld).toEqual([]);
@@ -369,7 +402,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     }
     const o = await outcome(old, faultAt, client, service);
     console.log(
-      `${old.member}'s processes killed: first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.total} acknowledged, ${o.missing.length} lost (${o.lostBytes} bytes past the switch point), ${o.lateByOld.length} acknowledged by the old primary after the new one led`,
+      `${old.member}'s processes killed: new primary ${o.next.member} (term ${o.next.term}); first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.total} acknowledged, ${o.missing.length} lost (${o.lostBytes} bytes past the switch point), ${o.lateByOld.length} acknowledged by the old primary after the new one led`,
     );
     // Asynchronous replication: a crash may lose what had not reached a replica, within
     // the lag bound; a superseded primary never acknowledges anything.
@@ -524,7 +557,7 @@ describe.skipIf(unavailable !== null)('pgha on a simulated Kubernetes cluster', 
     const o = await outcome(old, killedAt, client, service);
     const after = (await call('GET', leasePath)).body.spec;
     console.log(
-      `operator ${holder} and primary ${old.member} killed: ${after.holderIdentity} leads the operator; first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.missing.length} of ${o.total} lost (${o.lostBytes} bytes)`,
+      `operator ${holder} and primary ${old.member} killed: ${after.holderIdentity} leads the operator; new primary ${o.next.member} (term ${o.next.term}); first write through @pgha/client after ${o.viaClientMillis} ms, through ${name}-rw after ${o.viaServiceMillis} ms; ${o.missing.length} of ${o.total} lost (${o.lostBytes} bytes)`,
     );
     expect(after.holderIdentity).not.toBe(holder);
     expect(o.lateByOld).toEqual([]);

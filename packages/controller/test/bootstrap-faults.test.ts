@@ -4,7 +4,9 @@
 // soak on a machine at load average 25 (initdb took 40 s): the agent refused to start
 // writable without the record and exited, and the cluster never came up. initdb is
 // made slow on purpose (a wrapper that waits before running the real one) so that
-// the freeze always falls inside it.
+// the freeze always falls inside it. The freeze (8 s) also outlasts the 5 s deadline
+// of `pgha up`'s own etcd reads while it waits for the cluster: that wait must take
+// a silent etcd as slow, not as gone (a CI run's `pgha up` exited on one such answer).
 import {
   chmodSync,
   mkdirSync,
@@ -28,8 +30,10 @@ import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local
 
 const cluster = 'bootlapse';
 const leaseTtlMillis = 2000;
-/** How long the wrapper holds initdb back: the freeze (TTL + 1.5 s) starts after ~1 s. */
-const initdbDelaySeconds = 7;
+/** How long etcd is frozen: over the TTL, and over the 5 s deadline of `pgha up`'s reads. */
+const freezeMillis = 8000;
+/** How long the wrapper holds initdb back: the freeze starts after ~1 s. */
+const initdbDelaySeconds = 10;
 
 let dir: string;
 let etcd: TestEtcd;
@@ -66,6 +70,7 @@ test('a lease that lapses during initdb: the bootstrapping member takes the lead
   mkdirSync(stateDir);
   chmodSync(stateDir, 0o711);
   let freeze: Promise<void> | null = null;
+  const lines: string[] = [];
   const base = await findFreePortRange(2);
   c = await startLocalCluster({
     cluster,
@@ -79,6 +84,7 @@ test('a lease that lapses during initdb: the bootstrapping member takes the lead
     supervise: false,
     readyTimeoutMillis: 90_000,
     progress: (line) => {
+      lines.push(line);
       if (freeze === null && /initializing/.test(line)) {
         frozen = true;
         process.kill(etcd.pid, 'SIGSTOP');
@@ -87,7 +93,7 @@ test('a lease that lapses during initdb: the bootstrapping member takes the lead
             process.kill(etcd.pid, 'SIGCONT');
             frozen = false;
             resolve();
-          }, leaseTtlMillis + 1500),
+          }, freezeMillis),
         );
       }
     },
@@ -113,4 +119,6 @@ test('a lease that lapses during initdb: the bootstrapping member takes the lead
   }
   const log = readFileSync(c.members[0]!.logFile, 'utf8');
   expect(log).toMatch(/our leader record lapsed during initdb/);
+  // The start-up wait saw etcd silent, said so, and waited.
+  expect(lines.join('\n')).toMatch(/etcd did not answer .*waiting up to 30 s for it/);
 });

@@ -617,6 +617,11 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const seen = new Map<string, string>();
   const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
   let primaryAtStart = '';
+  // How long etcd may fail to answer before `pgha up` gives up: as long as an agent
+  // waits for etcd at start-up (StartUp's 20 s) and more.
+  const etcdPatienceMillis = 30_000;
+  let etcdFailingSince: number | null = null;
+  let etcdSlowSaid = false;
   try {
     for (;;) {
       if (options.signal?.aborted)
@@ -640,8 +645,21 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
           const record = MemberRecord.decode(value);
           records.set(record.name, record);
         }
+        etcdFailingSince = null;
       } catch (error) {
-        throw castEtcdError(error, etcdEndpoint, 'waiting for the cluster to start');
+        // One slow answer (a stalled disk under etcd's fsync) is not a failed start:
+        // wait for etcd as long as the agents' own patience allows. A refusal (TLS,
+        // permissions) is final at once.
+        const failure = castEtcdError(error, etcdEndpoint, 'waiting for the cluster to start');
+        etcdFailingSince ??= Date.now();
+        if (failure.code === 'invalid-option' || Date.now() - etcdFailingSince > etcdPatienceMillis) throw failure;
+        if (!etcdSlowSaid)
+          progress(
+            `etcd did not answer (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); waiting up to ${etcdPatienceMillis / 1000} s for it`,
+          );
+        etcdSlowSaid = true;
+        await delay(500);
+        continue;
       }
       for (const name of names) {
         const r = records.get(name);

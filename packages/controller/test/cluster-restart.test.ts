@@ -8,8 +8,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, expect, test } from 'vitest';
+import { afterAll, afterEach, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { logDigest } from '../../../testing/log-digest.js';
 import { type Ack, createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
@@ -19,6 +20,12 @@ const cluster = 'restart';
 const members = ['restart-0', 'restart-1', 'restart-2'];
 let up: ChildProcess | null = null;
 const writers: Writer[] = [];
+
+// A failure says what the members decided (the logs go with the state directory).
+afterEach((context) => {
+  if (context.task.result?.state === 'fail')
+    console.log(`the cluster's notable log lines:\n${logDigest(join(stateDir, 'logs'))}`);
+});
 
 afterAll(async () => {
   for (const w of writers) await w.stop().catch(() => undefined);

@@ -21,6 +21,7 @@ import {
   StopWaiting,
   waitFor,
 } from '../../../testing/cluster.js';
+import { logDigest } from '../../../testing/log-digest.js';
 import { type Exposition, scrape } from '../../../testing/prometheus-text.js';
 import {
   type Ack,
@@ -278,8 +279,11 @@ afterAll(async () => {
 }, 120_000);
 
 // A test that fails halfway leaves its writers running: stop them before the next.
-afterEach(async () => {
+// Its failure says what the members and controllers decided.
+afterEach(async (context) => {
   await stopWriters();
+  if (context.task.result?.state === 'fail')
+    console.log(`notable log lines:\n${logDigest(join(stateDir, 'logs'), 80)}`);
 });
 
 const only = process.env.PGHA_FAULTS ? process.env.PGHA_FAULTS.split(',') : undefined;

@@ -12,6 +12,7 @@ import { clusterKeys, MemberRecord } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
+import { logDigest } from '../../../testing/log-digest.js';
 import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { scrape } from '../../../testing/prometheus-text.js';
 import { killEverythingUnder } from '../../../testing/spawned-command.js';
@@ -159,6 +160,8 @@ test('pgha up prints a working connection string, status --json shows the cluste
     60_000,
     250,
   );
+  // A fresh cluster that failed over already: say what its members decided.
+  expect(status.term, `the primary moved after the bootstrap:\n${logDigest(join(stateDir, 'logs'))}`).toBe(1);
   expect(status).toMatchObject({
     cluster: 'quick',
     term: 1,

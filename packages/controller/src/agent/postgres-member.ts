@@ -827,8 +827,17 @@ export class PostgresMember {
       this.o.allowedNetworks,
     );
     if (this.connection === null) return;
-    await this.connection.query('SELECT pg_reload_conf()');
     const wanted = renderSynchronousStandbyNames(setting);
+    // What postgres runs with now (a backend takes a pending reload before its next
+    // command). When it is already the wanted value, every backend started from now
+    // on has it whenever the reload lands: no fresh connection needed to confirm it
+    // (a promotion in asynchronous mode, every time; it saves a connection's setup).
+    const running = await this.connection
+      .query<{ synchronous_standby_names: string }>('SHOW synchronous_standby_names')
+      .then((r) => r.rows[0]?.synchronous_standby_names ?? null)
+      .catch(() => null);
+    await this.connection.query('SELECT pg_reload_conf()');
+    if (running === wanted) return;
     const deadline = this.o.clock.now() + 5000;
     for (;;) {
       let seen: string | null = null;

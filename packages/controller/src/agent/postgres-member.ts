@@ -698,14 +698,27 @@ export class PostgresMember {
     // Already out of recovery (a promotion whose "writable" update was lost is being
     // finished): pg_promote would fail on a primary.
     const { rows: before } = await this.connection.query('SELECT pg_is_in_recovery() AS r');
+    let requested = this.o.clock.now();
     if (before[0]?.r === true) await this.connection.query('SELECT pg_promote(false)');
     for (;;) {
       const { rows } = await this.connection!.query('SELECT pg_is_in_recovery() AS r');
       if (rows[0]?.r === false) break;
-      if (this.o.clock.now() - started > 60_000)
-        throw new PghaError('timeout', 'postgres did not leave recovery within 60 s');
+      const now = this.o.clock.now();
+      if (now - started > 60_000) throw new PghaError('timeout', 'postgres did not leave recovery within 60 s');
+      // PostgreSQL can sleep through the request: when it arrives while the startup
+      // process waits out wal_retrieve_retry_interval after its walreceiver lost the
+      // upstream (a switchover's target, just after the old primary's clean
+      // shutdown), the startup process waited once more, the whole interval (1 s),
+      // before ending recovery. Asking again wakes it.
+      if (now - requested >= 100) {
+        requested = now;
+        await this.connection!.query('SELECT pg_promote(false)').catch(() => undefined);
+      }
       await delay(5);
     }
+    // A request repeated as recovery ended leaves its signal file: postgres ignores it
+    // outside recovery and deletes it at its next start; delete it now all the same.
+    rmSync(join(this.dataDir, 'promote'), { force: true });
     this.upstream = null;
     return observePostgres(this.connection!);
   }

@@ -70,7 +70,18 @@ async function requestAndWait(
   const fromTerm = before?.term ?? 0;
   process.stderr.write(`requested; waiting for the controller (up to ${timeoutMillis / 1000} s)...\n`);
   for (;;) {
-    const text = await etcd.get(keys.switchover).string();
+    // The request is written: a slow etcd answer (a stalled disk) is waited out
+    // until the timeout, not taken as the end.
+    let text: string | null;
+    let leader: LeaderRecord | null;
+    try {
+      text = await etcd.get(keys.switchover).string();
+      leader = await readLeader(etcd, keys.leader);
+    } catch (error) {
+      if (Date.now() - started > timeoutMillis) throw error;
+      await delay(200);
+      continue;
+    }
     if (text !== null) {
       const pending = SwitchoverRecord.decode(text);
       if (pending.rejected) {
@@ -78,7 +89,6 @@ async function requestAndWait(
         throw new PghaError('conflict', `the controller rejected the request: ${pending.rejected}`);
       }
     }
-    const leader = await readLeader(etcd, keys.leader);
     if (leader !== null && leader.term > fromTerm && leader.writable) {
       process.stdout.write(
         `${leader.member} is the primary (term ${leader.term}, timeline ${leader.timeline}), ${((Date.now() - started) / 1000).toFixed(2)} s after the request\n`,

@@ -19,6 +19,7 @@ import { assertPortsFree } from '../../adapters/ports.js';
 import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
+import { readWritebackLimits, writebackAdvice } from '../../adapters/writeback-limits.js';
 import { newApiSecret } from '../../agent/failsafe.js';
 import { apiUrl } from '../../agent/health-server.js';
 import { etcdConnectionEnv } from '../../cli/etcd-options.js';
@@ -358,6 +359,11 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   let etcdServer: EtcdServer | null = null;
   if (ownEtcd) {
     progress(`starting etcd on 127.0.0.1:${etcdPort}${secure ? ' (TLS, client certificates)' : ''}`);
+    // Its data shares the disk with postgres's: say so when the kernel's write-back
+    // limits let fsyncs stall behind gigabytes (docs/failure-modes.md).
+    const limits = readWritebackLimits();
+    const advice = limits === null ? null : writebackAdvice(limits);
+    if (advice !== null) progress(advice);
     etcdServer = await startEtcdServer({
       dataDir: join(stateDir, 'etcd'),
       clientPort: etcdPort!,

@@ -32,7 +32,7 @@ export function logDigest(logDir: string, limit = 60): string {
         entry.level === 'warn' ||
         entry.level === 'error' ||
         (entry.decision !== undefined && entry.decision !== 'none') ||
-        /promot|fence|releas|target|failover|switchover/i.test(entry.msg ?? '');
+        /promot|fence|releas|target|failover|switchover|rewind|base backup|clone/i.test(entry.msg ?? '');
       if (!notable || entry.time === undefined) continue;
       const what =
         entry.decision !== undefined

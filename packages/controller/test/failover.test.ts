@@ -84,7 +84,23 @@ async function healthy(timeoutMillis = 60_000): Promise<LeaderRecord> {
     },
     timeoutMillis,
     100,
-  );
+  ).catch(async (error) => {
+    const seen = await describeMembers().catch((e) => `etcd: ${(e as Error).message}`);
+    throw new Error(`${(error as Error).message}; the members now: ${seen}`);
+  });
+}
+
+/** The leader and each member's reported state, for a timeout's message. */
+async function describeMembers(): Promise<string> {
+  const l = await leader();
+  const ms = await members();
+  const each = c.members.map((m) => {
+    const r = ms.get(m.name);
+    return r === undefined
+      ? `${m.name}: no record`
+      : `${m.name}: ${r.state} ${r.role}${r.streaming ? ' streaming' : ''} timeline ${r.timeline} at ${r.updatedAt}`;
+  });
+  return `leader ${l === null ? 'none' : `${l.member} term ${l.term} timeline ${l.timeline}${l.writable ? '' : ' (not writable)'}`}; ${each.join('; ')}`;
 }
 
 function conn(member: string): string {

@@ -627,7 +627,6 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   // waits for etcd at start-up (StartUp's 20 s) and more.
   const etcdPatienceMillis = 30_000;
   let etcdFailingSince: number | null = null;
-  let etcdSlowSaid = false;
   try {
     for (;;) {
       if (options.signal?.aborted)
@@ -657,13 +656,13 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         // wait for etcd as long as the agents' own patience allows. A refusal (TLS,
         // permissions) is final at once.
         const failure = castEtcdError(error, etcdEndpoint, 'waiting for the cluster to start');
-        etcdFailingSince ??= Date.now();
-        if (failure.code === 'invalid-option' || Date.now() - etcdFailingSince > etcdPatienceMillis) throw failure;
-        if (!etcdSlowSaid)
+        if (failure.code === 'invalid-option') throw failure;
+        if (etcdFailingSince === null) {
+          etcdFailingSince = Date.now();
           progress(
             `etcd did not answer (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); waiting up to ${etcdPatienceMillis / 1000} s for it`,
           );
-        etcdSlowSaid = true;
+        } else if (Date.now() - etcdFailingSince > etcdPatienceMillis) throw failure;
         await delay(500);
         continue;
       }

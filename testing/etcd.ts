@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findFreePort } from '../packages/controller/src/adapters/ports.js';
 import { startEtcdServer } from '../packages/controller/src/runtime/local/etcd-server.js';
+import { makeEtcdDataDir } from './state-dir.js';
 
 /** A running test etcd; `stop()` kills it and removes its directory. */
 export interface TestEtcd {
@@ -19,8 +20,9 @@ export async function startTestEtcd(): Promise<TestEtcd> {
   const clientPort = await findFreePort();
   let peerPort = await findFreePort();
   while (peerPort === clientPort) peerPort = await findFreePort();
+  const data = makeEtcdDataDir('pgha-etcd-data-'); // in memory: testing/state-dir.ts
   const server = await startEtcdServer({
-    dataDir: join(dir, 'data'),
+    dataDir: data,
     clientPort,
     peerPort,
     logFile: join(dir, 'etcd.log'),
@@ -30,6 +32,7 @@ export async function startTestEtcd(): Promise<TestEtcd> {
     pid: server.pid,
     async stop() {
       await server.stop();
+      rmSync(data, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { findPostgresBinaries } from '../../packages/controller/src/adapters/prerequisites.js';
 import { type EtcdServer, startEtcdServer } from '../../packages/controller/src/runtime/local/etcd-server.js';
 import { KubeApiServer } from '../kube-api/api-server.js';
+import { makeEtcdDataDir } from '../state-dir.js';
 import { DeploymentController } from './deployment-controller.js';
 import { Kubelet } from './kubelet.js';
 import { createPodNetwork, type PodNetwork } from './pod-network.js';
@@ -105,8 +106,11 @@ export async function startSimulation(options: SimulationOptions = {}): Promise<
     stops.push(() => network.destroy());
 
     const etcdDir = join(stateDir, 'etcd');
+    // Its data in memory, off the disk the pods' postgres share (testing/state-dir.ts).
+    const etcdData = makeEtcdDataDir('pgha-kube-sim-etcd-');
+    stops.push(() => rmSync(etcdData, { recursive: true, force: true }));
     const etcd: EtcdServer = await startEtcdServer({
-      dataDir: join(etcdDir, 'data'),
+      dataDir: etcdData,
       clientPort: etcdPort,
       peerPort: etcdPort + 1,
       host: network.gateway,

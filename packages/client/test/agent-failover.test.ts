@@ -2,13 +2,12 @@
 // postgres and a controller (packages/controller's local runtime), the primary's
 // agent stopped while callers write. Needs the controller's built CLI (`pnpm build`,
 // which `pnpm test` runs first); skipped without it.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { PghaError } from '@pgha/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postmasterPid } from '../../../testing/cluster.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { findFreePort } from '../../controller/src/adapters/ports.js';
 import { createLogger } from '../../controller/src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../../controller/src/runtime/local/local-cluster.js';
@@ -44,7 +43,7 @@ describe.skipIf(!built)('Pool through a real pgha failover (local runtime)', () 
   let pool: Pool | undefined;
 
   beforeAll(async () => {
-    stateDir = mkdtempSync(join(tmpdir(), 'pgha-client-agents-'));
+    stateDir = makeTestStateDir('pgha-client-agents-');
     const base = await freePortRange(5);
     cluster = await startLocalCluster({
       cluster: 'clientfo',
@@ -59,7 +58,7 @@ describe.skipIf(!built)('Pool through a real pgha failover (local runtime)', () 
   afterAll(async () => {
     await Promise.race([pool?.end().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
     await cluster?.stop();
-    rmSync(stateDir, { recursive: true, force: true });
+    removeTestStateDir(stateDir);
   });
 
   /** Waits for a writable leader and every member running, replicas streaming on its timeline. */

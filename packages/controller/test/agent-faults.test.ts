@@ -15,8 +15,7 @@
 // the release path disarms (Leadership.releaseLeader -> postgresChanged).
 
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   clusterKeys,
@@ -32,6 +31,7 @@ import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { updateClusterConfig } from '../src/adapters/cluster-config.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
@@ -242,7 +242,7 @@ async function failoverAfterUnhealthy(
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-agent-faults-'));
+  stateDir = makeTestStateDir('pgha-agent-faults-');
   const base = await findFreePortRange(8);
   c = await startLocalCluster({
     cluster,
@@ -277,8 +277,7 @@ afterAll(async () => {
   await stopWriters();
   etcd?.close();
   await c?.stop();
-  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-  else rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 120_000);
 
 describe('renewal tied to health', () => {

@@ -10,6 +10,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
@@ -19,7 +20,7 @@ let testEtcd: TestEtcd;
 let c: LocalCluster;
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-app-role-'));
+  stateDir = makeTestStateDir('pgha-app-role-');
   testEtcd = await startTestEtcd();
   c = await startLocalCluster({
     cluster: 'approle',
@@ -36,7 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await c?.stop();
   await testEtcd?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 30_000);
 
 /** Runs `sql` as the application role on `member`, in its own database. */

@@ -4,18 +4,18 @@
 // acknowledged row must survive, and every restart must come back healthy (one
 // writable primary, both replicas streaming), with history naming the old primary.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, StopWaiting, waitFor } from '../../../testing/cluster.js';
 import { logDigest } from '../../../testing/log-digest.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { type Ack, createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
-const stateDir = mkdtempSync(join(tmpdir(), 'pgha-restart-'));
+const stateDir = makeTestStateDir('pgha-restart-');
 const cluster = 'restart';
 const members = ['restart-0', 'restart-1', 'restart-2'];
 let up: ChildProcess | null = null;
@@ -33,8 +33,7 @@ afterAll(async () => {
     up.kill('SIGINT');
     await waitFor('pgha up to exit', () => up!.exitCode !== null, 60_000).catch(() => up!.kill('SIGKILL'));
   }
-  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-  else rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 });
 
 /** Runs `pgha up` on `stateDir`; resolves with the printed primary URL once it is up. */

@@ -4,8 +4,7 @@
 // re-clone it), never leave it stopped. Constructed for real: the only member
 // that holds the newest WAL is tagged noFailover, the old primary is gone, and the
 // controller elects the member that is behind (within the lag bound).
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clusterKeys, LeaderRecord, MemberRecord } from '@pgha/core';
 import { Etcd3 } from 'etcd3';
@@ -13,6 +12,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createLogger } from '../src/log.js';
 import { type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
 
@@ -24,7 +24,7 @@ let c: LocalCluster | null = null;
 let etcd: Etcd3;
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-diverge-'));
+  stateDir = makeTestStateDir('pgha-diverge-');
   testEtcd = await startTestEtcd();
   etcd = new Etcd3({ hosts: testEtcd.endpoint });
 }, 60_000);
@@ -33,7 +33,7 @@ afterAll(async () => {
   await c?.stop();
   etcd?.close();
   await testEtcd?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 120_000);
 
 async function leader(): Promise<LeaderRecord | null> {

@@ -22,6 +22,7 @@ import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
 import { httpGet } from '../../../testing/http-get.js';
 import { type Exposition, scrape, scrapeWithCa } from '../../../testing/prometheus-text.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import type { HealthBody } from '../src/decide/health.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -37,7 +38,7 @@ let c: LocalCluster;
 let ca: string;
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-health-'));
+  stateDir = makeTestStateDir('pgha-health-');
   testEtcd = await startTestEtcd();
   etcd = new Etcd3({ hosts: testEtcd.endpoint });
   const basePort = await findFreePortRange(3);
@@ -65,7 +66,7 @@ afterAll(async () => {
   await c?.stop();
   etcd?.close();
   await testEtcd?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 150_000);
 
 interface Answer {

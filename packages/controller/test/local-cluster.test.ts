@@ -2,14 +2,14 @@
 // replication of writes, member records, lease-bound records, clean stop, and a
 // second start on the same state directory. Last, on the same cluster, the member
 // slots cases (member-slots-cases.ts).
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clusterKeys, InitializeRecord, LeaderRecord, MemberRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { alive, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
@@ -71,7 +71,7 @@ function clusterPids(c: LocalCluster): number[] {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-milestone-'));
+  stateDir = makeTestStateDir('pgha-milestone-');
   basePort = await findFreePortRange(3);
   etcdPort = await findFreePortRange(2);
   while (etcdPort >= basePort - 1 && etcdPort <= basePort + 3) etcdPort = await findFreePort();
@@ -81,7 +81,7 @@ beforeAll(async () => {
 afterAll(async () => {
   etcd?.close();
   await running?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 });
 
 describe('a static three-member cluster', () => {

@@ -6,8 +6,7 @@
 // stopped by PID, and every namespace, veth and bridge made is deleted, even on
 // failure; the last check proves `ip netns list` is as it was.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ClusterKeys, clusterKeys, defaultConfig, LeaderRecord, MemberRecord, TermRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
@@ -31,6 +30,7 @@ import {
   startWriterIn,
   testNetworkCidr,
 } from '../../../testing/netns.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { livingGroupMembers } from '../src/adapters/postgres-server.js';
@@ -222,7 +222,7 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
   const hostOf = (name: string) => net!.hosts[Number(name.slice(name.lastIndexOf('-') + 1))]!;
 
   beforeAll(async () => {
-    stateDir = mkdtempSync(join(tmpdir(), 'pgha-partition-'));
+    stateDir = makeTestStateDir('pgha-partition-');
     chmodSync(stateDir, 0o711); // postgres runs as its own OS user and must enter it
     net = createNetnsNetwork(3);
     const base = await findFreePortRange(5);
@@ -272,8 +272,7 @@ describe.skipIf(reason !== null || !selected('d'))('partition of the primary (ne
       left = net?.destroy() ?? []; // also SIGKILLs anything still running in the namespaces
     }
     expect(left).toEqual([]);
-    if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-    else rmSync(stateDir, { recursive: true, force: true });
+    removeTestStateDir(stateDir);
   }, 180_000);
 
   fault(
@@ -427,7 +426,7 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
     );
 
   beforeAll(async () => {
-    stateDir = mkdtempSync(join(tmpdir(), 'pgha-quorum-'));
+    stateDir = makeTestStateDir('pgha-quorum-', etcdNames);
     chmodSync(stateDir, 0o711); // postgres runs as its own OS user and must enter it
     const base = await findFreePortRange(9);
     etcdPorts = [0, 1, 2].map((k) => ({ client: base + 3 + 2 * k, peer: base + 4 + 2 * k }));
@@ -458,8 +457,7 @@ describe.skipIf(!selected('g'))('three-member etcd', () => {
       for (const pid of alive([...etcdPids])) process.kill(pid, 'SIGKILL');
     }
     expect(alive([...etcdPids])).toEqual([]);
-    if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-    else rmSync(stateDir, { recursive: true, force: true });
+    removeTestStateDir(stateDir);
   }, 180_000);
 
   const survivorsOf = (k: number) => [0, 1, 2].filter((j) => j !== k);

@@ -21,6 +21,7 @@ import { alive, findFreePortRange, postgresProcesses, postmasterPid, waitFor } f
 import { KubeApiServer } from '../../../testing/kube-api/api-server.js';
 import { apiCaller, pollUntil, prepareNamespace } from '../../../testing/kube-api/test-client.js';
 import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../src/adapters/etcd.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -113,7 +114,7 @@ async function rejection(p: Promise<unknown>): Promise<Error> {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-secure-'));
+  stateDir = makeTestStateDir('pgha-secure-');
   const base = await findFreePortRange(6);
   c = await startLocalCluster({
     cluster,
@@ -142,8 +143,7 @@ afterAll(async () => {
     const all = [pids.etcdPid, ...pids.agentPids, ...pids.controllerPids, ...pids.postgresPids];
     await waitFor('every process of the cluster to exit', () => alive(all).length === 0, 30_000);
   }
-  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-  else rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 });
 
 describe('pgha up --secure', () => {

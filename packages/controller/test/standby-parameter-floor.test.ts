@@ -4,15 +4,14 @@
 // because a new primary raised one is restarted with the new value. Real etcd and
 // postgres (a local three-member cluster).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { clusterKeys, LeaderRecord, MemberRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findFreePort } from '../src/adapters/ports.js';
 import { createLogger } from '../src/log.js';
@@ -85,7 +84,7 @@ function agentLog(member: string): string {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-floor-'));
+  stateDir = makeTestStateDir('pgha-floor-');
   const basePort = await findFreePortRange(3);
   let etcdPort = await findFreePortRange(2);
   while (etcdPort >= basePort - 1 && etcdPort <= basePort + 3) etcdPort = await findFreePort();
@@ -109,7 +108,7 @@ beforeAll(async () => {
 afterAll(async () => {
   etcd?.close();
   await running?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 });
 
 describe('standby parameter floor', () => {

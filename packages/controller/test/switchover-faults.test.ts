@@ -13,9 +13,6 @@
 // cleanly and publishes its final position; the target must not take over without
 // it (it declines, and another member that has everything is elected instead).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { clusterKeys, HistoryRecord, LeaderRecord, MemberRecord } from '@pgha/core';
 import { Etcd3 } from 'etcd3';
@@ -23,6 +20,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { childPids, commandLine, findFreePortRange, postmasterPid, waitFor } from '../../../testing/cluster.js';
 import { startTestEtcd, type TestEtcd } from '../../../testing/etcd.js';
 import { type AnswerDropper, startAnswerDropper } from '../../../testing/etcd-answer-dropper.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createAckTable, missingAcks, startWriter, type Writer } from '../../../testing/writer.js';
 import { createLogger } from '../src/log.js';
 import { cliPath, type LocalCluster, startLocalCluster } from '../src/runtime/local/local-cluster.js';
@@ -38,7 +36,7 @@ const frozen = new Set<number>();
 const writers: Writer[] = [];
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-ambig-'));
+  stateDir = makeTestStateDir('pgha-ambig-');
   testEtcd = await startTestEtcd();
   dropper = await startAnswerDropper(testEtcd.endpoint);
   etcd = new Etcd3({ hosts: testEtcd.endpoint });
@@ -57,7 +55,7 @@ afterAll(async () => {
   etcd?.close();
   await dropper?.close();
   await testEtcd?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 120_000);
 
 async function leader(): Promise<LeaderRecord | null> {

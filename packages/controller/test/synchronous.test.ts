@@ -1,16 +1,9 @@
-// Synchronous quorum replication on a real local cluster (etcd + three postgres):
-// the primary's claim follows its standbys, and strict mode blocks commits while no
-// standby can confirm them and lets them through when one returns. A failover of a
-// synchronous cluster losing nothing acknowledged is shown by check.test.ts (pgha
-// check in quorum mode: a host loss of the primary while the Pool writes).
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ConfigRecord, clusterKeys, defaultConfig, LeaderRecord, SyncRecord } from '@pgha/core';
 import type { Etcd3 } from 'etcd3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { findFreePortRange, waitFor } from '../../../testing/cluster.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createAckTable } from '../../../testing/writer.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findFreePort } from '../src/adapters/ports.js';
@@ -90,7 +83,7 @@ const standbyNames = async (member: string) =>
   (await query<{ s: string }>(member, `SELECT current_setting('synchronous_standby_names') AS s`))[0]?.s;
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), 'pgha-sync-'));
+  stateDir = makeTestStateDir('pgha-sync-');
   const basePort = await findFreePortRange(3);
   let etcdPort = await findFreePortRange(2);
   while (etcdPort >= basePort - 1 && etcdPort <= basePort + 3) etcdPort = await findFreePort();
@@ -112,8 +105,7 @@ beforeAll(async () => {
 afterAll(async () => {
   etcd?.close();
   await c?.stop();
-  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-  else rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 60_000);
 
 describe('synchronous quorum replication', () => {

@@ -4,8 +4,7 @@
 // new primary, `pgha status --watch --json` reports the change, and `pgha history`
 // names the old primary with timings in order.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { clusterKeys, MemberRecord } from '@pgha/core';
@@ -16,12 +15,13 @@ import { logDigest } from '../../../testing/log-digest.js';
 import { type AuditedText, commandLines, etcdContents, findLeaks, logFiles } from '../../../testing/password-audit.js';
 import { scrape } from '../../../testing/prometheus-text.js';
 import { killEverythingUnder } from '../../../testing/spawned-command.js';
+import { makeTestStateDir, removeTestStateDir } from '../../../testing/state-dir.js';
 import { createEtcdClient } from '../src/adapters/etcd.js';
 import { findPostgresBinaries } from '../src/adapters/prerequisites.js';
 import { cliPath } from '../src/runtime/local/local-cluster.js';
 
 const run = promisify(execFile);
-const stateDir = mkdtempSync(join(tmpdir(), 'pgha-up-'));
+const stateDir = makeTestStateDir('pgha-up-');
 /** The `pgha up` started last (the one the running case stops with {@link interruptUp}). */
 let up: ChildProcess | null = null;
 /**
@@ -50,8 +50,7 @@ afterAll(async () => {
   // command line: SIGKILL by PID.
   for (const child of ups) if (running(child)) killEverythingUnder(stateDir, child.pid);
   killEverythingUnder(stateDir, undefined);
-  if (process.env.PGHA_KEEP_TEST_STATE) console.log(`state kept in ${stateDir}`);
-  else rmSync(stateDir, { recursive: true, force: true });
+  removeTestStateDir(stateDir);
 }, 120_000);
 
 /** Runs `pgha up` in the foreground on `stateDir`; resolves with the printed primary URL once it is up. */

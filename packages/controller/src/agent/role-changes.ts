@@ -134,10 +134,16 @@ export class RoleChanges {
     const { clock, postgres, leadership: lead, log } = this.c;
     log.info(`switchover to ${target.member}: shutting down cleanly`);
     const started = clock.now();
+    // Writes go on meanwhile; the pause starts with the shutdown below.
+    const checkpointMillis = await postgres.checkpointBeforeStop(3000);
+    if (checkpointMillis === null) log.warn('the checkpoint before shutting down failed or took over 3 s: shutting down anyway');
+    const stopping = clock.now();
     this.c.setState('stopping');
     const cleanLsn = await postgres.stop();
     await lead.releaseLeader(`switchover to ${target.member}`, cleanLsn);
-    log.info(`stepped down in ${Math.round(clock.now() - started)} ms`);
+    log.info(
+      `stepped down in ${Math.round(clock.now() - started)} ms (checkpoint ${checkpointMillis ?? '-'} ms, shutdown and release ${Math.round(clock.now() - stopping)} ms)`,
+    );
     this.c.setState('starting');
     // Not at once: starting postgres competes for the CPU with the target's promotion,
     // which is the write pause. Wait (bounded) for the new primary to be writable, so

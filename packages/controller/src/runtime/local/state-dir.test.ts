@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PghaError } from '@pgha/core';
@@ -86,6 +86,23 @@ describe('readState', () => {
   });
 
   it('refuses a directory holding only a subdirectory', () => {
+    mkdirSync(join(dir, 'data'));
+    expect(thrown(() => readState(dir, 'demo')).code).toBe('conflict');
+  });
+
+  it('takes a directory holding only an empty etcd directory, or a link to one, as new (etcd on a disk of its own)', () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'pgha-etcd-disk-'));
+    try {
+      symlinkSync(elsewhere, join(dir, 'etcd'));
+      expect(readState(dir, 'demo')).toBeNull();
+      writeFileSync(join(elsewhere, 'member'), '');
+      expect(thrown(() => readState(dir, 'demo')).code).toBe('conflict');
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+    rmSync(join(dir, 'etcd'));
+    mkdirSync(join(dir, 'etcd'));
+    expect(readState(dir, 'demo')).toBeNull();
     mkdirSync(join(dir, 'data'));
     expect(thrown(() => readState(dir, 'demo')).code).toBe('conflict');
   });

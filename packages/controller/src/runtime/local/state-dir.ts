@@ -49,7 +49,12 @@ export function randomPassword(): string {
 export function readState(dir: string, cluster: string | undefined): LocalClusterState | null {
   const file = join(dir, stateFileName);
   if (!existsSync(file)) {
-    if (existsSync(dir) && readdirSync(dir).length > 0) {
+    // A new state directory may already hold an empty `etcd`: a mount point of (or a
+    // link to) a disk of etcd's own, as docs/failure-modes.md advises.
+    const entries = existsSync(dir)
+      ? readdirSync(dir).filter((name) => !(name === 'etcd' && isEmptyDir(join(dir, name))))
+      : [];
+    if (entries.length > 0) {
       throw new PghaError(
         'conflict',
         `state directory ${dir} is not empty and has no ${stateFileName}: it is not a pgha state directory; choose another --state-dir`,
@@ -130,5 +135,14 @@ export function defaultStateDir(cluster: string, cwd: string, user: OsUser | nul
     return { dir: local, fallback: false };
   } catch {
     return { dir: join('/var/lib/pgha', cluster), fallback: true };
+  }
+}
+
+/** Whether `path` is (or links to) a directory with nothing in it. */
+function isEmptyDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory() && readdirSync(path).length === 0;
+  } catch {
+    return false;
   }
 }

@@ -710,15 +710,29 @@ describe('failover', () => {
       expect(postgresPids).toEqual(expect.arrayContaining(backends));
       const others = [agentPid, watchdogOf(agentPid)].filter((p): p is number => p !== undefined);
       expect(others).toHaveLength(2);
-      for (const pid of [...postgresPids, ...others]) {
-        process.kill(pid, 'SIGSTOP');
-        frozen.add(pid);
-      }
+      // The postmaster first, so nothing new is forked; then every process it has now
+      // (a backend listed above may have exited meanwhile: seen once), then the agent
+      // and its watchdog.
+      const stoppedPostgres: number[] = [];
+      const stop = (pid: number) => {
+        try {
+          process.kill(pid, 'SIGSTOP');
+          frozen.add(pid);
+          return true;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+          return false;
+        }
+      };
+      for (const pid of [pgPid, ...postgresProcesses(pgPid).filter((p) => p !== pgPid)])
+        if (stop(pid)) stoppedPostgres.push(pid);
+      expect(stoppedPostgres).toEqual(expect.arrayContaining([pgPid, ...backends]));
+      for (const pid of others) expect(stop(pid), `agent or watchdog ${pid} alive`).toBe(true);
       // Only once the kernel shows every one of them stopped is the COMMIT sent.
       await waitFor(
         'the whole host to be stopped',
         // Stopped, or gone (a short-lived child such as an autovacuum worker may exit).
-        () => [...postgresPids, ...others].every((pid) => ['T', 't', '', 'Z'].includes(processState(pid))),
+        () => [...stoppedPostgres, ...others].every((pid) => ['T', 't', '', 'Z'].includes(processState(pid))),
         5_000,
         5,
       );
@@ -737,8 +751,12 @@ describe('failover', () => {
         // Postgres first, then the statement on the idle connection, then the agent
         // and its watchdog: the order in which a resumed host can least afford it.
         resumedAt = Date.now();
-        for (const pid of postgresPids) {
-          process.kill(pid, 'SIGCONT');
+        for (const pid of stoppedPostgres) {
+          try {
+            process.kill(pid, 'SIGCONT');
+          } catch {
+            /* a short-lived child gone meanwhile */
+          }
           frozen.delete(pid);
         }
         idleWrite = settle(
@@ -750,7 +768,7 @@ describe('failover', () => {
         }
         await waitFor(
           'the old primary to be fenced (postmaster and backends)',
-          () => living(postgresPids).length === 0,
+          () => living(stoppedPostgres).length === 0,
           5_000,
           10,
         );
@@ -776,7 +794,7 @@ describe('failover', () => {
         if (committed.acknowledged) expect(committed.at).toBeLessThanOrEqual(fencedAt + 50);
         if (idleResult.acknowledged) expect(idleResult.at).toBeLessThanOrEqual(fencedAt + 50);
       } finally {
-        for (const pid of [...postgresPids, ...others]) {
+        for (const pid of [...stoppedPostgres, ...others]) {
           try {
             process.kill(pid, 'SIGCONT');
           } catch {

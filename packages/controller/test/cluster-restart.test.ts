@@ -137,7 +137,7 @@ test('five whole-cluster restarts under writes on every member lose no acknowled
         return ok ? s : undefined;
       },
       60_000,
-      250,
+      1000, // each poll runs the CLI (a node process): CPU the files beside this one need
     ).catch((error) => {
       throw new Error(`${(error as Error).message}\n${agentLogs()}`);
     });

@@ -676,33 +676,6 @@ export class PostgresMember {
     }
   }
 
-  /**
-   * A CHECKPOINT while postgres still serves writes, before a planned stop (best
-   * effort, bounded by `timeoutMillis`): the shutdown checkpoint then has little left
-   * to flush, and a switchover's write pause lasts until that shutdown checkpoint has
-   * been written and streamed. Patroni checkpoints before a planned stop for the same
-   * reason. Returns how long it took, or null when it failed or timed out (the stop
-   * goes ahead either way).
-   */
-  async checkpointBeforeStop(timeoutMillis: number): Promise<number | null> {
-    if (this.process === null || this.pgState !== 'primary') return null;
-    const started = Date.now();
-    let client: pg.Client | null = null;
-    try {
-      client = await connectLocal(
-        { host: '127.0.0.1', port: this.o.port, password: this.o.superuserPassword, tls: this.clientTls(false) },
-        timeoutMillis,
-        timeoutMillis,
-      );
-      await client.query('CHECKPOINT');
-      return Date.now() - started;
-    } catch {
-      return null;
-    } finally {
-      void client?.end().catch(() => undefined);
-    }
-  }
-
   private async dropConnection(): Promise<void> {
     const conn = this.connection;
     this.connection = null;

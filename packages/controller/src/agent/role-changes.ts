@@ -134,16 +134,10 @@ export class RoleChanges {
     const { clock, postgres, leadership: lead, log } = this.c;
     log.info(`switchover to ${target.member}: shutting down cleanly`);
     const started = clock.now();
-    // Writes go on meanwhile; the pause starts with the shutdown below.
-    const checkpointMillis = await postgres.checkpointBeforeStop(3000);
-    if (checkpointMillis === null) log.warn('the checkpoint before shutting down failed or took over 3 s: shutting down anyway');
-    const stopping = clock.now();
     this.c.setState('stopping');
     const cleanLsn = await postgres.stop();
     await lead.releaseLeader(`switchover to ${target.member}`, cleanLsn);
-    log.info(
-      `stepped down in ${Math.round(clock.now() - started)} ms (checkpoint ${checkpointMillis ?? '-'} ms, shutdown and release ${Math.round(clock.now() - stopping)} ms)`,
-    );
+    log.info(`stepped down in ${Math.round(clock.now() - started)} ms`);
     this.c.setState('starting');
     // Not at once: starting postgres competes for the CPU with the target's promotion,
     // which is the write pause. Wait (bounded) for the new primary to be writable, so
@@ -219,8 +213,10 @@ export class RoleChanges {
     const mustHold = last !== null && last.clean && last.member !== name && last.term === target.term - 1 ? last : null;
     if (mustHold === null) return { ok: true, position: now.receivedLsn ?? now.replayedLsn };
     const deadline = clock.now() + (this.c.catchUpTimeoutMillis ?? 3000);
+    // The caller's observation is fresh (taken as the promotion began): often enough
+    // already, without one more round trip inside the write pause.
+    let o: PostgresObservation | null = now;
     for (;;) {
-      const o = await postgres.observe();
       const position = o === null ? null : (o.receivedLsn ?? o.replayedLsn);
       if (position !== null && compareLsn(position, mustHold.lsn) >= 0) return { ok: true, position };
       if (clock.now() > deadline) {
@@ -230,6 +226,7 @@ export class RoleChanges {
         return { ok: false, position };
       }
       await delay(20);
+      o = await postgres.observe();
     }
   }
 

@@ -1,22 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import {
-  assertValidName,
-  type ConfigRecord,
-  clusterKeys,
-  LeaderRecord,
-  MemberRecord,
-  memberName,
-  PghaError,
-} from '@pgha/core';
+import { assertValidName, type ConfigRecord, clusterKeys, LeaderRecord, memberName, PghaError } from '@pgha/core';
 import { assertEtcdReachable, castEtcdError, createEtcdClient, type EtcdConnection } from '../../adapters/etcd.js';
 import { applyEtcdAccess } from '../../adapters/etcd-auth.js';
 import { postgresOsUser } from '../../adapters/os-user.js';
 import { assertPortsFree } from '../../adapters/ports.js';
-import { logTail } from '../../adapters/postgres-server.js';
 import { findEtcdBinary, findPostgresBinaries } from '../../adapters/prerequisites.js';
 import { spawnOwned, stopChild } from '../../adapters/processes.js';
 import { readWritebackLimits, writebackAdvice } from '../../adapters/writeback-limits.js';
@@ -27,6 +17,7 @@ import { decideEtcdAccess, etcdUser } from '../../decide/etcd-permissions.js';
 import type { Logger, LogLevel } from '../../log.js';
 import { type CertificateFiles, ensureCertificates, type TlsLayout } from './certificates.js';
 import { type EtcdServer, startEtcdServer } from './etcd-server.js';
+import { waitUntilUp } from './start-up-wait.js';
 import { assertReachableBy, type LocalClusterState, randomPassword, readState, writeState } from './state-dir.js';
 import { describeSynchronous, type SynchronousFlags, settleStoredSettings } from './stored-settings.js';
 
@@ -618,85 +609,21 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   memberList.forEach(startAgent);
   for (let i = 0; i < controllers; i++) startController(i);
 
-  const keys = clusterKeys(cluster, options.keyRoot);
   const etcd = createEtcdClient(adminConnection);
-  const seen = new Map<string, string>();
-  const deadline = Date.now() + (options.readyTimeoutMillis ?? 300_000);
-  let primaryAtStart = '';
-  // How long etcd may fail to answer before `pgha up` gives up: as long as an agent
-  // waits for etcd at start-up (StartUp's 20 s) and more.
-  const etcdPatienceMillis = 30_000;
-  let etcdFailingSince: number | null = null;
+  let primaryAtStart: string;
   try {
-    for (;;) {
-      if (options.signal?.aborted)
-        throw new PghaError('timeout', 'interrupted while the cluster was starting; stopped everything');
-      for (const [name, child] of agents) {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          const member = memberList.find((m) => m.name === name)!;
-          throw new PghaError(
-            'postgres-failed',
-            `the agent of ${name} exited (${child.exitCode ?? child.signalCode}) while the cluster was starting; its log (${member.logFile}) ends:\n${logTail(member.logFile, 6)}`,
-          );
-        }
-      }
-      let leader: LeaderRecord | null = null;
-      const records = new Map<string, MemberRecord>();
-      try {
-        const text = await etcd.get(keys.leader).string();
-        leader = text === null ? null : LeaderRecord.decode(text);
-        const all = await etcd.getAll().prefix(keys.membersPrefix).strings();
-        for (const value of Object.values(all)) {
-          const record = MemberRecord.decode(value);
-          records.set(record.name, record);
-        }
-        etcdFailingSince = null;
-      } catch (error) {
-        // One slow answer (a stalled disk under etcd's fsync) is not a failed start:
-        // wait for etcd as long as the agents' own patience allows. A refusal (TLS,
-        // permissions) is final at once.
-        const failure = castEtcdError(error, etcdEndpoint, 'waiting for the cluster to start');
-        if (failure.code === 'invalid-option') throw failure;
-        if (etcdFailingSince === null) {
-          etcdFailingSince = Date.now();
-          progress(
-            `etcd did not answer (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); waiting up to ${etcdPatienceMillis / 1000} s for it`,
-          );
-        } else if (Date.now() - etcdFailingSince > etcdPatienceMillis) throw failure;
-        await delay(500);
-        continue;
-      }
-      for (const name of names) {
-        const r = records.get(name);
-        const line =
-          r === undefined
-            ? 'waiting for its agent'
-            : `${r.state}${r.role === 'unknown' ? '' : ` as ${r.role}`}${r.role === 'replica' ? (r.streaming ? ', streaming' : ', not streaming yet') : ''}`;
-        if (seen.get(name) !== line) {
-          seen.set(name, line);
-          progress(`${name}: ${line}`);
-        }
-      }
-      const ready =
-        leader !== null &&
-        leader.writable &&
-        names.every((name) => {
-          const r = records.get(name);
-          if (r === undefined || r.state !== 'running') return false;
-          return name === leader!.member ? r.role === 'primary' : r.role === 'replica' && r.streaming;
-        });
-      if (ready) {
-        primaryAtStart = leader!.member;
-        break;
-      }
-      if (Date.now() > deadline) {
-        throw new PghaError(
-          'timeout',
-          `the cluster did not come up within ${(options.readyTimeoutMillis ?? 300_000) / 1000} s; see the logs in ${logDir}`,
-        );
-      }
-      await delay(200);
-    }
+    primaryAtStart = await waitUntilUp({
+      etcd,
+      etcdEndpoint,
+      keys: clusterKeys(cluster, options.keyRoot),
+      names,
+      agents,
+      logFileOf: (name) => memberList.find((m) => m.name === name)!.logFile,
+      timeoutMillis: options.readyTimeoutMillis ?? 300_000,
+      logDir,
+      signal: options.signal,
+      progress,
+    });
   } catch (error) {
     etcd.close();
     await stop();
